@@ -1,0 +1,1 @@
+"""Development and test helpers: local servers that stand in for production services."""

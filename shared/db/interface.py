@@ -1,0 +1,166 @@
+"""
+The small interface between rawvault's tasks and MongoDB.
+
+Every write is an atomic ``$set`` of only the fields it changes, so two tasks
+updating different fields of one ``RawFile`` never lose each other's writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from typing import Any
+
+import mongoengine
+from mongoengine.errors import NotUniqueError
+from pymongo import uri_parser
+
+from shared.db.models import Project, RawFile, utc_now
+
+log = logging.getLogger(__name__)
+
+ENV_VAR_MONGO_URI = "RAWVAULT_MONGO_URI"
+DEFAULT_DB_NAME = "rawvault"
+# Fail in seconds, not pymongo's default 30 s, when the server is down: a task then
+# fails with a clear message and is retried, instead of hanging a worker slot.
+SERVER_SELECTION_TIMEOUT_MS = 10_000
+_MAX_ID_ATTEMPTS = 100
+
+_connected: tuple[int, str] | None = None  # (pid, uri): pymongo clients must not cross a fork
+
+
+class DatabaseError(RuntimeError):
+    """The database is not configured or not reachable."""
+
+
+class RawFileNotFoundError(LookupError):
+    """No ``RawFile`` document has the requested id."""
+
+
+def connect_db(uri: str | None = None) -> None:
+    """Connect mongoengine to ``uri`` (default: ``$RAWVAULT_MONGO_URI``); cheap to call again."""
+    global _connected
+    uri = uri or os.environ.get(ENV_VAR_MONGO_URI)
+    if not uri:
+        raise DatabaseError(
+            f"{ENV_VAR_MONGO_URI} is not set: set it to the MongoDB URI, e.g. "
+            "mongodb://user:password@mongodb:27017/rawvault?authSource=admin (credentials never go in the YAML)"
+        )
+    if _connected == (os.getpid(), uri):
+        return
+    try:
+        parsed = uri_parser.parse_uri(uri)
+    except Exception as error:  # pymongo raises several types for a malformed URI
+        raise DatabaseError(f"{ENV_VAR_MONGO_URI} is not a valid MongoDB URI: {error}") from None
+    mongoengine.disconnect_all()
+    mongoengine.connect(
+        db=parsed.get("database") or DEFAULT_DB_NAME,
+        host=uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+        uuidRepresentation="standard",
+    )
+    _connected = (os.getpid(), uri)
+    nodes = ", ".join(f"{host}:{port}" for host, port in parsed["nodelist"])
+    log.info("connected to MongoDB at %s", nodes)  # never the URI: it may hold a password
+
+
+def get_raw_file(raw_file_id: str) -> RawFile:
+    """The ``RawFile`` with this id, or :class:`RawFileNotFoundError` naming it."""
+    connect_db()
+    raw_file = RawFile.objects(id=raw_file_id).first()
+    if raw_file is None:
+        raise RawFileNotFoundError(
+            f"raw file {raw_file_id!r} is not in the database (collection raw_file): check the raw_file_id "
+            "in the DAG run conf; raw files are registered by instrument_watcher.<instrument_id>"
+        )
+    return raw_file
+
+
+def create_raw_file(
+    original_name: str,
+    *,
+    instrument_id: str,
+    created_at: datetime,
+    **fields: Any,
+) -> RawFile:
+    """
+    Insert a new ``RawFile``; never overwrites an existing one.
+
+    The id is the file name. When that id is taken (the same name acquired on
+    another day or another instrument), the id becomes
+    ``<name>-<instrument_id>-<YYYYMMDDTHHMMSS>`` and, should even that be
+    taken, gets a counter; the document records the collision so its backup
+    lands in a folder of its own.
+    """
+    connect_db()
+    stamp = created_at.strftime("%Y%m%dT%H%M%S")
+    candidates = [original_name, f"{original_name}-{instrument_id}-{stamp}"]
+    candidates += [f"{candidates[1]}-{n}" for n in range(2, _MAX_ID_ATTEMPTS)]
+    for raw_file_id in candidates:
+        raw_file = RawFile(
+            id=raw_file_id,
+            original_name=original_name,
+            instrument_id=instrument_id,
+            created_at=created_at,
+            **fields,
+        )
+        try:
+            raw_file.save(force_insert=True)
+        except NotUniqueError:
+            log.info("raw file id %r is taken, trying the next one", raw_file_id)
+            continue
+        return raw_file
+    raise DatabaseError(f"could not find a free raw file id for {original_name!r} after {_MAX_ID_ATTEMPTS} attempts")
+
+
+def update_raw_file(raw_file_id: str, *, expected: dict[str, Any] | None = None, **fields: Any) -> bool:
+    """
+    Atomically ``$set`` ``fields`` on one raw file (and its ``db_updated_at``).
+
+    With ``expected``, update only while those fields still have those values
+    (a compare-and-set, e.g. to claim an upload) and return whether it
+    matched. Without it, a missing document raises :class:`RawFileNotFoundError`.
+    """
+    connect_db()
+    query = {"id": raw_file_id, **(expected or {})}
+    update = {f"set__{name}": value for name, value in fields.items()}
+    matched = RawFile.objects(**query).update_one(**update, set__db_updated_at=utc_now())
+    if matched:
+        return True
+    if expected is None:
+        raise RawFileNotFoundError(
+            f"cannot update raw file {raw_file_id!r}: it is not in the database (collection raw_file)"
+        )
+    return False
+
+
+def get_projects() -> list[Project]:
+    """All projects, for matching file names to projects."""
+    connect_db()
+    return list(Project.objects.order_by("id"))
+
+
+def create_project(project_id: str, *, name: str = "", description: str = "") -> Project:
+    """Insert a project; an existing id is an error, never overwritten."""
+    connect_db()
+    project = Project(id=project_id, name=name or project_id, description=description)
+    try:
+        project.save(force_insert=True)
+    except NotUniqueError:
+        raise DatabaseError(f"project {project_id!r} exists already") from None
+    return project
+
+
+__all__ = [
+    "DatabaseError",
+    "RawFileNotFoundError",
+    "connect_db",
+    "create_project",
+    "create_raw_file",
+    "get_projects",
+    "get_raw_file",
+    "update_raw_file",
+    "utc_now",
+]

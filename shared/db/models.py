@@ -1,0 +1,94 @@
+"""mongoengine documents: ``RawFile`` (collection ``raw_file``) and ``Project``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from mongoengine import DateTimeField, DictField, Document, IntField, StringField
+
+
+def utc_now() -> datetime:
+    """Timezone-aware now; MongoDB stores milliseconds, so round to them to compare reliably."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class RawFileStatus(StrEnum):
+    """Where a raw file is in the acquisition pipeline (its backup has ``BackupStatus``)."""
+
+    QUEUED = "queued"
+    MONITORING_ACQUISITION = "monitoring_acquisition"
+    MONITORING_DONE = "monitoring_done"
+    CHECKSUMMING = "checksumming"
+    CHECKSUMMING_DONE = "checksumming_done"
+    MOVING = "moving"
+    MOVED = "moved"
+    ERROR = "error"
+
+
+class BackupStatus(StrEnum):
+    """State of the local copy and the S3 upload (contract values, keep stable)."""
+
+    COPYING_IN_PROGRESS = "copying_in_progress"
+    COPYING_DONE = "copying_done"
+    COPYING_FAILED = "copying_failed"
+    UPLOAD_IN_PROGRESS = "upload_in_progress"
+    UPLOAD_DONE = "upload_done"
+    UPLOAD_FAILED = "upload_failed"
+    SKIPPED = "skipped"
+
+
+class RawFile(Document):
+    """
+    One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
+
+    ``file_info`` maps each file's path, relative to the raw file's backup
+    folder, to ``[size, md5, etag]``.
+    """
+
+    id = StringField(primary_key=True)
+    original_name = StringField(required=True)
+    instrument_id = StringField(required=True)
+    instrument_type = StringField()
+    project_id = StringField()
+
+    status = StringField(choices=[s.value for s in RawFileStatus], default=RawFileStatus.QUEUED.value)
+    status_details = StringField()
+    size = IntField()
+    # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
+    created_at = DateTimeField(required=True)
+
+    file_info = DictField()
+    backup_status = StringField(choices=[s.value for s in BackupStatus])
+    backup_status_details = StringField()
+    backup_base_path = StringField()
+    s3_backup_key = StringField()
+    s3_etag = StringField()
+    s3_upload_attempts = IntField(default=0)
+
+    # Audit timestamps of this document.
+    db_created_at = DateTimeField(default=utc_now)
+    db_updated_at = DateTimeField(default=utc_now)
+
+    meta = {
+        "collection": "raw_file",
+        "indexes": ["instrument_id", "backup_status", "original_name", "-created_at"],
+        "strict": False,  # documents written by a newer rawvault still load
+    }
+
+
+class Project(Document):
+    """
+    A project whose raw files go to their own bucket ``<bucket_prefix>-<normalised id>``.
+
+    The watcher assigns a raw file to the project whose id appears as a token
+    in the file name.
+    """
+
+    id = StringField(primary_key=True)
+    name = StringField()
+    description = StringField()
+    db_created_at = DateTimeField(default=utc_now)
+
+    meta = {"collection": "project", "strict": False}

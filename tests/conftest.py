@@ -1,0 +1,48 @@
+"""Shared fixtures: a real MongoDB wire-protocol server and settings builders.
+
+Set ``RAWVAULT_TEST_MONGO_URI`` to run the tests against a real MongoDB
+instead of the bundled SecantusDB server; each test then uses its own database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import mongoengine
+import pytest
+
+from devtools.servers import MongoServer
+from shared.db import interface
+
+TEST_MONGO_URI_ENV = "RAWVAULT_TEST_MONGO_URI"
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[str]:
+    """URI of a MongoDB server for this test session (started here unless given)."""
+    external = os.environ.get(TEST_MONGO_URI_ENV)
+    if external:
+        yield external
+        return
+    with MongoServer() as server:
+        yield server.uri
+
+
+@pytest.fixture
+def mongo_uri(mongo_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database on the session's server, selected through ``RAWVAULT_MONGO_URI``."""
+    from pymongo import uri_parser
+
+    parsed = uri_parser.parse_uri(mongo_server)
+    db_name = f"rv_test_{uuid.uuid4().hex[:12]}"
+    base, _, query = mongo_server.partition("?")
+    prefix = base.rsplit("/", 1)[0] if parsed.get("database") else base.rstrip("/")
+    uri = f"{prefix}/{db_name}" + (f"?{query}" if query else "")
+    monkeypatch.setenv(interface.ENV_VAR_MONGO_URI, uri)
+    interface.connect_db(uri)
+    yield uri
+    mongoengine.get_connection().drop_database(db_name)
+    mongoengine.disconnect_all()
+    interface._connected = None

@@ -1,0 +1,115 @@
+"""RawFile and Project through a real MongoDB wire-protocol server."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.db.interface import (
+    DatabaseError,
+    RawFileNotFoundError,
+    connect_db,
+    create_project,
+    create_raw_file,
+    get_raw_file,
+    update_raw_file,
+)
+from shared.db.models import BackupStatus, RawFile, RawFileStatus
+
+DAY1 = datetime(2026, 11, 1, 9, 30, 0, tzinfo=UTC)
+DAY2 = datetime(2026, 11, 2, 14, 0, 0, tzinfo=UTC)
+
+
+def test_create_get_update_round_trip(mongo_uri: str) -> None:
+    created = create_raw_file("sample 1.raw", instrument_id="thermo1", created_at=DAY1, project_id="P1", size=10)
+    assert created.id == "sample 1.raw"
+
+    update_raw_file(
+        created.id,
+        file_info={"sample 1.raw": [10, "a" * 32, "a" * 32]},
+        backup_status=BackupStatus.COPYING_DONE,
+        status=RawFileStatus.CHECKSUMMING_DONE,
+    )
+    loaded = get_raw_file(created.id)
+    assert loaded.file_info == {"sample 1.raw": [10, "a" * 32, "a" * 32]}
+    assert loaded.backup_status == "copying_done"
+    assert loaded.status == "checksumming_done"
+    assert loaded.project_id == "P1"
+    assert loaded.created_at == DAY1
+    assert loaded.db_updated_at >= loaded.db_created_at
+
+
+def test_file_info_keeps_paths_with_dots_and_slashes(mongo_uri: str) -> None:
+    create_raw_file("run.d", instrument_id="tims1", created_at=DAY1)
+    info = {"run.d/analysis.tdf": [1, "m", "e"], "run.d/sub dir/ä.bin": [2, "m2", "e2-2"]}
+    update_raw_file("run.d", file_info=info)
+    assert get_raw_file("run.d").file_info == info
+
+
+def test_same_name_on_another_day_or_instrument_does_not_overwrite(mongo_uri: str) -> None:
+    first = create_raw_file("blank.raw", instrument_id="thermo1", created_at=DAY1, size=1)
+    other_day = create_raw_file("blank.raw", instrument_id="thermo1", created_at=DAY2, size=2)
+    other_instrument = create_raw_file("blank.raw", instrument_id="thermo2", created_at=DAY1, size=3)
+    same_again = create_raw_file("blank.raw", instrument_id="thermo2", created_at=DAY1, size=4)
+
+    ids = [first.id, other_day.id, other_instrument.id, same_again.id]
+    assert len(set(ids)) == 4
+    assert ids[0] == "blank.raw"
+    assert ids[1] == "blank.raw-thermo1-20261102T140000"
+    assert ids[3] == "blank.raw-thermo2-20261101T093000-2"
+    assert [get_raw_file(i).size for i in ids] == [1, 2, 3, 4]
+    assert RawFile.objects.count() == 4
+
+
+def test_missing_raw_file_gives_clear_error(mongo_uri: str) -> None:
+    with pytest.raises(RawFileNotFoundError, match=r"raw file 'nope\.raw' is not in the database.*raw_file_id"):
+        get_raw_file("nope.raw")
+    with pytest.raises(RawFileNotFoundError, match=r"nope\.raw"):
+        update_raw_file("nope.raw", status="moved")
+
+
+def test_compare_and_set_update(mongo_uri: str) -> None:
+    create_raw_file("cas.raw", instrument_id="thermo1", created_at=DAY1, backup_status="copying_done")
+    claimed = update_raw_file("cas.raw", expected={"backup_status": "copying_done"}, backup_status="upload_in_progress")
+    lost = update_raw_file("cas.raw", expected={"backup_status": "copying_done"}, backup_status="upload_in_progress")
+    assert (claimed, lost) == (True, False)
+
+
+def test_missing_uri_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAWVAULT_MONGO_URI", raising=False)
+    with pytest.raises(DatabaseError, match="RAWVAULT_MONGO_URI is not set"):
+        connect_db()
+
+
+def test_duplicate_project_is_refused(mongo_uri: str) -> None:
+    create_project("PRJ1")
+    with pytest.raises(DatabaseError, match="project 'PRJ1' exists already"):
+        create_project("PRJ1")
+
+
+def _hammer(uri: str, field: str, rounds: int, barrier: multiprocessing.synchronize.Barrier) -> None:
+    connect_db(uri)
+    barrier.wait()
+    for n in range(rounds):
+        update_raw_file("shared.raw", **{field: f"{field}-{n}"})
+
+
+def test_concurrent_processes_updating_different_fields_lose_nothing(mongo_uri: str) -> None:
+    create_raw_file("shared.raw", instrument_id="thermo1", created_at=DAY1)
+    rounds = 60
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    workers = [
+        ctx.Process(target=_hammer, args=(mongo_uri, "status_details", rounds, barrier)),
+        ctx.Process(target=_hammer, args=(mongo_uri, "backup_status_details", rounds, barrier)),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    loaded = get_raw_file("shared.raw")
+    assert loaded.status_details == f"status_details-{rounds - 1}"
+    assert loaded.backup_status_details == f"backup_status_details-{rounds - 1}"
