@@ -14,7 +14,7 @@ fi
 
 # System packages (Debian): the tests' Redis broker, docker-compose (v1, only to
 # validate the compose file) and Chromium for the UI tests.
-APT_PACKAGES=$(grep -v '^#' scripts/apt-packages.txt | xargs)
+APT_PACKAGES=$(sed -e 's/#.*//' scripts/apt-packages.txt | xargs)
 missing=()
 for pkg in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -154,6 +154,8 @@ class AirflowSettings(_Section):
     """Airflow wiring: Celery queue names."""
 
     queue_prefix: str = ""
+    task_retries: Annotated[int, Field(ge=0, le=20)] = 2
+    retry_delay_minutes: Annotated[float, Field(ge=0)] = 5.0
 
 
 class S3Settings(_Section):
@@ -168,6 +170,9 @@ class S3Settings(_Section):
     server_side_encryption: Literal["AES256", "aws:kms"] | None = "AES256"
     kms_key_id: str | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    upload_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    upload_retry_delay_minutes: Annotated[float, Field(ge=0)] = 15.0
+    upload_timeout_hours: Annotated[float, Field(gt=0)] = 24.0
 
     @field_validator("region", "bucket_prefix")
     @classmethod

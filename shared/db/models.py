@@ -59,7 +59,13 @@ class RawFile(Document):
     # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
 
+    # Last size of the main file seen by monitor_acquisition, and since when it has had it.
+    monitor_size = IntField()
+    monitor_size_since = DateTimeField()
+
     file_info = DictField()
+    # Part size (bytes) the recorded multipart ETags were computed with; uploads must use the same.
+    etag_part_size = IntField()
     backup_status = StringField(choices=[s.value for s in BackupStatus])
     backup_status_details = StringField()
     backup_base_path = StringField()

@@ -1,0 +1,35 @@
+"""file_mover.<instrument_id>: after the configured delay, move a backed-up acquisition aside."""
+
+from __future__ import annotations
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.standard.sensors.python import PythonSensor
+from airflow.sdk import DAG, Param
+
+from rawvault.impl import tasks
+from rawvault.impl.dag_defaults import FILE_MOVER_QUEUE, dag_kwargs
+from shared.settings import get_settings
+
+DOC = """
+Moves one acquisition (conf: `{"raw_file_id": ...}`) into the instrument folder's
+target subfolder, once its local backup is verified and the share still matches it.
+"""
+
+settings = get_settings()
+
+for instrument_id in settings.instruments:
+    with DAG(
+        dag_id=f"file_mover.{instrument_id}",
+        schedule=None,
+        params={"raw_file_id": Param(type="string", minLength=1, description="id of the RawFile to move")},
+        **dag_kwargs(settings, instrument_id, queue=FILE_MOVER_QUEUE, doc_md=DOC),
+    ):
+        wait = PythonSensor(
+            task_id="wait_before_moving",
+            python_callable=tasks.file_mover_delay_passed,
+            op_kwargs={"delay_minutes": max(settings.file_mover.delay_minutes, 0)},
+            mode="reschedule",
+            poke_interval=min(300.0, max(settings.acquisition.poke_interval_seconds, 1.0)),
+        )
+        move = PythonOperator(task_id="move_raw_file", python_callable=tasks.move_raw_file)
+        wait >> move

@@ -1,0 +1,117 @@
+"""
+Move a backed-up acquisition aside on the instrument share.
+
+An acquisition is moved only when its local backup is verified and every file
+on the share still matches the recorded sizes: a file re-created under the
+same name is never moved as if it were the backed-up one. Re-running after a
+completed or partial move finishes the job without error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.db.models import BackupStatus, RawFile
+from shared.instrument_types import INSTRUMENT_TYPES
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_BACKUP_VERIFIED = {
+    BackupStatus.COPYING_DONE.value,
+    BackupStatus.UPLOAD_IN_PROGRESS.value,
+    BackupStatus.UPLOAD_DONE.value,
+    BackupStatus.UPLOAD_FAILED.value,
+}
+
+
+class MoveRefusedError(RuntimeError):
+    """The acquisition must not be moved (no verified backup, or the share does not match it)."""
+
+
+@dataclass
+class MovePlan:
+    """Top-level entries to move, from the instrument folder to the target folder."""
+
+    moves: list[tuple[Path, Path]] = field(default_factory=list)
+    already_moved: list[Path] = field(default_factory=list)
+
+
+def move_target_folder(raw_file: RawFile, settings: Settings) -> Path:
+    """Where the acquisition goes: ``<instrument path>/<target_folder>/<backup path without the instrument id>``."""
+    instrument = settings.instruments[raw_file.instrument_id]
+    within_instrument = Path(raw_file.backup_base_path).relative_to(raw_file.instrument_id)
+    return instrument.path / settings.file_mover.target_folder / within_instrument
+
+
+def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
+    """Check everything and decide what to move; raise :class:`MoveRefusedError` when nothing may move."""
+    if raw_file.backup_status not in LOCAL_BACKUP_VERIFIED:
+        raise MoveRefusedError(
+            f"raw file {raw_file.id!r} has no verified local backup (backup_status={raw_file.backup_status}): "
+            "not moved. Let copy_raw_file succeed first"
+        )
+    if not raw_file.file_info:
+        raise MoveRefusedError(f"raw file {raw_file.id!r} has no file_info: not moved")
+    instrument = settings.instruments[raw_file.instrument_id]
+    source_root = instrument.path
+    target_root = move_target_folder(raw_file, settings)
+    backup_root = settings.locations.backup / raw_file.backup_base_path
+
+    for relative_path, (size, _md5, _etag) in raw_file.file_info.items():
+        backup_copy = backup_root / relative_path
+        if not backup_copy.is_file() or backup_copy.stat().st_size != size:
+            raise MoveRefusedError(
+                f"the backup copy {backup_copy} is missing or has the wrong size: {raw_file.id!r} was not moved. "
+                "Re-run copy_raw_file for this raw file"
+            )
+
+    # Files of the set currently on the share must be exactly the recorded ones, with the recorded sizes.
+    raw_file_path = source_root / raw_file.original_name
+    instrument_type = INSTRUMENT_TYPES[instrument.type]
+    present = {p.relative_to(source_root).as_posix(): p for p in instrument_type.set_members(raw_file_path)}
+    unknown = sorted(set(present) - set(raw_file.file_info))
+    if unknown:
+        raise MoveRefusedError(
+            f"{raw_file_path} holds files that were not backed up ({', '.join(unknown[:5])}"
+            f"{' ...' if len(unknown) > 5 else ''}): a new acquisition may have been written under the same name; "
+            "not moved. Check the share, then register the new files"
+        )
+    for relative_path, path in present.items():
+        size = raw_file.file_info[relative_path][0]
+        if path.stat().st_size != size:
+            raise MoveRefusedError(
+                f"{path} is {path.stat().st_size} bytes on the share but {size} bytes were backed up: a different "
+                "file now has this name; not moved"
+            )
+
+    plan = MovePlan()
+    top_level = {Path(relative_path).parts[0] for relative_path in raw_file.file_info}
+    for name in sorted(top_level):
+        source, target = source_root / name, target_root / name
+        if source.exists() and target.exists():
+            raise MoveRefusedError(
+                f"both {source} and {target} exist: refusing to merge or overwrite; check which one is the backed-up "
+                "acquisition"
+            )
+        if source.exists():
+            plan.moves.append((source, target))
+        elif target.exists():
+            plan.already_moved.append(target)
+        else:
+            raise MoveRefusedError(f"{source} is missing from the share and not at {target} either: nothing to move")
+    return plan
+
+
+def move_raw_file(raw_file: RawFile, settings: Settings) -> MovePlan:
+    """Move the acquisition into the instrument's target folder (renames on the same share)."""
+    plan = plan_move(raw_file, settings)
+    for source, target in plan.moves:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+        log.info("moved %s -> %s", source, target)
+    for target in plan.already_moved:
+        log.info("%s was already moved", target)
+    return plan

@@ -1,0 +1,34 @@
+"""Defaults shared by rawvault's DAG files, so each file only wires tasks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.settings import Settings
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+S3_UPLOADER_QUEUE = "s3_uploader"
+FILE_MOVER_QUEUE = "file_mover"
+S3_UPLOAD_POOL = "s3_upload_pool"
+
+
+def default_args(settings: Settings, queue: str) -> dict[str, Any]:
+    """Task defaults: the environment's retries, on ``queue`` (prefixed per environment)."""
+    return {
+        "owner": "rawvault",
+        "queue": settings.queue(queue),
+        "retries": settings.airflow.task_retries,
+        "retry_delay": timedelta(minutes=settings.airflow.retry_delay_minutes),
+    }
+
+
+def dag_kwargs(settings: Settings, instrument_id: str, queue: str, doc_md: str) -> dict[str, Any]:
+    """Keyword arguments common to every per-instrument DAG."""
+    return {
+        "start_date": START_DATE,
+        "catchup": False,
+        "default_args": default_args(settings, queue),
+        "tags": ["rawvault", instrument_id],
+        "doc_md": doc_md,
+    }

@@ -1,0 +1,107 @@
+"""
+Task callables: read the Airflow context, call the plain pipeline functions.
+
+Errors that a retry cannot fix (a conflict in the backup, changed files, a
+refused move) become ``AirflowFailException``: the task turns red at once
+instead of burning its retries; a person looks, fixes and clears the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.exceptions import AirflowFailException
+
+from rawvault import pipeline, watcher
+from rawvault.acquisition import AcquisitionGoneError, acquisition_finished
+from rawvault.checksum import FileChangedError, TooManyPartsError
+from rawvault.file_mover import MoveRefusedError
+from rawvault.impl.context import raw_file_id_from
+from rawvault.local_backup import BackupConflictError, CopyVerificationError
+from shared.instrument_types import RawFileSetError
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    AcquisitionGoneError,
+    BackupConflictError,
+    CopyVerificationError,
+    FileChangedError,
+    TooManyPartsError,
+    RawFileSetError,
+    MoveRefusedError,
+    pipeline.FileInfoMismatchError,
+)
+
+
+def _fail_fast_on_permanent_errors(function: Any) -> Any:
+    def wrapper(**context: Any) -> Any:
+        try:
+            return function(**context)
+        except PERMANENT_ERRORS as error:
+            raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+
+    wrapper.__name__ = function.__name__
+    wrapper.__doc__ = function.__doc__
+    return wrapper
+
+
+@_fail_fast_on_permanent_errors
+def register_new_raw_files(instrument_id: str, **context: Any) -> list[dict[str, str]]:
+    """Register new raw files; return one trigger conf per raw file for the acquisition handler."""
+    raw_file_ids = watcher.register_new_raw_files(instrument_id, get_settings())
+    return [{"raw_file_id": raw_file_id} for raw_file_id in raw_file_ids]
+
+
+@_fail_fast_on_permanent_errors
+def monitor_acquisition(**context: Any) -> bool:
+    """Sensor poke: return whether the acquisition has finished."""
+    return acquisition_finished(raw_file_id_from(context), get_settings())
+
+
+@_fail_fast_on_permanent_errors
+def compute_checksum(**context: Any) -> dict[str, Any]:
+    """Checksum the set; the returned file info goes to XCom for copy and upload."""
+    settings = get_settings()
+    raw_file_id = raw_file_id_from(context)
+    file_info = pipeline.checksum_raw_file(raw_file_id, settings)
+    return {"raw_file_id": raw_file_id, "file_info": file_info, "part_size": settings.part_size_bytes}
+
+
+@_fail_fast_on_permanent_errors
+def copy_raw_file(**context: Any) -> dict[str, str]:
+    """Copy the set to the verified local backup; the backup folder goes to XCom."""
+    backup_folder = pipeline.copy_to_local_backup(raw_file_id_from(context), get_settings())
+    return {"backup_folder": str(backup_folder)}
+
+
+@_fail_fast_on_permanent_errors
+def move_raw_file(**context: Any) -> None:
+    """Move the acquisition aside on the instrument share."""
+    pipeline.move_on_share(raw_file_id_from(context), get_settings())
+
+
+def file_mover_delay_passed(delay_minutes: float, **context: Any) -> bool:
+    """Sensor poke: return whether the configured delay has passed since the file mover was triggered."""
+    dag_run = context["dag_run"]
+    started = getattr(dag_run, "run_after", None) or getattr(dag_run, "start_date", None) or datetime.now(UTC)
+    due = started + timedelta(minutes=delay_minutes)
+    if datetime.now(UTC) >= due:
+        return True
+    log.info("moving at %s (%g minutes after the backup)", due.isoformat(timespec="seconds"), delay_minutes)
+    return False
+
+
+def file_mover_disabled(**context: Any) -> None:
+    """Stand-in for start_file_mover when file_mover.delay_minutes is negative: skip."""
+    from airflow.exceptions import AirflowSkipException
+
+    raise AirflowSkipException("the file mover is disabled (file_mover.delay_minutes is negative)")
+
+
+def upload_to_s3(**context: Any) -> dict[str, Any]:
+    """Upload the verified local copy to S3 (file info and backup folder from XCom)."""
+    raise NotImplementedError("upload_to_s3 is wired in the S3 issue")

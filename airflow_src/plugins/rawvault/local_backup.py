@@ -1,0 +1,146 @@
+"""
+Copy a raw file set to the local backup and verify every copy.
+
+Files are written under a hidden temporary name and renamed only after the
+copy's size and MD5 match the recorded ones, so a crash never leaves a
+truncated file that looks complete. An existing different file at the target
+is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+COPY_BUFFER_BYTES = 8 * 1024 * 1024
+TEMP_SUFFIX = ".rawvault-partial"
+
+
+class BackupConflictError(RuntimeError):
+    """A different file already exists where the backup copy should go."""
+
+
+class CopyVerificationError(RuntimeError):
+    """A copy or its source does not match the recorded size and MD5."""
+
+
+@dataclass
+class CopyResult:
+    """What one backup run did."""
+
+    copied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_copied: int = 0
+
+
+def backup_base_path(instrument_id: str, created_at: datetime, raw_file_id: str, original_name: str) -> str:
+    """
+    Folder of a raw file in the backup, relative to its root: ``<instrument>/<YYYY_MM>``.
+
+    A raw file whose id differs from its name (the name was taken, see
+    ``create_raw_file``) gets a subfolder named after its id, so two
+    acquisitions with the same name never share a backup path.
+    """
+    base = f"{instrument_id}/{created_at:%Y_%m}"
+    return base if raw_file_id == original_name else f"{base}/{raw_file_id}"
+
+
+def md5_of_file(path: Path) -> str:
+    """Hex MD5 of a file's content."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(COPY_BUFFER_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_raw_file_set(source_root: Path, file_info: dict[str, list], target_root: Path) -> CopyResult:
+    """
+    Copy every file of ``file_info`` from ``source_root`` to ``target_root``, verified.
+
+    ``file_info`` maps relative paths to ``[size, md5, etag]``. A target that
+    already holds an identical file is skipped; a different one raises
+    :class:`BackupConflictError` and is left as it is.
+    """
+    result = CopyResult()
+    # Check every target before writing anything, so a conflict stops the set untouched.
+    pending = []
+    for relative_path, (size, md5, _etag) in sorted(file_info.items()):
+        target = target_root / relative_path
+        if target.exists():
+            _check_existing_target(target, size, md5, relative_path)
+            result.skipped.append(relative_path)
+        else:
+            pending.append((relative_path, size, md5))
+    for relative_path, size, md5 in pending:
+        _copy_verified(source_root / relative_path, target_root / relative_path, size, md5)
+        result.copied.append(relative_path)
+        result.bytes_copied += size
+    return result
+
+
+def _check_existing_target(target: Path, size: int, md5: str, relative_path: str) -> None:
+    actual_size = target.stat().st_size
+    if actual_size == size and md5_of_file(target) == md5:
+        log.info("%s is already in the backup and identical: skipped", relative_path)
+        return
+    raise BackupConflictError(
+        f"a different file is already in the backup at {target} (size {actual_size} bytes, expected {size} bytes "
+        f"with MD5 {md5}); it was not overwritten. It may belong to another acquisition with the same name: "
+        "move it aside after checking it, then clear this task to retry"
+    )
+
+
+def _copy_verified(source: Path, target: Path, size: int, md5: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}{TEMP_SUFFIX}")
+    try:
+        source_md5 = _copy_and_hash(source, temporary)
+        if source_md5 != md5:
+            raise CopyVerificationError(
+                f"{source} changed since it was checksummed (MD5 now {source_md5}, recorded {md5}): "
+                "nothing was written to the backup. Check the acquisition, then clear compute_checksum to re-checksum"
+            )
+        copy_size = temporary.stat().st_size
+        copy_md5 = md5_of_file(temporary)
+        if copy_size != size or copy_md5 != md5:
+            raise CopyVerificationError(
+                f"the copy of {source} at {temporary} does not match (size {copy_size} vs {size}, MD5 {copy_md5} vs "
+                f"{md5}): the backup disk may be failing or full; nothing was renamed into place"
+            )
+        shutil.copystat(source, temporary)
+        if target.exists():  # appeared while we copied: never overwrite
+            raise BackupConflictError(f"{target} appeared in the backup while it was being copied; not overwritten")
+        temporary.rename(target)
+        _fsync_dir(target.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+    log.info("copied %s -> %s (%d bytes, MD5 %s verified)", source, target, size, md5)
+
+
+def _copy_and_hash(source: Path, target: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    buffer = bytearray(COPY_BUFFER_BYTES)
+    view = memoryview(buffer)
+    with source.open("rb") as reader, target.open("wb") as writer:
+        while read := reader.readinto(buffer):
+            digest.update(view[:read])
+            writer.write(view[:read])
+        writer.flush()
+        os.fsync(writer.fileno())
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,137 @@
+"""The acquisition handler's steps as plain functions of a raw file id and the settings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rawvault.checksum import checksum_files
+from rawvault.file_mover import move_raw_file
+from rawvault.local_backup import copy_raw_file_set
+from shared.db.interface import get_raw_file, update_raw_file
+from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from shared.instrument_types import INSTRUMENT_TYPES, RawFileSetError
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Statuses after which the local copy is verified and must not be reported as anything less.
+_PAST_LOCAL_COPY = {
+    BackupStatus.UPLOAD_IN_PROGRESS.value,
+    BackupStatus.UPLOAD_DONE.value,
+    BackupStatus.UPLOAD_FAILED.value,
+}
+
+
+class FileInfoMismatchError(RuntimeError):
+    """The files on the share differ from the ones checksummed before."""
+
+
+def raw_file_source_root(raw_file: RawFile, settings: Settings) -> Path:
+    """The instrument folder holding the raw file (``file_info`` paths are relative to it)."""
+    return settings.instruments[raw_file.instrument_id].path
+
+
+def backup_folder(raw_file: RawFile, settings: Settings) -> Path:
+    """The raw file's folder in the local backup (``file_info`` paths are relative to it)."""
+    return settings.locations.backup / raw_file.backup_base_path
+
+
+def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
+    """
+    Checksum every file of the set once; record ``file_info`` and return it.
+
+    A retry that finds the same ``file_info`` recorded is a no-op write; a
+    different one means the files changed, which fails instead of overwriting.
+    """
+    raw_file = get_raw_file(raw_file_id)
+    instrument = settings.instruments[raw_file.instrument_id]
+    source_root = instrument.path
+    try:
+        members = INSTRUMENT_TYPES[instrument.type].files_in_set(source_root / raw_file.original_name)
+    except RawFileSetError as error:
+        update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
+        raise
+    relative_paths = [member.relative_to(source_root).as_posix() for member in members]
+    update_raw_file(raw_file_id, status=RawFileStatus.CHECKSUMMING.value)
+    try:
+        file_info = checksum_files(source_root, relative_paths, settings.part_size_bytes)
+    except Exception as error:
+        update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
+        raise
+
+    if raw_file.file_info and raw_file.file_info != file_info:
+        differing = _differences(raw_file.file_info, file_info)
+        raise FileInfoMismatchError(
+            f"the files of raw file {raw_file_id!r} differ from the ones checksummed before ({', '.join(differing[:5])}"
+            f"{' ...' if len(differing) > 5 else ''}); the recorded file_info was not overwritten. If the "
+            "acquisition was rewritten on purpose, register it as a new raw file"
+        )
+    if raw_file.etag_part_size and raw_file.etag_part_size != settings.part_size_bytes and raw_file.file_info:
+        raise FileInfoMismatchError(
+            f"raw file {raw_file_id!r} was checksummed with {raw_file.etag_part_size} byte parts but the settings now "
+            f"say {settings.part_size_bytes}; restore backup.s3.part_size_mb for this raw file"
+        )
+    update_raw_file(
+        raw_file_id,
+        file_info=file_info,
+        etag_part_size=settings.part_size_bytes,
+        size=sum(size for size, _md5, _etag in file_info.values()),
+        status=RawFileStatus.CHECKSUMMING_DONE.value,
+        status_details=None,
+    )
+    return file_info
+
+
+def _differences(old: dict[str, list], new: dict[str, list]) -> list[str]:
+    changed = [path for path in sorted(set(old) | set(new)) if old.get(path) != new.get(path)]
+    return [f"{path}: {_describe(old.get(path))} -> {_describe(new.get(path))}" for path in changed]
+
+
+def _describe(entry: list | None) -> str:
+    return "absent" if entry is None else f"{entry[0]} bytes"
+
+
+def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
+    """Copy the set to the local backup, verified; record ``backup_status``; return the backup folder."""
+    raw_file = get_raw_file(raw_file_id)
+    if not raw_file.file_info:
+        raise FileInfoMismatchError(f"raw file {raw_file_id!r} has no file_info: run compute_checksum first")
+    target = backup_folder(raw_file, settings)
+    track_status = raw_file.backup_status not in _PAST_LOCAL_COPY
+    if track_status:
+        update_raw_file(raw_file_id, backup_status=BackupStatus.COPYING_IN_PROGRESS.value, backup_status_details=None)
+    try:
+        result = copy_raw_file_set(raw_file_source_root(raw_file, settings), raw_file.file_info, target)
+    except Exception as error:
+        if track_status:
+            update_raw_file(
+                raw_file_id, backup_status=BackupStatus.COPYING_FAILED.value, backup_status_details=str(error)
+            )
+        raise
+    if track_status:
+        update_raw_file(raw_file_id, backup_status=BackupStatus.COPYING_DONE.value)
+    log.info(
+        "%s: %d files copied (%d bytes), %d already in the backup, in %s",
+        raw_file_id,
+        len(result.copied),
+        result.bytes_copied,
+        len(result.skipped),
+        target,
+    )
+    return target
+
+
+def move_on_share(raw_file_id: str, settings: Settings) -> None:
+    """Move the acquisition aside on the instrument share; record ``status=moved``."""
+    raw_file = get_raw_file(raw_file_id)
+    if raw_file.status == RawFileStatus.MOVED.value:
+        log.info("%s was moved already", raw_file_id)
+        return
+    update_raw_file(raw_file_id, status=RawFileStatus.MOVING.value)
+    try:
+        move_raw_file(raw_file, settings)
+    except Exception as error:
+        update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"file mover: {error}")
+        raise
+    update_raw_file(raw_file_id, status=RawFileStatus.MOVED.value, status_details=None)
