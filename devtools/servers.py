@@ -1,5 +1,4 @@
-"""
-Local stand-ins for production services, each run as its own process on 127.0.0.1.
+"""Local stand-ins for production services, each run as its own process on 127.0.0.1.
 
 - :class:`MongoServer`: SecantusDB, a MongoDB wire-protocol server (dev and tests only).
 - :class:`S3Server`: moto's S3 server over HTTP.

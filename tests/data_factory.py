@@ -1,50 +1,27 @@
-"""Generated instrument folders: Thermo, Bruker and Sciex acquisitions with deterministic content."""
+"""Generated instrument folders for tests (defaults sized for fast runs)."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-KIB = 1024
-MIB = 1024 * KIB
+from devtools import demo_data
+from devtools.demo_data import KIB, MIB, write_bytes
 
-
-def write_bytes(path: Path, size: int, seed: int) -> Path:
-    """Write ``size`` pseudo-random bytes (reproducible from ``seed``) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    with path.open("wb") as handle:
-        remaining = size
-        while remaining:
-            chunk = min(remaining, 4 * MIB)
-            handle.write(rng.randbytes(chunk))
-            remaining -= chunk
-    return path
+__all__ = ["KIB", "MIB", "make_bruker", "make_sciex", "make_thermo", "write_bytes"]
 
 
 def make_thermo(
     folder: Path, name: str = "20261122_thermo1_PRJ1_sample.raw", size: int = 12 * MIB, seed: int = 1
 ) -> Path:
-    """A Thermo acquisition: one ``.raw`` file."""
-    return write_bytes(folder / name, size, seed)
+    """A Thermo ``.raw`` file (12 MiB: three 5 MiB parts)."""
+    return demo_data.make_thermo(folder, name, size, seed)
 
 
 def make_bruker(folder: Path, name: str = "20261122_tims1_sample.d", seed: int = 2) -> Path:
-    """A Bruker acquisition: a ``.d`` folder with nested files of varied sizes (one empty)."""
-    root = folder / name
-    write_bytes(root / "analysis.tdf_bin", 7 * MIB, seed)
-    write_bytes(root / "analysis.tdf", 300 * KIB, seed + 1)
-    write_bytes(root / "chromatography-data.sqlite", 40 * KIB, seed + 2)
-    write_bytes(root / "1234.m" / "method file.method", 9 * KIB, seed + 3)
-    write_bytes(root / "1234.m" / "submethods" / "ä-param.xml", 2 * KIB, seed + 4)
-    write_bytes(root / "empty.lock.txt", 0, seed + 5)
-    return root
+    """A Bruker ``.d`` folder with nested files (one empty, one non-ASCII name)."""
+    return demo_data.make_bruker(folder, name, seed=seed)
 
 
 def make_sciex(folder: Path, name: str = "20261122_zeno1_sample.wiff", seed: int = 3) -> Path:
-    """A Sciex acquisition: ``NAME.wiff`` with ``.wiff2`` and ``.wiff.scan`` siblings."""
-    stem = name.removesuffix(".wiff")
-    write_bytes(folder / name, 200 * KIB, seed)
-    write_bytes(folder / f"{stem}.wiff2", 3 * MIB, seed + 1)
-    write_bytes(folder / f"{stem}.wiff.scan", 6 * MIB, seed + 2)
-    return folder / name
+    """A Sciex ``.wiff`` set with ``.wiff2`` and ``.wiff.scan`` siblings."""
+    return demo_data.make_sciex(folder, name, seed=seed)

@@ -1,5 +1,4 @@
-"""
-Task callables: read the Airflow context, call the plain pipeline functions.
+"""Task callables: read the Airflow context, call the plain pipeline functions.
 
 Errors that a retry cannot fix (a conflict in the backup, changed files, a
 refused move) become ``AirflowFailException``: the task turns red at once
@@ -12,7 +11,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from rawvault import pipeline, watcher
 from rawvault.acquisition import AcquisitionGoneError, acquisition_finished
@@ -97,7 +96,7 @@ def file_mover_delay_passed(delay_minutes: float, **context: Any) -> bool:
 
 def file_mover_disabled(**context: Any) -> None:
     """Stand-in for start_file_mover when file_mover.delay_minutes is negative: skip."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     raise AirflowSkipException("the file mover is disabled (file_mover.delay_minutes is negative)")
 
