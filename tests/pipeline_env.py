@@ -45,6 +45,7 @@ def write_pipeline_env(root: Path, *, backup: dict[str, Any] | None = None, **ov
     }
     for key, value in overrides.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    root.mkdir(parents=True, exist_ok=True)
     config_path = root / "rawvault.test.yaml"
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     settings = load_settings(config_path)

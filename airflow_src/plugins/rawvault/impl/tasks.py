@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -19,6 +20,7 @@ from rawvault.checksum import FileChangedError, TooManyPartsError
 from rawvault.file_mover import MoveRefusedError
 from rawvault.impl.context import raw_file_id_from
 from rawvault.local_backup import BackupConflictError, CopyVerificationError
+from rawvault.s3.errors import S3PermanentError
 from shared.instrument_types import RawFileSetError
 from shared.settings import get_settings
 
@@ -33,6 +35,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     RawFileSetError,
     MoveRefusedError,
     pipeline.FileInfoMismatchError,
+    S3PermanentError,
 )
 
 
@@ -101,6 +104,24 @@ def file_mover_disabled(**context: Any) -> None:
     raise AirflowSkipException("the file mover is disabled (file_mover.delay_minutes is negative)")
 
 
+@_fail_fast_on_permanent_errors
 def upload_to_s3(**context: Any) -> dict[str, Any]:
     """Upload the verified local copy to S3 (file info and backup folder from XCom)."""
-    raise NotImplementedError("upload_to_s3 is wired in the S3 issue")
+    from rawvault.s3.backup import upload_raw_file_to_s3
+
+    ti = context["ti"]
+    checksum = ti.xcom_pull(task_ids="compute_checksum") or {}
+    copy = ti.xcom_pull(task_ids="copy_raw_file") or {}
+    result = upload_raw_file_to_s3(
+        raw_file_id_from(context),
+        checksum.get("file_info"),
+        Path(copy["backup_folder"]) if copy.get("backup_folder") else None,
+        get_settings(),
+        part_size=checksum.get("part_size"),
+    )
+    return {
+        "s3_backup_key": result.s3_backup_key,
+        "s3_etag": result.s3_etag,
+        "uploaded": len(result.uploaded),
+        "skipped": len(result.skipped),
+    }

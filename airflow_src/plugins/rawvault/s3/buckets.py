@@ -1,0 +1,177 @@
+"""Buckets: one per project, ``<bucket_prefix>-<normalised project id>``.
+
+Normalisation: lower case; every run of characters other than ``a-z0-9``
+becomes one ``-``; leading and trailing ``-`` are dropped. So ``_FALLBACK``
+gives ``fallback`` and ``P_1``, ``p.1`` and ``p-1`` all give ``p-1`` — which
+is why :func:`check_no_bucket_collisions` refuses to let two project ids share
+a bucket. A name that breaks S3's rules (3-63 characters, reserved prefixes
+and suffixes) is an error, never silently shortened.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from rawvault.s3.errors import (
+    BucketMissingError,
+    BucketNameCollisionError,
+    BucketNameError,
+    S3AccessDeniedError,
+    classify,
+    error_code,
+    is_access_error,
+    is_not_found,
+)
+
+log = logging.getLogger(__name__)
+
+MANAGED_BY_TAG = ("managed-by", "rawvault")
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3")
+
+
+def normalise_project_id(project_id: str) -> str:
+    """``project_id`` in bucket-name form: lower case ``a-z0-9`` runs joined by single ``-``."""
+    return re.sub(r"[^a-z0-9]+", "-", project_id.lower()).strip("-")
+
+
+def bucket_name(bucket_prefix: str, project_id: str) -> str:
+    """The bucket of ``project_id``: ``<bucket_prefix>-<normalised project id>``, checked against S3's rules."""
+    normalised = normalise_project_id(project_id or "")
+    if not normalised:
+        raise BucketNameError(
+            f"project id {project_id!r} has no letters or digits, so it gives no bucket name: rename the project"
+        )
+    name = f"{bucket_prefix}-{normalised}"
+    problem = None
+    if not _BUCKET_RE.fullmatch(name):
+        problem = f"is not 3-63 lower-case letters, digits and '-' ({len(name)} characters)"
+    elif name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        problem = "uses a prefix or suffix S3 reserves"
+    if problem:
+        raise BucketNameError(
+            f"bucket name {name!r} for project {project_id!r} {problem}: use a shorter project id or "
+            "backup.s3.bucket_prefix"
+        )
+    return name
+
+
+def check_no_bucket_collisions(bucket_prefix: str, project_ids: Iterable[str]) -> None:
+    """Raise :class:`BucketNameCollisionError` if two different project ids map to the same bucket."""
+    by_bucket: dict[str, set[str]] = defaultdict(set)
+    for project_id in project_ids:
+        by_bucket[bucket_name(bucket_prefix, project_id)].add(project_id)
+    collisions = {bucket: ids for bucket, ids in by_bucket.items() if len(ids) > 1}
+    if collisions:
+        described = "; ".join(
+            f"{', '.join(repr(i) for i in sorted(ids))} -> {bucket}" for bucket, ids in sorted(collisions.items())
+        )
+        raise BucketNameCollisionError(
+            f"different project ids would share one bucket ({described}): bucket names are lower case and "
+            "turn '_' and '.' into '-'; rename one of the projects so each has a bucket of its own"
+        )
+
+
+def _encryption_rule(server_side_encryption: str | None, kms_key_id: str | None) -> dict[str, Any]:
+    if server_side_encryption == "aws:kms":
+        default: dict[str, str] = {"SSEAlgorithm": "aws:kms"}
+        if kms_key_id:
+            default["KMSMasterKeyID"] = kms_key_id
+        return {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}
+    return {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+
+
+def ensure_bucket(
+    client: Any,
+    name: str,
+    region: str,
+    auto_create: bool,
+    *,
+    server_side_encryption: str | None = "AES256",
+    kms_key_id: str | None = None,
+) -> bool:
+    """Make sure bucket ``name`` exists and is ours to use; return whether it was created.
+
+    ``head_bucket`` first. A missing bucket is an error unless ``auto_create``:
+    then it is created private (object ownership enforced, every public
+    access block on), with versioning, default encryption and the tag
+    ``managed-by=rawvault``. If configuring a just-created bucket fails, the
+    (empty) bucket is deleted again so a retry starts clean.
+    """
+    try:
+        client.head_bucket(Bucket=name)
+        return False
+    except ClientError as error:
+        if is_access_error(error):
+            raise S3AccessDeniedError(
+                f"access denied to bucket {name!r} (HeadBucket answered {error_code(error)}): the Airflow AWS "
+                f"connection's IAM identity needs s3:ListBucket on arn:aws:s3:::{name} (and s3:PutObject, "
+                f"s3:GetObject, s3:AbortMultipartUpload, s3:ListBucketMultipartUploads on arn:aws:s3:::{name}/*), "
+                "or the bucket belongs to another AWS account (bucket names are global)"
+            ) from None
+        if not is_not_found(error):
+            raise classify(error, f"checking bucket {name!r}") from error
+    except Exception as error:
+        raise classify(error, f"checking bucket {name!r}") from error
+
+    if not auto_create:
+        raise BucketMissingError(
+            f"bucket {name!r} does not exist: create it (private, versioning on, default encryption) or set "
+            "backup.s3.auto_create_buckets: true"
+        )
+    _create_bucket(client, name, region, server_side_encryption, kms_key_id)
+    return True
+
+
+def _create_bucket(
+    client: Any, name: str, region: str, server_side_encryption: str | None, kms_key_id: str | None
+) -> None:
+    log.info("creating bucket %s in %s (private, versioned, encrypted, tagged %s=%s)", name, region, *MANAGED_BY_TAG)
+    create_args: dict[str, Any] = {"Bucket": name, "ObjectOwnership": "BucketOwnerEnforced"}
+    if region != "us-east-1":
+        create_args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        client.create_bucket(**create_args)
+    except ClientError as error:
+        if error_code(error) == "BucketAlreadyExists":
+            raise S3AccessDeniedError(
+                f"bucket {name!r} exists in another AWS account (bucket names are global): choose another "
+                "backup.s3.bucket_prefix"
+            ) from None
+        if error_code(error) != "BucketAlreadyOwnedByYou":  # created concurrently by another task: configure it too
+            raise classify(error, f"creating bucket {name!r}") from error
+    except Exception as error:
+        raise classify(error, f"creating bucket {name!r}") from error
+    try:
+        client.put_public_access_block(
+            Bucket=name,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        client.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={"Rules": [_encryption_rule(server_side_encryption, kms_key_id)]},
+        )
+        client.put_bucket_tagging(
+            Bucket=name, Tagging={"TagSet": [{"Key": MANAGED_BY_TAG[0], "Value": MANAGED_BY_TAG[1]}]}
+        )
+    except Exception as error:
+        failure = classify(error, f"configuring new bucket {name!r}")
+        try:
+            client.delete_bucket(Bucket=name)
+            note = "the new bucket was deleted again, a retry starts clean"
+        except Exception as delete_error:
+            note = f"deleting the half-configured bucket failed too ({delete_error}); delete or configure it by hand"
+        raise type(failure)(f"{failure} ({note})") from error

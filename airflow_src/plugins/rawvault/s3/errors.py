@@ -1,0 +1,187 @@
+"""Error types of the S3 upload and the translation of botocore errors into them.
+
+Two families:
+
+- :class:`S3PermanentError`: a retry cannot help until a person fixes
+  something (credentials, permissions, a missing bucket, a conflicting object,
+  a changed local file). The task layer turns it into a failure without
+  automatic retries.
+- :class:`S3TransientError`: the network or S3 failed even after botocore's
+  own retries with backoff (standard retry mode); a later retry may succeed.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
+
+
+class S3BackupError(RuntimeError):
+    """The S3 upload of a raw file failed; the message says why and what to do."""
+
+
+class S3PermanentError(S3BackupError):
+    """A failure that retrying cannot fix until a person acts: fail without automatic retries."""
+
+
+class S3TransientError(S3BackupError):
+    """S3 or the network failed after botocore's retries; retrying later may succeed."""
+
+
+class S3AccessDeniedError(S3PermanentError):
+    """Authentication or authorisation failed (wrong keys, missing IAM permission, foreign bucket)."""
+
+
+class BucketNameError(S3PermanentError, ValueError):
+    """A project id gives no valid S3 bucket name."""
+
+
+class BucketNameCollisionError(BucketNameError):
+    """Two different project ids normalise to the same bucket name."""
+
+
+class BucketMissingError(S3PermanentError):
+    """The bucket does not exist and may not be created automatically."""
+
+
+class UnsafePathError(S3PermanentError, ValueError):
+    """A path in ``file_info`` (or a key prefix) could escape the raw file's key prefix."""
+
+
+class FileInfoError(S3PermanentError, ValueError):
+    """``file_info`` is malformed or inconsistent with the part size."""
+
+
+class PartSizeMismatchError(FileInfoError):
+    """A recorded ETag was computed with another part size than the upload would use."""
+
+
+class ExistingObjectMismatchError(S3PermanentError):
+    """A different object already exists at the key; rawvault never overwrites it."""
+
+
+class VerificationError(S3PermanentError):
+    """The uploaded object does not match the recorded size/ETag/checksum."""
+
+
+class LocalFileChangedError(VerificationError):
+    """The local backup copy no longer matches the size/MD5/ETag recorded when it was checksummed."""
+
+
+# Error codes S3 (and S3-compatible servers) use for bad credentials or missing permissions.
+ACCESS_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "InvalidSecurity",
+        "InvalidToken",
+        "KMS.AccessDeniedException",
+        "KMS.DisabledException",
+        "NotSignedUp",
+        "SignatureDoesNotMatch",
+        "TokenRefreshRequired",
+        "403",
+    }
+)
+# Codes botocore already retried (throttling and server errors): retrying later may help.
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+
+
+def error_code(error: BaseException) -> str:
+    """The S3 error code of a botocore ``ClientError`` (or ``""``)."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def http_status(error: BaseException) -> int | None:
+    """The HTTP status of a botocore ``ClientError`` (or ``None``)."""
+    if isinstance(error, ClientError):
+        return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return None
+
+
+def is_not_found(error: BaseException) -> bool:
+    """True for a 404 / NoSuchKey / NoSuchBucket answer."""
+    return error_code(error) in {"404", "NoSuchKey", "NoSuchBucket", "NotFound"} or http_status(error) == 404
+
+
+def is_access_error(error: BaseException) -> bool:
+    """True for authentication and permission errors."""
+    return error_code(error) in ACCESS_ERROR_CODES or http_status(error) == 403
+
+
+def botocore_cause(error: BaseException) -> BaseException | None:
+    """The botocore error behind ``error`` (boto3's ``S3UploadFailedError`` wraps it as its context)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ClientError | BotoCoreError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def classify(error: BaseException, action: str) -> S3BackupError:
+    """Translate a boto3/botocore error into an :class:`S3BackupError` with a readable message.
+
+    ``action`` says what was being done, e.g. ``"uploading s3://bucket/key"``.
+    Errors that are already :class:`S3BackupError` are returned unchanged.
+    """
+    if isinstance(error, S3BackupError):
+        return error
+    cause = botocore_cause(error) or error
+    if isinstance(cause, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        return S3AccessDeniedError(
+            f"{action}: no usable AWS credentials ({cause}); set login/password (access key id/secret) or a "
+            "role in the Airflow AWS connection named in backup.s3.aws_conn_id"
+        )
+    if isinstance(cause, ClientError):
+        code = error_code(cause) or str(http_status(cause))
+        message = cause.response.get("Error", {}).get("Message", "") or str(cause)
+        if is_access_error(cause):
+            return S3AccessDeniedError(
+                f"{action}: access denied by S3 ({code}: {message}); check the access key and secret of the "
+                "Airflow AWS connection and that its IAM identity may use this bucket (s3:ListBucket, "
+                "s3:GetObject, s3:PutObject, s3:AbortMultipartUpload, s3:ListBucketMultipartUploads, plus "
+                "kms:GenerateDataKey/kms:Decrypt with SSE-KMS)"
+            )
+        status = http_status(cause) or 0
+        if code in TRANSIENT_ERROR_CODES or status >= 500:
+            return S3TransientError(f"{action}: S3 failed after retries ({code}: {message}); retry later")
+        return S3PermanentError(f"{action}: S3 refused the request ({code}: {message})")
+    if isinstance(cause, ParamValidationError):
+        return S3PermanentError(f"{action}: invalid request ({cause})")
+    if isinstance(cause, BotoCoreError):
+        return S3TransientError(f"{action}: cannot reach S3 after retries ({type(cause).__name__}: {cause})")
+    if isinstance(cause, OSError):
+        return S3PermanentError(f"{action}: cannot read the local file ({cause})")
+    return S3BackupError(f"{action}: {type(cause).__name__}: {cause}")

@@ -1,0 +1,146 @@
+"""Recorded checksums (``file_info``) and the local digests that verify uploads.
+
+``file_info`` maps a relative path to ``[size, md5, etag]``. The ETag follows
+S3's rule for the configured part size: a file of at most ``part_size`` bytes
+is one PUT and its ETag is its MD5 hex; a larger file is a multipart upload of
+``part_size`` parts (the last one shorter) and its ETag is
+``md5(concatenated part MD5 digests)-<number of parts>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rawvault.s3.errors import FileInfoError, PartSizeMismatchError
+from rawvault.s3.keys import validate_relative_path
+
+S3_MAX_PARTS = 10_000
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+_MD5_RE = re.compile(r"[0-9a-f]{32}")
+_ETAG_RE = re.compile(r"([0-9a-f]{32})(?:-([1-9][0-9]*))?")
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """One ``file_info`` entry: a file's path, size, MD5 hex and S3 ETag (for the part size)."""
+
+    path: str
+    size: int
+    md5: str
+    etag: str
+
+    @property
+    def etag_parts(self) -> int | None:
+        """The part count in the recorded ETag, ``None`` for a single-PUT ETag."""
+        match = _ETAG_RE.fullmatch(self.etag)
+        return int(match.group(2)) if match and match.group(2) else None
+
+
+def multipart_parts(size: int, part_size: int) -> int | None:
+    """Parts of a file of ``size`` bytes: ``None`` when it is one PUT (``size <= part_size``)."""
+    return None if size <= part_size else math.ceil(size / part_size)
+
+
+def parse_file_info(file_info: Mapping[str, object]) -> dict[str, RecordedFile]:
+    """Validate ``file_info`` (paths and ``[size, md5, etag]`` entries); return it sorted by path."""
+    if not isinstance(file_info, Mapping) or not file_info:
+        raise FileInfoError("file_info is empty: run compute_checksum for this raw file first")
+    recorded: dict[str, RecordedFile] = {}
+    for path in sorted(file_info):
+        validate_relative_path(path)
+        entry = file_info[path]
+        try:
+            size, md5, etag = entry  # type: ignore[misc]
+        except (TypeError, ValueError):
+            raise FileInfoError(f"file_info entry of {path!r} is {entry!r}, not [size, md5, etag]") from None
+        etag = str(etag).strip('"')
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise FileInfoError(f"file_info entry of {path!r} has size {size!r}, not a whole number of bytes")
+        if not isinstance(md5, str) or not _MD5_RE.fullmatch(md5):
+            raise FileInfoError(f"file_info entry of {path!r} has MD5 {md5!r}, not 32 lower-case hex digits")
+        if not _ETAG_RE.fullmatch(etag):
+            raise FileInfoError(f"file_info entry of {path!r} has ETag {etag!r}, not <md5 hex> or <md5 hex>-<parts>")
+        recorded[path] = RecordedFile(path=path, size=size, md5=md5, etag=etag)
+    return recorded
+
+
+def check_part_size(recorded: RecordedFile, part_size: int) -> None:
+    """Raise :class:`PartSizeMismatchError` unless ``recorded.etag`` fits an upload with ``part_size`` parts."""
+    expected = multipart_parts(recorded.size, part_size)
+    actual = recorded.etag_parts
+    if expected is not None and expected > S3_MAX_PARTS:
+        raise PartSizeMismatchError(
+            f"{recorded.path} ({recorded.size} bytes) needs {expected} parts of {part_size} bytes, more than "
+            f"S3's {S3_MAX_PARTS}: it needs a larger backup.s3.part_size_mb (and a new checksum)"
+        )
+    if expected != actual or (expected is None and recorded.etag != recorded.md5):
+
+        def shape(parts: int | None) -> str:
+            return "a single-PUT ETag" if parts is None else f"a {parts}-part ETag"
+
+        raise PartSizeMismatchError(
+            f"the recorded ETag {recorded.etag} of {recorded.path} ({recorded.size} bytes) is {shape(actual)}, "
+            f"but with parts of {part_size} bytes the upload gives {shape(expected)}: the checksum was computed "
+            "with another part size; upload with the part size of compute_checksum (XCom part_size) or re-checksum"
+        )
+
+
+@dataclass(frozen=True)
+class LocalDigests:
+    """Digests of a local file computed in one read, laid out like the upload (``part_size``)."""
+
+    size: int
+    md5: str
+    etag: str
+    sha256: str  # base64, S3's form: of the whole file, or of the part digests for a multipart upload
+    parts: int | None
+
+
+def local_digests(path: Path, part_size: int) -> LocalDigests:
+    """Size, MD5, S3 ETag and S3 SHA-256 checksum (composite for multipart) of ``path``, in one read."""
+    whole_md5 = hashlib.md5(usedforsecurity=False)
+    whole_sha = hashlib.sha256()
+    part_md5s: list[bytes] = []
+    part_shas: list[bytes] = []
+    size = 0
+    with path.open("rb") as handle:
+        while True:
+            part_md5 = hashlib.md5(usedforsecurity=False)
+            part_sha = hashlib.sha256()
+            remaining = part_size
+            while remaining:
+                chunk = handle.read(min(READ_CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                for digest in (whole_md5, whole_sha, part_md5, part_sha):
+                    digest.update(chunk)
+            read = part_size - remaining
+            if read:
+                size += read
+                part_md5s.append(part_md5.digest())
+                part_shas.append(part_sha.digest())
+            if remaining:
+                break
+    parts = multipart_parts(size, part_size)
+    if parts is None:
+        etag = whole_md5.hexdigest()
+        sha256 = base64.b64encode(whole_sha.digest()).decode()
+    else:
+        etag = f"{hashlib.md5(b''.join(part_md5s), usedforsecurity=False).hexdigest()}-{parts}"
+        sha256 = base64.b64encode(hashlib.sha256(b"".join(part_shas)).digest()).decode()
+    return LocalDigests(size=size, md5=whole_md5.hexdigest(), etag=etag, sha256=sha256, parts=parts)
+
+
+def split_checksum(value: str | None) -> tuple[str | None, int | None]:
+    """S3's ``ChecksumSHA256`` as ``(base64 value, parts)``; composite values may end in ``-<parts>``."""
+    if not value:
+        return None, None
+    base, _, parts = value.partition("-")
+    return base, int(parts) if parts.isdigit() else None

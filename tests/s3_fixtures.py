@@ -1,0 +1,230 @@
+"""Fixtures and helpers for the S3 upload tests: a moto S3 server over HTTP, clients, files, expected ETags.
+
+Use from a test module with ``pytest_plugins = ["tests.s3_fixtures"]``.
+
+Expected checksums are computed here with hashlib, independently of the code
+under test: a file of at most ``part_size`` bytes has ETag = its MD5 hex; a
+larger one ``md5(concatenated part MD5 digests)-<parts>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from devtools.servers import S3Server
+from rawvault.s3.client import client_config
+from shared.settings import Settings, parse_settings
+
+KIB = 1024
+MIB = 1024 * KIB
+PART = 5 * MIB  # S3's minimum part size
+REGION = "us-east-1"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def write_file(path: Path, size: int, seed: int) -> Path:
+    """``size`` reproducible pseudo-random bytes at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+def expected_entry(path: Path, part_size: int = PART) -> list:
+    """``[size, md5, etag]`` of ``path``, computed with hashlib."""
+    data = path.read_bytes()
+    md5 = hashlib.md5(data).hexdigest()
+    if len(data) <= part_size:
+        return [len(data), md5, md5]
+    parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
+    etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    assert len(parts) == math.ceil(len(data) / part_size)
+    return [len(data), md5, f"{etag}-{len(parts)}"]
+
+
+def file_info_of(folder: Path, paths: list[str], part_size: int = PART) -> dict[str, list]:
+    """``file_info`` of ``paths`` relative to ``folder``."""
+    return {p: expected_entry(folder / p, part_size) for p in paths}
+
+
+def make_thermo_file(folder: Path, name: str = "20261122_thermo1_sample.raw", size: int = 12 * MIB) -> str:
+    """A Thermo raw file (one file, 3 parts of 5 MiB by default); returns its relative path."""
+    write_file(folder / name, size, seed=1)
+    return name
+
+
+def make_bruker_set(folder: Path, name: str = "20261122_tims1_sample.d") -> list[str]:
+    """A Bruker ``.d`` set with nested folders, a multipart file, small files and an empty file."""
+    files = {
+        f"{name}/analysis.tdf_bin": 11 * MIB,
+        f"{name}/analysis.tdf": 300 * KIB,
+        f"{name}/chromatography-data.sqlite": 40 * KIB,
+        f"{name}/1234.m/method file.method": 9 * KIB,
+        f"{name}/1234.m/submethods/ä-param.xml": 2 * KIB,
+        f"{name}/empty.txt": 0,
+    }
+    for seed, (path, size) in enumerate(files.items(), start=10):
+        write_file(folder / path, size, seed)
+    return sorted(files)
+
+
+class CallCounter:
+    """Counts S3 operations (and the keys they touched) made through a client."""
+
+    OPERATIONS = (
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "AbortMultipartUpload",
+        "HeadObject",
+        "DeleteObject",
+    )
+
+    def __init__(self, client: Any) -> None:
+        self.calls: Counter[str] = Counter()
+        self.keys: list[tuple[str, str]] = []
+        for operation in self.OPERATIONS:
+            client.meta.events.register(f"before-parameter-build.s3.{operation}", self._record)
+
+    def _record(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
+        self.calls[model.name] += 1
+        self.keys.append((model.name, params.get("Key", "")))
+
+    def keys_of(self, operation: str) -> list[str]:
+        """Keys ``operation`` was called for, in order."""
+        return [key for name, key in self.keys if name == operation]
+
+    @property
+    def writes(self) -> int:
+        """Calls that send object data."""
+        return self.calls["PutObject"] + self.calls["UploadPart"] + self.calls["CreateMultipartUpload"]
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.keys.clear()
+
+
+def make_client(endpoint_url: str, *, max_attempts: int = 2, **credentials: str) -> Any:
+    """A plain boto3 S3 client for ``endpoint_url`` with rawvault's client config (few retries: fast tests)."""
+    config = client_config(16, max_attempts=max_attempts, connect_timeout=2, read_timeout=30)
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url, region_name=REGION, config=config, **(credentials or CREDENTIALS)
+    )
+
+
+def multipart_uploads(client: Any, bucket: str) -> list[dict[str, Any]]:
+    """Every unfinished multipart upload in ``bucket``."""
+    return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def object_keys(client: Any, bucket: str) -> list[str]:
+    """Every key in ``bucket``."""
+    return sorted(obj["Key"] for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A moto S3 server over HTTP for the whole session (tests use buckets of their own)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_client(s3_server: S3Server) -> Any:
+    """A fresh boto3 client for the session's S3 server."""
+    return make_client(s3_server.endpoint_url)
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> str:
+    """A new, empty, versioned bucket."""
+    name = f"rv-test-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture
+def counter(s3_client: Any) -> CallCounter:
+    """Counts the operations of ``s3_client``."""
+    return CallCounter(s3_client)
+
+
+@dataclass(frozen=True)
+class AuthS3:
+    """A moto S3 server that checks credentials and IAM policies, with users of limited rights."""
+
+    endpoint_url: str
+    bucket: str
+    no_rights: dict[str, str]  # credentials of a user without any policy
+    no_put: dict[str, str]  # credentials of a user allowed everything on S3 but PutObject
+
+
+def _credentials(iam: Any, user: str) -> dict[str, str]:
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+
+@pytest.fixture(scope="session")
+def auth_s3() -> Iterator[AuthS3]:
+    """
+    moto with authentication on (``INITIAL_NO_AUTH_ACTION_COUNT``): the first 6 requests set up a
+    bucket and two IAM users unauthenticated; after that every request is checked, so unknown keys
+    get ``InvalidAccessKeyId`` and policy denials ``AccessDenied`` / 403, as on AWS.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "6")
+        server = S3Server()
+        server.start()
+    try:
+        iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name=REGION, **CREDENTIALS)
+        boto3.client("s3", endpoint_url=server.endpoint_url, region_name=REGION, **CREDENTIALS).create_bucket(
+            Bucket="rv-auth-bucket"
+        )  # 1
+        no_rights = _credentials(iam, "no-rights")  # 2, 3
+        no_put = _credentials(iam, "no-put")  # 4, 5
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"},
+            ],
+        }
+        iam.put_user_policy(UserName="no-put", PolicyName="no-put", PolicyDocument=json.dumps(policy))  # 6
+        yield AuthS3(server.endpoint_url, "rv-auth-bucket", no_rights, no_put)
+    finally:
+        server.close()
+
+
+def make_settings(tmp_path: Path, bucket_prefix: str, **s3: Any) -> Settings:
+    """S3 settings for tests: 5 MiB parts, the backup under ``tmp_path/backup``."""
+    raw = {
+        "instruments": {
+            "thermo1": {"type": "thermo", "path": str(tmp_path / "instruments" / "thermo1")},
+            "tims1": {"type": "bruker", "path": str(tmp_path / "instruments" / "tims1")},
+        },
+        "locations": {"backup": str(tmp_path / "backup")},
+        "backup": {
+            "backup_type": "s3",
+            "s3": {"region": REGION, "bucket_prefix": bucket_prefix, "part_size_mb": 5, **s3},
+        },
+    }
+    return parse_settings(raw, tmp_path / "rawvault.test.yaml")
+
+
+def unique_prefix() -> str:
+    """A bucket prefix of its own for one test (the S3 server is shared)."""
+    return f"rv{uuid.uuid4().hex[:10]}"
