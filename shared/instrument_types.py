@@ -1,5 +1,4 @@
-"""
-What a raw file is on each instrument type.
+"""What a raw file is on each instrument type.
 
 Adding an instrument type means adding one subclass of :class:`InstrumentType`
 here, decorated with :func:`register`; settings validation, the watcher, the
@@ -40,8 +39,7 @@ def is_ignored_name(name: str) -> bool:
 
 
 class InstrumentType(ABC):
-    """
-    How one vendor's acquisitions look on disk.
+    """How one vendor's acquisitions look on disk.
 
     A raw file is named by one entry in the instrument folder (``NAME.raw``,
     ``NAME.d``, ``NAME.wiff``); its *set* is every file that belongs to the

@@ -1,5 +1,4 @@
-"""
-Per-environment settings, loaded from YAML and validated on load.
+"""Per-environment settings, loaded from YAML and validated on load.
 
 ``RAWVAULT_CONFIG=<path>`` names the YAML file; otherwise ``RAWVAULT_ENV=<env>``
 selects ``envs/rawvault.<env>.yaml`` in this repository. Any problem raises a

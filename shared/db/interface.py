@@ -1,5 +1,4 @@
-"""
-The small interface between rawvault's tasks and MongoDB.
+"""The small interface between rawvault's tasks and MongoDB.
 
 Every write is an atomic ``$set`` of only the fields it changes, so two tasks
 updating different fields of one ``RawFile`` never lose each other's writes.
@@ -85,8 +84,7 @@ def create_raw_file(
     created_at: datetime,
     **fields: Any,
 ) -> RawFile:
-    """
-    Insert a new ``RawFile``; never overwrites an existing one.
+    """Insert a new ``RawFile``; never overwrites an existing one.
 
     The id is the file name. When that id is taken (the same name acquired on
     another day or another instrument), the id becomes
@@ -116,8 +114,7 @@ def create_raw_file(
 
 
 def update_raw_file(raw_file_id: str, *, expected: dict[str, Any] | None = None, **fields: Any) -> bool:
-    """
-    Atomically ``$set`` ``fields`` on one raw file (and its ``db_updated_at``).
+    """Atomically ``$set`` ``fields`` on one raw file (and its ``db_updated_at``).
 
     With ``expected``, update only while those fields still have those values
     (a compare-and-set, e.g. to claim an upload) and return whether it

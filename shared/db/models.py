@@ -40,8 +40,7 @@ class BackupStatus(StrEnum):
 
 
 class RawFile(Document):
-    """
-    One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
+    """One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
 
     ``file_info`` maps each file's path, relative to the raw file's backup
     folder, to ``[size, md5, etag]``.
@@ -85,8 +84,7 @@ class RawFile(Document):
 
 
 class Project(Document):
-    """
-    A project whose raw files go to their own bucket ``<bucket_prefix>-<normalised id>``.
+    """A project whose raw files go to their own bucket ``<bucket_prefix>-<normalised id>``.
 
     The watcher assigns a raw file to the project whose id appears as a token
     in the file name.

@@ -1,5 +1,4 @@
-"""
-rawvault's pipeline logic: plain functions the DAGs wire into tasks.
+"""rawvault's pipeline logic: plain functions the DAGs wire into tasks.
 
 Modules here know nothing of Airflow except ``rawvault.impl`` (task callables
 that read the Airflow context and call the plain functions) and

@@ -1,5 +1,4 @@
-"""
-Size, MD5 and S3 ETag of raw files, computed from a single read of each file.
+"""Size, MD5 and S3 ETag of raw files, computed from a single read of each file.
 
 ``compute_checksum`` records ``[size, md5, etag]`` per file in
 ``RawFile.file_info``; ``upload_to_s3`` later compares the ETag S3 reports with
@@ -92,8 +91,7 @@ def part_count(size: int, part_size: int) -> int:
 
 
 def s3_etag(part_md5_digests: list[bytes]) -> str:
-    """
-    The S3 ETag (without quotes) of an object uploaded in parts with these binary MD5 digests.
+    """The S3 ETag (without quotes) of an object uploaded in parts with these binary MD5 digests.
 
     Rule (see the module docstring): no parts (an empty file) gives the MD5 of
     nothing, ``d41d8cd98f00b204e9800998ecf8427e``; exactly one part means the
@@ -180,8 +178,7 @@ def checksum_file(
     progress: ProgressCallback | None = None,
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
 ) -> FileChecksum:
-    """
-    Size, MD5 and S3 ETag (for ``part_size``-byte parts) of ``path``, from one read of the file.
+    """Size, MD5 and S3 ETag (for ``part_size``-byte parts) of ``path``, from one read of the file.
 
     ``chunk_size`` is the read size (any positive value; parts need not be a
     multiple of it). ``progress(bytes_read, bytes_total)`` is called from the
@@ -277,8 +274,7 @@ def checksum_files(
     progress: Callable[[str, int, int], None] | None = None,
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
 ) -> dict[str, list]:
-    """
-    ``{relative_path: [size, md5, etag]}`` for each file ``root/relative_path``, keys exactly as given.
+    """``{relative_path: [size, md5, etag]}`` for each file ``root/relative_path``, keys exactly as given.
 
     ``relative_paths`` are POSIX paths relative to ``root`` (``..``, absolute
     paths and backslashes are rejected with ``ValueError``).

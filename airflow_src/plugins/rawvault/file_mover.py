@@ -1,5 +1,4 @@
-"""
-Move a backed-up acquisition aside on the instrument share.
+"""Move a backed-up acquisition aside on the instrument share.
 
 An acquisition is moved only when its local backup is verified and every file
 on the share still matches the recorded sizes: a file re-created under the

@@ -1,5 +1,4 @@
-"""
-Copy a raw file set to the local backup and verify every copy.
+"""Copy a raw file set to the local backup and verify every copy.
 
 Files are written under a hidden temporary name and renamed only after the
 copy's size and MD5 match the recorded ones, so a crash never leaves a
@@ -41,8 +40,7 @@ class CopyResult:
 
 
 def backup_base_path(instrument_id: str, created_at: datetime, raw_file_id: str, original_name: str) -> str:
-    """
-    Folder of a raw file in the backup, relative to its root: ``<instrument>/<YYYY_MM>``.
+    """Folder of a raw file in the backup, relative to its root: ``<instrument>/<YYYY_MM>``.
 
     A raw file whose id differs from its name (the name was taken, see
     ``create_raw_file``) gets a subfolder named after its id, so two
@@ -62,8 +60,7 @@ def md5_of_file(path: Path) -> str:
 
 
 def copy_raw_file_set(source_root: Path, file_info: dict[str, list], target_root: Path) -> CopyResult:
-    """
-    Copy every file of ``file_info`` from ``source_root`` to ``target_root``, verified.
+    """Copy every file of ``file_info`` from ``source_root`` to ``target_root``, verified.
 
     ``file_info`` maps relative paths to ``[size, md5, etag]``. A target that
     already holds an identical file is skipped; a different one raises

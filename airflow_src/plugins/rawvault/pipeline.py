@@ -38,8 +38,7 @@ def backup_folder(raw_file: RawFile, settings: Settings) -> Path:
 
 
 def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
-    """
-    Checksum every file of the set once; record ``file_info`` and return it.
+    """Checksum every file of the set once; record ``file_info`` and return it.
 
     A retry that finds the same ``file_info`` recorded is a no-op write; a
     different one means the files changed, which fails instead of overwriting.
