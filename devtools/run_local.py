@@ -106,8 +106,10 @@ def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths) 
         objects = "-"
         if key.startswith("s3://"):
             bucket, _, prefix = key[len("s3://") :].partition("/")
-            listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0)
-            objects = f"{listed} (of {len(raw_file.get('file_info', {}))} files + manifest)"
+            keys = [prefix + path for path in raw_file.get("file_info", {})]
+            present = sum(1 for object_key in keys if _exists(client, bucket, object_key))
+            manifest = _exists(client, bucket, f"{prefix}{raw_file['_id']}.rawvault-manifest.json")
+            objects = f"{present}/{len(keys)} files" + (" + manifest" if manifest else ", no manifest")
         all_good &= raw_file.get("backup_status") == "upload_done"
         rows.append(
             (
@@ -128,7 +130,7 @@ def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths) 
         if n == 0:
             print("  ".join("-" * width for width in widths))
     for raw_file in raw_files:
-        if raw_file.get("backup_status_details") or raw_file.get("status_details"):
+        if raw_file.get("backup_status") != "upload_done" or raw_file.get("status") == "error":
             print(f"\n{raw_file['_id']}: {raw_file.get('backup_status_details') or raw_file.get('status_details')}")
     password_file = paths.airflow_home / "simple_auth_manager_passwords.json.generated"
     password = json.loads(password_file.read_text()).get("admin", "?") if password_file.exists() else "?"
@@ -141,6 +143,14 @@ Stop everything:  bash scripts/run_local.sh --stop
 """
     )
     return all_good
+
+
+def _exists(client: object, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    return True
 
 
 def start(timeout: float, stop_after: bool) -> int:
