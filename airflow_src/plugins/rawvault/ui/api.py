@@ -1,0 +1,196 @@
+"""The Backups page's FastAPI app, mounted by the ``rawvault`` Airflow plugin under ``/rawvault``.
+
+- ``GET /``                  the page (``page.html``); without a login it redirects to Airflow's login
+- ``GET /raw-files``         one page of raw files, failed and stuck first (JSON)
+- ``GET /raw-files/counts``  counts per backup status and the filter choices (JSON)
+
+Airflow mounts plugin apps without any authentication, so every route here
+depends on Airflow's own ``requires_access_dag("GET", RUN)``: the same JWT the
+Airflow UI uses (``_token`` cookie, or an ``Authorization: Bearer`` header),
+and the same permission as reading DAG runs. Nothing here writes.
+
+Every Airflow process imports each ``.py`` file of the plugins folder (a task
+does, to find macros), and Airflow's API modules take most of a second to
+import: so they are imported by :func:`create_app`, which :class:`LazyApp`
+calls on the first request to the api-server, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rawvault.ui import queries
+from shared.db.interface import DatabaseError, connect_db
+
+log = logging.getLogger(__name__)
+
+PAGE_PATH = Path(__file__).with_name("page.html")
+NO_STORE = {"Cache-Control": "no-store"}
+PAGE_HEADERS = {
+    **NO_STORE,
+    "X-Content-Type-Options": "nosniff",
+    # Self-contained page: no network but its own origin; only Airflow itself may frame it.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
+    ),
+}
+
+_connect_lock = threading.Lock()
+
+
+def _connect() -> None:
+    """Connect once per process; request threads must not race ``connect_db``'s reconnect."""
+    with _connect_lock:
+        connect_db()
+
+
+def _split(values: list[str]) -> tuple[str, ...]:
+    """``?x=a&x=b`` and ``?x=a,b`` alike, without empty parts."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+def raw_file_filter(
+    backup_status: Annotated[list[str], Query(description="backup status(es), also 'stuck', 'not_started'")] = [],  # noqa: B006
+    status_: Annotated[list[str], Query(alias="status", description="raw file status(es)")] = [],  # noqa: B006
+    instrument: Annotated[list[str], Query(description="instrument id(s)")] = [],  # noqa: B006
+    project: Annotated[list[str], Query(description="project id(s)")] = [],  # noqa: B006
+    created_from: Annotated[date | None, Query(description="first day (UTC) of created_at")] = None,
+    created_to: Annotated[date | None, Query(description="last day (UTC) of created_at")] = None,
+    q: Annotated[str, Query(max_length=200, description="part of the raw file id")] = "",
+) -> queries.RawFileFilter:
+    """The filters of a request, validated (an unknown value is a 422 naming the allowed ones)."""
+    try:
+        return queries.RawFileFilter(
+            backup_status=_split(backup_status),
+            status=_split(status_),
+            instrument=_split(instrument),
+            project=_split(project),
+            created_from=created_from,
+            created_to=created_to,
+            search=q,
+        )
+    except queries.InvalidFilterError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from None
+
+
+FilterDep = Annotated[queries.RawFileFilter, Depends(raw_file_filter)]
+StuckAfterHours = Annotated[
+    float | None, Query(gt=0, le=24 * 365, description="in progress and not updated this long = stuck")
+]
+
+
+def _stuck_after(hours: float | None) -> timedelta | None:
+    return timedelta(hours=hours) if hours else None
+
+
+def _database_unavailable(error: Exception) -> HTTPException:
+    log.warning("Backups page: MongoDB query failed: %s", error)
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail=f"the rawvault database is not available ({type(error).__name__}: {error}); "
+        "check RAWVAULT_MONGO_URI in the api-server's environment and that MongoDB is running",
+    )
+
+
+def get_raw_files(
+    filters: FilterDep,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    stuck_after_hours: StuckAfterHours = None,
+) -> JSONResponse:
+    """One page of raw files: failed, then stuck, then the rest, newest first within each."""
+    try:
+        _connect()
+        page = queries.list_raw_files(filters, limit=limit, offset=offset, stuck_after=_stuck_after(stuck_after_hours))
+    except queries.InvalidFilterError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from None
+    except (DatabaseError, PyMongoError) as error:
+        raise _database_unavailable(error) from None
+    return JSONResponse(page.as_dict(), headers=NO_STORE)
+
+
+def get_raw_file_counts(filters: FilterDep, stuck_after_hours: StuckAfterHours = None) -> JSONResponse:
+    """Counts per backup status (ignoring the backup_status filter) and the filter choices."""
+    try:
+        _connect()
+        counts: dict[str, Any] = queries.count_by_backup_status(filters, stuck_after=_stuck_after(stuck_after_hours))
+    except queries.InvalidFilterError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from None
+    except (DatabaseError, PyMongoError) as error:
+        raise _database_unavailable(error) from None
+    return JSONResponse(counts, headers=NO_STORE)
+
+
+def get_page() -> HTMLResponse:
+    """The Backups page (read on each request: an edited page needs no restart)."""
+    return HTMLResponse(PAGE_PATH.read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+
+
+async def login_redirect_for_page(request: Request, error: StarletteHTTPException) -> Response:
+    """A browser opening the page without a valid login goes to Airflow's login and comes back."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    # 401: no or expired token; 403 "Invalid JWT token": a stale cookie. Any other 403 is a real refusal.
+    not_logged_in = error.status_code == status.HTTP_401_UNAUTHORIZED or error.detail == "Invalid JWT token"
+    if not_logged_in and request.scope.get("endpoint") is get_page:
+        login_url = get_auth_manager().get_url_login(next_url=str(request.url))
+        return RedirectResponse(login_url, status_code=status.HTTP_303_SEE_OTHER)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+def create_app() -> FastAPI:
+    """The app with Airflow's authentication on every route (imports Airflow's API modules)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    # Reading raw files is reading what the acquisition_handler DAG runs did: the same permission.
+    read_runs = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
+    backups = FastAPI(
+        title="rawvault backups",
+        description="Read-only view of rawvault's raw files and their backups.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    backups.add_api_route("/raw-files", get_raw_files, methods=["GET"], dependencies=read_runs)
+    backups.add_api_route("/raw-files/counts", get_raw_file_counts, methods=["GET"], dependencies=read_runs)
+    backups.add_api_route("/", get_page, methods=["GET"], dependencies=read_runs, response_class=HTMLResponse)
+    backups.add_exception_handler(StarletteHTTPException, login_redirect_for_page)  # type: ignore[arg-type]
+    return backups
+
+
+class LazyApp:
+    """An ASGI app that builds the real one on its first request (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:  # no await before the assignment: one event loop cannot race here
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+app = LazyApp()
+
+__all__ = [
+    "LazyApp",
+    "app",
+    "create_app",
+    "get_page",
+    "get_raw_file_counts",
+    "get_raw_files",
+    "login_redirect_for_page",
+    "raw_file_filter",
+]

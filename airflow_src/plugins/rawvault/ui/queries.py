@@ -1,0 +1,342 @@
+"""Read-only queries behind the Backups page: plain functions over mongoengine, no Airflow imports.
+
+Rows come in three groups, each sorted newest first, so what needs attention
+is on the first page:
+
+1. failed: ``backup_status`` is ``upload_failed`` or ``copying_failed``;
+2. stuck: ``upload_in_progress`` or ``copying_in_progress`` and the document
+   has not been updated for ``stuck_after`` (default :data:`DEFAULT_STUCK_AFTER_HOURS`);
+3. everything else (also raw files whose backup has not started yet).
+
+Paging walks the three groups as one list; each group is a count and at
+most one ``skip``/``limit`` query on the ``created_at`` index, never a sort of
+the whole collection in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from mongoengine import Q
+from mongoengine.queryset import QuerySet
+
+from shared.db.models import BackupStatus, RawFile, RawFileStatus
+
+ENV_VAR_STUCK_AFTER_HOURS = "RAWVAULT_UI_STUCK_AFTER_HOURS"
+DEFAULT_STUCK_AFTER_HOURS = 6.0
+MAX_LIMIT = 500
+
+FAILED = (BackupStatus.UPLOAD_FAILED.value, BackupStatus.COPYING_FAILED.value)
+IN_PROGRESS = (BackupStatus.UPLOAD_IN_PROGRESS.value, BackupStatus.COPYING_IN_PROGRESS.value)
+# Pseudo values of the backup_status filter and of the counts, besides the BackupStatus values.
+STUCK = "stuck"
+NOT_STARTED = "not_started"
+BACKUP_STATUS_FILTER_VALUES = (*(s.value for s in BackupStatus), STUCK, NOT_STARTED)
+RAW_FILE_STATUS_VALUES = tuple(s.value for s in RawFileStatus)
+ACQUISITION_HANDLER_DAG_PREFIX = "acquisition_handler."
+
+
+class InvalidFilterError(ValueError):
+    """A filter value the page cannot use; the message names the parameter and the allowed values."""
+
+
+@dataclass(frozen=True)
+class RawFileFilter:
+    """What the user filters on; empty fields do not filter."""
+
+    backup_status: tuple[str, ...] = ()
+    status: tuple[str, ...] = ()
+    instrument: tuple[str, ...] = ()
+    project: tuple[str, ...] = ()
+    created_from: date | None = None  # inclusive, UTC day
+    created_to: date | None = None  # inclusive, UTC day
+    search: str = ""  # part of the raw file id, case-insensitive
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.backup_status) - set(BACKUP_STATUS_FILTER_VALUES))
+        if unknown:
+            raise InvalidFilterError(
+                f"backup_status: unknown value(s) {', '.join(map(repr, unknown))}; "
+                f"use one or more of {', '.join(BACKUP_STATUS_FILTER_VALUES)}"
+            )
+        unknown = sorted(set(self.status) - set(RAW_FILE_STATUS_VALUES))
+        if unknown:
+            raise InvalidFilterError(
+                f"status: unknown value(s) {', '.join(map(repr, unknown))}; "
+                f"use one or more of {', '.join(RAW_FILE_STATUS_VALUES)}"
+            )
+        if self.created_from and self.created_to and self.created_from > self.created_to:
+            raise InvalidFilterError(
+                f"created_from ({self.created_from}) is after created_to ({self.created_to}): swap them"
+            )
+
+
+@dataclass
+class RawFilePage:
+    """One page of rows plus what the page header needs."""
+
+    total: int
+    offset: int
+    limit: int
+    items: list[dict[str, Any]]
+    stuck_after_hours: float
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "stuck_after_hours": self.stuck_after_hours,
+            "generated_at": self.generated_at.isoformat(),
+            "items": self.items,
+        }
+
+
+def stuck_after_from_env() -> timedelta:
+    """``$RAWVAULT_UI_STUCK_AFTER_HOURS`` (default 6) as a duration; a bad value is an error naming it."""
+    raw = os.environ.get(ENV_VAR_STUCK_AFTER_HOURS, "").strip()
+    if not raw:
+        return timedelta(hours=DEFAULT_STUCK_AFTER_HOURS)
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise InvalidFilterError(f"{ENV_VAR_STUCK_AFTER_HOURS}={raw!r} is not a positive number of hours")
+    return timedelta(hours=hours)
+
+
+def format_size(size: int | None) -> str:
+    """``size`` in bytes as B, KiB, MiB, GiB or TiB with one decimal; an empty string when unknown."""
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def format_age(seconds: float | None) -> str:
+    """A coarse age: ``45 s``, ``12 min``, ``5 h``, ``3 d``."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    for limit, divisor, unit in ((60, 1, "s"), (3600, 60, "min"), (86400, 3600, "h")):
+        if seconds < limit:
+            return f"{int(seconds // divisor)} {unit}"
+    return f"{int(seconds // 86400)} d"
+
+
+def acquisition_runs_path(instrument_id: str, raw_file_id: str) -> str:
+    """Path, relative to the Airflow UI's base URL, of the handler runs whose conf names this raw file.
+
+    The Airflow 3 UI's DAG runs tab (``dags/<dag_id>/runs``) filters with
+    ``conf_contains``; the quoted id matches the conf value exactly where JSON
+    writes it unchanged (plain ASCII without quotes or backslashes).
+    """
+    dag_id = f"{ACQUISITION_HANDLER_DAG_PREFIX}{instrument_id}"
+    plain = raw_file_id.isascii() and raw_file_id.isprintable() and not set(raw_file_id) & {'"', "\\"}
+    needle = f'"{raw_file_id}"' if plain else raw_file_id
+    return f"dags/{quote(dag_id, safe='')}/runs?{urlencode({'conf_contains': needle})}"
+
+
+def _base_query(filters: RawFileFilter) -> Q:
+    """Every filter except ``backup_status``."""
+    query = Q()
+    if filters.status:
+        query &= Q(status__in=list(filters.status))
+    if filters.instrument:
+        query &= Q(instrument_id__in=list(filters.instrument))
+    if filters.project:
+        query &= Q(project_id__in=list(filters.project))
+    if filters.created_from:
+        query &= Q(created_at__gte=datetime.combine(filters.created_from, time.min, tzinfo=UTC))
+    if filters.created_to:
+        query &= Q(created_at__lt=datetime.combine(filters.created_to + timedelta(days=1), time.min, tzinfo=UTC))
+    if filters.search.strip():
+        query &= Q(id__icontains=filters.search.strip())  # mongoengine escapes regex characters
+    return query
+
+
+def _stuck_query(cutoff: datetime) -> Q:
+    return Q(backup_status__in=list(IN_PROGRESS)) & (Q(db_updated_at__lt=cutoff) | Q(db_updated_at=None))
+
+
+def _backup_status_query(values: tuple[str, ...], cutoff: datetime) -> Q:
+    """Rows whose backup status is any of ``values`` (``stuck`` and ``not_started`` included)."""
+    query: Q | None = None
+    real = [v for v in values if v not in (STUCK, NOT_STARTED)]
+    parts = [Q(backup_status__in=real)] if real else []
+    if STUCK in values:
+        parts.append(_stuck_query(cutoff))
+    if NOT_STARTED in values:
+        parts.append(Q(backup_status=None))
+    for part in parts:
+        query = part if query is None else query | part
+    return query or Q()
+
+
+STUCK_GROUP = 1
+
+
+def _groups(cutoff: datetime) -> list[Q]:
+    """The three sort groups (failed, stuck, the rest): disjoint, and together every document."""
+    failed = Q(backup_status__in=list(FAILED))
+    stuck = _stuck_query(cutoff)
+    rest = Q(backup_status__nin=[*FAILED, *IN_PROGRESS]) | (
+        Q(backup_status__in=list(IN_PROGRESS)) & Q(db_updated_at__gte=cutoff)
+    )
+    return [failed, stuck, rest]
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str, Any]:
+    """One table row from a raw ``raw_file`` document (no mongoengine defaults filled in).
+
+    ``stuck`` comes from the query group the document was found in, so the row
+    and the sort always agree.
+    """
+    file_info = doc.get("file_info") or {}
+    size = doc.get("size")
+    if size is None and file_info:
+        size = sum(int(entry[0]) for entry in file_info.values() if entry)
+    created_at = _as_utc(doc.get("created_at"))
+    updated_at = _as_utc(doc.get("db_updated_at"))
+    age_seconds = (now - created_at).total_seconds() if created_at else None
+    backup_status = doc.get("backup_status")
+    raw_file_id = str(doc["_id"])
+    instrument_id = doc.get("instrument_id") or ""
+    return {
+        "id": raw_file_id,
+        "original_name": doc.get("original_name"),
+        "instrument_id": instrument_id,
+        "instrument_type": doc.get("instrument_type"),
+        "project_id": doc.get("project_id"),
+        "size": size,
+        "size_human": format_size(size),
+        "file_count": len(file_info),
+        "status": doc.get("status"),
+        "status_details": doc.get("status_details"),
+        "backup_status": backup_status,
+        "backup_status_details": doc.get("backup_status_details"),
+        "failed": backup_status in FAILED,
+        "stuck": stuck,
+        "s3_backup_key": doc.get("s3_backup_key"),
+        "s3_etag": doc.get("s3_etag"),
+        "s3_upload_attempts": doc.get("s3_upload_attempts") or 0,
+        "created_at": created_at.isoformat() if created_at else None,
+        "updated_at": updated_at.isoformat() if updated_at else None,
+        "age_seconds": age_seconds,
+        "age": format_age(age_seconds),
+        "acquisition_runs_path": acquisition_runs_path(instrument_id, raw_file_id),
+    }
+
+
+def list_raw_files(
+    filters: RawFileFilter | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    stuck_after: timedelta | None = None,
+    now: datetime | None = None,
+) -> RawFilePage:
+    """One page of raw files: failed first, then stuck, then the rest; newest first within each."""
+    filters = filters or RawFileFilter()
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidFilterError(f"limit: {limit} is out of range; use 1 to {MAX_LIMIT}")
+    if offset < 0:
+        raise InvalidFilterError(f"offset: {offset} is negative; use 0 or more")
+    now = now or datetime.now(UTC)
+    stuck_after = stuck_after or stuck_after_from_env()
+    cutoff = now - stuck_after
+    base = _base_query(filters)
+    if filters.backup_status:
+        base &= _backup_status_query(filters.backup_status, cutoff)
+
+    items: list[dict[str, Any]] = []
+    total = 0
+    for index, group in enumerate(_groups(cutoff)):
+        queryset: QuerySet = RawFile.objects(base & group)
+        count = queryset.count()
+        # Which part of this group falls into [offset, offset + limit) of the whole list.
+        start = max(0, offset - total)
+        wanted = limit - len(items)
+        if wanted > 0 and start < count:
+            for doc in queryset.order_by("-created_at", "id").skip(start).limit(wanted).as_pymongo():
+                items.append(raw_file_row(doc, now=now, stuck=index == STUCK_GROUP))
+        total += count
+    return RawFilePage(
+        total=total,
+        offset=offset,
+        limit=limit,
+        items=items,
+        stuck_after_hours=stuck_after.total_seconds() / 3600,
+        generated_at=now,
+    )
+
+
+def count_by_backup_status(
+    filters: RawFileFilter | None = None,
+    *,
+    stuck_after: timedelta | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Counts per ``backup_status`` (plus ``stuck`` and ``not_started``) and the filter choices.
+
+    The counts honour every filter except ``backup_status`` itself, so they
+    show what choosing a backup status would give. ``instruments`` and
+    ``projects`` list every value in the collection, for the filter menus.
+    """
+    filters = filters or RawFileFilter()
+    now = now or datetime.now(UTC)
+    stuck_after = stuck_after or stuck_after_from_env()
+    cutoff = now - stuck_after
+    base = _base_query(filters)
+    counts = dict.fromkeys((*(s.value for s in BackupStatus), NOT_STARTED), 0)
+    total = 0
+    for row in RawFile.objects(base).aggregate([{"$group": {"_id": "$backup_status", "n": {"$sum": 1}}}]):
+        key = row["_id"] or NOT_STARTED
+        counts[key] = counts.get(key, 0) + row["n"]
+        total += row["n"]
+    return {
+        "total": total,
+        "counts": counts,
+        STUCK: RawFile.objects(base & _stuck_query(cutoff)).count(),
+        "stuck_after_hours": stuck_after.total_seconds() / 3600,
+        "instruments": sorted(v for v in RawFile.objects.distinct("instrument_id") if v),
+        "projects": sorted(v for v in RawFile.objects.distinct("project_id") if v),
+        "statuses": list(RAW_FILE_STATUS_VALUES),
+        "backup_statuses": list(BACKUP_STATUS_FILTER_VALUES),
+    }
+
+
+__all__ = [
+    "BACKUP_STATUS_FILTER_VALUES",
+    "DEFAULT_STUCK_AFTER_HOURS",
+    "ENV_VAR_STUCK_AFTER_HOURS",
+    "NOT_STARTED",
+    "STUCK",
+    "InvalidFilterError",
+    "RawFileFilter",
+    "RawFilePage",
+    "acquisition_runs_path",
+    "count_by_backup_status",
+    "format_age",
+    "format_size",
+    "list_raw_files",
+    "raw_file_row",
+    "stuck_after_from_env",
+]

@@ -1,0 +1,429 @@
+"""The Backups page in a real headless Chromium against a real ``airflow api-server`` with seeded raw files.
+
+One api-server (SQLite metadata DB, simple auth manager with a known
+password, the rawvault plugin from ``airflow_src/plugins``) serves the whole
+module. The browser logs in on the simple auth manager's login page like a
+user, opens "Backups" from the navigation, checks the table, the counts and a
+filter, follows a raw file's link to its ``acquisition_handler`` runs, and
+keeps a screenshot in ``test-artifacts/backups-page.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import mongoengine
+import pytest
+
+from devtools.local_stack import (
+    REPO_ROOT,
+    StackPaths,
+    StackState,
+    airflow_env,
+    run_airflow,
+    start_process,
+    stop_stack,
+    wait_for_http,
+)
+from devtools.servers import VENV_BIN, free_port
+from shared.db import interface
+from shared.db.models import RawFile
+from tests.pipeline_env import write_pipeline_env
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+USERNAME, PASSWORD = "admin", "rawvault-ui-test"
+WAIT_SECONDS = 30
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+# id: (instrument, project, status, backup_status, created hours ago, updated hours ago, extra fields)
+SEED: dict[str, tuple] = {
+    "20261101_P1_fail.raw": (
+        "thermo1", "P1", "moving", "upload_failed", 3, 2,
+        {"backup_status_details": "upload_to_s3: S3 reports ETag 9f0e…-2 for 20261101_P1_fail.raw, expected "
+         "5d41…-2: the object was replaced; fix: clear the upload_to_s3 task to upload again", "size": 734_003_200},
+    ),
+    "20261030_P2_copyfail.d": (
+        "tims1", "P2", "checksumming_done", "copying_failed", 30, 29,
+        {"backup_status_details": "copy_raw_file: no space left on /backup (needs 2.1 GiB); fix: free space, "
+         "then clear the task", "size": 2_254_857_830},
+    ),
+    "20261101_P1_stuck.wiff": ("zeno1", "P1", "checksumming_done", "upload_in_progress", 12, 10, {"size": 91_226_112}),
+    "20261101_P2_uploading.raw": ("thermo1", "P2", "moving", "upload_in_progress", 0.5, 0.1, {"size": 1_288_490_188}),
+    "20261101_P1_done.raw": (
+        "thermo1", "P1", "moved", "upload_done", 1, 0.5,
+        {"size": 1_503_238_553, "s3_backup_key": "s3://rv-p1/thermo1/2026_11/",
+         "s3_etag": "6f5902ac237024bdd0c176cb93063dc4-23"},
+    ),
+    "20261029_P2_done.d": (
+        "tims1", "P2", "moved", "upload_done", 48, 47,
+        {"size": 5_905_580_032, "s3_backup_key": "s3://rv-p2/tims1/2026_10/20261029_P2_done.d/",
+         "s3_etag": "c2f7d3a1e4b5968877665544332211aa-3"},
+    ),
+    "20261101_copied.wiff": ("zeno1", "_FALLBACK", "moving", "copying_done", 5, 4, {"size": 45_613_056}),
+    "20261101_P1_acquiring.raw": ("thermo1", "P1", "monitoring_acquisition", None, 0.05, 0.05, {}),
+    '<img src=x onerror="document.title=1">.raw': ("thermo1", "P2", "moved", "skipped", 72, 71, {"size": 1024}),
+}  # fmt: skip
+FAILED_FIRST = ["20261101_P1_fail.raw", "20261030_P2_copyfail.d", "20261101_P1_stuck.wiff"]
+ALL_IN_ORDER = [
+    *FAILED_FIRST,
+    "20261101_P1_acquiring.raw",
+    "20261101_P2_uploading.raw",
+    "20261101_P1_done.raw",
+    "20261101_copied.wiff",
+    "20261029_P2_done.d",
+    '<img src=x onerror="document.title=1">.raw',
+]
+LINKED_RAW_FILE, LINKED_RUN_ID = "20261101_P1_fail.raw", "rawvault_ui_test_run"
+
+
+@dataclass
+class UiServer:
+    """The running api-server and how to reach it."""
+
+    base_url: str
+    mongo_uri: str
+
+    def token(self) -> str:
+        """A JWT from the simple auth manager (POST /auth/token)."""
+        body = json.dumps({"username": USERNAME, "password": PASSWORD}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["access_token"]
+
+
+def http(url: str, *, token: str | None = None, cookie: str | None = None, method: str = "GET", body=None):
+    """(status, JSON or text body, headers) of one request; never follows redirects."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if cookie:
+        headers["Cookie"] = f"_token={cookie}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=30) as response:
+            status, raw, response_headers = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as error:
+        status, raw, response_headers = error.code, error.read(), error.headers
+    try:
+        return status, json.loads(raw), response_headers
+    except ValueError:
+        return status, raw.decode(errors="replace"), response_headers
+
+
+def seed_raw_files() -> None:
+    for raw_file_id, (instrument, project, status, backup_status, created, updated, extra) in SEED.items():
+        fields = {"backup_status": backup_status} if backup_status else {}
+        RawFile(
+            id=raw_file_id,
+            original_name=raw_file_id,
+            instrument_id=instrument,
+            project_id=project,
+            status=status,
+            created_at=NOW - timedelta(hours=created),
+            db_updated_at=NOW - timedelta(hours=updated),
+            **fields,
+            **extra,
+        ).save(force_insert=True)
+
+
+@pytest.fixture(scope="module")
+def ui_server(mongo_server: str) -> Iterator[UiServer]:
+    """Seeded MongoDB database + ``airflow api-server`` with the rawvault plugin on a free port."""
+    base, _, query = mongo_server.partition("?")
+    db_name = f"rv_ui_{uuid.uuid4().hex[:12]}"
+    mongo_uri = f"{base.rsplit('/', 1)[0]}/{db_name}" + (f"?{query}" if query else "")
+    interface.connect_db(mongo_uri)
+    seed_raw_files()
+
+    run_dir = Path(tempfile.mkdtemp(prefix="rawvault-ui-test-"))
+    paths = StackPaths(run_dir)
+    paths.airflow_home.mkdir(parents=True)
+    settings_env = write_pipeline_env(run_dir / "env")
+    passwords = run_dir / "passwords.json"
+    passwords.write_text(json.dumps({USERNAME: PASSWORD}))
+    port = free_port()
+    state = StackState(mongo_uri=mongo_uri, s3_endpoint="http://127.0.0.1:9", api_port=port)
+    env = airflow_env(
+        paths,
+        state,
+        rawvault_env={"RAWVAULT_CONFIG": str(settings_env.config_path)},
+        extra={
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
+        },
+    )
+    env.pop("RAWVAULT_ENV", None)
+    try:
+        run_airflow(paths, env, "db", "migrate")
+        # DAGs in the metadata DB, so the runs page a raw file links to exists (no dag-processor needed).
+        run_airflow(paths, env, "dags", "reserialize")
+        api = [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)]
+        start_process(paths, "api-server", api, env)
+        server = UiServer(base_url=state.api_url, mongo_uri=mongo_uri)
+        try:
+            wait_for_http(f"{server.base_url}/api/v2/monitor/health", timeout=120, what="airflow api-server")
+        except RuntimeError as error:
+            log = (paths.logs / "api-server.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{error}\n{log}") from None
+        yield server
+    finally:
+        stop_stack(paths)
+        mongoengine.get_connection().drop_database(db_name)
+        mongoengine.disconnect_all()
+        interface._connected = None
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def linked_run(ui_server: UiServer) -> str:
+    """A queued acquisition_handler run for LINKED_RAW_FILE and one for a look-alike id (no scheduler runs them)."""
+    token = ui_server.token()
+    url = f"{ui_server.base_url}/api/v2/dags/acquisition_handler.thermo1/dagRuns"
+    for run_id, raw_file_id in ((LINKED_RUN_ID, LINKED_RAW_FILE), ("look_alike_run", f"{LINKED_RAW_FILE}-thermo1-x")):
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": {"raw_file_id": raw_file_id}}
+        status, answer, _ = http(url, token=token, method="POST", body=body)
+        assert status == 200, answer
+    return LINKED_RUN_ID
+
+
+def test_json_endpoints_refuse_requests_without_an_airflow_login(ui_server: UiServer) -> None:
+    for path in (
+        "/rawvault/raw-files",
+        "/rawvault/raw-files/counts",
+        "/rawvault/raw-files?backup_status=upload_failed",
+    ):
+        status, body, _ = http(ui_server.base_url + path)
+        assert status == 401, (path, body)
+        assert body == {"detail": "Not authenticated"}
+        status, body, _ = http(ui_server.base_url + path, token="not-a-jwt")
+        assert status == 403, (path, body)
+        status, body, _ = http(ui_server.base_url + path, cookie="forged")
+        assert status == 403, (path, body)
+    # The page itself sends a browser to Airflow's login, which comes back to it.
+    status, _, headers = http(ui_server.base_url + "/rawvault/")
+    assert status == 303
+    assert headers["Location"].startswith("/auth/login?next=")
+    assert quote(f"{ui_server.base_url}/rawvault/", safe="") in headers["Location"]
+
+
+def test_json_endpoints_with_a_token(ui_server: UiServer) -> None:
+    token = ui_server.token()
+    status, page, _ = http(f"{ui_server.base_url}/rawvault/raw-files?limit=4", token=token)
+    assert status == 200
+    assert page["total"] == len(SEED)
+    assert [row["id"] for row in page["items"]] == ALL_IN_ORDER[:4]
+    status, page, _ = http(f"{ui_server.base_url}/rawvault/raw-files?limit=4&offset=4", cookie=token)
+    assert [row["id"] for row in page["items"]] == ALL_IN_ORDER[4:8]
+
+    status, page, _ = http(f"{ui_server.base_url}/rawvault/raw-files?instrument=tims1,zeno1", token=token)
+    assert {row["instrument_id"] for row in page["items"]} == {"tims1", "zeno1"} and page["total"] == 4
+
+    status, counts, _ = http(f"{ui_server.base_url}/rawvault/raw-files/counts?project=P1", token=token)
+    assert status == 200
+    assert counts["total"] == 4 and counts["stuck"] == 1
+    assert counts["counts"]["upload_failed"] == 1 and counts["counts"]["not_started"] == 1
+
+    status, body, _ = http(f"{ui_server.base_url}/rawvault/raw-files?backup_status=done", token=token)
+    assert status == 422 and "backup_status: unknown value(s) 'done'" in body["detail"]
+    status, body, _ = http(f"{ui_server.base_url}/rawvault/raw-files?limit=0", token=token)
+    assert status == 422
+
+
+def test_plugin_is_registered_with_a_nav_entry(ui_server: UiServer) -> None:
+    status, body, _ = http(f"{ui_server.base_url}/api/v2/plugins", token=ui_server.token())
+    assert status == 200
+    (plugin,) = [p for p in body["plugins"] if p["name"] == "rawvault"]
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/rawvault"
+    (view,) = plugin["external_views"]
+    assert (view["name"], view["href"], view["destination"], view["url_route"]) == (
+        "Backups", "rawvault/", "nav", "backups",
+    )  # fmt: skip
+    status, body, _ = http(f"{ui_server.base_url}/api/v2/plugins/importErrors", token=ui_server.token())
+    assert body["import_errors"] == [], body
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Headless Debian Chromium driven through /usr/bin/chromedriver."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} is missing: run scripts/setup.sh (apt: chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = Path(tempfile.mkdtemp(prefix="rawvault-chromium-"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--no-proxy-server",
+        "--window-size=1600,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(argument)
+    ARTIFACTS.mkdir(exist_ok=True)
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(ARTIFACTS / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(WAIT_SECONDS)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def rows(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [
+        row.get_attribute("data-raw-file-id")
+        for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr[data-raw-file-id]")
+    ]
+
+
+def wait_ready(driver, wait, *, total: int | None = None) -> None:
+    """Wait until the page has finished its latest load (and shows ``total`` raw files)."""
+    wait.until(lambda d: d.execute_script("return document.body.dataset.state") in ("ready", "error"))
+    state = driver.execute_script("return document.body.dataset.state")
+    if state == "error":
+        raise AssertionError(
+            "the page shows an error: " + driver.execute_script("return document.getElementById('error').textContent")
+        )
+    if total is not None:
+        wait.until(lambda d: d.execute_script("return document.body.dataset.total") == str(total))
+
+
+def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver, wait = browser, WebDriverWait(browser, WAIT_SECONDS)
+    base = ui_server.base_url
+
+    # Log in like a user: the simple auth manager's page, then back to the Backups view of the Airflow UI.
+    driver.get(f"{base}/auth/login?next={quote(base + '/plugin/backups', safe='')}")
+    wait.until(ec.visibility_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: d.get_cookie("_token") is not None and "/plugin/backups" in d.current_url)
+
+    # The navigation has the "Backups" entry; the view is the page in an iframe.
+    nav = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "nav a[href$='/plugin/backups'], a[href$='/plugin/backups']"))
+    )
+    assert nav is not None
+    frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Backups']")))
+    driver.switch_to.frame(frame)
+    wait_ready(driver, wait, total=len(SEED))
+
+    # Counts at the top, failed and stuck rows first and highlighted, reasons readable.
+    counts = {
+        chip.get_attribute("data-status"): int(chip.get_attribute("data-count") or -1)
+        for chip in driver.find_elements(By.CSS_SELECTOR, "#counts .chip[data-count]")
+    }
+    assert counts["upload_failed"] == 1 and counts["copying_failed"] == 1 and counts["stuck"] == 1
+    assert counts["upload_done"] == 2 and counts["not_started"] == 1 and counts["skipped"] == 1
+    assert driver.find_element(By.CSS_SELECTOR, "#counts .chip[data-status=''] .n").text == str(len(SEED))
+    assert rows(driver) == ALL_IN_ORDER
+    first = driver.find_element(By.CSS_SELECTOR, "tbody tr")
+    assert "failed" in first.get_attribute("class").split()
+    assert "the object was replaced" in first.find_element(By.CSS_SELECTOR, "[data-testid=reason]").text
+    assert first.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "transparent")
+    stuck = driver.find_element(By.CSS_SELECTOR, "tr[data-raw-file-id='20261101_P1_stuck.wiff']")
+    assert "stuck" in stuck.get_attribute("class").split()
+    cells = [td.text for td in first.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:4] == ["thermo1", "P1", "700.0 MiB"]
+    done = driver.find_element(By.CSS_SELECTOR, "tr[data-raw-file-id='20261029_P2_done.d']")
+    assert (
+        "s3://rv-p2/tims1/2026_10/20261029_P2_done.d/" in done.text
+        and "c2f7d3a1e4b5968877665544332211aa-3" in done.text
+    )
+    assert "2 d" in done.text
+    # A file name is text, never markup.
+    evil = driver.find_element(By.CSS_SELECTOR, "tbody tr:last-child a.raw-file")
+    assert evil.text == '<img src=x onerror="document.title=1">.raw'
+    assert not driver.find_elements(By.CSS_SELECTOR, "tbody img")
+
+    driver.switch_to.default_content()
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "backups-page.png"))
+    driver.switch_to.frame(frame)
+
+    # Filter by instrument: the rows change, failed first still.
+    Select(driver.find_element(By.ID, "f-instrument")).select_by_value("tims1")
+    wait_ready(driver, wait, total=2)
+    assert rows(driver) == ["20261030_P2_copyfail.d", "20261029_P2_done.d"]
+    assert "instrument=tims1" in driver.execute_script("return location.search")
+    # ... and by backup status through a count chip, on top of the instrument.
+    driver.find_element(By.CSS_SELECTOR, "#counts .chip[data-status='upload_done']").click()
+    wait_ready(driver, wait, total=1)
+    assert rows(driver) == ["20261029_P2_done.d"]
+    driver.find_element(By.ID, "clear").click()
+    wait_ready(driver, wait, total=len(SEED))
+    # ... by status, and by a date range that only the 30 h and 48 h old ones fall into.
+    Select(driver.find_element(By.ID, "f-status")).select_by_value("moved")
+    wait_ready(driver, wait, total=3)
+    assert set(rows(driver)) == {
+        "20261101_P1_done.raw",
+        "20261029_P2_done.d",
+        '<img src=x onerror="document.title=1">.raw',
+    }
+    driver.find_element(By.ID, "clear").click()
+    wait_ready(driver, wait, total=len(SEED))
+    day = (NOW - timedelta(hours=48)).date()
+    driver.execute_script(
+        "const f = document.getElementById('filters');"
+        "f.elements.created_from.value = arguments[0]; f.elements.created_to.value = arguments[1];"
+        "f.dispatchEvent(new Event('change'));",
+        day.isoformat(),
+        (NOW - timedelta(hours=30)).date().isoformat(),
+    )
+    wait_ready(driver, wait)
+    expected = {
+        i for i, s in SEED.items() if day <= (NOW - timedelta(hours=s[4])).date() <= (NOW - timedelta(hours=30)).date()
+    }
+    assert set(rows(driver)) == expected and "20261029_P2_done.d" in expected
+    driver.find_element(By.ID, "clear").click()
+    wait_ready(driver, wait, total=len(SEED))
+
+    # A raw file links to its acquisition_handler runs; the Airflow UI shows that run and not the look-alike.
+    driver.find_element(By.CSS_SELECTOR, f"tr[data-raw-file-id='{LINKED_RAW_FILE}'] a.raw-file").click()
+    driver.switch_to.default_content()
+    wait.until(lambda d: "/dags/acquisition_handler.thermo1/runs" in d.current_url)
+    assert "conf_contains=" in driver.current_url
+    wait.until(lambda d: linked_run in d.find_element(By.TAG_NAME, "body").text)
+    assert "look_alike_run" not in driver.find_element(By.TAG_NAME, "body").text

@@ -1,0 +1,281 @@
+"""The Backups page's queries (rawvault.ui.queries) on a real MongoDB wire-protocol server."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from rawvault.ui.queries import (
+    ENV_VAR_STUCK_AFTER_HOURS,
+    InvalidFilterError,
+    RawFileFilter,
+    acquisition_runs_path,
+    count_by_backup_status,
+    format_age,
+    format_size,
+    list_raw_files,
+    stuck_after_from_env,
+)
+from shared.db.models import RawFile
+
+NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
+STUCK_AFTER = timedelta(hours=6)
+
+# id: (instrument, project, status, backup_status, created hours ago, updated hours ago)
+SEED = {
+    "old-fail.d": ("tims1", "P2", "moved", "copying_failed", 50, 49),
+    "fail.raw": ("thermo1", "P1", "checksumming_done", "upload_failed", 3, 2),
+    "stuck.wiff": ("zeno1", "P1", "checksumming_done", "upload_in_progress", 12, 10),
+    "stuck-copy.raw": ("thermo1", "P1", "checksumming_done", "copying_in_progress", 30, 7),
+    "busy.raw": ("thermo1", "P2", "checksumming_done", "upload_in_progress", 1, 0.5),
+    "done.raw": ("thermo1", "P1", "moved", "upload_done", 2, 1),
+    "done.d": ("tims1", "P2", "moved", "upload_done", 48, 47),
+    "copied.wiff": ("zeno1", "_FALLBACK", "moving", "copying_done", 5, 4),
+    "new.raw": ("thermo1", "P1", "monitoring_acquisition", None, 0.1, 0.1),
+    "skipped.raw": ("thermo1", "P2", "error", "skipped", 24 * 10, 24 * 10),
+}
+
+
+def seed() -> None:
+    for raw_file_id, (instrument, project, status, backup_status, created, updated) in SEED.items():
+        fields = {"backup_status": backup_status} if backup_status else {}
+        RawFile(
+            id=raw_file_id,
+            original_name=raw_file_id,
+            instrument_id=instrument,
+            project_id=project,
+            status=status,
+            created_at=NOW - timedelta(hours=created),
+            db_updated_at=NOW - timedelta(hours=updated),
+            **fields,
+        ).save(force_insert=True)
+
+
+def ids(filters: RawFileFilter | None = None, **kwargs) -> list[str]:
+    kwargs.setdefault("stuck_after", STUCK_AFTER)
+    page = list_raw_files(filters, now=NOW, **kwargs)
+    return [item["id"] for item in page.items]
+
+
+EXPECTED_ORDER = [
+    # failed, newest first
+    "fail.raw",
+    "old-fail.d",
+    # stuck: in progress, no update for more than 6 h
+    "stuck.wiff",
+    "stuck-copy.raw",
+    # the rest, newest first ("busy.raw" is in progress but was updated 30 min ago)
+    "new.raw",
+    "busy.raw",
+    "done.raw",
+    "copied.wiff",
+    "done.d",
+    "skipped.raw",
+]
+
+
+def test_failed_then_stuck_then_newest(mongo_uri: str) -> None:
+    seed()
+    page = list_raw_files(now=NOW, stuck_after=STUCK_AFTER)
+    assert [item["id"] for item in page.items] == EXPECTED_ORDER
+    assert page.total == len(SEED)
+    rows = {item["id"]: item for item in page.items}
+    assert rows["fail.raw"]["failed"] and not rows["fail.raw"]["stuck"]
+    assert rows["stuck.wiff"]["stuck"] and not rows["stuck.wiff"]["failed"]
+    assert not rows["busy.raw"]["stuck"]
+    assert rows["new.raw"]["backup_status"] is None
+
+
+@pytest.mark.parametrize(("offset", "limit"), [(0, 3), (1, 2), (2, 3), (3, 4), (8, 5), (0, 10), (9, 1)])
+def test_paging_walks_the_groups_as_one_list(mongo_uri: str, offset: int, limit: int) -> None:
+    seed()
+    page = list_raw_files(offset=offset, limit=limit, now=NOW, stuck_after=STUCK_AFTER)
+    assert [item["id"] for item in page.items] == EXPECTED_ORDER[offset : offset + limit]
+    assert (page.total, page.offset, page.limit) == (len(SEED), offset, limit)
+
+
+def test_page_past_the_end_is_empty_with_the_total(mongo_uri: str) -> None:
+    seed()
+    page = list_raw_files(offset=50, limit=10, now=NOW, stuck_after=STUCK_AFTER)
+    assert page.items == [] and page.total == len(SEED)
+
+
+def test_stuck_threshold_decides_the_group(mongo_uri: str) -> None:
+    seed()
+    # With 12 h, nothing is stuck: stuck-copy.raw (7 h) and stuck.wiff (10 h) sort by age among the rest.
+    order = ids(stuck_after=timedelta(hours=12))
+    assert order[:2] == ["fail.raw", "old-fail.d"]
+    assert order.index("stuck.wiff") > order.index("done.raw")
+
+
+def test_in_progress_without_update_time_counts_as_stuck(mongo_uri: str) -> None:
+    RawFile(
+        id="legacy.raw", original_name="legacy.raw", instrument_id="thermo1", created_at=NOW,
+        backup_status="upload_in_progress",
+    ).save(force_insert=True)  # fmt: skip
+    RawFile.objects(id="legacy.raw").update_one(unset__db_updated_at=True)
+    page = list_raw_files(now=NOW, stuck_after=STUCK_AFTER)
+    assert page.items[0]["stuck"] and page.total == 1
+    assert count_by_backup_status(now=NOW, stuck_after=STUCK_AFTER)["stuck"] == 1
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (RawFileFilter(instrument=("tims1",)), ["old-fail.d", "done.d"]),
+        (RawFileFilter(instrument=("tims1", "zeno1")), ["old-fail.d", "stuck.wiff", "copied.wiff", "done.d"]),
+        (RawFileFilter(project=("_FALLBACK",)), ["copied.wiff"]),
+        (RawFileFilter(status=("moved",)), ["old-fail.d", "done.raw", "done.d"]),
+        (RawFileFilter(backup_status=("upload_done",)), ["done.raw", "done.d"]),
+        (RawFileFilter(backup_status=("upload_failed", "copying_failed")), ["fail.raw", "old-fail.d"]),
+        (RawFileFilter(backup_status=("stuck",)), ["stuck.wiff", "stuck-copy.raw"]),
+        (RawFileFilter(backup_status=("upload_in_progress",)), ["stuck.wiff", "busy.raw"]),
+        (RawFileFilter(backup_status=("not_started",)), ["new.raw"]),
+        (RawFileFilter(backup_status=("stuck", "not_started")), ["stuck.wiff", "stuck-copy.raw", "new.raw"]),
+        (RawFileFilter(instrument=("thermo1",), project=("P2",)), ["busy.raw", "skipped.raw"]),
+        (RawFileFilter(search="DONE"), ["done.raw", "done.d"]),
+        (RawFileFilter(search="."), list(SEED)),  # a regex character is matched literally
+        (RawFileFilter(search="d.d"), []),
+        (RawFileFilter(instrument=("nope",)), []),
+    ],
+)
+def test_filters(mongo_uri: str, filters: RawFileFilter, expected: list[str]) -> None:
+    seed()
+    assert ids(filters) == [i for i in EXPECTED_ORDER if i in expected]
+
+
+def test_date_filter_takes_whole_utc_days_inclusive(mongo_uri: str) -> None:
+    seed()
+    today = NOW.date()  # NOW is 12:00: created up to 12 h ago is still today
+    assert set(ids(RawFileFilter(created_from=today))) == {
+        "fail.raw", "stuck.wiff", "busy.raw", "done.raw", "copied.wiff", "new.raw",
+    }  # fmt: skip
+    assert set(ids(RawFileFilter(created_to=today - timedelta(days=2)))) == {"old-fail.d", "done.d", "skipped.raw"}
+    one_day = today - timedelta(days=1)
+    assert set(ids(RawFileFilter(created_from=one_day, created_to=one_day))) == {"stuck-copy.raw"}
+
+
+def test_counts_per_backup_status_ignore_the_backup_status_filter(mongo_uri: str) -> None:
+    seed()
+    result = count_by_backup_status(RawFileFilter(backup_status=("upload_done",)), now=NOW, stuck_after=STUCK_AFTER)
+    assert result["total"] == len(SEED)
+    assert result["counts"] == {
+        "copying_in_progress": 1,
+        "copying_done": 1,
+        "copying_failed": 1,
+        "upload_in_progress": 2,
+        "upload_done": 2,
+        "upload_failed": 1,
+        "skipped": 1,
+        "not_started": 1,
+    }
+    assert result["stuck"] == 2
+    assert result["instruments"] == ["thermo1", "tims1", "zeno1"]
+    assert result["projects"] == ["P1", "P2", "_FALLBACK"]
+    assert "stuck" in result["backup_statuses"] and "moved" in result["statuses"]
+
+
+def test_counts_honour_the_other_filters(mongo_uri: str) -> None:
+    seed()
+    result = count_by_backup_status(RawFileFilter(instrument=("tims1",)), now=NOW, stuck_after=STUCK_AFTER)
+    assert result["total"] == 2
+    assert {k: v for k, v in result["counts"].items() if v} == {"copying_failed": 1, "upload_done": 1}
+    assert result["stuck"] == 0
+    assert result["instruments"] == ["thermo1", "tims1", "zeno1"]  # the menu keeps every choice
+
+
+def test_empty_collection(mongo_uri: str) -> None:
+    assert list_raw_files(now=NOW).as_dict()["items"] == []
+    result = count_by_backup_status(now=NOW)
+    assert result["total"] == 0 and result["stuck"] == 0 and set(result["counts"].values()) == {0}
+
+
+def test_row_fields(mongo_uri: str) -> None:
+    RawFile(
+        id="big.d",
+        original_name="big.d",
+        instrument_id="tims1",
+        instrument_type="bruker",
+        project_id="P1",
+        status="moved",
+        created_at=NOW - timedelta(minutes=90),
+        file_info={"big.d/analysis.tdf": [1024, "m1", "e1"], "big.d/analysis.tdf_bin": [3 * 1024**3, "m2", "e2-3"]},
+        backup_status="upload_failed",
+        backup_status_details="upload_to_s3: ETag of big.d/analysis.tdf_bin differs: fix: clear the task",
+        s3_backup_key="s3://rv-p1/tims1/2026_11/big.d/",
+        s3_etag="abc-2",
+    ).save(force_insert=True)
+    row = list_raw_files(now=NOW).items[0]
+    assert row["size"] == 3 * 1024**3 + 1024  # no size field: the sum of the set's files
+    assert row["size_human"] == "3.0 GiB"
+    assert row["file_count"] == 2
+    assert row["age"] == "1 h"
+    assert row["backup_status_details"].startswith("upload_to_s3: ETag")
+    assert row["s3_backup_key"] == "s3://rv-p1/tims1/2026_11/big.d/"
+    assert row["s3_etag"] == "abc-2"
+    assert row["created_at"] == "2026-11-20T10:30:00+00:00"
+    assert row["acquisition_runs_path"] == "dags/acquisition_handler.tims1/runs?conf_contains=%22big.d%22"
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        (lambda: RawFileFilter(backup_status=("upload_fail",)), r"backup_status: unknown value\(s\) 'upload_fail'"),
+        (lambda: RawFileFilter(status=("done",)), r"status: unknown value\(s\) 'done'; use one or more of queued"),
+        (
+            lambda: RawFileFilter(created_from=date(2026, 2, 2), created_to=date(2026, 2, 1)),
+            r"created_from \(2026-02-02\) is after created_to \(2026-02-01\): swap them",
+        ),
+    ],
+)
+def test_bad_filters_name_the_parameter_and_the_fix(filters, message: str) -> None:
+    with pytest.raises(InvalidFilterError, match=message):
+        filters()
+
+
+@pytest.mark.parametrize(
+    ("limit", "offset", "message"), [(0, 0, "limit: 0"), (501, 0, "limit: 501"), (5, -1, "offset")]
+)
+def test_bad_paging_is_refused(mongo_uri: str, limit: int, offset: int, message: str) -> None:
+    with pytest.raises(InvalidFilterError, match=message):
+        list_raw_files(limit=limit, offset=offset)
+
+
+def test_stuck_after_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR_STUCK_AFTER_HOURS, raising=False)
+    assert stuck_after_from_env() == timedelta(hours=6)
+    monkeypatch.setenv(ENV_VAR_STUCK_AFTER_HOURS, "1.5")
+    assert stuck_after_from_env() == timedelta(hours=1.5)
+    for bad in ("0", "-2", "soon"):
+        monkeypatch.setenv(ENV_VAR_STUCK_AFTER_HOURS, bad)
+        with pytest.raises(InvalidFilterError, match=f"{ENV_VAR_STUCK_AFTER_HOURS}='{bad}' is not a positive"):
+            stuck_after_from_env()
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(None, ""), (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**2, "5.0 MiB"), (2 * 1024**4, "2.0 TiB")],
+)
+def test_format_size(size: int | None, text: str) -> None:
+    assert format_size(size) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(None, ""), (-3, "0 s"), (59, "59 s"), (61, "1 min"), (7200, "2 h"), (3 * 86400, "3 d")]
+)
+def test_format_age(seconds: float | None, text: str) -> None:
+    assert format_age(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("raw_file_id", "query"),
+    [
+        ("a.raw", "conf_contains=%22a.raw%22"),  # quoted: matches the conf value exactly
+        ("a b&c.raw", "conf_contains=%22a+b%26c.raw%22"),
+        ("Ärger.raw", "conf_contains=%C3%84rger.raw"),  # JSON may escape non-ASCII: match the bare id
+        ('we"ird.raw', "conf_contains=we%22ird.raw"),
+    ],
+)
+def test_acquisition_runs_path(raw_file_id: str, query: str) -> None:
+    assert acquisition_runs_path("thermo1", raw_file_id) == f"dags/acquisition_handler.thermo1/runs?{query}"
