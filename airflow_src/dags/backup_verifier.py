@@ -1,0 +1,40 @@
+"""backup_verifier: weekly audit of a random sample of the S3 backups (S3 backups only)."""
+
+from __future__ import annotations
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Param
+
+from rawvault.impl import verify_tasks
+from rawvault.impl.dag_defaults import S3_UPLOADER_QUEUE, START_DATE, default_args
+from shared.settings import get_settings
+
+DOC = """
+Checks a random sample of the `upload_done` raw files against S3 with `head_object`:
+every file's object exists with the recorded size and ETag, and the set's manifest exists.
+Turns red when anything is missing or different, listing the items. Trigger it with
+`{"sample": 0}` to check every raw file. The same check on the command line:
+`scripts/rawvault.sh verify` (see README "Restore and verify").
+"""
+
+settings = get_settings()
+
+if settings.s3_enabled:
+    with DAG(
+        dag_id=verify_tasks.VERIFIER_DAG_ID,
+        schedule=verify_tasks.VERIFIER_SCHEDULE,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(settings, S3_UPLOADER_QUEUE),
+        tags=["rawvault", "verify"],
+        doc_md=DOC,
+        params={
+            "sample": Param(
+                verify_tasks.VERIFIER_SAMPLE, type="integer", minimum=0, description="raw files to check; 0: all"
+            ),
+            "instrument": Param(None, type=["null", "string"], description="only this instrument id"),
+            "project": Param(None, type=["null", "string"], description="only this project id"),
+        },
+    ):
+        PythonOperator(task_id="verify_backups", python_callable=verify_tasks.verify_backups)

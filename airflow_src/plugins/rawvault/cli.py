@@ -1,0 +1,253 @@
+"""rawvault's command line: restore a raw file from S3, audit the S3 backups.
+
+Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
+
+    python -m rawvault.cli restore <raw_file_id> <target_folder> [--from-manifest s3://<bucket>/<key>]
+    python -m rawvault.cli verify [--instrument X] [--project P] [--raw-file-id ID]
+                                  [--since YYYY-MM-DD] [--sample N] [--json]
+
+Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
+``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
+``backup.s3.aws_conn_id`` (``AIRFLOW_CONN_AWS_DEFAULT`` works without an
+Airflow metadata database). Results go to stdout, progress and log lines to
+stderr.
+
+Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
+replaced, or a different file in the way) or verify found drift; 2 the command
+could not run (arguments, settings, database, credentials, unknown raw file
+or manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANNOT_RUN = 2
+MIB = 1024 * 1024
+
+log = logging.getLogger("rawvault.cli")
+
+
+class CannotRunError(RuntimeError):
+    """The command cannot start: the message says what to fix."""
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m rawvault.cli``."""
+    parser = argparse.ArgumentParser(
+        prog="rawvault",
+        description="Restore raw files from their S3 backup and audit the S3 backups against the database.",
+        epilog="Exit codes: 0 success, 1 restore failed or drift found, 2 cannot run (arguments, settings, "
+        "database, credentials).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify}")
+
+    restore = commands.add_parser(
+        "restore",
+        help="download a raw file set from S3 into a folder, verifying every file",
+        description="Download the files of a raw file from S3 into TARGET (TARGET/<path in the set>), verifying "
+        "size, MD5 and ETag of each before it gets its name. Never overwrites a different file; identical files "
+        "already in TARGET are kept.",
+    )
+    restore.add_argument("raw_file_id", help="id of the raw file (its name, e.g. 20261122_sample.d)")
+    restore.add_argument("target", type=Path, help="folder to restore into (created if missing)")
+    restore.add_argument(
+        "--from-manifest",
+        metavar="S3_URL",
+        help="take the file list from the set's manifest instead of the database (when the database is "
+        "unavailable): s3://<bucket>/<key_prefix><raw_file_id>.rawvault-manifest.json, or s3://<bucket>/<key_prefix>/",
+    )
+    restore.add_argument(
+        "--part-size-mb", type=_positive, help="part size of the recorded ETags (default: as recorded)"
+    )
+    restore.add_argument("--concurrency", type=_positive, default=4, help="parallel ranged downloads (default 4)")
+    restore.add_argument(
+        "--progress-interval", type=float, default=5.0, help="seconds between progress lines (default 5)"
+    )
+
+    verify = commands.add_parser(
+        "verify",
+        help="check the S3 backups of upload_done raw files with head_object",
+        description="Check every upload_done raw file (or those matching the filters, or a random sample) "
+        "against S3: each file's object exists with the recorded size and ETag, and the manifest exists. "
+        "Exits 1 when anything is missing or different.",
+    )
+    verify.add_argument("--instrument", help="only raw files of this instrument id")
+    verify.add_argument("--project", help="only raw files of this project id")
+    verify.add_argument("--raw-file-id", help="only this raw file")
+    verify.add_argument("--since", type=_date, help="only raw files created on or after YYYY-MM-DD (UTC)")
+    verify.add_argument("--sample", type=_non_negative, help="check N raw files chosen at random (0: all)")
+    verify.add_argument("--seed", type=int, help="seed of the random sample (reproducible choice)")
+    verify.add_argument("--concurrency", type=_positive, default=8, help="raw files checked at a time (default 8)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Log lines to stderr (stdout is for results); Airflow's import installs its own handler, replace it."""
+    if not verbose:  # Airflow's own info lines (connection lookups) are noise here
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    import airflow  # noqa: F401 - configures logging on import: import it before replacing the handlers
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("rawvault").setLevel(logging.INFO)
+    if not verbose:
+        for noisy in ("airflow", "botocore", "boto3", "s3transfer", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _settings() -> Any:
+    from shared.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        raise CannotRunError(str(error)) from None
+    if settings.backup.s3 is None:
+        raise CannotRunError(
+            f"{settings.source} has no backup.s3 section (backup_type {settings.backup.backup_type!r}): "
+            "there is no S3 backup to restore or verify; select the environment with RAWVAULT_ENV or RAWVAULT_CONFIG"
+        )
+    return settings
+
+
+def _client(settings: Any, max_pool_connections: int) -> Any:
+    from rawvault.s3.client import s3_client_from_connection
+    from rawvault.s3.errors import S3BackupError
+
+    s3 = settings.backup.s3
+    try:
+        return s3_client_from_connection(s3.aws_conn_id, s3.region, max_pool_connections)
+    except S3BackupError as error:
+        raise CannotRunError(str(error)) from None
+
+
+def _restore(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.s3.errors import S3BackupError
+    from rawvault.s3.progress import format_bytes
+    from rawvault.s3.restore import RestoreError, RestoreSourceError, restore_raw_file
+
+    settings = _settings()
+    client = _client(settings, args.concurrency + 4)
+    try:
+        result = restore_raw_file(
+            args.raw_file_id,
+            args.target,
+            client,
+            manifest=args.from_manifest,
+            part_size=args.part_size_mb * MIB if args.part_size_mb else None,
+            fallback_part_size=settings.part_size_bytes,
+            max_concurrency=args.concurrency,
+            progress_interval=args.progress_interval,
+        )
+    except RestoreSourceError as error:
+        raise CannotRunError(str(error)) from None
+    except (RestoreError, S3BackupError) as error:
+        print(f"restore of {args.raw_file_id} FAILED: {error}", file=sys.stderr)
+        return EXIT_FAILED, ""
+    return EXIT_OK, (
+        f"restored {result.raw_file_id} from s3://{result.bucket}/{result.key_prefix} into {result.target_folder}: "
+        f"{len(result.restored)} file(s) downloaded and verified ({format_bytes(result.bytes_downloaded)}), "
+        f"{len(result.skipped)} already there and identical"
+    )
+
+
+def _verify(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.s3.errors import S3AccessDeniedError
+    from rawvault.s3.verify import verify_backups
+    from shared.db.interface import DatabaseError
+
+    settings = _settings()
+    client = _client(settings, args.concurrency + 2)
+    try:
+        report = verify_backups(
+            client,
+            instrument=args.instrument,
+            project=args.project,
+            raw_file_id=args.raw_file_id,
+            since=args.since,
+            sample=args.sample,
+            seed=args.seed,
+            fallback_project_id=settings.watcher.fallback_project_id,
+            concurrency=args.concurrency,
+        )
+    except (DatabaseError, S3AccessDeniedError) as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if type(error).__module__.startswith(("pymongo", "mongoengine")):
+            raise CannotRunError(
+                f"cannot read the raw files from the database: {type(error).__name__}: {error}"
+            ) from None
+        raise
+    if args.raw_file_id and not report.raw_file_ids:
+        raise CannotRunError(
+            f"raw file {args.raw_file_id!r} is not in the database with backup_status upload_done (and the other "
+            "filters): only uploaded raw files have an S3 backup to verify"
+        )
+    output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
+    return (EXIT_OK if report.ok else EXIT_FAILED), output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    results = sys.stdout
+    # Airflow's structlog loggers write to whatever sys.stdout is when they are created: keep stdout for the
+    # result (a table, JSON) by running the command with stdout pointing at stderr.
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            _configure_logging(args.verbose)
+            code, output = _restore(args) if args.command == "restore" else _verify(args)
+    except CannotRunError as error:
+        print(f"rawvault {args.command}: cannot run: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        print(f"rawvault {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if output:
+        print(output, file=results)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

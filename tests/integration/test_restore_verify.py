@@ -1,0 +1,496 @@
+"""restore and verify through the moto S3 server over HTTP and the real MongoDB wire server.
+
+Sets are uploaded with the real upload step (``upload_raw_file_to_s3``), then
+restored and audited with the library functions and the command line
+(``scripts/rawvault.sh`` run as a real subprocess, exit codes checked).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import io
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from botocore.response import StreamingBody
+
+pytest.register_assert_rewrite("tests.s3_fixtures")  # imported here before pytest loads it as a plugin
+
+from devtools.local_stack import aws_connection_uri  # noqa: E402
+from devtools.servers import S3Server  # noqa: E402
+from rawvault.s3.backup import upload_raw_file_to_s3  # noqa: E402
+from rawvault.s3.restore import (  # noqa: E402
+    TEMP_SUFFIX,
+    RestoreConflictError,
+    RestoreSourceError,
+    RestoreVerificationError,
+    restore_raw_file,
+)
+from rawvault.s3.verify import DriftKind, verify_backups  # noqa: E402
+from shared.db.interface import create_project, create_raw_file, get_raw_file, update_raw_file  # noqa: E402
+from shared.settings import Settings, get_settings, load_settings  # noqa: E402
+from tests.s3_fixtures import PART, REGION, file_info_of, make_bruker_set, make_client, make_thermo_file, unique_prefix  # noqa: E402
+
+pytest_plugins = ["tests.s3_fixtures"]
+pytestmark = pytest.mark.timeout(600)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI = REPO_ROOT / "scripts" / "rawvault.sh"
+CREATED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+THERMO = "20261122_thermo1_sample.raw"
+BRUKER = "20261122_tims1_sample.d"
+
+
+@dataclass
+class Env:
+    settings: Settings
+    config_path: Path
+    root: Path
+
+    def bucket(self, project: str = "fallback") -> str:
+        return f"{self.settings.backup.s3.bucket_prefix}-{project}"
+
+
+@pytest.fixture
+def env(tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """A settings file of its own (unique bucket prefix), selected through RAWVAULT_CONFIG, and the AWS connection."""
+    raw = {
+        "instruments": {
+            "thermo1": {"type": "thermo", "path": str(tmp_path / "instruments" / "thermo1")},
+            "tims1": {"type": "bruker", "path": str(tmp_path / "instruments" / "tims1")},
+        },
+        "locations": {"backup": str(tmp_path / "backup")},
+        "backup": {
+            "backup_type": "s3",
+            "s3": {
+                "region": REGION,
+                "bucket_prefix": unique_prefix(),
+                "part_size_mb": 5,
+                "auto_create_buckets": True,
+                "max_concurrency": 4,
+            },
+        },
+    }
+    config_path = tmp_path / "rawvault.test.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("RAWVAULT_CONFIG", str(config_path))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(s3_server.endpoint_url, REGION))
+    get_settings.cache_clear()
+    yield Env(load_settings(config_path), config_path, tmp_path)
+    get_settings.cache_clear()
+
+
+def back_up(
+    env: Env, client: Any, instrument_id: str, make: Any, *, project_id: str | None = None, created: datetime = CREATED
+) -> tuple[str, Path, list[str]]:
+    """Register a raw file with its local backup copy and upload it to S3 with the real upload step."""
+    base = f"{instrument_id}/{created:%Y_%m}"
+    folder = env.settings.locations.backup / base
+    made = make(folder)
+    paths = [made] if isinstance(made, str) else made
+    info = file_info_of(folder, paths)
+    raw_file = create_raw_file(
+        paths[0].split("/")[0],
+        instrument_id=instrument_id,
+        created_at=created,
+        project_id=project_id,
+        file_info=info,
+        etag_part_size=PART,
+        backup_status="copying_done",
+        backup_base_path=base,
+    )
+    upload_raw_file_to_s3(raw_file.id, info, folder, env.settings, client, part_size=PART, progress_interval=5)
+    assert get_raw_file(raw_file.id).backup_status == "upload_done"
+    return raw_file.id, folder, paths
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def assert_identical_tree(source: Path, paths: list[str], target: Path) -> None:
+    """``target`` holds exactly ``paths``, each byte-identical to the one under ``source``."""
+    assert files_under(target) == sorted(paths)
+    for path in paths:
+        assert filecmp.cmp(source / path, target / path, shallow=False), path
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [path for path in files_under(folder) if path.endswith(TEMP_SUFFIX)] if folder.exists() else []
+
+
+def run_cli(*args: str, env_overrides: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """``scripts/rawvault.sh ARGS`` as a real subprocess with this test's environment."""
+    environment = dict(os.environ)
+    for name, value in (env_overrides or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    return subprocess.run(
+        ["bash", str(CLI), *args], env=environment, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+# ---------------------------------------------------------------------------------------------- restore
+
+
+def test_restore_round_trip_thermo_and_bruker_byte_identical(mongo_uri, env, s3_client, tmp_path) -> None:
+    thermo_id, thermo_folder, thermo_paths = back_up(env, s3_client, "thermo1", make_thermo_file)
+    bruker_id, bruker_folder, bruker_paths = back_up(env, s3_client, "tims1", make_bruker_set)
+    target = tmp_path / "restored"
+
+    thermo = restore_raw_file(thermo_id, target / "thermo", s3_client, progress_interval=0)
+    bruker = restore_raw_file(bruker_id, target / "bruker", s3_client, progress_interval=0)
+
+    assert_identical_tree(thermo_folder, thermo_paths, target / "thermo")
+    assert_identical_tree(bruker_folder, bruker_paths, target / "bruker")
+    assert thermo.restored == thermo_paths and bruker.restored == sorted(bruker_paths)
+    assert thermo.source == bruker.source == "database"
+    assert thermo.bytes_downloaded == (thermo_folder / THERMO).stat().st_size
+    assert set(bruker.verified.values()) == {"size, MD5, ETag"}
+    assert leftovers(target) == []
+
+    # Again into the same folder: every file is there and identical, nothing is downloaded.
+    gets: list[str] = []
+    s3_client.meta.events.register("before-call.s3.GetObject", lambda params, **_: gets.append(params["url_path"]))
+    again = restore_raw_file(bruker_id, target / "bruker", s3_client)
+    assert again.restored == [] and again.skipped == sorted(bruker_paths)
+    assert [g for g in gets if "manifest" not in g] == []  # only the manifest was read
+    assert_identical_tree(bruker_folder, bruker_paths, target / "bruker")
+
+
+def test_restore_cli_shows_progress_and_restores_identically(mongo_uri, env, s3_client, tmp_path) -> None:
+    bruker_id, folder, paths = back_up(env, s3_client, "tims1", make_bruker_set)
+    target = tmp_path / "cli-restore"
+
+    done = run_cli("restore", bruker_id, str(target), "--progress-interval", "0")
+
+    assert done.returncode == 0, done.stderr
+    assert f"restored {bruker_id} from s3://{env.bucket()}/tims1/2026_11/" in done.stdout
+    assert f"{len(paths)} file(s) downloaded and verified" in done.stdout
+    assert "%" in done.stderr and "MiB/s" in done.stderr  # progress lines: bytes, percent, rate
+    assert_identical_tree(folder, paths, target)
+
+
+def test_restore_from_the_manifest_without_the_database(mongo_uri, env, s3_client, tmp_path) -> None:
+    thermo_id, thermo_folder, thermo_paths = back_up(env, s3_client, "thermo1", make_thermo_file)
+    bruker_id, bruker_folder, bruker_paths = back_up(env, s3_client, "tims1", make_bruker_set)
+    manifest_url = f"s3://{env.bucket()}/tims1/2026_11/{bruker_id}.rawvault-manifest.json"
+    no_database = {"RAWVAULT_MONGO_URI": None}
+
+    done = run_cli(
+        "restore", bruker_id, str(tmp_path / "bruker"), "--from-manifest", manifest_url, env_overrides=no_database
+    )
+    assert done.returncode == 0, done.stderr
+    assert_identical_tree(bruker_folder, bruker_paths, tmp_path / "bruker")
+
+    # Without the database and without a manifest the command says how to proceed.
+    refused = run_cli("restore", bruker_id, str(tmp_path / "other"), env_overrides=no_database)
+    assert refused.returncode == 2
+    assert "RAWVAULT_MONGO_URI is not set" in refused.stderr and "--from-manifest" in refused.stderr
+    assert not (tmp_path / "other").exists()
+
+    # The library: the manifest named by its key prefix plus the raw file id; the database is not touched.
+    result = restore_raw_file(
+        thermo_id,
+        tmp_path / "thermo",
+        s3_client,
+        manifest=f"s3://{env.bucket()}/thermo1/2026_11/",
+        use_database=False,
+    )
+    assert result.source == "manifest" and result.restored == thermo_paths
+    assert_identical_tree(thermo_folder, thermo_paths, tmp_path / "thermo")
+
+    with pytest.raises(RestoreSourceError, match="is the one of raw file"):
+        restore_raw_file("other.raw", tmp_path / "x", s3_client, manifest=manifest_url)
+    with pytest.raises(RestoreSourceError, match="there is no manifest at s3://"):
+        restore_raw_file(None, tmp_path / "x", s3_client, manifest=f"s3://{env.bucket()}/nope.rawvault-manifest.json")
+    with pytest.raises(RestoreSourceError, match="needs the set's manifest"):
+        restore_raw_file(bruker_id, tmp_path / "x", s3_client, use_database=False)
+
+
+def test_corrupted_object_in_s3_is_detected_and_nothing_gets_its_name(mongo_uri, env, s3_client, tmp_path) -> None:
+    bruker_id, _folder, _paths = back_up(env, s3_client, "tims1", make_bruker_set)
+    key = f"tims1/2026_11/{bruker_id}/analysis.tdf"
+    plain = make_client(s3_client.meta.endpoint_url)  # no If-None-Match hook: a new version replaces the object
+    original = plain.get_object(Bucket=env.bucket(), Key=key)["Body"].read()
+    plain.put_object(Bucket=env.bucket(), Key=key, Body=bytes(b ^ 0xFF for b in original[:10]) + original[10:])
+    target = tmp_path / "restored"
+
+    done = run_cli("restore", bruker_id, str(target))
+
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"s3://{env.bucket()}/{key}: ETag differs" in done.stderr
+    assert "nothing was downloaded" in done.stderr
+    assert not (target / bruker_id / "analysis.tdf").exists()
+    assert leftovers(target) == []
+    with pytest.raises(RestoreVerificationError, match=f"s3://{env.bucket()}/{key}"):
+        restore_raw_file(bruker_id, target, s3_client)
+
+
+def test_corrupted_download_is_detected_after_download_and_removed(mongo_uri, env, s3_client, tmp_path) -> None:
+    """S3's metadata looks right, but the bytes that arrive are not the backup's: caught before the rename."""
+    bruker_id, folder, paths = back_up(env, s3_client, "tims1", make_bruker_set)
+    corrupted = f"{bruker_id}/analysis.tdf_bin"  # the multipart file: ranged GETs, one per part
+
+    def mark(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", "").endswith(corrupted):
+            context["rawvault_corrupt"] = True
+
+    def flip_first_byte(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        if context.get("rawvault_corrupt") and parsed.get("ContentRange", "").startswith("bytes 0-"):
+            data = bytearray(parsed["Body"].read())
+            data[0] ^= 0xFF
+            parsed["Body"] = StreamingBody(io.BytesIO(bytes(data)), len(data))
+
+    client = make_client(s3_client.meta.endpoint_url)
+    client.meta.events.register("before-parameter-build.s3.GetObject", mark)
+    client.meta.events.register("after-call.s3.GetObject", flip_first_byte)
+    target = tmp_path / "restored"
+
+    with pytest.raises(RestoreVerificationError) as raised:
+        restore_raw_file(bruker_id, target, client)
+
+    message = str(raised.value)
+    assert f"s3://{env.bucket()}/tims1/2026_11/{corrupted} does not hold {corrupted}" in message
+    assert "MD5" in message and "ETag" in message and "nothing was written under its name" in message
+    assert not (target / corrupted).exists()
+    assert leftovers(target) == []
+    # The files before it in the set were restored and verified; a clean run completes the set.
+    restored_before = [path for path in sorted(paths) if path < corrupted]
+    assert files_under(target) == restored_before
+    result = restore_raw_file(bruker_id, target, s3_client)
+    assert result.skipped == restored_before
+    assert_identical_tree(folder, paths, target)
+
+
+def test_restore_never_overwrites_a_different_file_and_keeps_identical_ones(mongo_uri, env, s3_client, tmp_path):
+    bruker_id, folder, paths = back_up(env, s3_client, "tims1", make_bruker_set)
+    target = tmp_path / "restored"
+    different = target / bruker_id / "analysis.tdf"
+    different.parent.mkdir(parents=True)
+    different.write_bytes(b"someone else's file")
+
+    with pytest.raises(RestoreConflictError) as raised:
+        restore_raw_file(bruker_id, target, s3_client)
+    assert str(different) in str(raised.value) and "nothing was restored" in str(raised.value)
+    assert different.read_bytes() == b"someone else's file"
+    assert files_under(target) == [f"{bruker_id}/analysis.tdf"]
+
+    done = run_cli("restore", bruker_id, str(target))
+    assert done.returncode == 1 and "never overwrites" in done.stderr
+    assert different.read_bytes() == b"someone else's file"
+
+    # An identical file already in place is kept, the rest is restored.
+    different.unlink()
+    identical = target / bruker_id / "chromatography-data.sqlite"
+    identical.write_bytes((folder / bruker_id / "chromatography-data.sqlite").read_bytes())
+    result = restore_raw_file(bruker_id, target, s3_client)
+    assert result.skipped == [f"{bruker_id}/chromatography-data.sqlite"]
+    assert len(result.restored) == len(paths) - 1
+    assert_identical_tree(folder, paths, target)
+
+
+def test_restore_of_a_raw_file_without_s3_backup_or_unknown(mongo_uri, env, s3_client, tmp_path) -> None:
+    create_raw_file("local_only.raw", instrument_id="thermo1", created_at=CREATED, backup_status="copying_done")
+    with pytest.raises(RestoreSourceError, match="has no S3 backup"):
+        restore_raw_file("local_only.raw", tmp_path / "t", s3_client)
+    done = run_cli("restore", "no_such_file.raw", str(tmp_path / "t"))
+    assert done.returncode == 2 and "'no_such_file.raw' is not in the database" in done.stderr
+
+
+# ----------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_all_good_then_deleted_then_replaced(mongo_uri, env, s3_client) -> None:
+    thermo_id, _, _ = back_up(env, s3_client, "thermo1", make_thermo_file)
+    bruker_id, _, _ = back_up(env, s3_client, "tims1", make_bruker_set)
+    bucket = env.bucket()
+
+    good = run_cli("verify")
+    assert good.returncode == 0, good.stderr
+    assert "checked 2 raw file(s), 9 object(s): all present with the recorded size and ETag" in good.stdout
+
+    plain = make_client(s3_client.meta.endpoint_url)
+    deleted_key = f"tims1/2026_11/{bruker_id}/1234.m/method file.method"
+    plain.delete_object(Bucket=bucket, Key=deleted_key)  # a delete marker in the versioned bucket
+    report = verify_backups(s3_client)
+    assert [(item.raw_file_id, item.kind, item.url) for item in report.drift] == [
+        (bruker_id, DriftKind.MISSING, f"s3://{bucket}/{deleted_key}")
+    ]
+
+    replaced_key = f"thermo1/2026_11/{thermo_id}"
+    plain.put_object(Bucket=bucket, Key=replaced_key, Body=b"not the raw file")
+    drifted = run_cli("verify")
+    assert drifted.returncode == 1
+    assert "2 problem(s) in 2 raw file(s)" in drifted.stdout
+    rows = {line.split()[0]: line for line in drifted.stdout.splitlines()[3:]}
+    assert "missing" in rows[bruker_id] and f"s3://{bucket}/{deleted_key}" in rows[bruker_id]
+    assert "size differs" in rows[thermo_id]  # a different body of another length
+
+    # Same length, different bytes: the ETag tells.
+    body = plain.get_object(Bucket=bucket, Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")["Body"].read()
+    plain.put_object(Bucket=bucket, Key=f"tims1/2026_11/{bruker_id}/analysis.tdf", Body=body[::-1])
+    report = verify_backups(s3_client, raw_file_id=bruker_id)
+    kinds = {item.path: item.kind for item in report.drift}
+    assert kinds == {
+        f"{bruker_id}/1234.m/method file.method": DriftKind.MISSING,
+        f"{bruker_id}/analysis.tdf": DriftKind.ETAG_DIFFERS,
+    }
+    replaced = next(item for item in report.drift if item.kind == DriftKind.ETAG_DIFFERS)
+    assert replaced.expected == get_raw_file(bruker_id).file_info[f"{bruker_id}/analysis.tdf"][2]
+    assert replaced.actual == hashlib.md5(body[::-1]).hexdigest()
+
+    as_json = run_cli("verify", "--raw-file-id", bruker_id, "--json")
+    assert as_json.returncode == 1 and '"kind": "ETag differs"' in as_json.stdout
+
+
+def test_verify_reports_a_missing_or_replaced_manifest(mongo_uri, env, s3_client) -> None:
+    bruker_id, _, _ = back_up(env, s3_client, "tims1", make_bruker_set)
+    plain = make_client(s3_client.meta.endpoint_url)
+    manifest_key = f"tims1/2026_11/{bruker_id}.rawvault-manifest.json"
+    manifest = plain.get_object(Bucket=env.bucket(), Key=manifest_key)["Body"].read()
+    plain.put_object(Bucket=env.bucket(), Key=manifest_key, Body=manifest + b" ")
+    assert [item.kind for item in verify_backups(s3_client).drift] == [DriftKind.ETAG_DIFFERS]
+    plain.delete_object(Bucket=env.bucket(), Key=manifest_key)
+    assert [item.kind for item in verify_backups(s3_client).drift] == [DriftKind.MANIFEST_MISSING]
+
+
+def test_verify_filters_and_sample(mongo_uri, env, s3_client) -> None:
+    create_project("PRJ1")
+    thermo_id, _, _ = back_up(env, s3_client, "thermo1", make_thermo_file, project_id="PRJ1")
+    bruker_id, _, _ = back_up(env, s3_client, "tims1", make_bruker_set, created=datetime(2026, 10, 2, tzinfo=UTC))
+    create_raw_file("not_uploaded.raw", instrument_id="thermo1", created_at=CREATED, backup_status="upload_failed")
+
+    assert verify_backups(s3_client).raw_file_ids == [bruker_id, thermo_id]  # upload_done only, oldest first
+    assert verify_backups(s3_client, instrument="tims1").raw_file_ids == [bruker_id]
+    assert verify_backups(s3_client, project="PRJ1").raw_file_ids == [thermo_id]
+    assert verify_backups(s3_client, project="_FALLBACK").raw_file_ids == [bruker_id]  # no project: fallback
+    assert verify_backups(s3_client, since=date(2026, 11, 1)).raw_file_ids == [thermo_id]
+    sampled = verify_backups(s3_client, sample=1, seed=7)
+    assert len(sampled.raw_file_ids) == 1 and sampled.matched == 2 and sampled.ok
+    assert "a random sample of the 2 matching" in sampled.summary()
+
+    done = run_cli("verify", "--instrument", "thermo1", "--since", "2026-11-01", "--sample", "5")
+    assert done.returncode == 0 and "checked 1 raw file(s), 2 object(s)" in done.stdout
+    unknown = run_cli("verify", "--raw-file-id", "not_uploaded.raw")
+    assert unknown.returncode == 2 and "upload_done" in unknown.stderr
+    bad = run_cli("verify", "--since", "22.11.2026")
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+
+
+def test_verify_a_raw_file_recorded_without_s3_key(mongo_uri, env, s3_client) -> None:
+    bruker_id, _, _ = back_up(env, s3_client, "tims1", make_bruker_set)
+    update_raw_file(bruker_id, s3_backup_key="")
+    (item,) = verify_backups(s3_client).drift
+    assert item.kind == DriftKind.NOT_RECORDED and "s3_backup_key" in item.detail
+
+
+# ---------------------------------------------------------------------------------- SSE-KMS (simulated)
+
+
+def _simulate_kms_etags(client: Any) -> Any:
+    """Make ``client`` see what AWS shows for SSE-KMS objects: an ETag that is not the MD5 of the content.
+
+    moto keeps the MD5 ETag under SSE-KMS; this rewrites it (deterministically) in every answer that
+    reports ``ServerSideEncryption: aws:kms``, so the KMS code paths run against the real server.
+    """
+
+    real_etags: dict[str, str] = {}
+
+    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("ServerSideEncryption") == "aws:kms" and parsed.get("ETag"):
+            real = parsed["ETag"].strip('"')
+            fake = hashlib.md5(f"kms:{real}".encode()).hexdigest()
+            real_etags[fake] = real
+            parsed["ETag"] = f'"{fake}"'
+
+    def unrewrite_if_match(params: dict[str, Any], **_: Any) -> None:
+        # s3transfer's ranged GETs carry If-Match with the ETag it saw: give moto its own one back.
+        if params.get("IfMatch"):
+            params["IfMatch"] = real_etags.get(params["IfMatch"].strip('"'), params["IfMatch"])
+
+    for operation in ("HeadObject", "GetObject", "PutObject", "CompleteMultipartUpload"):
+        client.meta.events.register(f"after-call.s3.{operation}", rewrite)
+    client.meta.events.register("before-parameter-build.s3.GetObject", unrewrite_if_match)
+    return client
+
+
+def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
+    mongo_uri, tmp_path, s3_server, monkeypatch
+) -> None:
+    raw = {
+        "instruments": {"tims1": {"type": "bruker", "path": str(tmp_path / "tims1")}},
+        "locations": {"backup": str(tmp_path / "backup")},
+        "backup": {
+            "backup_type": "s3",
+            "s3": {
+                "region": REGION,
+                "bucket_prefix": unique_prefix(),
+                "part_size_mb": 5,
+                "auto_create_buckets": True,
+                "server_side_encryption": "aws:kms",
+            },
+        },
+    }
+    config_path = tmp_path / "kms.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    kms_env = Env(load_settings(config_path), config_path, tmp_path)
+    client = _simulate_kms_etags(make_client(s3_server.endpoint_url))
+    bruker_id, folder, paths = back_up(kms_env, client, "tims1", make_bruker_set)
+    head = client.head_object(Bucket=kms_env.bucket(), Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")
+    recorded = get_raw_file(bruker_id).file_info[f"{bruker_id}/analysis.tdf"][2]
+    assert head["ServerSideEncryption"] == "aws:kms" and head["ETag"].strip('"') != recorded  # as on AWS
+
+    result = restore_raw_file(bruker_id, tmp_path / "restored", client)
+    assert_identical_tree(folder, paths, tmp_path / "restored")
+    assert set(result.verified.values()) == {"size, MD5, ETag, SHA-256"}
+    assert verify_backups(client).ok
+
+    plain = make_client(s3_server.endpoint_url)
+    key = f"tims1/2026_11/{bruker_id}/analysis.tdf"
+    body = plain.get_object(Bucket=kms_env.bucket(), Key=key)["Body"].read()
+    plain.put_object(Bucket=kms_env.bucket(), Key=key, Body=body[::-1], ServerSideEncryption="aws:kms")
+    (item,) = verify_backups(client).drift
+    assert item.kind == DriftKind.ETAG_DIFFERS and "manifest" in item.detail
+    with pytest.raises(RestoreVerificationError, match="recorded in the manifest"):
+        restore_raw_file(bruker_id, tmp_path / "again", client)
+
+
+# ------------------------------------------------------------------------------------ backup_verifier DAG
+
+
+def test_backup_verifier_dag_green_then_red_on_drift(mongo_uri, tmp_path, s3_server, s3_client, monkeypatch) -> None:
+    from tests.airflow_harness import init_airflow_db, load_dags, run_dag
+    from tests.pipeline_env import activate, write_pipeline_env
+
+    init_airflow_db()
+    local = write_pipeline_env(tmp_path / "local")
+    activate(local, monkeypatch)
+    assert "backup_verifier" not in load_dags()  # S3 backups only
+
+    backup = {"backup_type": "s3", "s3": {"region": REGION, "bucket_prefix": unique_prefix(), "part_size_mb": 5}}
+    pipeline = write_pipeline_env(tmp_path / "s3", backup=backup)
+    activate(pipeline, monkeypatch)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(s3_server.endpoint_url, REGION))
+    s3_env = Env(pipeline.settings, pipeline.config_path, pipeline.root)
+    s3_client.create_bucket(Bucket=s3_env.bucket())
+    bruker_id, _, _ = back_up(s3_env, s3_client, "tims1", make_bruker_set)
+    dags = load_dags()
+    dag = dags["backup_verifier"]
+    task = dag.get_task("verify_backups")
+    assert task.queue == "test_s3_uploader" and dag.schedule == "@weekly"
+
+    assert run_dag(dag, {"sample": 0}) == {"verify_backups": "success", "__dagrun__": "success"}
+
+    deleted = f"tims1/2026_11/{bruker_id}/empty.txt"
+    make_client(s3_server.endpoint_url).delete_object(Bucket=s3_env.bucket(), Key=deleted)
+    assert run_dag(dag, {"sample": 0}) == {"verify_backups": "failed", "__dagrun__": "failed"}
