@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,13 +113,36 @@ def airflow_env(
     return env
 
 
-def start_process(paths: StackPaths, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own process group, logging to ``<logs>/<name>.log``; record its PID."""
+def start_process(
+    paths: StackPaths,
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    *,
+    user: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own process group, logging to ``<logs>/<name>.log``; record its PID.
+
+    ``user`` runs it as that OS user and its primary group (needs root; PostgreSQL refuses to run as root).
+    """
     paths.logs.mkdir(parents=True, exist_ok=True)
     paths.pids.mkdir(parents=True, exist_ok=True)
+    identity: dict = {}
+    if user is not None:
+        import pwd
+
+        identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
     with (paths.logs / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **identity,
         )
     (paths.pids / f"{name}.pid").write_text(str(process.pid))
     return process
@@ -152,12 +176,18 @@ def wait_for_http(url: str, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s ({last_error})")
 
 
-def stop_stack(paths: StackPaths, timeout: float = 30.0) -> list[str]:
-    """Stop every process group recorded under ``paths.pids``; return the names stopped."""
-    stopped = []
+def stop_stack(paths: StackPaths, timeout: float = 30.0, names: Iterable[str] | None = None) -> list[str]:
+    """Stop every process group recorded under ``paths.pids`` (only ``names``, if given); return the names stopped.
+
+    Stopping in phases (``names``) lets clients end before the servers they use.
+    """
+    stopped: list[str] = []
     if not paths.pids.is_dir():
         return stopped
     pid_files = sorted(paths.pids.glob("*.pid"))
+    if names is not None:
+        wanted = set(names)
+        pid_files = [pid_file for pid_file in pid_files if pid_file.stem in wanted]
     for pid_file in pid_files:
         pid = int(pid_file.read_text())
         try:
