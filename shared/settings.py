@@ -60,6 +60,11 @@ _FIXES: dict[str, str] = {
     ),
     "backup.s3.storage_class": f"use one of {', '.join(STORAGE_CLASSES)}",
     "backup.s3.server_side_encryption": "use AES256 or aws:kms (with kms_key_id)",
+    "backup.s3.max_upload_attempts": "use a whole number from 1 to 100 (attempts of one raw file's upload in total)",
+    "backup.s3.stale_upload_minutes": (
+        "use minutes above 0 (at most a day); keep it below upload_retry_delay_minutes so a retry finds the "
+        "lease of a dead run expired"
+    ),
     "instruments": "list each instrument as <instrument_id>: {type: ..., path: ...}",
     "locations.backup": "set it to the root folder of the local backup",
 }
@@ -172,6 +177,19 @@ class S3Settings(_Section):
     upload_retries: Annotated[int, Field(ge=0, le=20)] = 3
     upload_retry_delay_minutes: Annotated[float, Field(ge=0)] = 15.0
     upload_timeout_hours: Annotated[float, Field(gt=0)] = 24.0
+    # backup_sweeper: when it looks for failed and stale uploads, and how often it retries one.
+    sweep_schedule: str = "*/15 * * * *"
+    max_upload_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    # Lease of a running upload on its raw file (renewed while it runs); an upload_in_progress
+    # raw file whose lease expired is stale (its worker died) and may be taken over.
+    stale_upload_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
+
+    @field_validator("sweep_schedule")
+    @classmethod
+    def _cron_expression(cls, value: str) -> str:
+        if len(value.split()) != 5 and not value.startswith("@"):
+            raise ValueError("must be a cron expression of 5 fields, e.g. '*/15 * * * *', or a preset like @hourly")
+        return value
 
     @field_validator("region", "bucket_prefix")
     @classmethod

@@ -71,6 +71,14 @@ class RawFile(Document):
     s3_backup_key = StringField()
     s3_etag = StringField()
     s3_upload_attempts = IntField(default=0)
+    # When the last upload attempt started (the backoff of backup_sweeper counts from it).
+    s3_upload_attempted_at = DateTimeField()
+    # Unfinished multipart uploads of this raw file, {object key: upload id}, so a retry resumes them.
+    s3_multipart_uploads = DictField()
+    # The run that owns the upload (upload_in_progress) and until when: it renews this lease while it
+    # runs; another run may take over only after it expired (see rawvault.s3.backup).
+    upload_claim_owner = StringField()
+    upload_claim_expires_at = DateTimeField()
 
     # Audit timestamps of this document.
     db_created_at = DateTimeField(default=utc_now)

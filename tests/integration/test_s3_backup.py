@@ -149,11 +149,15 @@ def test_rerun_after_success_uploads_nothing(mongo_uri, settings, s3_client) -> 
     run(settings, raw_file_id, s3_client)
     etag = get_raw_file(raw_file_id).s3_etag
     counter = CallCounter(s3_client)
+    updated_before = get_raw_file(raw_file_id).db_updated_at
     result = run(settings, raw_file_id, s3_client)
     assert counter.writes == 0 and result.already_complete
+    assert counter.calls["HeadObject"] == 0  # a set: its manifest alone confirms it (one GET)
     raw_file = get_raw_file(raw_file_id)
     assert raw_file.backup_status == "upload_done" and raw_file.s3_etag == etag
-    assert raw_file.s3_upload_attempts == 2
+    # Confirmed from S3 without claiming: the document was not touched (never upload_in_progress again).
+    assert raw_file.s3_upload_attempts == 1 and raw_file.db_updated_at == updated_before
+    assert raw_file.upload_claim_owner is None
 
 
 def test_failure_in_the_middle_of_a_set_then_retry_uploads_only_whats_missing(mongo_uri, settings, s3_client) -> None:
@@ -168,19 +172,23 @@ def test_failure_in_the_middle_of_a_set_then_retry_uploads_only_whats_missing(mo
     s3_client.meta.events.register("before-parameter-build.s3.UploadPart", fail)
     with pytest.raises(S3TransientError):
         run(settings, raw_file_id, s3_client)
-    assert_failed(raw_file_id, "analysis.tdf_bin", "cannot reach S3")
+    failed = assert_failed(raw_file_id, "analysis.tdf_bin", "cannot reach S3", "the next run resumes it")
     bucket = bucket_of(settings)
-    assert multipart_uploads(s3_client, bucket) == []
+    (kept,) = multipart_uploads(s3_client, bucket)  # kept for the retry, and recorded on the raw file
+    assert failed.s3_multipart_uploads == {failing: kept["UploadId"]}
+    assert failed.upload_claim_owner is None and failed.upload_claim_expires_at is None  # released
 
     retry_client = make_client(s3_client.meta.endpoint_url)
     counter = CallCounter(retry_client)
     result = run(settings, raw_file_id, retry_client)
     assert result.skipped == paths[:3] and result.uploaded == paths[3:]
-    assert counter.keys_of("CreateMultipartUpload") == [failing]
+    assert counter.keys_of("CreateMultipartUpload") == []  # the kept upload was resumed
+    assert counter.keys_of("UploadPart") == [failing] * 3  # none of its parts had been stored
     assert len(counter.keys_of("PutObject")) == len(paths[4:]) + 1  # the small files and the manifest
     raw_file = get_raw_file(raw_file_id)
     assert raw_file.backup_status == "upload_done" and raw_file.s3_etag == result.s3_etag
-    assert raw_file.s3_upload_attempts == 2
+    assert raw_file.s3_upload_attempts == 2 and raw_file.s3_multipart_uploads == {}
+    assert multipart_uploads(s3_client, bucket) == []
 
 
 def test_missing_bucket_without_auto_create(mongo_uri, tmp_path, s3_client) -> None:
@@ -290,7 +298,7 @@ def test_s3_server_stopping_mid_upload_then_retry(mongo_uri, settings) -> None:
         client.meta.events.register("after-call.s3.UploadPart", stop_server)
         with pytest.raises(S3TransientError):
             run(settings, raw_file_id, client)
-        assert_failed(raw_file_id, "cannot reach S3", "a retry aborts them")
+        assert_failed(raw_file_id, "cannot reach S3", "is kept", "the next run resumes it")
 
         server.start()  # empty again (moto keeps state in memory); auto_create_buckets makes the bucket anew
         client = make_client(server.endpoint_url)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 pytest.register_assert_rewrite("tests.s3_fixtures")  # it is imported here before pytest loads it as a plugin
 
@@ -18,6 +18,7 @@ from rawvault.s3.errors import (  # noqa: E402
     ExistingObjectMismatchError,
     LocalFileChangedError,
     PartSizeMismatchError,
+    S3AccessDeniedError,
     S3TransientError,
     UnsafePathError,
     VerificationError,
@@ -140,11 +141,14 @@ def test_failure_in_the_middle_then_retry_uploads_only_whats_missing(s3_client, 
     failing = PREFIX + paths[3]  # the multipart analysis.tdf_bin
     assert failing.endswith("analysis.tdf_bin")
     fail_on(s3_client, "UploadPart", when=lambda params, n: params["Key"] == failing and n == 2)
-    with pytest.raises(S3TransientError, match=r"uploading .*analysis.tdf_bin.*cannot reach S3"):
+    with pytest.raises(S3TransientError, match=r"uploading .*analysis.tdf_bin.*cannot reach S3.*next run resumes it"):
         upload(s3_client, bucket, tmp_path, info, "N.d")
     uploaded_before = [PREFIX + p for p in paths[:3]]
     assert object_keys(s3_client, bucket) == sorted(uploaded_before)  # stopped at the first failure, no manifest
-    assert multipart_uploads(s3_client, bucket) == []  # the failed multipart upload was aborted
+    (kept,) = multipart_uploads(s3_client, bucket)  # a transient failure keeps the multipart upload to resume it
+    assert kept["Key"] == failing
+    stored = s3_client.list_parts(Bucket=bucket, Key=failing, UploadId=kept["UploadId"]).get("Parts", [])
+    assert 1 <= len(stored) <= 2
 
     retry_client = make_client(s3_client.meta.endpoint_url)
     retry_counter = CallCounter(retry_client)
@@ -153,20 +157,37 @@ def test_failure_in_the_middle_then_retry_uploads_only_whats_missing(s3_client, 
     assert retry_counter.keys_of("PutObject") == [PREFIX + p for p in paths[4:]] + [
         PREFIX + "N.d.rawvault-manifest.json"
     ]
-    assert retry_counter.keys_of("CreateMultipartUpload") == [failing]
+    assert retry_counter.keys_of("CreateMultipartUpload") == []  # resumed, not restarted
+    assert retry_counter.keys_of("UploadPart") == [failing] * (3 - len(stored))  # only the missing parts
+    assert result.objects[paths[3]].parts_resumed == len(stored) == result.parts_resumed
+    assert s3_client.head_object(Bucket=bucket, Key=failing)["ETag"].strip('"') == info[paths[3]][2]
+    assert multipart_uploads(s3_client, bucket) == []
     assert len(object_keys(s3_client, bucket)) == len(paths) + 1
 
 
-def test_no_orphaned_multipart_upload_even_if_s3transfers_abort_fails(s3_client, bucket, tmp_path, caplog) -> None:
+def test_permanent_failure_aborts_the_multipart_upload(s3_client, bucket, tmp_path) -> None:
     name = make_thermo_file(tmp_path)
     info = file_info_of(tmp_path, [name])
-    fail_on(s3_client, "UploadPart", when=lambda _params, n: n == 2)
-    aborts = fail_on(s3_client, "AbortMultipartUpload", when=lambda _params, n: n == 1)  # s3transfer's own abort
-    with pytest.raises(S3TransientError):
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "simulated"}}, "UploadPart")
+    fail_on(s3_client, "UploadPart", when=lambda _params, n: n == 2, exc=denied)
+    with pytest.raises(S3AccessDeniedError, match=r"access denied.*multipart upload \S+ was aborted"):
         upload(s3_client, bucket, tmp_path, info, name)
-    assert aborts[0] == 2  # s3transfer's abort failed, rawvault's clean-up aborted it
-    assert multipart_uploads(s3_client, bucket) == []
+    assert multipart_uploads(s3_client, bucket) == []  # nothing a retry could resume
     assert object_keys(s3_client, bucket) == []
+
+
+def test_failed_abort_is_reported_and_the_next_run_cleans_up(s3_client, bucket, tmp_path) -> None:
+    name = make_thermo_file(tmp_path)
+    info = file_info_of(tmp_path, [name])
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "simulated"}}, "UploadPart")
+    fail_on(s3_client, "UploadPart", when=lambda _params, n: n == 2, exc=denied)
+    aborts = fail_on(s3_client, "AbortMultipartUpload", when=lambda _params, n: n == 1)
+    with pytest.raises(S3AccessDeniedError, match=r"could not be aborted.*the next run aborts or resumes it"):
+        upload(s3_client, bucket, tmp_path, info, name)
+    assert aborts[0] == 1 and len(multipart_uploads(s3_client, bucket)) == 1
+    retry_client = make_client(s3_client.meta.endpoint_url)
+    result = upload(retry_client, bucket, tmp_path, info, name)  # resumes the leftover: it holds good parts
+    assert result.uploaded == [name] and multipart_uploads(s3_client, bucket) == []
 
 
 def test_stale_multipart_upload_of_a_killed_worker_is_aborted(s3_client, bucket, tmp_path) -> None:
@@ -350,7 +371,7 @@ def test_server_stopping_mid_upload_fails_then_retry_succeeds(tmp_path) -> None:
                 server.stop(kill=True)
 
         client.meta.events.register("after-call.s3.UploadPart", stop_server)
-        with pytest.raises(S3TransientError, match=r"cannot reach S3.*a retry aborts them"):
+        with pytest.raises(S3TransientError, match=r"cannot reach S3.*is kept.*the next run resumes it"):
             upload(client, "rv-stop", tmp_path, info, name)
 
         server.start()  # moto keeps its state in memory: the restarted server is empty

@@ -136,9 +136,7 @@ def test_failed_upload_does_not_block_the_file_mover(
 
 
 def _handler_shape(dag: Any) -> dict[str, tuple[list[str], list[str]]]:
-    return {
-        task.task_id: (sorted(task.upstream_task_ids), sorted(task.downstream_task_ids)) for task in dag.tasks
-    }
+    return {task.task_id: (sorted(task.upstream_task_ids), sorted(task.downstream_task_ids)) for task in dag.tasks}
 
 
 def test_upload_is_a_leaf_on_its_queue_and_local_backup_leaves_the_dag_as_before(

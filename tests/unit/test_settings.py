@@ -96,6 +96,9 @@ def test_environment_variables_expand_in_paths(monkeypatch: pytest.MonkeyPatch) 
         (lambda d: d.pop("locations"), "locations", "missing"),
         (lambda d: d.update(file_mover={"target_folder": "../x"}), "file_mover.target_folder", "plain folder name"),
         (lambda d: d["locations"].update(backup="${RV_SURELY_UNSET}/b"), "locations.backup", "RV_SURELY_UNSET"),
+        (lambda d: d["backup"]["s3"].update(sweep_schedule="often"), "backup.s3.sweep_schedule", "cron expression"),
+        (lambda d: d["backup"]["s3"].update(max_upload_attempts=0), "backup.s3.max_upload_attempts", "1 to 100"),
+        (lambda d: d["backup"]["s3"].update(stale_upload_minutes=0), "backup.s3.stale_upload_minutes", "below"),
     ],
 )
 def test_invalid_settings_name_file_key_and_fix(change: Any, key: str, fix: str) -> None:

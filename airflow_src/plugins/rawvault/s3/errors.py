@@ -8,6 +8,11 @@ Two families:
   automatic retries.
 - :class:`S3TransientError`: the network or S3 failed even after botocore's
   own retries with backoff (standard retry mode); a later retry may succeed.
+
+:attr:`S3BackupError.resumable` says what happens to an unfinished multipart
+upload when the error stops it: a resumable error (transient failures, a lost
+claim, an interruption) keeps it so that the next run resumes it; any other
+error aborts it (see :mod:`rawvault.s3.multipart`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from botocore.exceptions import (
 class S3BackupError(RuntimeError):
     """The S3 upload of a raw file failed; the message says why and what to do."""
 
+    #: Keep an unfinished multipart upload for the next run to resume (instead of aborting it).
+    resumable: bool = False
+
 
 class S3PermanentError(S3BackupError):
     """A failure that retrying cannot fix until a person acts: fail without automatic retries."""
@@ -32,6 +40,8 @@ class S3PermanentError(S3BackupError):
 
 class S3TransientError(S3BackupError):
     """S3 or the network failed after botocore's retries; retrying later may succeed."""
+
+    resumable = True
 
 
 class S3AccessDeniedError(S3PermanentError):
@@ -171,8 +181,8 @@ def classify(error: BaseException, action: str) -> S3BackupError:
             return S3AccessDeniedError(
                 f"{action}: access denied by S3 ({code}: {message}); check the access key and secret of the "
                 "Airflow AWS connection and that its IAM identity may use this bucket (s3:ListBucket, "
-                "s3:GetObject, s3:PutObject, s3:AbortMultipartUpload, s3:ListBucketMultipartUploads, plus "
-                "kms:GenerateDataKey/kms:Decrypt with SSE-KMS)"
+                "s3:GetObject, s3:PutObject, s3:AbortMultipartUpload, s3:ListBucketMultipartUploads, "
+                "s3:ListMultipartUploadParts, plus kms:GenerateDataKey/kms:Decrypt with SSE-KMS)"
             )
         status = http_status(cause) or 0
         if code in TRANSIENT_ERROR_CODES or status >= 500:

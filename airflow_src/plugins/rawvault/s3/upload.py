@@ -8,16 +8,19 @@
    recorded size and ETag is skipped; a different object fails the whole set
    (:class:`ExistingObjectMismatchError`) and is never overwritten. Every
    missing file must exist locally with its recorded size.
-2. **Upload** the missing files one by one with boto3's managed transfer: a
-   single PUT when ``size <= part_size``, else multipart with parts of exactly
-   ``part_size`` (``multipart_threshold = part_size + 1``), so S3's ETag is
-   the recorded one. Every request carries a SHA-256 flexible checksum that
-   S3 validates, ``If-None-Match: *`` (S3 refuses to replace an object that
-   appeared meanwhile), the storage class, server-side encryption and
-   metadata (raw file id, instrument, the file's MD5). A failed multipart
-   upload is aborted (s3transfer does it; rawvault then lists the key's
-   multipart uploads and aborts leftovers, also stale ones of a killed worker
-   before starting). The first failure stops the set.
+2. **Upload** the missing files one by one: a single PUT when
+   ``size <= part_size``, else a resumable multipart upload with parts of
+   exactly ``part_size`` (:mod:`rawvault.s3.multipart`), so S3's ETag is the
+   recorded one. An unfinished multipart upload of the key left by an earlier
+   run (a failure, a killed worker) is resumed: its stored parts are verified
+   against the local file and only missing or mismatching parts are uploaded.
+   Every request carries a SHA-256 flexible checksum that S3 validates,
+   ``If-None-Match: *`` on the PUT and on CompleteMultipartUpload (S3 refuses
+   to replace an object that appeared meanwhile), the storage class,
+   server-side encryption and metadata (raw file id, instrument, the file's
+   MD5). A transient failure (network, S3 5xx after botocore's retries) keeps
+   the unfinished multipart upload for the next run to resume; any other
+   failure aborts it. The first failure stops the set.
 3. **Manifest** (:mod:`rawvault.s3.manifest`), written last: its presence
    means the set is complete.
 
@@ -42,7 +45,7 @@ in a versioned bucket); an object that existed before is never deleted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -73,6 +76,14 @@ from rawvault.s3.integrity import (
     split_checksum,
 )
 from rawvault.s3.keys import object_key, validate_key_prefix
+from rawvault.s3.multipart import (
+    CONFLICT_CODES,
+    ObjectAppearedError,
+    PartReader,
+    UploadIdCallback,
+    UploadVanishedError,
+    upload_multipart,
+)
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, format_bytes
 
 if TYPE_CHECKING:
@@ -83,7 +94,7 @@ log = logging.getLogger(__name__)
 CHECKSUM_ALGORITHM = "SHA256"
 MANIFEST_STORAGE_CLASS = "STANDARD"
 _KMS_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
-_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+_CONFLICT_CODES = CONFLICT_CODES
 
 
 class VerificationMode(StrEnum):
@@ -136,6 +147,8 @@ class UploadedObject:
     checksum_sha256: str | None
     verified_by: VerificationMode
     uploaded: bool  # False: it was there already
+    parts_uploaded: int = 0  # multipart: parts sent by this run
+    parts_resumed: int = 0  # multipart: parts an earlier run stored, verified and kept
 
 
 @dataclass
@@ -166,6 +179,11 @@ class UploadResult:
         return sum(obj.size for obj in self.objects.values() if obj.uploaded)
 
     @property
+    def parts_resumed(self) -> int:
+        """Parts of multipart uploads that an earlier run had stored and this run completed."""
+        return sum(obj.parts_resumed for obj in self.objects.values())
+
+    @property
     def already_complete(self) -> bool:
         """The set was complete in S3 before this run (nothing was written)."""
         return not self.uploaded and not self.manifest_written
@@ -184,11 +202,14 @@ class UploadResult:
 
 
 def transfer_config(part_size: int, max_concurrency: int) -> TransferConfig:
-    """boto3 transfer settings whose parts match the recorded ETags.
+    """boto3 managed-transfer settings whose parts match the recorded ETags.
 
-    s3transfer uploads multipart when ``size >= multipart_threshold``, so the
-    threshold ``part_size + 1`` makes every file of at most ``part_size`` bytes
-    one PUT. The classic (non-CRT) transfer client honours the chunk size exactly.
+    Uploads no longer use boto3's managed transfer (it cannot resume, see
+    :mod:`rawvault.s3.multipart`); this stays for transfers that still do,
+    e.g. downloads. s3transfer uploads multipart when ``size >=
+    multipart_threshold``, so the threshold ``part_size + 1`` makes every file
+    of at most ``part_size`` bytes one PUT. The classic (non-CRT) transfer
+    client honours the chunk size exactly.
     """
     return TransferConfig(
         multipart_threshold=part_size + 1,
@@ -232,15 +253,28 @@ def upload_file_set(
     object_settings: ObjectSettings | None = None,
     metadata: Mapping[str, str] | None = None,
     progress_interval: float = DEFAULT_INTERVAL_SECONDS,
+    multipart_uploads: Mapping[str, str] | None = None,
+    on_multipart_upload: UploadIdCallback | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> UploadResult:
     """Upload the files of ``file_info`` from ``source_folder`` to ``bucket`` under ``key_prefix``.
 
     See the module docstring for the phases and the verification. Raises an
     :class:`~rawvault.s3.errors.S3BackupError` on the first problem; what
-    was uploaded and verified before stays (a retry skips it).
+    was uploaded and verified before stays (a retry skips it), and so does an
+    unfinished multipart upload stopped by a transient failure (a retry
+    resumes it).
+
+    ``multipart_uploads`` maps keys to the upload ids of unfinished multipart
+    uploads recorded by an earlier run (preferred when resuming);
+    ``on_multipart_upload(key, upload_id or None)`` is called when one is
+    started/resumed or completed/aborted; ``guard()`` is called before every
+    request that changes S3 and raises to stop the upload (the caller lost
+    its claim on the raw file).
     """
     settings = object_settings or ObjectSettings()
     metadata = dict(metadata or {})
+    check = guard or (lambda: None)
     validate_key_prefix(key_prefix)
     recorded = parse_file_info(file_info)
     for entry in recorded.values():
@@ -289,11 +323,12 @@ def upload_file_set(
     progress = ProgressReporter(
         sum(entry.size for entry in to_upload), label=f"uploading {raw_file_id} to {where}", interval=progress_interval
     )
-    config = transfer_config(part_size, settings.max_concurrency)
+    multipart = _MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check)
     for entry in to_upload:
+        check()
         result.objects[entry.path] = _upload_one(
-            client, bucket, keys[entry.path], source_folder / entry.path, entry, part_size, settings, metadata, config,
-            progress,
+            client, bucket, keys[entry.path], source_folder / entry.path, entry, part_size, settings, metadata,
+            progress, multipart,
         )  # fmt: skip
     if to_upload:
         progress.finish()
@@ -302,6 +337,7 @@ def upload_file_set(
     ordered = {path: result.objects[path] for path in recorded}
     result.objects = ordered
     if existing_manifest is None:
+        check()
         manifest = _manifest(result, recorded, keys, part_size, metadata, ordered)
         result.manifest_etag = _write_manifest(client, bucket, manifest_key, manifest, settings, metadata)
         result.manifest_written = True
@@ -316,6 +352,51 @@ def upload_file_set(
         manifest_key,
         " written" if result.manifest_written else " already there",
     )
+    return result
+
+
+def verify_complete_set(
+    client: Any,
+    *,
+    bucket: str,
+    key_prefix: str,
+    file_info: Mapping[str, Any],
+    part_size: int,
+    raw_file_id: str,
+    metadata: Mapping[str, str] | None = None,
+) -> UploadResult | None:
+    """The set as recorded by its manifest when it is complete in S3, else ``None``; cheap, uploads nothing.
+
+    One GET of the manifest (written only after every file was verified),
+    which must describe this set; for a raw file of one file, one HEAD of
+    that object, whose ETag and size must be the ones in the manifest. S3
+    errors are raised (classified), so an unreachable S3 is never taken for
+    an incomplete set.
+    """
+    validate_key_prefix(key_prefix)
+    recorded = parse_file_info(file_info)
+    keys = {path: object_key(key_prefix, path) for path in recorded}
+    manifest_key = manifest_mod.manifest_key(key_prefix, raw_file_id)
+    result = UploadResult(bucket=bucket, key_prefix=key_prefix, raw_file_id=raw_file_id, manifest_key=manifest_key)
+    manifest, manifest_etag = _read_manifest(client, bucket, manifest_key)
+    expected = _manifest(result, recorded, keys, part_size, dict(metadata or {}), {})
+    if manifest is None or not manifest_mod.same_set(manifest, expected):
+        return None
+    for path, entry in recorded.items():
+        listed = manifest["files"][path]
+        s3_etag = str(listed.get("s3_etag") or "")
+        if not s3_etag:
+            return None
+        result.objects[path] = UploadedObject(
+            path, keys[path], entry.size, entry.md5, entry.etag, s3_etag, listed.get("checksum_sha256"),
+            VerificationMode.MANIFEST, False,
+        )  # fmt: skip
+    if len(recorded) == 1:
+        ((path, obj),) = result.objects.items()
+        head = _head(client, bucket, obj.key)
+        if head is None or _s3_etag(head) != obj.s3_etag or head.get("ContentLength") != obj.size:
+            return None
+    result.manifest_etag = manifest_etag
     return result
 
 
@@ -417,30 +498,45 @@ def _verify_existing(
     )
 
 
-def _abort_multipart_uploads(client: Any, bucket: str, key: str) -> str:
-    """Abort every multipart upload of exactly ``key``; return a note for messages (empty if nothing to say)."""
-    aborted, failed = [], []
+@dataclass
+class _MultipartHooks:
+    """What a multipart upload needs from the caller: recorded upload ids, a recorder, the guard."""
+
+    known: dict[str, str]
+    on_upload_id: UploadIdCallback | None
+    guard: Callable[[], None]
+
+
+def _put_object(
+    client: Any, bucket: str, key: str, source: Path, entry: RecordedFile, object_args: Mapping[str, Any],
+    progress: ProgressReporter,
+) -> None:  # fmt: skip
+    """One PUT, streamed from the file, with a SHA-256 checksum; never replaces an object (If-None-Match)."""
+    target = f"s3://{bucket}/{key}"
     try:
-        paginator = client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=bucket, Prefix=key):
-            for upload in page.get("Uploads", []):
-                if upload.get("Key") != key:
-                    continue
-                try:
-                    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-                    aborted.append(upload["UploadId"])
-                except ClientError as error:
-                    if error_code(error) != "NoSuchUpload":  # aborted concurrently: fine
-                        failed.append(f"{upload['UploadId']} ({error_code(error)})")
+        with PartReader(source, 0, entry.size, progress) as body:
+            client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body if entry.size else b"",
+                ContentLength=entry.size,
+                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+                IfNoneMatch="*",
+                **object_args,
+            )
+    except ClientError as error:
+        if error_code(error) in _CONFLICT_CODES:
+            raise ObjectAppearedError(
+                f"another object appeared at {target} during the upload of {entry.path}; S3 refused to replace it "
+                "(rawvault never overwrites backup data): find out where it came from"
+            ) from error
+        raise classify(error, f"uploading {entry.path} to {target}") from error
+    except OSError as error:
+        raise LocalFileChangedError(
+            f"cannot read the local backup copy {source} of {entry.path} ({error.strerror}): run copy_raw_file again"
+        ) from error
     except Exception as error:
-        log.warning("cannot list the multipart uploads of s3://%s/%s to abort leftovers: %s", bucket, key, error)
-        return f"leftover multipart uploads could not be listed ({type(error).__name__}); a retry aborts them"
-    if aborted:
-        log.info("aborted %d leftover multipart upload(s) of s3://%s/%s", len(aborted), bucket, key)
-    if failed:
-        log.warning("could not abort multipart upload(s) %s of s3://%s/%s", ", ".join(failed), bucket, key)
-        return f"multipart upload(s) {', '.join(failed)} could not be aborted; a retry aborts them"
-    return ""
+        raise classify(error, f"uploading {entry.path} to {target}") from error
 
 
 def _upload_one(
@@ -452,12 +548,11 @@ def _upload_one(
     part_size: int,
     settings: ObjectSettings,
     metadata: Mapping[str, str],
-    config: TransferConfig,
     progress: ProgressReporter,
+    multipart: _MultipartHooks,
 ) -> UploadedObject:
     target = f"s3://{bucket}/{key}"
     _check_source(source, entry)  # again: it may have changed since phase 1
-    _abort_multipart_uploads(client, bucket, key)  # stale ones of a killed worker
     parts = multipart_parts(entry.size, part_size)
     log.info(
         "uploading %s (%s, %s) to %s",
@@ -466,25 +561,43 @@ def _upload_one(
         "one PUT" if parts is None else f"{parts} parts of {format_bytes(part_size)}",
         target,
     )
-    extra_args: dict[str, Any] = {
+    object_args: dict[str, Any] = {
         "StorageClass": settings.storage_class,
-        "ChecksumAlgorithm": CHECKSUM_ALGORITHM,
         "Metadata": s3_metadata({**metadata, "md5": entry.md5}),
         **settings.encryption_args(),
     }
+    parts_uploaded = parts_resumed = 0
     try:
-        client.upload_file(str(source), bucket, key, ExtraArgs=extra_args, Config=config, Callback=progress)
-    except BaseException as error:
-        note = _abort_multipart_uploads(client, bucket, key)
-        if error_code(error) in _CONFLICT_CODES or error_code(_cause(error)) in _CONFLICT_CODES:
-            raise ExistingObjectMismatchError(
-                f"another object appeared at {target} during the upload of {entry.path}; S3 refused to replace it "
-                "(rawvault never overwrites backup data): find out where it came from"
-            ) from error
-        if not isinstance(error, Exception):
-            raise  # KeyboardInterrupt, a task timeout: leftovers are aborted, let it through
-        failure = classify(error, f"uploading {entry.path} to {target}")
-        raise type(failure)(f"{failure}{'; ' + note if note else ''}") from error
+        if parts is None:
+            _put_object(client, bucket, key, source, entry, object_args, progress)
+        else:
+            outcome = upload_multipart(
+                client,
+                bucket=bucket,
+                key=key,
+                source=source,
+                size=entry.size,
+                part_size=part_size,
+                create_args=object_args,
+                max_concurrency=settings.max_concurrency,
+                progress=progress,
+                known_upload_id=multipart.known.get(key),
+                on_upload_id=multipart.on_upload_id,
+                guard=multipart.guard,
+                kms=settings.server_side_encryption in _KMS_ENCRYPTION,
+            )
+            parts_uploaded, parts_resumed = outcome.parts_uploaded, outcome.parts_resumed
+    except (ObjectAppearedError, UploadVanishedError) as error:
+        # Another run (a zombie of this one, a double trigger) may have stored the same file: accept it
+        # only after the usual verification of an existing object, never replace it.
+        head = _head(client, bucket, key)
+        if head is None:
+            raise
+        log.warning("%s: %s; checking the object now at the key", entry.path, error)
+        try:
+            return _verify_existing(head, entry, key, bucket, source, part_size, None)
+        except ExistingObjectMismatchError:
+            raise error from None
 
     head = _head(client, bucket, key)
     if head is None:
@@ -509,12 +622,15 @@ def _upload_one(
             f"size {entry.size} and ETag {entry.etag}: the local file changed after it was checksummed; "
             f"{deleted}. Check the file and checksum it again"
         )
-    log.info("%s: uploaded and verified by %s", entry.path, mode.value)
-    return UploadedObject(entry.path, key, entry.size, entry.md5, entry.etag, s3_etag, checksum, mode, True)
-
-
-def _cause(error: BaseException) -> BaseException:
-    return error.__cause__ or error.__context__ or error
+    log.info(
+        "%s: uploaded and verified by %s%s",
+        entry.path,
+        mode.value,
+        f" ({parts_resumed} of {parts} parts resumed from an earlier run)" if parts_resumed else "",
+    )
+    return UploadedObject(
+        entry.path, key, entry.size, entry.md5, entry.etag, s3_etag, checksum, mode, True, parts_uploaded, parts_resumed
+    )
 
 
 def _delete_uploaded(client: Any, bucket: str, key: str, head: Mapping[str, Any]) -> str:
