@@ -18,10 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.servers import HOST, VENV_BIN, MongoServer, S3Server, free_port
+from devtools.servers import HOST, LOCAL_S3_KEY, VENV_BIN, MongoServer, S3Server, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_AWS_KEY = "rawvault-local"  # moto accepts any credentials; these never leave this machine
 
 
 @dataclass
@@ -66,8 +65,8 @@ def aws_connection_uri(endpoint_url: str, region: str = "us-east-1") -> str:
     return json.dumps(
         {
             "conn_type": "aws",
-            "login": DEMO_AWS_KEY,
-            "password": DEMO_AWS_KEY,
+            "login": LOCAL_S3_KEY,
+            "password": LOCAL_S3_KEY,
             "extra": {"endpoint_url": endpoint_url, "region_name": region},
         }
     )

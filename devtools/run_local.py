@@ -20,11 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
-
 from devtools.demo_data import MIB, make_bruker, make_thermo
 from devtools.local_stack import (
-    DEMO_AWS_KEY,
     REPO_ROOT,
     StackPaths,
     StackState,
@@ -35,7 +32,7 @@ from devtools.local_stack import (
     stop_stack,
     wait_for_http,
 )
-from devtools.servers import HOST
+from devtools.servers import HOST, local_s3_client
 
 RUN_DIR = REPO_ROOT / ".rawvault-run"
 DATA_DIR = REPO_ROOT / ".rawvault-data"
@@ -92,13 +89,7 @@ def _wait_for_backups(expected: int, timeout: float, api_url: str) -> list[dict]
 
 
 def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths) -> bool:
-    client = boto3.client(
-        "s3",
-        endpoint_url=state.s3_endpoint,
-        aws_access_key_id=DEMO_AWS_KEY,
-        aws_secret_access_key=DEMO_AWS_KEY,
-        region_name="us-east-1",
-    )
+    client = local_s3_client(state.s3_endpoint)
     rows = [("raw file", "instrument", "project", "status", "backup_status", "s3 key", "s3 etag", "objects in S3")]
     all_good = True
     for raw_file in raw_files:

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 
 HOST = "127.0.0.1"
+LOCAL_S3_KEY = "rawvault-local"  # the local S3 server accepts any credentials; these never leave the machine
+LOCAL_S3_REGION = "us-east-1"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -155,3 +157,17 @@ class S3Server(_ServerProcess):
                 return True
         except Exception:
             return False
+
+
+def local_s3_client(endpoint_url: str, **client_kwargs: object) -> object:
+    """A boto3 S3 client for a local S3 server (moto) at ``endpoint_url``, with its dummy credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=LOCAL_S3_KEY,
+        aws_secret_access_key=LOCAL_S3_KEY,
+        region_name=LOCAL_S3_REGION,
+        **client_kwargs,
+    )

@@ -34,6 +34,8 @@ stamp=.venv/.rawvault-requirements
 wanted=$(cat requirements_airflow.txt requirements_dev.txt constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "==> installing Python requirements into .venv (a few minutes the first time)"
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements_dev.txt -c constraints.txt
+    # (This machine's pip config may name local package mirrors that do not exist; pip's notes about them are noise.)
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements_dev.txt -c constraints.txt \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     echo "$wanted" > "$stamp"
 fi

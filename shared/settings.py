@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -81,6 +82,16 @@ _INSTRUMENT_PATH_FIX = "set it to the folder the instrument writes its raw files
 _INSTRUMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
+def _folder_path(value: Any) -> Path:
+    # YAML gives text; anything else (a number, a list, an empty string) is a mistake, not a path.
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty folder path")
+    return Path(value)
+
+
+FolderPath = Annotated[Path, BeforeValidator(_folder_path)]
+
+
 class SettingsError(ValueError):
     """The settings file is missing or invalid; the message says where and how to fix it."""
 
@@ -95,7 +106,7 @@ class InstrumentSettings(_Section):
     """One instrument: its type and the folder it writes raw files to."""
 
     type: str
-    path: Path
+    path: FolderPath
 
     @field_validator("type")
     @classmethod
@@ -104,25 +115,11 @@ class InstrumentSettings(_Section):
             raise ValueError(f"unknown instrument type {value!r}")
         return value
 
-    @field_validator("path", mode="before")
-    @classmethod
-    def _path_is_text(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("must be a non-empty folder path")
-        return Path(value)
-
 
 class LocationSettings(_Section):
     """Where the local backup lives."""
 
-    backup: Path
-
-    @field_validator("backup", mode="before")
-    @classmethod
-    def _path_is_text(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("must be a non-empty folder path")
-        return Path(value)
+    backup: FolderPath
 
 
 class AcquisitionSettings(_Section):

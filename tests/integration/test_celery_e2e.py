@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import boto3
 import mongoengine
 import pytest
 import yaml
@@ -32,8 +31,8 @@ from devtools.celery_stack import (
     start_celery_stack,
     stop_celery_stack,
 )
-from devtools.local_stack import DEMO_AWS_KEY, StackPaths, StackState, start_data_servers
-from devtools.servers import free_port
+from devtools.local_stack import StackPaths, StackState, start_data_servers
+from devtools.servers import free_port, local_s3_client
 from rawvault.file_mover import move_target_folder
 from rawvault.impl.dag_defaults import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from rawvault.s3.buckets import bucket_name
@@ -131,13 +130,7 @@ def e2e(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[E2E]:
             pools={S3_UPLOAD_POOL: 2},
         )
         print(f"celery stack ready in {time.monotonic() - started:.0f} s ({paths.run_dir})")
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=state.s3_endpoint,
-            aws_access_key_id=DEMO_AWS_KEY,
-            aws_secret_access_key=DEMO_AWS_KEY,
-            region_name="us-east-1",
-        )
+        s3 = local_s3_client(state.s3_endpoint)
         yield E2E(stack, pipeline, s3, instrument_worker, s3_worker)
         stack.api.close()
     finally:

@@ -6,11 +6,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from devtools.servers import S3Server
+from devtools.servers import S3Server, local_s3_client
 from rawvault.checksum import MIB, checksum_file, uses_multipart
 
 PART_SIZE = 5 * MIB  # S3's smallest part size
@@ -20,13 +19,7 @@ BUCKET = "rv-checksum-test"
 @pytest.fixture(scope="module")
 def s3_client() -> Iterator[object]:
     with S3Server() as server:
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        client = local_s3_client(server.endpoint_url)
         client.create_bucket(Bucket=BUCKET)
         yield client
 

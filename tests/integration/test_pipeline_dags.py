@@ -6,11 +6,10 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.config import Config
 
-from devtools.servers import S3Server
+from devtools.servers import S3Server, local_s3_client
 from shared.db.interface import create_project
 from shared.db.models import RawFile
 from shared.settings import get_settings
@@ -37,14 +36,7 @@ def _remote_etags(files: dict[str, Path], part_size: int) -> dict[str, str]:
     from boto3.s3.transfer import TransferConfig
 
     with S3Server() as server:
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-            config=Config(retries={"mode": "standard"}),
-        )
+        client = local_s3_client(server.endpoint_url, config=Config(retries={"mode": "standard"}))
         client.create_bucket(Bucket="etags")
         transfer = TransferConfig(multipart_threshold=part_size + 1, multipart_chunksize=part_size)
         etags = {}

@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from devtools.local_stack import DEMO_AWS_KEY, aws_connection_uri
-from devtools.servers import S3Server
+from devtools.local_stack import aws_connection_uri
+from devtools.servers import S3Server, local_s3_client
 from shared.db.interface import create_raw_file, get_raw_file, utc_now
 from shared.settings import get_settings
 from tests.airflow_harness import init_airflow_db, load_dags, run_dag
@@ -88,13 +87,7 @@ def test_sweeper_dag_retries_failed_and_stale_uploads(
     assert states["__dagrun__"] == "success", states
     assert states["find_backups_to_retry"] == "success"
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        aws_access_key_id=DEMO_AWS_KEY,
-        aws_secret_access_key=DEMO_AWS_KEY,
-        region_name="us-east-1",
-    )
+    s3 = local_s3_client(s3_server.endpoint_url)
     for name in ("failed.raw", "stale.raw"):
         raw_file = get_raw_file(name)
         assert raw_file.backup_status == "upload_done", raw_file.backup_status_details

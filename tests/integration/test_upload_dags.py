@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from devtools.local_stack import DEMO_AWS_KEY, aws_connection_uri
-from devtools.servers import S3Server
+from devtools.local_stack import aws_connection_uri
+from devtools.servers import S3Server, local_s3_client
 from shared.db.interface import create_project
 from shared.db.models import RawFile
 from shared.settings import get_settings
@@ -45,13 +44,7 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture
 def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(s3_server.endpoint_url))
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        aws_access_key_id=DEMO_AWS_KEY,
-        aws_secret_access_key=DEMO_AWS_KEY,
-        region_name="us-east-1",
-    )
+    client = local_s3_client(s3_server.endpoint_url)
     for bucket in client.list_buckets()["Buckets"]:  # a clean server for every test
         versions = client.list_object_versions(Bucket=bucket["Name"])
         for version in versions.get("Versions", []) + versions.get("DeleteMarkers", []):

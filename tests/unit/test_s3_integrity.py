@@ -24,9 +24,16 @@ from rawvault.s3.errors import (  # noqa: E402
     UnsafePathError,
     classify,
 )
-from rawvault.s3.integrity import check_part_size, local_digests, multipart_parts, parse_file_info, split_checksum  # noqa: E402
+from rawvault.s3.integrity import (  # noqa: E402
+    check_part_size,
+    local_digests,
+    multipart_parts,
+    parse_file_info,
+    split_checksum,
+    transfer_config,
+)
 from rawvault.s3.progress import ProgressReporter, format_bytes, format_duration  # noqa: E402
-from rawvault.s3.upload import s3_metadata, transfer_config  # noqa: E402
+from rawvault.s3.upload import s3_metadata  # noqa: E402
 from tests.s3_fixtures import expected_entry, write_file  # noqa: E402
 
 PART = 1024  # local digests work with any part size; S3 needs >= 5 MiB

@@ -116,7 +116,7 @@ def _copy_verified(source: Path, target: Path, size: int, md5: str) -> None:
         if target.exists():  # appeared while we copied: never overwrite
             raise BackupConflictError(f"{target} appeared in the backup while it was being copied; not overwritten")
         temporary.rename(target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
     log.info("copied %s -> %s (%d bytes, MD5 %s verified)", source, target, size, md5)
@@ -135,7 +135,8 @@ def _copy_and_hash(source: Path, target: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or new file in ``folder`` durable (fsync the directory)."""
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)

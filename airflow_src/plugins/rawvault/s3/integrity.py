@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from boto3.s3.transfer import TransferConfig
+
 from rawvault.s3.errors import FileInfoError, PartSizeMismatchError
 from rawvault.s3.keys import validate_relative_path
 
@@ -144,3 +146,22 @@ def split_checksum(value: str | None) -> tuple[str | None, int | None]:
         return None, None
     base, _, parts = value.partition("-")
     return base, int(parts) if parts.isdigit() else None
+
+
+def transfer_config(part_size: int, max_concurrency: int) -> TransferConfig:
+    """boto3 managed-transfer settings whose parts match the recorded ETags.
+
+    Uploads do not use boto3's managed transfer (it cannot resume, see
+    :mod:`rawvault.s3.multipart`); downloads do, in ranged GETs of exactly one
+    upload part each. s3transfer transfers multipart when ``size >=
+    multipart_threshold``, so the threshold ``part_size + 1`` makes every file
+    of at most ``part_size`` bytes one PUT. The classic (non-CRT) transfer
+    client honours the chunk size exactly.
+    """
+    return TransferConfig(
+        multipart_threshold=part_size + 1,
+        multipart_chunksize=part_size,
+        max_concurrency=max_concurrency,
+        use_threads=True,
+        preferred_transfer_client="classic",
+    )

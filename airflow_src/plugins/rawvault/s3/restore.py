@@ -49,12 +49,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
-
 from rawvault.checksum import checksum_file
+from rawvault.local_backup import fsync_dir
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.errors import S3BackupError, classify
-from rawvault.s3.integrity import check_part_size, local_digests, multipart_parts, parse_file_info, split_checksum
+from rawvault.s3.integrity import (
+    check_part_size,
+    local_digests,
+    multipart_parts,
+    parse_file_info,
+    split_checksum,
+    transfer_config,
+)
 from rawvault.s3.keys import object_key, validate_key_prefix
 from rawvault.s3.progress import ProgressReporter, format_bytes
 from rawvault.s3.remote import (
@@ -427,18 +433,6 @@ def _object_problem(response: dict[str, Any] | None, entry: ExpectedFile) -> str
     return None
 
 
-def _download_config(part_size: int, max_concurrency: int) -> TransferConfig:
-    # Ranged GETs of exactly one upload part each (multipart-aware); s3transfer bounds the memory
-    # by its I/O queue, not by the object size.
-    return TransferConfig(
-        multipart_threshold=part_size + 1,
-        multipart_chunksize=part_size,
-        max_concurrency=max_concurrency,
-        use_threads=True,
-        preferred_transfer_client="classic",
-    )
-
-
 def _verify_download(temp: Path, entry: ExpectedFile, part_size: int, kms: bool, where: str) -> str:
     """Raise :class:`RestoreVerificationError` unless ``temp`` holds ``entry``; return what was verified."""
     if kms and entry.checksum_sha256:
@@ -469,14 +463,6 @@ def _verify_download(temp: Path, entry: ExpectedFile, part_size: int, kms: bool,
     return "size, MD5, ETag" + (", SHA-256" if sha256 is not None else "")
 
 
-def _fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _publish(temp: Path, final: Path, entry: ExpectedFile, part_size: int) -> bool:
     """Give the verified ``temp`` its final name without ever replacing a file; False: an identical one appeared."""
     try:
@@ -495,7 +481,7 @@ def _publish(temp: Path, final: Path, entry: ExpectedFile, part_size: int) -> bo
                 f"{final} appeared while {entry.path} was being restored; it was not overwritten"
             ) from None
         temp.rename(final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return True
 
 
@@ -562,7 +548,7 @@ def restore_plan(
 
     # Steps 2 and 3: download to a temporary name, verify, then give it its name.
     progress = ProgressReporter(total, label=f"restoring {plan.raw_file_id}", interval=progress_interval, logger=log)
-    config = _download_config(plan.part_size, max_concurrency)
+    config = transfer_config(plan.part_size, max_concurrency)
     for entry in pending:
         where = s3_url(plan.bucket, entry.key)
         final = target_folder / entry.path

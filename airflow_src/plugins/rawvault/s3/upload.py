@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from rawvault.s3 import manifest as manifest_mod
@@ -199,25 +198,6 @@ class UploadResult:
         if len(self.objects) == 1:
             return next(iter(self.objects.values())).s3_etag
         return self.manifest_etag
-
-
-def transfer_config(part_size: int, max_concurrency: int) -> TransferConfig:
-    """boto3 managed-transfer settings whose parts match the recorded ETags.
-
-    Uploads no longer use boto3's managed transfer (it cannot resume, see
-    :mod:`rawvault.s3.multipart`); this stays for transfers that still do,
-    e.g. downloads. s3transfer uploads multipart when ``size >=
-    multipart_threshold``, so the threshold ``part_size + 1`` makes every file
-    of at most ``part_size`` bytes one PUT. The classic (non-CRT) transfer
-    client honours the chunk size exactly.
-    """
-    return TransferConfig(
-        multipart_threshold=part_size + 1,
-        multipart_chunksize=part_size,
-        max_concurrency=max_concurrency,
-        use_threads=True,
-        preferred_transfer_client="classic",
-    )
 
 
 def s3_metadata(values: Mapping[str, str]) -> dict[str, str]:
