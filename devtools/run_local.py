@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import sys
@@ -32,7 +33,9 @@ from devtools.local_stack import (
     stop_stack,
     wait_for_http,
 )
-from devtools.servers import HOST, local_s3_client
+from devtools.servers import HOST, free_port, local_s3_client
+from shared.db.interface import create_project
+from shared.settings import get_settings
 
 RUN_DIR = REPO_ROOT / ".rawvault-run"
 DATA_DIR = REPO_ROOT / ".rawvault-data"
@@ -88,7 +91,7 @@ def _wait_for_backups(expected: int, timeout: float, api_url: str) -> list[dict]
         time.sleep(3)
 
 
-def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths) -> bool:
+def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths, stopping: bool) -> bool:
     client = local_s3_client(state.s3_endpoint)
     rows = [("raw file", "instrument", "project", "status", "backup_status", "s3 key", "s3 etag", "objects in S3")]
     all_good = True
@@ -130,8 +133,8 @@ def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths) 
 Airflow UI:  {state.api_url}   (user admin, password {password})
 S3 server:   {state.s3_endpoint}   MongoDB: {state.mongo_uri}
 Local data:  {DATA_DIR}   logs: {paths.logs}
-Stop everything:  bash scripts/run_local.sh --stop
 """
+        + ("" if stopping else "Stop everything:  bash scripts/run_local.sh --stop\n")
     )
     return all_good
 
@@ -154,19 +157,11 @@ def start(timeout: float, stop_after: bool) -> int:
     try:
         _say("starting the MongoDB wire server and the S3 server")
         mongo, s3 = start_data_servers(paths)
-        state = StackState(mongo_uri=mongo.uri, s3_endpoint=s3.endpoint_url, api_port=8080 if _port_free(8080) else 0)
-        if not state.api_port:
-            from devtools.servers import free_port
-
-            state.api_port = free_port()
+        api_port = 8080 if _port_free(8080) else free_port()  # 8080 when it is free: the address users expect
+        state = StackState(mongo_uri=mongo.uri, s3_endpoint=s3.endpoint_url, api_port=api_port)
         rawvault_env = {"RAWVAULT_ENV": "local", "RAWVAULT_DATA_DIR": str(DATA_DIR)}
         env = airflow_env(paths, state, rawvault_env=rawvault_env)
-        import os
-
         os.environ.update({**rawvault_env, "RAWVAULT_MONGO_URI": state.mongo_uri})
-        from shared.db.interface import create_project
-        from shared.settings import get_settings
-
         settings = get_settings()
         create_project(DEMO_PROJECT, description="demo project of the local run")
         _say("preparing the Airflow metadata DB and the s3_upload_pool")
@@ -179,7 +174,7 @@ def start(timeout: float, stop_after: bool) -> int:
         wait_for_http(f"{state.api_url}/api/v2/monitor/health", timeout=180, what="the Airflow api-server")
         _say("Airflow is up; the watchers run every minute")
         raw_files = _wait_for_backups(expected=len(files), timeout=timeout, api_url=state.api_url)
-        ok = _print_summary(raw_files, state, paths)
+        ok = _print_summary(raw_files, state, paths, stopping=stop_after)
     except BaseException:
         stop_stack(paths)
         raise
