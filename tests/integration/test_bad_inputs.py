@@ -223,3 +223,31 @@ def test_created_at_is_utc(env: PipelineEnv) -> None:
     raw_file_id = _register_one(env, "thermo1")
     assert get_raw_file(raw_file_id).created_at.tzinfo is not None
     assert get_raw_file(raw_file_id).created_at <= datetime.now(UTC)
+
+
+def test_two_concurrent_copies_of_one_raw_file_both_succeed_without_clobbering(env: PipelineEnv) -> None:
+    # A double trigger of the handler: both runs copy at once, each under its own temporary name.
+    bruker = make_bruker(env.instrument_path("tims1"))
+    raw_file_id = _register_one(env, "tims1")
+    pipeline.checksum_raw_file(raw_file_id, env.settings)
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def copy() -> None:
+        barrier.wait()
+        try:
+            results.append(pipeline.copy_to_local_backup(raw_file_id, env.settings))
+        except Exception as error:  # collected and asserted below
+            results.append(error)
+
+    threads = [threading.Thread(target=copy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(result, Path) for result in results), results
+    target = results[0]
+    for original in (p for p in bruker.rglob("*") if p.is_file()):
+        assert _md5(target / original.relative_to(env.instrument_path("tims1"))) == _md5(original)
+    assert not [p for p in target.rglob("*") if p.name.endswith(".rawvault-partial")]
+    assert get_raw_file(raw_file_id).backup_status == "copying_done"

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -97,7 +98,8 @@ def _check_existing_target(target: Path, size: int, md5: str, relative_path: str
 
 def _copy_verified(source: Path, target: Path, size: int, md5: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}{TEMP_SUFFIX}")
+    # A name of its own per copy: two runs for one raw file (a double trigger) never share a temporary file.
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
     try:
         source_md5 = _copy_and_hash(source, temporary)
         if source_md5 != md5:
@@ -113,13 +115,27 @@ def _copy_verified(source: Path, target: Path, size: int, md5: str) -> None:
                 f"{md5}): the backup disk may be failing or full; nothing was renamed into place"
             )
         shutil.copystat(source, temporary)
-        if target.exists():  # appeared while we copied: never overwrite
-            raise BackupConflictError(f"{target} appeared in the backup while it was being copied; not overwritten")
-        temporary.rename(target)
+        if not _link_no_overwrite(temporary, target):
+            # Another run put the file in place meanwhile: fine if identical, never overwritten if not.
+            _check_existing_target(target, size, md5, target.name)
+            return
         fsync_dir(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
     log.info("copied %s -> %s (%d bytes, MD5 %s verified)", source, target, size, md5)
+
+
+def _link_no_overwrite(temporary: Path, target: Path) -> bool:
+    """Give ``temporary`` the name ``target`` unless that exists (atomic: a hard link never replaces a file)."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: check, then rename
+        if target.exists():
+            return False
+        temporary.rename(target)
+    return True
 
 
 def _copy_and_hash(source: Path, target: Path) -> str:
