@@ -157,6 +157,7 @@ class AirflowSettings(_Section):
     queue_prefix: str = ""
     task_retries: Annotated[int, Field(ge=0, le=20)] = 2
     retry_delay_minutes: Annotated[float, Field(ge=0)] = 5.0
+    max_active_handler_runs: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
 
 class S3Settings(_Section):

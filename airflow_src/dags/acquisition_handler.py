@@ -10,6 +10,7 @@ from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import DAG, Param
 
 from rawvault.impl import tasks
+from rawvault.impl.context import run_id_for
 from rawvault.impl.dag_defaults import S3_UPLOAD_POOL, S3_UPLOADER_QUEUE, dag_kwargs
 from shared.settings import get_settings
 
@@ -27,6 +28,11 @@ for instrument_id in settings.instruments:
         dag_id=f"acquisition_handler.{instrument_id}",
         schedule=None,
         params={"raw_file_id": Param(type="string", minLength=1, description="id of the RawFile to back up")},
+        # Many acquisitions may wait for an upload slot or an S3 retry at once: that must never hold back
+        # the monitoring, checksum and local copy of new ones (pools and worker slots are the real limits).
+        max_active_runs=settings.airflow.max_active_handler_runs,
+        max_active_tasks=settings.airflow.max_active_handler_runs,
+        user_defined_macros={"run_id_for": run_id_for},
         **dag_kwargs(settings, instrument_id, queue=instrument_id, doc_md=DOC),
     ):
         monitor = PythonSensor(
@@ -45,6 +51,8 @@ for instrument_id in settings.instruments:
                 task_id="start_file_mover",
                 trigger_dag_id=f"file_mover.{instrument_id}",
                 conf={"raw_file_id": "{{ params.raw_file_id }}"},
+                trigger_run_id="{{ run_id_for(params.raw_file_id) }}",
+                skip_when_already_exists=True,
             )
         monitor >> checksum >> copy >> start_mover
 

@@ -30,6 +30,8 @@ for instrument_id in settings.instruments:
             op_kwargs={"delay_minutes": max(settings.file_mover.delay_minutes, 0)},
             mode="reschedule",
             poke_interval=min(300.0, max(settings.acquisition.poke_interval_seconds, 1.0)),
+            # The sensor's default 7-day timeout would fail long delays; give it the delay plus a day.
+            timeout=(max(settings.file_mover.delay_minutes, 0) + 24 * 60) * 60,
         )
         move = PythonOperator(task_id="move_raw_file", python_callable=tasks.move_raw_file)
         wait >> move

@@ -32,4 +32,5 @@ for instrument_id in settings.instruments:
         TriggerDagRunOperator.partial(
             task_id="start_acquisition_handler",
             trigger_dag_id=f"acquisition_handler.{instrument_id}",
-        ).expand(conf=register.output)
+            skip_when_already_exists=True,
+        ).expand_kwargs(register.output)

@@ -80,6 +80,17 @@ def get_raw_file(raw_file_id: str) -> RawFile:
     return raw_file
 
 
+def backup_base_path(instrument_id: str, created_at: datetime, raw_file_id: str, original_name: str) -> str:
+    """Folder of a raw file in the backup (and its S3 key prefix), relative: ``<instrument>/<YYYY_MM>``.
+
+    A raw file whose id differs from its name (the name was taken) gets a
+    subfolder named after its id, so two acquisitions with the same name
+    never share a backup path.
+    """
+    base = f"{instrument_id}/{created_at:%Y_%m}"
+    return base if raw_file_id == original_name else f"{base}/{raw_file_id}"
+
+
 def create_raw_file(
     original_name: str,
     *,
@@ -92,8 +103,8 @@ def create_raw_file(
     The id is the file name. When that id is taken (the same name acquired on
     another day or another instrument), the id becomes
     ``<name>-<instrument_id>-<YYYYMMDDTHHMMSS>`` and, should even that be
-    taken, gets a counter; the document records the collision so its backup
-    lands in a folder of its own.
+    taken, gets a counter. ``backup_base_path`` is set in the same insert, so
+    a renamed raw file's backup lands in a folder of its own.
     """
     connect_db()
     stamp = created_at.strftime("%Y%m%dT%H%M%S")
@@ -105,6 +116,7 @@ def create_raw_file(
             original_name=original_name,
             instrument_id=instrument_id,
             created_at=created_at,
+            backup_base_path=backup_base_path(instrument_id, created_at, raw_file_id, original_name),
             **fields,
         )
         try:
@@ -156,6 +168,7 @@ def create_project(project_id: str, *, name: str = "", description: str = "") ->
 __all__ = [
     "DatabaseError",
     "RawFileNotFoundError",
+    "backup_base_path",
     "connect_db",
     "create_project",
     "create_raw_file",

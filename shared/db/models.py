@@ -55,6 +55,11 @@ class RawFile(Document):
     status = StringField(choices=[s.value for s in RawFileStatus], default=RawFileStatus.QUEUED.value)
     status_details = StringField()
     size = IntField()
+    # Inode of the raw file's entry on the share when it was registered: a file re-created under the
+    # same name is another acquisition (the watcher registers it anew, the mover refuses to move it).
+    source_inode = IntField()
+    # Modification time (ns) of the main file when it was checksummed: a later one means new content.
+    source_mtime_ns = IntField()
     # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
 
@@ -73,6 +78,9 @@ class RawFile(Document):
     s3_upload_attempts = IntField(default=0)
     # When the last upload attempt started (the backoff of backup_sweeper counts from it).
     s3_upload_attempted_at = DateTimeField()
+    # When the last upload attempt failed (upload_failed written): backup_sweeper's backoff counts from it,
+    # as Airflow's own retry delay counts from the failure (documents without it: from attempted_at).
+    s3_upload_failed_at = DateTimeField()
     # Unfinished multipart uploads of this raw file, {object key: upload id}, so a retry resumes them.
     s3_multipart_uploads = DictField()
     # The run that owns the upload (upload_in_progress) and until when: it renews this lease while it

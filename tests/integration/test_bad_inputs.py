@@ -191,10 +191,14 @@ def test_file_mover_refuses_a_recreated_file(env: PipelineEnv) -> None:
     raw_file_id = _register_one(env, "thermo1")
     pipeline.checksum_raw_file(raw_file_id, env.settings)
     pipeline.copy_to_local_backup(raw_file_id, env.settings)
-    write_bytes(path, 100 * 1024, seed=7)  # a new acquisition under the same name
-    with pytest.raises(RuntimeError, match=r"bytes on the share but 65536 bytes were backed up"):
+    write_bytes(path, 100 * 1024, seed=7)  # a new acquisition overwrites the old one under the same name
+    with pytest.raises(RuntimeError, match=r"is not the file that was registered and backed up as 're\.raw'"):
         pipeline.move_on_share(raw_file_id, env.settings)
     assert path.exists()
+    # Without the recorded identity (documents from before it existed) the size check still refuses.
+    pipeline.update_raw_file(raw_file_id, source_inode=None, source_mtime_ns=None, status="checksumming_done")
+    with pytest.raises(RuntimeError, match=r"bytes on the share but 65536 bytes were backed up"):
+        pipeline.move_on_share(raw_file_id, env.settings)
     assert get_raw_file(raw_file_id).status == "error"
 
 
@@ -251,3 +255,61 @@ def test_two_concurrent_copies_of_one_raw_file_both_succeed_without_clobbering(e
         assert _md5(target / original.relative_to(env.instrument_path("tims1"))) == _md5(original)
     assert not [p for p in target.rglob("*") if p.name.endswith(".rawvault-partial")]
     assert get_raw_file(raw_file_id).backup_status == "copying_done"
+
+
+def test_name_reused_for_a_new_file_is_registered_again_and_the_old_one_is_not_moved(env: PipelineEnv) -> None:
+    folder = env.instrument_path("thermo1")
+    path = make_thermo(folder, name="rerun.raw", size=64 * 1024, seed=1)
+    first = _register_one(env, "thermo1")
+    pipeline.checksum_raw_file(first, env.settings)
+    pipeline.copy_to_local_backup(first, env.settings)
+    # The sample is acquired again under the same name (same size) before the mover ran.
+    path.unlink()
+    make_thermo(folder, name="rerun.raw", size=64 * 1024, seed=2)
+
+    second = _register_one(env, "thermo1")
+    assert second != first
+    with pytest.raises(RuntimeError, match=r"is not the file that was registered and backed up as 'rerun\.raw'"):
+        pipeline.move_on_share(first, env.settings)
+    assert (folder / "rerun.raw").exists()
+    assert register_new_raw_files("thermo1", env.settings) == []
+
+
+def test_queued_raw_files_are_started_again_until_their_handler_looks_at_them(env: PipelineEnv) -> None:
+    from rawvault.watcher import raw_files_to_start
+
+    make_thermo(env.instrument_path("thermo1"), name="a.raw", size=10)
+    assert raw_files_to_start("thermo1", env.settings) == ["a.raw"]
+    assert raw_files_to_start("thermo1", env.settings) == ["a.raw"]  # still queued: its trigger may have failed
+    pipeline.update_raw_file("a.raw", status="monitoring_acquisition")
+    assert raw_files_to_start("thermo1", env.settings) == []
+
+
+def test_monitor_fails_clearly_and_records_when_the_acquisition_is_deleted(env: PipelineEnv) -> None:
+    from rawvault.acquisition import AcquisitionGoneError, acquisition_finished
+
+    path = make_thermo(env.instrument_path("thermo1"), name="gone.raw", size=10)
+    raw_file_id = _register_one(env, "thermo1")
+    path.unlink()
+    with pytest.raises(AcquisitionGoneError, match="deleted or moved while it was being acquired"):
+        acquisition_finished(raw_file_id, env.settings)
+    assert get_raw_file(raw_file_id).status == "error"
+    env.instrument_path("thermo1").rmdir()  # the share itself is gone: transient, retried, not recorded
+    with pytest.raises(FileNotFoundError, match="is the instrument share mounted"):
+        acquisition_finished(raw_file_id, env.settings)
+
+
+def test_checksum_refuses_a_changed_part_size_before_reading(env: PipelineEnv) -> None:
+    make_thermo(env.instrument_path("thermo1"), name="ps.raw", size=1024)
+    raw_file_id = _register_one(env, "thermo1")
+    pipeline.checksum_raw_file(raw_file_id, env.settings)
+    changed = env.settings.model_copy(
+        update={
+            "backup": env.settings.backup.model_copy(
+                update={"s3": env.settings.backup.s3.model_copy(update={"part_size_mb": 8})}
+            )
+        }
+    )
+    with pytest.raises(pipeline.FileInfoMismatchError, match=r"5242880 byte parts .* part_size_mb back to 5"):
+        pipeline.checksum_raw_file(raw_file_id, changed)
+    assert get_raw_file(raw_file_id).status == "error"

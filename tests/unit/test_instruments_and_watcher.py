@@ -86,3 +86,16 @@ def test_sets_and_main_files(tmp_path: Path) -> None:
 )
 def test_size_stable_long_enough(size: int, previous: int | None, since: datetime | None, finished: bool) -> None:
     assert size_stable_long_enough(Observation(size, previous, since), T0, stable_seconds=30) is finished
+
+
+def test_run_ids_are_valid_distinct_and_stable() -> None:
+    import re
+
+    from rawvault.impl.context import run_id_for
+
+    ids = ["plain.raw", "Probe 1 – Größe.raw", "Probe 1 _ Größe.raw", "x" * 400]
+    run_ids = [run_id_for(raw_file_id) for raw_file_id in ids]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.~:+-]+", run_id) and len(run_id) <= 250 for run_id in run_ids)
+    assert len(set(run_ids)) == len(ids)
+    assert run_id_for("plain.raw") == run_ids[0]
+    assert run_ids[0].startswith("rawvault__plain.raw__")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from shared.db.interface import connect_db, update_raw_file
+from shared.db.interface import connect_db, get_raw_file, update_raw_file
 from shared.db.models import RawFile, RawFileStatus, utc_now
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings import Settings
@@ -57,15 +57,21 @@ def newer_acquisition_exists(raw_file: RawFile) -> bool:
 
 def acquisition_finished(raw_file_id: str, settings: Settings) -> bool:
     """One look at a running acquisition (a sensor poke); records what it saw on the ``RawFile``."""
-    connect_db()
-    raw_file = RawFile.objects.get(id=raw_file_id)
+    raw_file = get_raw_file(raw_file_id)
     instrument = settings.instruments[raw_file.instrument_id]
     raw_file_path = instrument.path / raw_file.original_name
     if not raw_file_path.exists():
-        raise AcquisitionGoneError(
+        if not instrument.path.is_dir():
+            raise FileNotFoundError(
+                f"the folder of instrument {raw_file.instrument_id!r}, {instrument.path}, is not there: is the "
+                "instrument share mounted? (the task is retried)"
+            )
+        message = (
             f"raw file {raw_file_id!r} is no longer at {raw_file_path}: it was deleted or moved while it was being "
             "acquired; nothing was backed up. If it was moved on purpose, register it again from its new place"
         )
+        update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"monitor_acquisition: {message}")
+        raise AcquisitionGoneError(message)
     main_file = INSTRUMENT_TYPES[instrument.type].main_file(raw_file_path)
     now = utc_now()
     observation = Observation(main_file_size(main_file), raw_file.monitor_size, raw_file.monitor_size_since)

@@ -70,6 +70,18 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     # Files of the set currently on the share must be exactly the recorded ones, with the recorded sizes.
     raw_file_path = source_root / raw_file.original_name
     instrument_type = INSTRUMENT_TYPES[instrument.type]
+    main_file = instrument_type.main_file(raw_file_path)
+    if raw_file_path.exists() and (
+        (raw_file.source_inode and raw_file_path.stat().st_ino != raw_file.source_inode)
+        or (
+            raw_file.source_mtime_ns and main_file.exists() and main_file.stat().st_mtime_ns != raw_file.source_mtime_ns
+        )
+    ):
+        raise MoveRefusedError(
+            f"{raw_file_path} is not the file that was registered and backed up as {raw_file.id!r} (it was deleted "
+            "and created again, or overwritten, under the same name): not moved. The watcher registers the new one "
+            "by itself"
+        )
     present = {p.relative_to(source_root).as_posix(): p for p in instrument_type.set_members(raw_file_path)}
     unknown = sorted(set(present) - set(raw_file.file_info))
     if unknown:

@@ -14,10 +14,13 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
+from shared.db.interface import backup_base_path
+
 log = logging.getLogger(__name__)
+
+__all__ = ["BackupConflictError", "CopyResult", "CopyVerificationError", "backup_base_path", "copy_raw_file_set"]
 
 COPY_BUFFER_BYTES = 8 * 1024 * 1024
 TEMP_SUFFIX = ".rawvault-partial"
@@ -38,17 +41,6 @@ class CopyResult:
     copied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     bytes_copied: int = 0
-
-
-def backup_base_path(instrument_id: str, created_at: datetime, raw_file_id: str, original_name: str) -> str:
-    """Folder of a raw file in the backup, relative to its root: ``<instrument>/<YYYY_MM>``.
-
-    A raw file whose id differs from its name (the name was taken, see
-    ``create_raw_file``) gets a subfolder named after its id, so two
-    acquisitions with the same name never share a backup path.
-    """
-    base = f"{instrument_id}/{created_at:%Y_%m}"
-    return base if raw_file_id == original_name else f"{base}/{raw_file_id}"
 
 
 def md5_of_file(path: Path) -> str:

@@ -10,7 +10,7 @@ from rawvault.file_mover import move_raw_file
 from rawvault.local_backup import copy_raw_file_set
 from shared.db.interface import get_raw_file, update_raw_file
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
-from shared.instrument_types import INSTRUMENT_TYPES, RawFileSetError
+from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,42 +44,53 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
     different one means the files changed, which fails instead of overwriting.
     """
     raw_file = get_raw_file(raw_file_id)
+    if raw_file.status == RawFileStatus.MOVED.value:
+        raise FileInfoMismatchError(
+            f"raw file {raw_file_id!r} was moved off the instrument share already; its recorded file_info stands "
+            "(nothing to checksum again)"
+        )
+    if raw_file.file_info and raw_file.etag_part_size and raw_file.etag_part_size != settings.part_size_bytes:
+        _fail_checksum(
+            raw_file_id,
+            f"raw file {raw_file_id!r} was checksummed with {raw_file.etag_part_size} byte parts but the settings now "
+            f"say {settings.part_size_bytes}: set backup.s3.part_size_mb back to "
+            f"{raw_file.etag_part_size // (1024 * 1024)} while this raw file is backed up",
+        )
     instrument = settings.instruments[raw_file.instrument_id]
     source_root = instrument.path
-    try:
-        members = INSTRUMENT_TYPES[instrument.type].files_in_set(source_root / raw_file.original_name)
-    except RawFileSetError as error:
-        update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
-        raise
-    relative_paths = [member.relative_to(source_root).as_posix() for member in members]
     update_raw_file(raw_file_id, status=RawFileStatus.CHECKSUMMING.value)
     try:
+        members = INSTRUMENT_TYPES[instrument.type].files_in_set(source_root / raw_file.original_name)
+        relative_paths = [member.relative_to(source_root).as_posix() for member in members]
         file_info = checksum_files(source_root, relative_paths, settings.part_size_bytes)
+        main_file = INSTRUMENT_TYPES[instrument.type].main_file(source_root / raw_file.original_name)
+        main_mtime_ns = main_file.stat().st_mtime_ns if main_file.exists() else None
     except Exception as error:
         update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
         raise
-
     if raw_file.file_info and raw_file.file_info != file_info:
         differing = _differences(raw_file.file_info, file_info)
-        raise FileInfoMismatchError(
+        _fail_checksum(
+            raw_file_id,
             f"the files of raw file {raw_file_id!r} differ from the ones checksummed before ({', '.join(differing[:5])}"
             f"{' ...' if len(differing) > 5 else ''}); the recorded file_info was not overwritten. If the "
-            "acquisition was rewritten on purpose, register it as a new raw file"
-        )
-    if raw_file.etag_part_size and raw_file.etag_part_size != settings.part_size_bytes and raw_file.file_info:
-        raise FileInfoMismatchError(
-            f"raw file {raw_file_id!r} was checksummed with {raw_file.etag_part_size} byte parts but the settings now "
-            f"say {settings.part_size_bytes}; restore backup.s3.part_size_mb for this raw file"
+            "acquisition was rewritten on purpose, register it as a new raw file",
         )
     update_raw_file(
         raw_file_id,
         file_info=file_info,
         etag_part_size=settings.part_size_bytes,
+        source_mtime_ns=raw_file.source_mtime_ns or main_mtime_ns,
         size=sum(size for size, _md5, _etag in file_info.values()),
         status=RawFileStatus.CHECKSUMMING_DONE.value,
         status_details=None,
     )
     return file_info
+
+
+def _fail_checksum(raw_file_id: str, message: str) -> None:
+    update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {message}")
+    raise FileInfoMismatchError(message)
 
 
 def _differences(old: dict[str, list], new: dict[str, list]) -> list[str]:
@@ -97,19 +108,25 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
     if not raw_file.file_info:
         raise FileInfoMismatchError(f"raw file {raw_file_id!r} has no file_info: run compute_checksum first")
     target = backup_folder(raw_file, settings)
-    track_status = raw_file.backup_status not in _PAST_LOCAL_COPY
-    if track_status:
-        update_raw_file(raw_file_id, backup_status=BackupStatus.COPYING_IN_PROGRESS.value, backup_status_details=None)
+    # Copy statuses never replace an upload status: a concurrent or earlier upload run owns those.
+    not_uploading = {"backup_status__nin": sorted(_PAST_LOCAL_COPY)}
+    update_raw_file(
+        raw_file_id,
+        expected=not_uploading,
+        backup_status=BackupStatus.COPYING_IN_PROGRESS.value,
+        backup_status_details=None,
+    )
     try:
         result = copy_raw_file_set(raw_file_source_root(raw_file, settings), raw_file.file_info, target)
     except Exception as error:
-        if track_status:
-            update_raw_file(
-                raw_file_id, backup_status=BackupStatus.COPYING_FAILED.value, backup_status_details=str(error)
-            )
+        update_raw_file(
+            raw_file_id,
+            expected=not_uploading,
+            backup_status=BackupStatus.COPYING_FAILED.value,
+            backup_status_details=str(error),
+        )
         raise
-    if track_status:
-        update_raw_file(raw_file_id, backup_status=BackupStatus.COPYING_DONE.value)
+    update_raw_file(raw_file_id, expected=not_uploading, backup_status=BackupStatus.COPYING_DONE.value)
     log.info(
         "%s: %d files copied (%d bytes), %d already in the backup, in %s",
         raw_file_id,

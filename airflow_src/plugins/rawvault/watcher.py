@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rawvault.local_backup import backup_base_path
 from shared.db.interface import connect_db, create_raw_file, get_projects
 from shared.db.models import RawFile, RawFileStatus
 from shared.instrument_types import INSTRUMENT_TYPES, InstrumentType, is_ignored_name
@@ -33,7 +32,7 @@ def list_raw_files(
     except FileNotFoundError:
         raise InstrumentFolderError(
             f"the folder of instrument {instrument_id!r}, {folder}, does not exist: is the instrument share mounted? "
-            "Otherwise correct instruments.{instrument_id}.path in the settings"
+            f"Otherwise correct instruments.{instrument_id}.path in the settings"
         ) from None
     except NotADirectoryError:
         raise InstrumentFolderError(f"the path of instrument {instrument_id!r}, {folder}, is not a folder") from None
@@ -42,12 +41,16 @@ def list_raw_files(
             f"the folder of instrument {instrument_id!r}, {folder}, cannot be read (permission denied): "
             "give the Airflow user read and write access to the share"
         ) from None
-    raw_files = [
-        entry
-        for entry in entries
-        if entry.name not in skip_names and not is_ignored_name(entry.name) and instrument_type.is_raw_file(entry)
-    ]
-    return sorted(raw_files, key=lambda p: (p.stat().st_mtime, p.name))
+    raw_files = []
+    for entry in entries:
+        if entry.name in skip_names or is_ignored_name(entry.name):
+            continue
+        try:
+            if instrument_type.is_raw_file(entry):
+                raw_files.append((entry.stat().st_mtime, entry.name, entry))
+        except FileNotFoundError:  # deleted between listing and looking: not an acquisition any more
+            continue
+    return [entry for _mtime, _name, entry in sorted(raw_files)]
 
 
 def detect_project_id(raw_file_name: str, project_ids: Iterable[str], fallback_project_id: str) -> str:
@@ -61,40 +64,90 @@ def detect_project_id(raw_file_name: str, project_ids: Iterable[str], fallback_p
     return fallback_project_id
 
 
-def names_on_share(instrument_id: str) -> set[str]:
-    """Names of this instrument's registered raw files that have not been moved off the share."""
+def raw_files_on_share(instrument_id: str) -> dict[str, RawFile]:
+    """Registered raw files of one instrument that have not been moved off the share, by name."""
     connect_db()
-    known = RawFile.objects(instrument_id=instrument_id, status__ne=RawFileStatus.MOVED.value).only("original_name")
-    return {raw_file.original_name for raw_file in known}
+    on_share = RawFile.objects(instrument_id=instrument_id, status__ne=RawFileStatus.MOVED.value).only(
+        "id", "original_name", "instrument_type", "source_inode", "source_mtime_ns", "status", "created_at"
+    )
+    by_name: dict[str, RawFile] = {}
+    for raw_file in on_share.order_by("created_at"):
+        by_name[raw_file.original_name] = raw_file  # the newest registration of a name wins
+    return by_name
+
+
+def _is_known(path: Path, known: RawFile | None) -> bool:
+    """Whether ``path`` is the acquisition ``known`` stands for, not a new one under its name.
+
+    A new inode, or a main file modified after it was checksummed, means the
+    name was used again (deleted and acquired anew, or overwritten).
+    """
+    if known is None:
+        return False
+    try:
+        if known.source_inode is not None and path.stat().st_ino != known.source_inode:
+            return False
+        if known.source_mtime_ns is not None and known.instrument_type in INSTRUMENT_TYPES:
+            main_file = INSTRUMENT_TYPES[known.instrument_type].main_file(path)
+            return main_file.stat().st_mtime_ns == known.source_mtime_ns
+    except FileNotFoundError:
+        return True  # gone (or half-gone) right now: nothing new to register
+    return True
 
 
 def register_new_raw_files(instrument_id: str, settings: Settings) -> list[str]:
-    """Register every new raw file of one instrument; return the new raw file ids, oldest first."""
+    """Register every new raw file of one instrument; return the new raw file ids, oldest first.
+
+    A name that is registered already but now stands for another file (a
+    different inode: deleted and acquired again) is a new acquisition and is
+    registered under a new id.
+    """
     instrument = settings.instruments[instrument_id]
     instrument_type = INSTRUMENT_TYPES[instrument.type]
-    known = names_on_share(instrument_id)
+    known = raw_files_on_share(instrument_id)
     candidates = list_raw_files(
         instrument_id, instrument.path, instrument_type, skip=[settings.file_mover.target_folder]
     )
-    new = [path for path in candidates if path.name not in known]
+    new = [path for path in candidates if not _is_known(path, known.get(path.name))]
     if not new:
         log.info("no new raw files in %s (%d known)", instrument.path, len(known))
         return []
     project_ids = [project.id for project in get_projects()]
     registered = []
     for path in new:
-        created_at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            log.warning("%s disappeared before it could be registered", path)
+            continue
         project_id = detect_project_id(path.name, project_ids, settings.watcher.fallback_project_id)
         raw_file = create_raw_file(
             path.name,
             instrument_id=instrument_id,
             instrument_type=instrument.type,
-            created_at=created_at,
+            created_at=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
             project_id=project_id,
+            source_inode=stat.st_ino,
             status=RawFileStatus.QUEUED.value,
         )
-        base = backup_base_path(instrument_id, created_at, raw_file.id, path.name)
-        RawFile.objects(id=raw_file.id).update_one(set__backup_base_path=base)
         log.info("registered %s as raw file %r (project %s)", path, raw_file.id, project_id)
         registered.append(raw_file.id)
     return registered
+
+
+def raw_files_to_start(instrument_id: str, settings: Settings) -> list[str]:
+    """Raw file ids whose acquisition handler should run: the new ones, and any still ``queued``.
+
+    A raw file stays ``queued`` until its handler's first look at it, so one
+    registered by a watcher run that failed before triggering is started by
+    the next run; triggers use one run id per raw file, so a raw file whose
+    handler run exists already is never started twice.
+    """
+    registered = register_new_raw_files(instrument_id, settings)
+    queued = [
+        raw_file.id
+        for raw_file in RawFile.objects(instrument_id=instrument_id, status=RawFileStatus.QUEUED.value)
+        .only("id")
+        .order_by("created_at")
+    ]
+    return registered + [raw_file_id for raw_file_id in queued if raw_file_id not in registered]

@@ -1,8 +1,10 @@
 """Task callables: read the Airflow context, call the plain pipeline functions.
 
-Errors that a retry cannot fix (a conflict in the backup, changed files, a
-refused move) become ``AirflowFailException``: the task turns red at once
-instead of burning its retries; a person looks, fixes and clears the task.
+Errors that a retry cannot fix (a conflict in the backup, files that differ
+from the recorded ones, a refused move) become ``AirflowFailException``: the
+task turns red at once instead of burning its retries; a person looks, fixes
+and clears the task. A file that changed *while* it was read (an acquisition
+still writing a side file) is retried like any transient error.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rawvault import pipeline, watcher
 from rawvault.acquisition import AcquisitionGoneError, acquisition_finished
-from rawvault.checksum import FileChangedError, TooManyPartsError
+from rawvault.checksum import TooManyPartsError
 from rawvault.file_mover import MoveRefusedError
-from rawvault.impl.context import raw_file_id_from
+from rawvault.impl.context import raw_file_id_from, run_id_for
 from rawvault.local_backup import BackupConflictError, CopyVerificationError
 from rawvault.s3.errors import S3PermanentError
+from shared.db.interface import get_raw_file
 from shared.instrument_types import RawFileSetError
 from shared.settings import get_settings
 
@@ -30,7 +33,6 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     AcquisitionGoneError,
     BackupConflictError,
     CopyVerificationError,
-    FileChangedError,
     TooManyPartsError,
     RawFileSetError,
     MoveRefusedError,
@@ -52,16 +54,28 @@ def _fail_fast_on_permanent_errors(function: Any) -> Any:
 
 
 @_fail_fast_on_permanent_errors
-def register_new_raw_files(instrument_id: str, **context: Any) -> list[dict[str, str]]:
-    """Register new raw files; return one trigger conf per raw file for the acquisition handler."""
-    raw_file_ids = watcher.register_new_raw_files(instrument_id, get_settings())
-    return [{"raw_file_id": raw_file_id} for raw_file_id in raw_file_ids]
+def register_new_raw_files(instrument_id: str, **context: Any) -> list[dict[str, Any]]:
+    """Register new raw files; return the acquisition handler's trigger arguments per raw file to start."""
+    raw_file_ids = watcher.raw_files_to_start(instrument_id, get_settings())
+    return [{"conf": {"raw_file_id": rid}, "trigger_run_id": run_id_for(rid)} for rid in raw_file_ids]
 
 
 @_fail_fast_on_permanent_errors
 def monitor_acquisition(**context: Any) -> bool:
     """Sensor poke: return whether the acquisition has finished."""
-    return acquisition_finished(raw_file_id_from(context), get_settings())
+    raw_file_id = raw_file_id_from(context)
+    _check_instrument(raw_file_id, context)
+    return acquisition_finished(raw_file_id, get_settings())
+
+
+def _check_instrument(raw_file_id: str, context: Any) -> None:
+    instrument_id = context["dag"].dag_id.partition(".")[2]
+    raw_file = get_raw_file(raw_file_id)
+    if raw_file.instrument_id != instrument_id:
+        raise AirflowFailException(
+            f"raw file {raw_file_id!r} belongs to instrument {raw_file.instrument_id!r}, not {instrument_id!r}: "
+            f"trigger acquisition_handler.{raw_file.instrument_id} for it instead"
+        )
 
 
 @_fail_fast_on_permanent_errors
@@ -99,26 +113,28 @@ def file_mover_delay_passed(delay_minutes: float, **context: Any) -> bool:
 
 def file_mover_disabled(**context: Any) -> None:
     """Stand-in for start_file_mover when file_mover.delay_minutes is negative: skip."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
     raise AirflowSkipException("the file mover is disabled (file_mover.delay_minutes is negative)")
 
 
 @_fail_fast_on_permanent_errors
 def upload_to_s3(**context: Any) -> dict[str, Any]:
     """Upload the verified local copy to S3 (file info and backup folder from XCom)."""
-    from rawvault.s3.backup import upload_raw_file_to_s3
+    from rawvault.s3.backup import UploadInProgressError, upload_raw_file_to_s3
 
     ti = context["ti"]
     checksum = ti.xcom_pull(task_ids="compute_checksum") or {}
     copy = ti.xcom_pull(task_ids="copy_raw_file") or {}
-    result = upload_raw_file_to_s3(
-        raw_file_id_from(context),
-        checksum.get("file_info"),
-        Path(copy["backup_folder"]) if copy.get("backup_folder") else None,
-        get_settings(),
-        part_size=checksum.get("part_size"),
-    )
+    try:
+        result = upload_raw_file_to_s3(
+            raw_file_id_from(context),
+            checksum.get("file_info"),
+            Path(copy["backup_folder"]) if copy.get("backup_folder") else None,
+            get_settings(),
+            part_size=checksum.get("part_size"),
+        )
+    except UploadInProgressError as error:
+        # Another run (the sweeper, a second trigger) holds the claim and records the outcome itself.
+        raise AirflowSkipException(str(error)) from error
     return {
         "s3_backup_key": result.s3_backup_key,
         "s3_etag": result.s3_etag,
