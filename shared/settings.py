@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from croniter import croniter  # installed with Airflow (its cron timetables use it)
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.bucket_names import bucket_name
 from shared.instrument_types import INSTRUMENT_TYPES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +52,13 @@ STORAGE_CLASSES = (
     "DEEP_ARCHIVE",
 )
 
+# Airflow's cron presets (airflow.utils.dates.cron_presets); other @-names are not cron schedules.
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+_CRON_FIX = (
+    "write 5 cron fields in quotes (minute hour day-of-month month day-of-week), e.g. '*/15 * * * *', "
+    f"or one of {', '.join(CRON_PRESETS)}"
+)
+
 # How to fix a problem at a key path; shown after pydantic's description of it.
 _FIXES: dict[str, str] = {
     "backup.backup_type": "set it to 'local' (local copy only) or 's3' (local copy plus S3 upload)",
@@ -63,9 +73,12 @@ _FIXES: dict[str, str] = {
     "backup.s3.server_side_encryption": "use AES256 or aws:kms (with kms_key_id)",
     "backup.s3.max_upload_attempts": "use a whole number from 1 to 100 (attempts of one raw file's upload in total)",
     "backup.s3.stale_upload_minutes": (
-        "use minutes above 0 (at most a day); keep it below upload_retry_delay_minutes so a retry finds the "
-        "lease of a dead run expired"
+        "use minutes above 0 (at most a day) and below backup.s3.upload_retry_delay_minutes (when upload_retries "
+        "is above 0), so an Airflow retry of upload_to_s3 finds the lease of a dead run expired"
     ),
+    "backup.s3.pending_upload_after_hours": "use hours above 0 (at most a year), e.g. 6",
+    "backup.s3.sweep_schedule": _CRON_FIX,
+    "watcher.schedule": _CRON_FIX,
     "instruments": "list each instrument as <instrument_id>: {type: ..., path: ...}",
     "locations.backup": "set it to the root folder of the local backup",
 }
@@ -73,6 +86,7 @@ _TYPE_FIXES: dict[str, str] = {
     "bool_type": "write true or false, unquoted",
     "int_type": "write a whole number, unquoted",
     "float_type": "write a number, unquoted",
+    "finite_number": "write a finite number (not .nan or .inf)",
     "string_type": "write text (quote it if YAML reads it as something else)",
     "dict_type": "write a mapping of key: value lines",
     "model_type": "write a mapping of key: value lines",
@@ -80,6 +94,23 @@ _TYPE_FIXES: dict[str, str] = {
 _INSTRUMENT_TYPE_FIX = f"set it to one of {', '.join(sorted(INSTRUMENT_TYPES))}"
 _INSTRUMENT_PATH_FIX = "set it to the folder the instrument writes its raw files to"
 _INSTRUMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+def _cron_expression(value: str) -> str:
+    """``value`` if Airflow can schedule it: 5 valid cron fields that fire at some time, or a cron preset."""
+    text = value.strip()
+    if text in CRON_PRESETS:
+        return text
+    if len(text.split()) != 5 or not croniter.is_valid(text):
+        raise ValueError(f"{value!r} is not a valid cron expression")
+    try:
+        croniter(text).get_next(float)
+    except Exception:  # croniter's CroniterBadDateError: a valid expression that never fires (e.g. 31 February)
+        raise ValueError(f"cron expression {value!r} never fires") from None
+    return text
+
+
+CronExpression = Annotated[str, AfterValidator(_cron_expression)]
 
 
 def _folder_path(value: Any) -> Path:
@@ -99,7 +130,8 @@ class SettingsError(ValueError):
 class _Section(BaseModel):
     # strict: no silent coercion ("yes" is not a bool, 64 is not a path);
     # forbid: a misspelt key is an error, not a silently ignored setting.
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # allow_inf_nan=False: YAML's .nan and .inf are never a sensible duration or size.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class InstrumentSettings(_Section):
@@ -133,7 +165,7 @@ class AcquisitionSettings(_Section):
 class WatcherSettings(_Section):
     """How instrument folders are watched for new raw files."""
 
-    schedule: str = "*/5 * * * *"
+    schedule: CronExpression = "*/5 * * * *"
     fallback_project_id: str = "_FALLBACK"
 
 
@@ -176,18 +208,13 @@ class S3Settings(_Section):
     upload_retry_delay_minutes: Annotated[float, Field(ge=0)] = 15.0
     upload_timeout_hours: Annotated[float, Field(gt=0)] = 24.0
     # backup_sweeper: when it looks for failed and stale uploads, and how often it retries one.
-    sweep_schedule: str = "*/15 * * * *"
+    sweep_schedule: CronExpression = "*/15 * * * *"
     max_upload_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     # Lease of a running upload on its raw file (renewed while it runs); an upload_in_progress
     # raw file whose lease expired is stale (its worker died) and may be taken over.
     stale_upload_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
-
-    @field_validator("sweep_schedule")
-    @classmethod
-    def _cron_expression(cls, value: str) -> str:
-        if len(value.split()) != 5 and not value.startswith("@"):
-            raise ValueError("must be a cron expression of 5 fields, e.g. '*/15 * * * *', or a preset like @hourly")
-        return value
+    # backup_sweeper also uploads copying_done raw files untouched this long: their upload_to_s3 never ran.
+    pending_upload_after_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 6.0
 
     @field_validator("region", "bucket_prefix")
     @classmethod
@@ -339,7 +366,82 @@ def parse_settings(raw: Any, source: Path) -> Settings:
     }
     backup = _resolve_path(settings.locations.backup, base, source, "locations.backup")
     locations = settings.locations.model_copy(update={"backup": backup})
-    return settings.model_copy(update={"instruments": instruments, "locations": locations})
+    settings = settings.model_copy(update={"instruments": instruments, "locations": locations})
+    problems = _cross_checks(settings)
+    if problems:
+        lines = [f"invalid rawvault settings in {source}:"]
+        lines += [f"  {key}: {message} -> fix: {fix}" for key, message, fix in problems]
+        raise SettingsError("\n".join(lines))
+    return settings
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (symbolic links of existing parts followed)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
+    """Problems that involve several keys, as ``(key path, message, fix)``; paths are resolved already."""
+    problems: list[tuple[str, str, str]] = []
+    seen: dict[Path, str] = {}
+    backup = settings.locations.backup
+    for instrument_id, instrument in settings.instruments.items():
+        key = f"instruments.{instrument_id}.path"
+        folder = instrument.path.resolve()
+        if folder in seen:
+            problems.append(
+                (
+                    key,
+                    f"{instrument.path} is also the folder of instrument {seen[folder]!r}: both watchers would "
+                    "register the same raw files",
+                    "give each instrument a folder of its own",
+                )
+            )
+        seen.setdefault(folder, instrument_id)
+        if _inside(backup, instrument.path):
+            problems.append(
+                (
+                    "locations.backup",
+                    f"{backup} is inside the folder of instrument {instrument_id!r} ({instrument.path}): the watcher "
+                    "would see the backup and the file mover could move it",
+                    "put the local backup outside every instrument folder",
+                )
+            )
+        elif _inside(instrument.path, backup):
+            problems.append(
+                (
+                    key,
+                    f"{instrument.path} is inside the local backup ({backup}, locations.backup): the instrument would "
+                    "write into the backup",
+                    "keep instrument folders and the local backup apart",
+                )
+            )
+    s3 = settings.backup.s3
+    if settings.s3_enabled and s3 is not None:
+        try:
+            bucket_name(s3.bucket_prefix, settings.watcher.fallback_project_id)
+        except ValueError as error:
+            problems.append(
+                (
+                    "watcher.fallback_project_id",
+                    f"gives no valid S3 bucket with backup.s3.bucket_prefix {s3.bucket_prefix!r}: {error}",
+                    "use a short project id of letters and digits (e.g. _FALLBACK gives "
+                    f"{s3.bucket_prefix}-fallback), or a shorter backup.s3.bucket_prefix",
+                )
+            )
+        if s3.upload_retries > 0 and s3.stale_upload_minutes >= s3.upload_retry_delay_minutes:
+            problems.append(
+                (
+                    "backup.s3.stale_upload_minutes",
+                    f"{s3.stale_upload_minutes:g} is not below backup.s3.upload_retry_delay_minutes "
+                    f"({s3.upload_retry_delay_minutes:g}): a worker that dies mid-upload keeps its claim on the raw "
+                    "file this long, so upload_to_s3's Airflow retry would find the claim still held, fail with "
+                    "'being uploaded by another run' and leave the upload to backup_sweeper",
+                    "lower stale_upload_minutes or raise upload_retry_delay_minutes (or set upload_retries: 0)",
+                )
+            )
+    return problems
 
 
 def settings_path() -> Path:

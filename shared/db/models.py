@@ -76,7 +76,7 @@ class RawFile(Document):
     s3_backup_key = StringField()
     s3_etag = StringField()
     s3_upload_attempts = IntField(default=0)
-    # When the last upload attempt started (the backoff of backup_sweeper counts from it).
+    # When the last upload attempt started (the backoff counts from it for documents without s3_upload_failed_at).
     s3_upload_attempted_at = DateTimeField()
     # When the last upload attempt failed (upload_failed written): backup_sweeper's backoff counts from it,
     # as Airflow's own retry delay counts from the failure (documents without it: from attempted_at).

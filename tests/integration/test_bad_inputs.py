@@ -310,6 +310,6 @@ def test_checksum_refuses_a_changed_part_size_before_reading(env: PipelineEnv) -
             )
         }
     )
-    with pytest.raises(pipeline.FileInfoMismatchError, match=r"5242880 byte parts .* part_size_mb back to 5"):
+    with pytest.raises(pipeline.FileInfoMismatchError, match=r"5242880 byte parts .*part_size_mb back to 5"):
         pipeline.checksum_raw_file(raw_file_id, changed)
     assert get_raw_file(raw_file_id).status == "error"

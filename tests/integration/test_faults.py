@@ -99,6 +99,7 @@ def write_env(root: Path, **s3: Any) -> tuple[Path, Settings]:
                 "auto_create_buckets": True,
                 "max_concurrency": 2,
                 "upload_retry_delay_minutes": 0,
+                "upload_retries": 0,  # these tests retry by hand (a lease must be shorter than a retry delay)
                 **s3,
             },
         },
@@ -122,7 +123,6 @@ def register(settings: Settings, name: str, size: int) -> list:
         created_at=datetime(2026, 11, 22, 10, 0, tzinfo=UTC),
         file_info=info,
         etag_part_size=PART,
-        backup_base_path=CREATED_BASE,
         backup_status="copying_done",
     )
     return info[name]
@@ -380,8 +380,10 @@ def test_task_process_sigkilled_mid_upload_then_sweep_completes_it(mongo_uri, tm
     assert find_backups_to_retry(settings) == [name]  # stale: released as upload_failed and queued
     released = get_raw_file(name)
     assert released.backup_status == "upload_failed" and "stopped renewing its claim" in released.backup_status_details
+    assert released.s3_upload_failed_at == orphan.upload_claim_expires_at  # its backoff counts from the lease's end
     counter = CallCounter(client)
-    result = upload_raw_file_to_s3(name, None, None, settings, client)  # what retry_upload_to_s3 runs
+    # What s3_upload_retry runs for the attempt count the sweep saw.
+    result = upload_raw_file_to_s3(name, None, None, settings, client, expected_attempts=1)
     assert counter.calls["CreateMultipartUpload"] == 0 and counter.calls["UploadPart"] == 7 - stored
     assert result.parts_resumed == stored
     raw_file = assert_backed_up(settings, name, client, entry)
@@ -554,9 +556,10 @@ def test_s3_worker_cannot_starve_the_instrument_tasks(tmp_path, monkeypatch) -> 
         watcher = dags[f"instrument_watcher.{instrument_id}"]
         assert {task.queue for task in watcher.tasks} == {f"test_{instrument_id}"}
     sweeper = dags["backup_sweeper"]
-    retry = sweeper.get_task("retry_upload_to_s3")
-    assert (retry.queue, retry.pool) == ("test_s3_uploader", "s3_upload_pool")
     assert sweeper.get_task("find_backups_to_retry").queue == "test_s3_uploader"
+    assert sweeper.get_task("trigger_upload_retry").partial_kwargs["trigger_dag_id"] == "s3_upload_retry"
+    retry = dags["s3_upload_retry"].get_task("upload_to_s3")
+    assert (retry.queue, retry.pool) == ("test_s3_uploader", "s3_upload_pool")
     from shared.settings import get_settings
 
     get_settings.cache_clear()

@@ -104,7 +104,6 @@ def back_up(
         file_info=info,
         etag_part_size=PART,
         backup_status="copying_done",
-        backup_base_path=base,
     )
     upload_raw_file_to_s3(raw_file.id, info, folder, env.settings, client, part_size=PART, progress_interval=5)
     assert get_raw_file(raw_file.id).backup_status == "upload_done"

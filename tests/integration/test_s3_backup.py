@@ -25,7 +25,7 @@ from rawvault.s3.errors import (  # noqa: E402
     S3TransientError,
     UnsafePathError,
 )
-from shared.db.interface import create_project, create_raw_file, get_raw_file  # noqa: E402
+from shared.db.interface import create_project, create_raw_file, get_raw_file, utc_now  # noqa: E402
 from shared.db.models import RawFile  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
@@ -79,7 +79,6 @@ def register(
         project_id=project_id,
         file_info=info,
         backup_status=backup_status,
-        backup_base_path=base,
         **fields,
     )
     return raw_file.id, info, folder
@@ -104,6 +103,9 @@ def assert_failed(raw_file_id: str, *fragments: str) -> RawFile:
     for fragment in fragments:
         assert fragment in raw_file.backup_status_details
     assert raw_file.s3_etag is None and raw_file.s3_backup_key is None  # nothing claims success
+    # When it failed (backup_sweeper's backoff counts from it), never before the attempt started.
+    assert raw_file.s3_upload_failed_at is not None
+    assert raw_file.s3_upload_attempted_at <= raw_file.s3_upload_failed_at <= utc_now()
     return raw_file
 
 

@@ -15,10 +15,16 @@ import pytest
 
 pytest.register_assert_rewrite("tests.s3_fixtures")  # it is imported here before pytest loads it as a plugin
 
-from rawvault.s3.backup import UploadClaimLostError, UploadInProgressError, upload_raw_file_to_s3  # noqa: E402
+from rawvault.s3.backup import (  # noqa: E402
+    UploadClaimLostError,
+    UploadInProgressError,
+    UploadSupersededError,
+    upload_raw_file_to_s3,
+)
 from rawvault.s3.errors import LocalFileChangedError  # noqa: E402
 from rawvault.sweeper import backoff, find_backups_to_retry, sweep  # noqa: E402
 from shared.db.interface import create_raw_file, get_raw_file, update_raw_file, utc_now  # noqa: E402
+from shared.db.models import RawFile  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
     MIB,
@@ -54,7 +60,6 @@ def register(settings: Settings, name: str = "resume.raw", size: int = 17 * MIB,
         created_at=CREATED,
         file_info=info,
         etag_part_size=PART,
-        backup_base_path=BASE,
         **fields,
     )
     return name, info[name]
@@ -271,33 +276,105 @@ def test_sweep_picks_failed_and_stale_uploads_and_gives_up_after_the_cap(mongo_u
                     **common)  # fmt: skip
     create_raw_file("stale.raw", backup_status="upload_in_progress", s3_upload_attempts=1,
                     s3_upload_attempted_at=now - timedelta(hours=1), upload_claim_owner="host:9:dead",
+                    upload_claim_expires_at=now - timedelta(minutes=25), **common)  # fmt: skip
+    create_raw_file("just-stale.raw", backup_status="upload_in_progress", s3_upload_attempts=1,
+                    s3_upload_attempted_at=now - timedelta(hours=1), upload_claim_owner="host:9:gone",
                     upload_claim_expires_at=now - timedelta(seconds=5), **common)  # fmt: skip
+    # Started 3 h ago, failed just now: the backoff counts from the failure, like Airflow's own retry.
+    create_raw_file("just-failed.raw", backup_status="upload_failed", s3_upload_attempts=1,
+                    s3_upload_attempted_at=now - timedelta(hours=3), s3_upload_failed_at=now - timedelta(minutes=1),
+                    **common)  # fmt: skip
     create_raw_file("live.raw", backup_status="upload_in_progress", s3_upload_attempts=1,
                     s3_upload_attempted_at=now - timedelta(hours=1), upload_claim_owner="host:9:alive",
                     upload_claim_expires_at=now + timedelta(minutes=4), **common)  # fmt: skip
     create_raw_file("done.raw", backup_status="upload_done", s3_upload_attempts=1, **common)
 
     report = sweep(settings, now)
-    assert report.stale == ["stale.raw"]
+    assert sorted(report.stale) == ["just-stale.raw", "stale.raw"]
     assert sorted(report.retry) == ["due.raw", "stale.raw"]
-    assert list(report.waiting) == ["waiting.raw"]  # 2 attempts: 40 minutes of backoff
+    # 2 attempts: 40 minutes of backoff; the others 20 minutes from their failure (a lease's end).
+    assert report.waiting == {
+        "waiting.raw": now - timedelta(minutes=21) + timedelta(minutes=40),
+        "just-stale.raw": now - timedelta(seconds=5) + timedelta(minutes=20),
+        "just-failed.raw": now - timedelta(minutes=1) + timedelta(minutes=20),
+    }
     assert report.gave_up == ["capped.raw"]
     stale = get_raw_file("stale.raw")
     assert stale.backup_status == "upload_failed" and stale.upload_claim_owner is None
     assert "host:9:dead stopped renewing its claim" in stale.backup_status_details
+    assert stale.s3_upload_failed_at == now - timedelta(minutes=25)
     assert get_raw_file("live.raw").upload_claim_owner == "host:9:alive"  # a live lease is never touched
     capped = get_raw_file("capped.raw").backup_status_details
     assert capped.startswith("gave up after 3 attempts; clear upload_to_s3 to retry by hand")
     assert capped.endswith("upload to S3 failed: x")
 
-    # Idempotent; oldest due first (stale.raw's attempt began an hour ago, due.raw's 21 minutes ago).
+    # Idempotent; oldest due first (stale.raw's lease ended 25 minutes ago, due.raw's attempt began 21 minutes ago).
     assert find_backups_to_retry(settings, now) == ["stale.raw", "due.raw"]
     assert get_raw_file("capped.raw").backup_status_details == capped  # said once
 
 
+def test_sweep_uploads_copying_done_raw_files_whose_upload_never_ran(mongo_uri, tmp_path) -> None:
+    settings = make_settings(tmp_path, unique_prefix(), max_upload_attempts=3, pending_upload_after_hours=6)
+    now = utc_now()
+    info = {"x.raw": [1, "m", "e"]}
+    common = {"instrument_id": "thermo1", "created_at": CREATED, "backup_status": "copying_done", "file_info": info}
+    create_raw_file("forgotten.raw", db_updated_at=now - timedelta(hours=7), **common)
+    create_raw_file("older.raw", db_updated_at=now - timedelta(hours=30), s3_upload_attempts=1, **common)
+    create_raw_file("queued.raw", db_updated_at=now - timedelta(hours=5), **common)  # upload_to_s3 may still come
+    create_raw_file("capped.raw", db_updated_at=now - timedelta(hours=7), s3_upload_attempts=3, **common)
+    create_raw_file("no-info.raw", instrument_id="thermo1", created_at=CREATED, backup_status="copying_done",
+                    db_updated_at=now - timedelta(hours=7))  # fmt: skip
+    create_raw_file("no-base.raw", db_updated_at=now - timedelta(hours=7), **common)
+    RawFile.objects(id="no-base.raw").update_one(unset__backup_base_path=True)  # written before it was recorded
+
+    report = sweep(settings, now)
+    assert report.retry == ["older.raw", "forgotten.raw"]  # oldest due first
+    assert sorted(report.never_uploaded) == ["forgotten.raw", "older.raw"]
+    assert {retry.raw_file_id: retry.attempts for retry in report.retries} == {"forgotten.raw": 0, "older.raw": 1}
+    assert report.gave_up == ["capped.raw"]
+    assert get_raw_file("capped.raw").backup_status_details.startswith("gave up after 3 attempts")
+    assert get_raw_file("forgotten.raw").backup_status == "copying_done"  # the sweep itself uploads nothing
+    # With local backups only, nothing is ever picked.
+    local = make_settings(tmp_path, unique_prefix()).model_copy(
+        update={"backup": settings.backup.model_copy(update={"backup_type": "local"})}
+    )
+    assert sweep(local, now).retry == []
+
+
+def test_a_retry_for_an_attempt_another_run_has_retried_since_stops(mongo_uri, settings, s3_client) -> None:
+    raw_file_id, (_size, _md5, etag) = register(
+        settings, backup_status="upload_failed", s3_upload_attempts=2, s3_upload_failed_at=utc_now()
+    )
+    before = get_raw_file(raw_file_id)
+    counter = CallCounter(s3_client)
+    with pytest.raises(UploadSupersededError, match=r"'resume.raw' had 1 upload attempt\(s\) when this retry was "
+                       r"scheduled and has 2 now"):  # fmt: skip
+        upload_raw_file_to_s3(raw_file_id, None, None, settings, s3_client, expected_attempts=1)
+    after = get_raw_file(raw_file_id)
+    assert (after.backup_status, after.s3_upload_attempts, after.db_updated_at) == (
+        "upload_failed",
+        2,
+        before.db_updated_at,
+    )  # nothing written
+    assert counter.writes == 0
+    upload_raw_file_to_s3(raw_file_id, None, None, settings, s3_client, expected_attempts=2)
+    assert_done(settings, raw_file_id, s3_client, etag)
+    assert get_raw_file(raw_file_id).s3_upload_attempts == 3
+    # A raw file never attempted (the field missing in old documents) matches 0 attempts.
+    other, (_s, _m, other_etag) = register(settings, "never.raw", 1024)
+    RawFile.objects(id=other).update_one(unset__s3_upload_attempts=True)
+    upload_raw_file_to_s3(other, None, None, settings, s3_client, expected_attempts=0)
+    assert_done(settings, other, s3_client, other_etag)
+
+
 def test_sweeper_retry_completes_a_stale_upload(mongo_uri, tmp_path, s3_client) -> None:
     settings = make_settings(
-        tmp_path, unique_prefix(), auto_create_buckets=True, upload_retry_delay_minutes=0, stale_upload_minutes=0.01
+        tmp_path,
+        unique_prefix(),
+        auto_create_buckets=True,
+        upload_retry_delay_minutes=0,
+        upload_retries=0,
+        stale_upload_minutes=0.01,
     )
     raw_file_id, (_size, _md5, etag) = register(
         settings,

@@ -60,6 +60,12 @@ SEED: dict[str, tuple] = {
          "then clear the task", "size": 2_254_857_830},
     ),
     "20261101_P1_stuck.wiff": ("zeno1", "P1", "checksumming_done", "upload_in_progress", 12, 10, {"size": 91_226_112}),
+    # The pipeline failed before any backup (status error): failed too, with its reason.
+    "20261101_P1_checksum_error.raw": (
+        "thermo1", "P1", "error", None, 4, 3.5,
+        {"status_details": "compute_checksum: 20261101_P1_checksum_error.raw changed while it was read; fix: "
+         "clear the task once the instrument has finished", "size": 52_428_800},
+    ),
     "20261101_P2_uploading.raw": ("thermo1", "P2", "moving", "upload_in_progress", 0.5, 0.1, {"size": 1_288_490_188}),
     "20261101_P1_done.raw": (
         "thermo1", "P1", "moved", "upload_done", 1, 0.5,
@@ -75,7 +81,12 @@ SEED: dict[str, tuple] = {
     "20261101_P1_acquiring.raw": ("thermo1", "P1", "monitoring_acquisition", None, 0.05, 0.05, {}),
     '<img src=x onerror="document.title=1">.raw': ("thermo1", "P2", "moved", "skipped", 72, 71, {"size": 1024}),
 }  # fmt: skip
-FAILED_FIRST = ["20261101_P1_fail.raw", "20261030_P2_copyfail.d", "20261101_P1_stuck.wiff"]
+FAILED_FIRST = [
+    "20261101_P1_fail.raw",
+    "20261101_P1_checksum_error.raw",
+    "20261030_P2_copyfail.d",
+    "20261101_P1_stuck.wiff",
+]
 ALL_IN_ORDER = [
     *FAILED_FIRST,
     "20261101_P1_acquiring.raw",
@@ -246,8 +257,8 @@ def test_json_endpoints_with_a_token(ui_server: UiServer) -> None:
 
     status, counts, _ = http(f"{ui_server.base_url}/rawvault/raw-files/counts?project=P1", token=token)
     assert status == 200
-    assert counts["total"] == 4 and counts["stuck"] == 1
-    assert counts["counts"]["upload_failed"] == 1 and counts["counts"]["not_started"] == 1
+    assert counts["total"] == 5 and counts["stuck"] == 1 and counts["pipeline_error"] == 1
+    assert counts["counts"]["upload_failed"] == 1 and counts["counts"]["not_started"] == 2
 
     status, body, _ = http(f"{ui_server.base_url}/rawvault/raw-files?backup_status=done", token=token)
     assert status == 422 and "backup_status: unknown value(s) 'done'" in body["detail"]
@@ -356,7 +367,8 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
         for chip in driver.find_elements(By.CSS_SELECTOR, "#counts .chip[data-count]")
     }
     assert counts["upload_failed"] == 1 and counts["copying_failed"] == 1 and counts["stuck"] == 1
-    assert counts["upload_done"] == 2 and counts["not_started"] == 1 and counts["skipped"] == 1
+    assert counts["upload_done"] == 2 and counts["not_started"] == 2 and counts["skipped"] == 1
+    assert counts["pipeline_error"] == 1
     assert driver.find_element(By.CSS_SELECTOR, "#counts .chip[data-status=''] .n").text == str(len(SEED))
     assert rows(driver) == ALL_IN_ORDER
     first = driver.find_element(By.CSS_SELECTOR, "tbody tr")
@@ -365,6 +377,9 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     assert first.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "transparent")
     stuck = driver.find_element(By.CSS_SELECTOR, "tr[data-raw-file-id='20261101_P1_stuck.wiff']")
     assert "stuck" in stuck.get_attribute("class").split()
+    pipeline_error = driver.find_element(By.CSS_SELECTOR, "tr[data-raw-file-id='20261101_P1_checksum_error.raw']")
+    assert "failed" in pipeline_error.get_attribute("class").split()
+    assert "changed while it was read" in pipeline_error.text
     cells = [td.text for td in first.find_elements(By.TAG_NAME, "td")]
     assert cells[1:4] == ["thermo1", "P1", "700.0 MiB"]
     done = driver.find_element(By.CSS_SELECTOR, "tr[data-raw-file-id='20261029_P2_done.d']")
@@ -392,6 +407,13 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     driver.find_element(By.CSS_SELECTOR, "#counts .chip[data-status='upload_done']").click()
     wait_ready(driver, wait, total=1)
     assert rows(driver) == ["20261029_P2_done.d"]
+    driver.find_element(By.ID, "clear").click()
+    wait_ready(driver, wait, total=len(SEED))
+    # ... and the raw files whose pipeline failed, through their chip.
+    driver.find_element(By.CSS_SELECTOR, "#counts .chip[data-status='pipeline_error']").click()
+    wait_ready(driver, wait, total=1)
+    assert rows(driver) == ["20261101_P1_checksum_error.raw"]
+    assert "backup_status=pipeline_error" in driver.execute_script("return location.search")
     driver.find_element(By.ID, "clear").click()
     wait_ready(driver, wait, total=len(SEED))
     # ... by status, and by a date range that only the 30 h and 48 h old ones fall into.

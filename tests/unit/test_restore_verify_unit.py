@@ -9,8 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 
 from rawvault import cli
 from rawvault.impl.verify_tasks import failure_message
@@ -18,6 +20,7 @@ from rawvault.s3.errors import S3AccessDeniedError
 from rawvault.s3.restore import (
     ExpectedFile,
     ManifestLocation,
+    RestoreArchivedError,
     RestoreConflictError,
     RestorePlan,
     RestoreSourceError,
@@ -104,6 +107,82 @@ def test_a_symlink_out_of_the_target_is_a_conflict_and_nothing_is_asked_of_s3(tm
     with pytest.raises(RestoreConflictError, match=r"is a file, but x\.d/a\.tdf needs it to be a folder"):
         restore_plan(plan, target, client=None)
     assert list(outside.iterdir()) == []
+
+
+# ------------------------------------------------------------------------- objects in an archive tier (Glacier)
+
+
+def _stubbed_client() -> tuple[Any, Stubber]:
+    client = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )  # never reaches a network: every answer comes from the stubber
+    return client, Stubber(client)
+
+
+def _head(**fields: Any) -> dict[str, Any]:
+    return {"ContentLength": 4, "ETag": f'"{MD5}"', **fields}
+
+
+OTHER = ExpectedFile(path="x.d/b.tdf", key="tims1/2026_11/x.d/b.tdf", size=4, md5=MD5, etag=MD5)
+TIERED = ExpectedFile(path="x.d/c.tdf", key="tims1/2026_11/x.d/c.tdf", size=4, md5=MD5, etag=MD5)
+READY = ExpectedFile(path="x.d/d.tdf", key="tims1/2026_11/x.d/d.tdf", size=4, md5=MD5, etag=MD5)
+
+
+def test_glacier_objects_need_a_restore_in_s3_first_and_nothing_is_downloaded(tmp_path: Path) -> None:
+    client, stubber = _stubbed_client()
+    stubber.add_response("head_object", _head(StorageClass="GLACIER", VersionId="v1"))
+    stubber.add_response("head_object", _head(StorageClass="DEEP_ARCHIVE", Restore='ongoing-request="true"'))
+    stubber.add_response("head_object", _head(StorageClass="INTELLIGENT_TIERING", ArchiveStatus="ARCHIVE_ACCESS"))
+    # Restored already, or instantly readable: no problem.
+    stubber.add_response(
+        "head_object",
+        _head(StorageClass="GLACIER", Restore='ongoing-request="false", expiry-date="Fri, 27 Nov 2026 00:00:00 GMT"'),
+    )
+    files = {entry.path: entry for entry in (ENTRY, OTHER, TIERED, READY)}
+    plan = RestorePlan("x.d", "bucket-a", "tims1/2026_11/", 5 * 1024 * 1024, files, "database")
+    with stubber, pytest.raises(RestoreArchivedError) as caught:
+        restore_plan(plan, tmp_path / "target", client)
+    message = str(caught.value)
+    assert "3 object(s) of x.d (s3://bucket-a/tims1/2026_11/) are in an S3 archive tier" in message
+    assert "restored from Glacier in S3; nothing was downloaded" in message
+    assert "s3://bucket-a/tims1/2026_11/x.d/a.tdf: storage class GLACIER, not restored" in message
+    assert "s3://bucket-a/tims1/2026_11/x.d/b.tdf: storage class DEEP_ARCHIVE, restore in progress" in message
+    assert "x.d/c.tdf: storage class INTELLIGENT_TIERING (ARCHIVE_ACCESS), not restored" in message
+    assert "d.tdf" not in message
+    assert (
+        "aws s3api restore-object --bucket bucket-a --key 'tims1/2026_11/x.d/a.tdf' --version-id v1 "
+        """--restore-request '{"Days":7,"GlacierJobParameters":{"Tier":"Standard"}}'"""
+    ) in message
+    assert """--key 'tims1/2026_11/x.d/c.tdf' --restore-request '{"GlacierJobParameters":{"Tier":"Standard"}}'""" in (
+        message
+    )
+    assert "--key 'tims1/2026_11/x.d/b.tdf'" not in message  # its restore was requested already
+    assert "Actions > Initiate restore" in message
+    assert not (tmp_path / "target").exists() or files_below(tmp_path / "target") == []
+
+
+def test_invalid_object_state_on_download_names_the_object_and_the_restore(tmp_path: Path) -> None:
+    client, stubber = _stubbed_client()
+    stubber.add_response("head_object", _head(StorageClass="STANDARD"))  # the check before downloading
+    stubber.add_response("head_object", _head(StorageClass="STANDARD"))  # boto3's transfer asks again
+    stubber.add_client_error(
+        "get_object",
+        service_error_code="InvalidObjectState",
+        service_message="The operation is not valid for the object's storage class",
+        http_status_code=403,
+    )  # a lifecycle rule moved it to GLACIER in between
+    plan = RestorePlan("x.d", "bucket-a", "tims1/2026_11/", 5 * 1024 * 1024, {ENTRY.path: ENTRY}, "database")
+    with stubber, pytest.raises(RestoreArchivedError) as caught:
+        restore_plan(plan, tmp_path / "target", client, max_concurrency=1)
+    message = str(caught.value)
+    assert "s3://bucket-a/tims1/2026_11/x.d/a.tdf: S3 refused to read it (InvalidObjectState)" in message
+    assert "restored from Glacier in S3" in message and "aws s3api restore-object --bucket bucket-a" in message
+    assert "S3 refused the request" not in message  # not the generic message
+    assert files_below(tmp_path / "target") == []  # no temporary file left
+
+
+def files_below(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
 
 
 # ---------------------------------------------------------------------------------- verify against a fake

@@ -99,6 +99,64 @@ def test_environment_variables_expand_in_paths(monkeypatch: pytest.MonkeyPatch) 
         (lambda d: d["backup"]["s3"].update(sweep_schedule="often"), "backup.s3.sweep_schedule", "cron expression"),
         (lambda d: d["backup"]["s3"].update(max_upload_attempts=0), "backup.s3.max_upload_attempts", "1 to 100"),
         (lambda d: d["backup"]["s3"].update(stale_upload_minutes=0), "backup.s3.stale_upload_minutes", "below"),
+        # Cron expressions are checked as Airflow would schedule them, not at DAG import.
+        (lambda d: d.update(watcher={"schedule": "*/5 * * *"}), "watcher.schedule", "'*/5 * * *' is not a valid cron"),
+        (lambda d: d.update(watcher={"schedule": "61 * * * *"}), "watcher.schedule", "5 cron fields in quotes"),
+        (lambda d: d.update(watcher={"schedule": "* * * * * *"}), "watcher.schedule", "not a valid cron expression"),
+        (lambda d: d["backup"]["s3"].update(sweep_schedule="0 0 31 2 *"), "backup.s3.sweep_schedule", "never fires"),
+        (lambda d: d["backup"]["s3"].update(sweep_schedule="@reboot"), "backup.s3.sweep_schedule", "@hourly, @daily"),
+        # NaN and infinity are never a duration.
+        (
+            lambda d: d.update(acquisition={"poke_interval_seconds": float("nan")}),
+            "acquisition.poke_interval_seconds",
+            "finite number",
+        ),
+        (lambda d: d.update(file_mover={"delay_minutes": float("inf")}), "file_mover.delay_minutes", "not .nan"),
+        (
+            lambda d: d["backup"]["s3"].update(upload_retry_delay_minutes=float("-inf")),
+            "backup.s3.upload_retry_delay_minutes",
+            "finite number",
+        ),
+        (
+            lambda d: d["backup"]["s3"].update(pending_upload_after_hours=0),
+            "backup.s3.pending_upload_after_hours",
+            "hours above 0",
+        ),
+        # The fallback project must give a bucket S3 accepts.
+        (lambda d: d.update(watcher={"fallback_project_id": "__"}), "watcher.fallback_project_id", "no letters"),
+        (
+            lambda d: d.update(watcher={"fallback_project_id": "x" * 60}),
+            "watcher.fallback_project_id",
+            "is not 3-63 lower-case letters",
+        ),
+        # The lease of a dead run must have expired when upload_to_s3's retry starts.
+        (
+            lambda d: d["backup"]["s3"].update(stale_upload_minutes=20),
+            "backup.s3.stale_upload_minutes",
+            "20 is not below backup.s3.upload_retry_delay_minutes (15)",
+        ),
+        (
+            lambda d: d["backup"]["s3"].update(upload_retry_delay_minutes=5, stale_upload_minutes=5),
+            "backup.s3.stale_upload_minutes",
+            "raise upload_retry_delay_minutes",
+        ),
+        # Instrument folders and the backup never share or nest.
+        (
+            lambda d: d["instruments"]["thermo1"].update(path="/etc/rawvault/instruments/tims1"),
+            "instruments.tims1.path",
+            "also the folder of instrument 'thermo1'",
+        ),
+        (
+            lambda d: d["locations"].update(backup="/data/thermo1/backup"),
+            "locations.backup",
+            "inside the folder of instrument 'thermo1'",
+        ),
+        (lambda d: d["locations"].update(backup="/data/thermo1"), "locations.backup", "outside every instrument"),
+        (
+            lambda d: d["instruments"]["thermo1"].update(path="/data/backup/thermo1"),
+            "instruments.thermo1.path",
+            "inside the local backup",
+        ),
     ],
 )
 def test_invalid_settings_name_file_key_and_fix(change: Any, key: str, fix: str) -> None:
@@ -108,6 +166,40 @@ def test_invalid_settings_name_file_key_and_fix(change: Any, key: str, fix: str)
     assert str(SOURCE) in message
     assert f"  {key}:" in message
     assert fix in message
+
+
+@pytest.mark.parametrize("schedule", ["*/5 * * * *", "0 3 * * MON-FRI", "@daily", " 15 * * * * "])
+def test_cron_schedules_airflow_accepts(schedule: str) -> None:
+    raw = _with(lambda d: d.update(watcher={"schedule": schedule}))
+    raw["backup"]["s3"]["sweep_schedule"] = schedule
+    settings = parse_settings(raw, SOURCE)
+    assert settings.watcher.schedule == settings.backup.s3.sweep_schedule == schedule.strip()
+
+
+def test_cross_checks_that_do_not_apply() -> None:
+    # Without Airflow retries of upload_to_s3 the lease may be longer than their delay.
+    raw = _with(lambda d: d["backup"]["s3"].update(upload_retries=0, stale_upload_minutes=30))
+    assert parse_settings(raw, SOURCE).backup.s3.stale_upload_minutes == 30
+    # Without S3 the fallback project needs no bucket; folders side by side are fine.
+    raw = _with(lambda d: d.update(backup={"backup_type": "local"}, watcher={"fallback_project_id": "__"}))
+    raw["locations"]["backup"] = "/data/thermo1-backup"
+    assert parse_settings(raw, SOURCE).watcher.fallback_project_id == "__"
+
+
+def test_every_cross_check_problem_is_reported_at_once() -> None:
+    raw = _with(lambda d: d["backup"]["s3"].update(stale_upload_minutes=20))
+    raw["watcher"] = {"fallback_project_id": "__"}
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(raw, SOURCE)
+    message = str(caught.value)
+    assert "  watcher.fallback_project_id:" in message and "  backup.s3.stale_upload_minutes:" in message
+
+
+def test_nan_in_a_yaml_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump(VALID) + "acquisition:\n  size_stable_seconds: .nan\n")
+    with pytest.raises(SettingsError, match=r"acquisition\.size_stable_seconds: Input should be a finite number"):
+        load_settings(path)
 
 
 def test_local_backup_needs_no_s3_section() -> None:

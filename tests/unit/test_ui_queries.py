@@ -59,9 +59,10 @@ def ids(filters: RawFileFilter | None = None, **kwargs) -> list[str]:
 
 
 EXPECTED_ORDER = [
-    # failed, newest first
+    # failed (a failed backup, or status error: a failed monitor, checksum or move), newest first
     "fail.raw",
     "old-fail.d",
+    "skipped.raw",
     # stuck: in progress, no update for more than 6 h
     "stuck.wiff",
     "stuck-copy.raw",
@@ -71,7 +72,6 @@ EXPECTED_ORDER = [
     "done.raw",
     "copied.wiff",
     "done.d",
-    "skipped.raw",
 ]
 
 
@@ -81,7 +81,8 @@ def test_failed_then_stuck_then_newest(mongo_uri: str) -> None:
     assert [item["id"] for item in page.items] == EXPECTED_ORDER
     assert page.total == len(SEED)
     rows = {item["id"]: item for item in page.items}
-    assert rows["fail.raw"]["failed"] and not rows["fail.raw"]["stuck"]
+    assert rows["fail.raw"]["failed"] and not rows["fail.raw"]["stuck"] and not rows["fail.raw"]["pipeline_error"]
+    assert rows["skipped.raw"]["failed"] and rows["skipped.raw"]["pipeline_error"]
     assert rows["stuck.wiff"]["stuck"] and not rows["stuck.wiff"]["failed"]
     assert not rows["busy.raw"]["stuck"]
     assert rows["new.raw"]["backup_status"] is None
@@ -120,6 +121,24 @@ def test_in_progress_without_update_time_counts_as_stuck(mongo_uri: str) -> None
     assert count_by_backup_status(now=NOW, stuck_after=STUCK_AFTER)["stuck"] == 1
 
 
+def test_a_pipeline_error_is_failed_not_stuck(mongo_uri: str) -> None:
+    seed()
+    # The checksum failed while the document still says copying_in_progress, untouched for 8 h.
+    RawFile(
+        id="err-copy.raw", original_name="err-copy.raw", instrument_id="thermo1", project_id="P1", status="error",
+        status_details="compute_checksum: file changed while it was read", backup_status="copying_in_progress",
+        created_at=NOW - timedelta(hours=20), db_updated_at=NOW - timedelta(hours=8),
+    ).save(force_insert=True)  # fmt: skip
+    order = ids()
+    assert order[:4] == ["fail.raw", "err-copy.raw", "old-fail.d", "skipped.raw"]
+    assert order[4:6] == ["stuck.wiff", "stuck-copy.raw"]
+    row = list_raw_files(now=NOW, stuck_after=STUCK_AFTER).items[1]
+    assert (row["id"], row["failed"], row["stuck"], row["pipeline_error"]) == ("err-copy.raw", True, False, True)
+    assert ids(RawFileFilter(backup_status=("stuck",))) == ["stuck.wiff", "stuck-copy.raw"]
+    result = count_by_backup_status(now=NOW, stuck_after=STUCK_AFTER)
+    assert (result["pipeline_error"], result["stuck"], result["counts"]["copying_in_progress"]) == (2, 2, 2)
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
@@ -132,6 +151,9 @@ def test_in_progress_without_update_time_counts_as_stuck(mongo_uri: str) -> None
         (RawFileFilter(backup_status=("stuck",)), ["stuck.wiff", "stuck-copy.raw"]),
         (RawFileFilter(backup_status=("upload_in_progress",)), ["stuck.wiff", "busy.raw"]),
         (RawFileFilter(backup_status=("not_started",)), ["new.raw"]),
+        (RawFileFilter(backup_status=("pipeline_error",)), ["skipped.raw"]),
+        (RawFileFilter(backup_status=("pipeline_error", "upload_failed")), ["fail.raw", "skipped.raw"]),
+        (RawFileFilter(status=("error",)), ["skipped.raw"]),
         (RawFileFilter(backup_status=("stuck", "not_started")), ["stuck.wiff", "stuck-copy.raw", "new.raw"]),
         (RawFileFilter(instrument=("thermo1",), project=("P2",)), ["busy.raw", "skipped.raw"]),
         (RawFileFilter(search="DONE"), ["done.raw", "done.d"]),
@@ -171,6 +193,7 @@ def test_counts_per_backup_status_ignore_the_backup_status_filter(mongo_uri: str
         "not_started": 1,
     }
     assert result["stuck"] == 2
+    assert result["pipeline_error"] == 1  # skipped.raw: also counted as skipped
     assert result["instruments"] == ["thermo1", "tims1", "zeno1"]
     assert result["projects"] == ["P1", "P2", "_FALLBACK"]
     assert "stuck" in result["backup_statuses"] and "moved" in result["statuses"]
@@ -181,14 +204,15 @@ def test_counts_honour_the_other_filters(mongo_uri: str) -> None:
     result = count_by_backup_status(RawFileFilter(instrument=("tims1",)), now=NOW, stuck_after=STUCK_AFTER)
     assert result["total"] == 2
     assert {k: v for k, v in result["counts"].items() if v} == {"copying_failed": 1, "upload_done": 1}
-    assert result["stuck"] == 0
+    assert result["stuck"] == 0 and result["pipeline_error"] == 0
     assert result["instruments"] == ["thermo1", "tims1", "zeno1"]  # the menu keeps every choice
 
 
 def test_empty_collection(mongo_uri: str) -> None:
     assert list_raw_files(now=NOW).as_dict()["items"] == []
     result = count_by_backup_status(now=NOW)
-    assert result["total"] == 0 and result["stuck"] == 0 and set(result["counts"].values()) == {0}
+    assert result["total"] == 0 and result["stuck"] == 0 and result["pipeline_error"] == 0
+    assert set(result["counts"].values()) == {0}
 
 
 def test_row_fields(mongo_uri: str) -> None:

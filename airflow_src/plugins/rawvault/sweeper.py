@@ -1,27 +1,42 @@
 """backup_sweeper's logic: find S3 uploads to retry, so a transient outage heals without anybody clicking.
 
-:func:`find_backups_to_retry` runs on the sweeper's schedule
-(``backup.s3.sweep_schedule``) and returns the raw files whose upload the
-sweeper retries now (each with :func:`rawvault.s3.backup.upload_raw_file_to_s3`,
-which resumes unfinished multipart uploads):
+:func:`find_upload_retries` runs on the sweeper's schedule
+(``backup.s3.sweep_schedule``) and returns the raw files whose upload is
+retried now; the sweeper DAG only finds and marks them and triggers one
+``s3_upload_retry`` run per raw file (which calls
+:func:`rawvault.s3.backup.upload_raw_file_to_s3`, resuming unfinished
+multipart uploads), so a long upload never holds up the next sweep.
 
 - **Stale uploads**: ``upload_in_progress`` whose claim lease expired
   (``backup.s3.stale_upload_minutes`` without a renewal: the worker was
-  killed or lost). Each is first marked ``upload_failed`` with the reason,
-  with a compare-and-set on the owner and lease it read, so an upload that
-  renewed its lease meanwhile is never touched; then it is treated like any
-  other failed upload.
+  killed or lost). Each is first marked ``upload_failed`` with the reason and
+  ``s3_upload_failed_at`` = when its lease expired, with a compare-and-set on
+  the owner and lease it read, so an upload that renewed its lease meanwhile
+  is never touched; then it is treated like any other failed upload.
 - **Failed uploads**: ``upload_failed`` with fewer than
   ``backup.s3.max_upload_attempts`` attempts (every attempt counts, the
   task's own Airflow retries too), once their backoff has passed since the
-  last attempt started: ``upload_retry_delay_minutes x 2^attempts``, at most
-  :data:`MAX_BACKOFF`. That is twice the delay of the task's own next Airflow
-  retry, so the sweeper picks up what those retries left behind rather than
-  racing them.
-- **Given up**: ``upload_failed`` with ``max_upload_attempts`` attempts or
-  more are logged and their ``backup_status_details`` say so once
-  ("gave up after N attempts; clear upload_to_s3 to retry by hand"); a
-  manual clear of ``upload_to_s3`` is not limited by the attempt count.
+  last attempt *failed* (``s3_upload_failed_at``; documents written before
+  it existed: since the attempt started): ``upload_retry_delay_minutes x
+  2^attempts``, at most :data:`MAX_BACKOFF`. Airflow schedules the task's
+  own next retry from the failure too, ``upload_retry_delay_minutes x
+  2^(attempts-1)`` (up to twice that with its jitter), so the sweeper waits
+  at least as long as Airflow's retry and picks up what those retries left
+  behind rather than racing them.
+- **Never uploaded**: with ``backup_type: s3``, ``copying_done`` raw files
+  (verified local copy, ``file_info`` and ``backup_base_path`` recorded)
+  untouched for ``backup.s3.pending_upload_after_hours``: their
+  ``upload_to_s3`` never ran (the handler run was marked failed, the pool
+  was missing, backup_type was switched from local to s3).
+- **Given up**: raw files with ``max_upload_attempts`` attempts or more are
+  logged and their ``backup_status_details`` say so once ("gave up after N
+  attempts; clear upload_to_s3 to retry by hand"); a manual clear of
+  ``upload_to_s3`` is not limited by the attempt count.
+
+Each retry carries the attempt count the sweep saw; the retry stops without
+changing anything when another run has attempted the upload since
+(:class:`rawvault.s3.backup.UploadSupersededError`), so a retry that waited
+in the pool never adds an attempt without backoff.
 """
 
 from __future__ import annotations
@@ -29,6 +44,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from mongoengine import Q
 
 from shared.db.interface import connect_db, update_raw_file, utc_now
 from shared.db.models import BackupStatus, RawFile
@@ -42,23 +59,42 @@ GAVE_UP_MARK = "gave up after"
 MAX_DETAILS_CHARS = 2000
 
 
+@dataclass(frozen=True)
+class UploadRetry:
+    """One upload the sweeper retries now."""
+
+    raw_file_id: str
+    attempts: int  # s3_upload_attempts when the sweep picked it: the retry stops if it changed
+    due: datetime  # when its backoff passed (or, never uploaded, when it became overdue)
+
+    def retry_round(self, now: datetime) -> int:
+        """Whole :data:`MAX_BACKOFF` periods it has been due: after one, a retry that never ran is triggered anew."""
+        return max(0, int((now - self.due) / MAX_BACKOFF))
+
+
 @dataclass
 class SweepReport:
     """What one sweep found."""
 
-    retry: list[str] = field(default_factory=list)
+    retries: list[UploadRetry] = field(default_factory=list)  # to retry now, oldest due first
     stale: list[str] = field(default_factory=list)  # upload_in_progress with an expired lease, now upload_failed
+    never_uploaded: list[str] = field(default_factory=list)  # copying_done for too long: retried now
     waiting: dict[str, datetime] = field(default_factory=dict)  # raw file id -> when it is due
     gave_up: list[str] = field(default_factory=list)
 
+    @property
+    def retry(self) -> list[str]:
+        """The raw file ids to retry now, oldest due first."""
+        return [retry.raw_file_id for retry in self.retries]
+
 
 def backoff(attempts: int, base_minutes: float) -> timedelta:
-    """How long after an attempt started the sweeper retries a raw file with ``attempts`` attempts."""
+    """How long after an attempt failed the sweeper retries a raw file with ``attempts`` attempts."""
     return min(timedelta(minutes=base_minutes) * 2 ** max(attempts, 0), MAX_BACKOFF)
 
 
 def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
-    """Release stale uploads and sort failed ones into retry now / later / given up (see the module docstring)."""
+    """Release stale uploads and sort failed and never-uploaded ones into retry now / later / given up."""
     s3 = settings.backup.s3
     report = SweepReport()
     if not settings.s3_enabled or s3 is None:
@@ -67,33 +103,62 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
     now = now or utc_now()
     lease = timedelta(minutes=s3.stale_upload_minutes)
     for raw_file in RawFile.objects(backup_status=BackupStatus.UPLOAD_IN_PROGRESS.value):
-        if _stale(raw_file, now, lease) and _release(raw_file):
+        if _stale(raw_file, now, lease) and _release(raw_file, now):
             report.stale.append(raw_file.id)
-    candidates = RawFile.objects(backup_status=BackupStatus.UPLOAD_FAILED.value).only(
-        "id", "s3_upload_attempts", "s3_upload_attempted_at", "backup_status_details"
-    )
-    due: list[tuple[datetime, str]] = []
-    for raw_file in candidates:
+    due: list[UploadRetry] = []
+    failed = RawFile.objects(backup_status=BackupStatus.UPLOAD_FAILED.value).only(
+        "id", "backup_status", "s3_upload_attempts", "s3_upload_attempted_at", "s3_upload_failed_at",
+        "backup_status_details",
+    )  # fmt: skip
+    for raw_file in failed:
         attempts = raw_file.s3_upload_attempts or 0
         if attempts >= s3.max_upload_attempts:
             report.gave_up.append(raw_file.id)
             _mark_given_up(raw_file, attempts)
             continue
-        last = raw_file.s3_upload_attempted_at
+        last = raw_file.s3_upload_failed_at or raw_file.s3_upload_attempted_at
         when = (last + backoff(attempts, s3.upload_retry_delay_minutes)) if last else now
         if when <= now:
-            due.append((when, raw_file.id))
+            due.append(UploadRetry(raw_file.id, attempts, when))
         else:
             report.waiting[raw_file.id] = when
-    report.retry = [raw_file_id for _when, raw_file_id in sorted(due)[:MAX_RETRIES_PER_SWEEP]]
+    overdue = timedelta(hours=s3.pending_upload_after_hours)
+    pending = RawFile.objects(
+        Q(backup_status=BackupStatus.COPYING_DONE.value) & (Q(db_updated_at__lte=now - overdue) | Q(db_updated_at=None))
+    ).only("id", "backup_status", "s3_upload_attempts", "file_info", "backup_base_path", "db_updated_at",
+           "backup_status_details")  # fmt: skip
+    for raw_file in pending:
+        if not raw_file.file_info or not raw_file.backup_base_path:
+            log.warning(
+                "%s: copying_done but without file_info or backup_base_path: not uploaded (re-run copy_raw_file)",
+                raw_file.id,
+            )
+            continue
+        attempts = raw_file.s3_upload_attempts or 0
+        if attempts >= s3.max_upload_attempts:
+            report.gave_up.append(raw_file.id)
+            _mark_given_up(raw_file, attempts)
+            continue
+        report.never_uploaded.append(raw_file.id)
+        due.append(UploadRetry(raw_file.id, attempts, (raw_file.db_updated_at or now - overdue) + overdue))
+    due.sort(key=lambda retry: (retry.due, retry.raw_file_id))
+    report.retries = due[:MAX_RETRIES_PER_SWEEP]
     return report
 
 
-def find_backups_to_retry(settings: Settings, now: datetime | None = None) -> list[str]:
-    """The raw file ids whose S3 upload the sweeper retries now (oldest due first), after logging the sweep."""
+def find_upload_retries(settings: Settings, now: datetime | None = None) -> list[UploadRetry]:
+    """The uploads the sweeper retries now (oldest due first), after logging the sweep."""
     report = sweep(settings, now)
     for raw_file_id in report.stale:
         log.warning("%s: upload_in_progress with an expired claim (worker died?): marked upload_failed", raw_file_id)
+    if report.never_uploaded:
+        log.warning(
+            "%d raw file(s) have had a verified local copy (copying_done) for more than %s h without an upload "
+            "(their upload_to_s3 never ran): uploading them now: %s",
+            len(report.never_uploaded),
+            settings.backup.s3.pending_upload_after_hours if settings.backup.s3 else "?",
+            ", ".join(report.never_uploaded),
+        )
     if report.gave_up:
         log.error(
             "%d raw file(s) failed their S3 upload %d times or more; the sweeper gave up on them (clear "
@@ -108,8 +173,13 @@ def find_backups_to_retry(settings: Settings, now: datetime | None = None) -> li
             len(report.waiting),
             min(report.waiting.values()).isoformat(timespec="seconds"),
         )
-    log.info("retrying %d upload(s): %s", len(report.retry), ", ".join(report.retry) or "-")
-    return report.retry
+    log.info("retrying %d upload(s): %s", len(report.retries), ", ".join(report.retry) or "-")
+    return report.retries
+
+
+def find_backups_to_retry(settings: Settings, now: datetime | None = None) -> list[str]:
+    """The raw file ids whose S3 upload the sweeper retries now (oldest due first), after logging the sweep."""
+    return [retry.raw_file_id for retry in find_upload_retries(settings, now)]
 
 
 def _stale(raw_file: RawFile, now: datetime, lease: timedelta) -> bool:
@@ -121,7 +191,7 @@ def _stale(raw_file: RawFile, now: datetime, lease: timedelta) -> bool:
     return updated is None or updated + lease <= now
 
 
-def _release(raw_file: RawFile) -> bool:
+def _release(raw_file: RawFile, now: datetime) -> bool:
     expires = raw_file.upload_claim_expires_at
     reason = (
         f"upload to S3 failed: the run {raw_file.upload_claim_owner or '(unknown)'} stopped renewing its claim"
@@ -137,6 +207,9 @@ def _release(raw_file: RawFile) -> bool:
         },
         backup_status=BackupStatus.UPLOAD_FAILED.value,
         backup_status_details=reason,
+        # The run was known alive until its lease ran out: the backoff counts from then, as Airflow's own
+        # retry of a dead task counts from when it noticed the task was gone.
+        s3_upload_failed_at=min(expires, now) if expires else now,
         upload_claim_owner=None,
         upload_claim_expires_at=None,
     )
@@ -149,6 +222,6 @@ def _mark_given_up(raw_file: RawFile, attempts: int) -> None:
     text = f"gave up after {attempts} attempts; clear upload_to_s3 to retry by hand. Last error: {details}"
     update_raw_file(
         raw_file.id,
-        expected={"backup_status": BackupStatus.UPLOAD_FAILED.value, "s3_upload_attempts": raw_file.s3_upload_attempts},
+        expected={"backup_status": raw_file.backup_status, "s3_upload_attempts": raw_file.s3_upload_attempts},
         backup_status_details=text[:MAX_DETAILS_CHARS],
     )

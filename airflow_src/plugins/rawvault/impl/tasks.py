@@ -141,31 +141,3 @@ def upload_to_s3(**context: Any) -> dict[str, Any]:
         "uploaded": len(result.uploaded),
         "skipped": len(result.skipped),
     }
-
-
-def find_backups_to_retry(**context: Any) -> list[dict[str, str]]:
-    """backup_sweeper: release stale uploads; return one ``op_kwargs`` per raw file to retry now."""
-    from rawvault.sweeper import find_backups_to_retry as find
-
-    return [{"raw_file_id": raw_file_id} for raw_file_id in find(get_settings())]
-
-
-@_fail_fast_on_permanent_errors
-def retry_upload_to_s3(raw_file_id: str, **context: Any) -> dict[str, Any]:
-    """backup_sweeper: upload one raw file again (file info, part size and backup folder from its RawFile)."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from rawvault.s3.backup import UploadInProgressError, upload_raw_file_to_s3
-
-    try:
-        result = upload_raw_file_to_s3(raw_file_id, None, None, get_settings(), part_size=None)
-    except UploadInProgressError as error:
-        raise AirflowSkipException(f"another run is uploading it now: {error}") from error
-    return {
-        "raw_file_id": raw_file_id,
-        "s3_backup_key": result.s3_backup_key,
-        "s3_etag": result.s3_etag,
-        "uploaded": len(result.uploaded),
-        "skipped": len(result.skipped),
-        "parts_resumed": result.parts_resumed,
-    }

@@ -9,8 +9,9 @@
 - Status: ``upload_in_progress`` while running; ``upload_done`` with
   ``s3_backup_key = s3://<bucket>/<key_prefix>`` and ``s3_etag`` only when
   every file is uploaded and verified and the manifest is written; otherwise
-  ``upload_failed`` with the reason in ``backup_status_details``, and the
-  error is raised again so the task fails visibly.
+  ``upload_failed`` with the reason in ``backup_status_details`` and the
+  time in ``s3_upload_failed_at`` (backup_sweeper's backoff counts from it),
+  and the error is raised again so the task fails visibly.
 - ``s3_etag``: for a raw file of one file (Thermo ``.raw``) the ETag S3
   reports for that object; for a set of several files (Bruker ``.d``, Sciex)
   the ETag S3 reports for the set's manifest object
@@ -107,6 +108,10 @@ class UploadNotReadyError(S3PermanentError):
 
 class UploadInProgressError(UploadNotReadyError):
     """Another run holds a live claim on the raw file: this run stops and writes nothing."""
+
+
+class UploadSupersededError(UploadNotReadyError):
+    """Another run attempted the upload since a retry was scheduled: the retry stops and writes nothing."""
 
 
 class UploadClaimLostError(S3PermanentError):
@@ -269,7 +274,21 @@ class _Heartbeat:
         self._thread.join(timeout=30)
 
 
-def _claim(raw_file: RawFile, lease: timedelta) -> Claim:
+def _attempts_query(attempts: int) -> dict[str, Any]:
+    """Compare-and-set condition "the raw file has had ``attempts`` upload attempts" (missing counts as 0)."""
+    return {"s3_upload_attempts__in": [0, None]} if attempts == 0 else {"s3_upload_attempts": attempts}
+
+
+def _superseded_error(raw_file: RawFile, expected_attempts: int) -> UploadSupersededError:
+    return UploadSupersededError(
+        f"raw file {raw_file.id!r} had {expected_attempts} upload attempt(s) when this retry was scheduled and has "
+        f"{raw_file.s3_upload_attempts or 0} now (backup_status {raw_file.backup_status!r}): another run (an Airflow "
+        "retry of upload_to_s3 or a manual clear) attempted it since, so this retry stopped without changing "
+        "anything; backup_sweeper schedules the next one after its backoff if that attempt fails"
+    )
+
+
+def _claim(raw_file: RawFile, lease: timedelta, expected_attempts: int | None = None) -> Claim:
     status = raw_file.backup_status
     if status not in CLAIMABLE_STATUSES:
         raise UploadNotReadyError(
@@ -282,13 +301,16 @@ def _claim(raw_file: RawFile, lease: timedelta) -> Claim:
     owner = new_owner_token()
     attempt = (raw_file.s3_upload_attempts or 0) + 1
     expires = now + lease
+    expected: dict[str, Any] = {
+        "backup_status": status,
+        "upload_claim_owner": raw_file.upload_claim_owner,
+        "upload_claim_expires_at": raw_file.upload_claim_expires_at,
+    }
+    if expected_attempts is not None:
+        expected.update(_attempts_query(expected_attempts))
     claimed = update_raw_file(
         raw_file.id,
-        expected={
-            "backup_status": status,
-            "upload_claim_owner": raw_file.upload_claim_owner,
-            "upload_claim_expires_at": raw_file.upload_claim_expires_at,
-        },
+        expected=expected,
         backup_status=BackupStatus.UPLOAD_IN_PROGRESS.value,
         backup_status_details=f"uploading to S3 (attempt {attempt}, run {owner})",
         s3_upload_attempts=attempt,
@@ -300,6 +322,8 @@ def _claim(raw_file: RawFile, lease: timedelta) -> Claim:
         current = get_raw_file(raw_file.id)
         if current.backup_status == BackupStatus.UPLOAD_IN_PROGRESS.value and _lease_alive(current, utc_now()):
             raise _in_progress_error(current)
+        if expected_attempts is not None and (current.s3_upload_attempts or 0) != expected_attempts:
+            raise _superseded_error(current, expected_attempts)
         raise UploadNotReadyError(
             f"the backup_status of raw file {raw_file.id!r} changed while the upload was starting (now "
             f"{current.backup_status!r}; another run?); retry the task once that run has finished"
@@ -424,6 +448,7 @@ def upload_raw_file_to_s3(
     *,
     part_size: int | None = None,
     progress_interval: float = DEFAULT_INTERVAL_SECONDS,
+    expected_attempts: int | None = None,
 ) -> UploadResult:
     """Upload raw file ``raw_file_id`` from its local backup folder to S3 and record the outcome.
 
@@ -431,21 +456,27 @@ def upload_raw_file_to_s3(
     the recorded ones); ``backup_folder`` from copy_raw_file's (``None``:
     ``<locations.backup>/<backup_base_path>``). ``client`` defaults to one
     from the Airflow connection ``backup.s3.aws_conn_id``. Claims the raw
-    file first (see the module docstring). Raises the
-    :class:`~rawvault.s3.errors.S3BackupError` (or other error) after
-    recording ``upload_failed``; :class:`UploadInProgressError` and
+    file first (see the module docstring). With ``expected_attempts`` (a
+    retry scheduled by backup_sweeper) the claim also requires that the raw
+    file still has that many attempts, so a retry scheduled for a failure
+    that another run has retried since stops (:class:`UploadSupersededError`).
+    Raises the :class:`~rawvault.s3.errors.S3BackupError` (or other error)
+    after recording ``upload_failed`` (with ``s3_upload_failed_at``);
+    :class:`UploadInProgressError`, :class:`UploadSupersededError` and
     :class:`UploadClaimLostError` record nothing.
     """
     s3 = settings.backup.s3
     if not settings.s3_enabled or s3 is None:
         raise S3PermanentError("backup.backup_type is not 's3': there is nothing to upload to S3")
     raw_file = get_raw_file(raw_file_id)
+    if expected_attempts is not None and (raw_file.s3_upload_attempts or 0) != expected_attempts:
+        raise _superseded_error(raw_file, expected_attempts)
     if raw_file.backup_status == BackupStatus.UPLOAD_DONE.value:
         done, client = _verified_done(raw_file, settings, file_info, part_size, client)
         if done is not None:
             log.info("%s: already upload_done and complete in %s: nothing to do", raw_file_id, done.s3_backup_key)
             return done
-    claim = _claim(raw_file, timedelta(minutes=s3.stale_upload_minutes))
+    claim = _claim(raw_file, timedelta(minutes=s3.stale_upload_minutes), expected_attempts)
     try:
         with _Heartbeat(claim):
             files = _resolve_file_info(raw_file, file_info)
@@ -504,7 +535,7 @@ def upload_raw_file_to_s3(
         log.error("%s: %s", raw_file_id, reason)
         try:
             if not _record(claim, "upload_failed", backup_status=BackupStatus.UPLOAD_FAILED.value,
-                           backup_status_details=reason):  # fmt: skip
+                           backup_status_details=reason, s3_upload_failed_at=utc_now()):  # fmt: skip
                 log.error("%s: upload_failed not recorded: another run owns the raw file now", raw_file_id)
         except Exception as db_error:
             log.error("%s: could not record upload_failed: %s", raw_file_id, db_error)

@@ -1,6 +1,7 @@
 """Buckets: one per project, ``<bucket_prefix>-<normalised project id>``.
 
-Normalisation: lower case; every run of characters other than ``a-z0-9``
+Normalisation (:mod:`shared.bucket_names`, shared with the settings
+validation): lower case; every run of characters other than ``a-z0-9``
 becomes one ``-``; leading and trailing ``-`` are dropped. So ``_FALLBACK``
 gives ``fallback`` and ``P_1``, ``p.1`` and ``p-1`` all give ``p-1`` — which
 is why :func:`check_no_bucket_collisions` refuses to let two project ids share
@@ -11,7 +12,6 @@ and suffixes) is an error, never silently shortened.
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -28,39 +28,21 @@ from rawvault.s3.errors import (
     is_access_error,
     is_not_found,
 )
+from shared.bucket_names import bucket_name as _bucket_name
+from shared.bucket_names import normalise_project_id as normalise_project_id  # re-exported
 
 log = logging.getLogger(__name__)
 
 MANAGED_BY_TAG = ("managed-by", "rawvault")
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
-_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
-_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3")
-
-
-def normalise_project_id(project_id: str) -> str:
-    """``project_id`` in bucket-name form: lower case ``a-z0-9`` runs joined by single ``-``."""
-    return re.sub(r"[^a-z0-9]+", "-", project_id.lower()).strip("-")
 
 
 def bucket_name(bucket_prefix: str, project_id: str) -> str:
-    """The bucket of ``project_id``: ``<bucket_prefix>-<normalised project id>``, checked against S3's rules."""
-    normalised = normalise_project_id(project_id or "")
-    if not normalised:
-        raise BucketNameError(
-            f"project id {project_id!r} has no letters or digits, so it gives no bucket name: rename the project"
-        )
-    name = f"{bucket_prefix}-{normalised}"
-    problem = None
-    if not _BUCKET_RE.fullmatch(name):
-        problem = f"is not 3-63 lower-case letters, digits and '-' ({len(name)} characters)"
-    elif name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
-        problem = "uses a prefix or suffix S3 reserves"
-    if problem:
-        raise BucketNameError(
-            f"bucket name {name!r} for project {project_id!r} {problem}: use a shorter project id or "
-            "backup.s3.bucket_prefix"
-        )
-    return name
+    """The bucket of ``project_id``: ``<bucket_prefix>-<normalised project id>``, checked against S3's rules.
+
+    One implementation for the settings validation and the upload: :func:`shared.bucket_names.bucket_name`;
+    a name S3 would refuse raises :class:`BucketNameError`.
+    """
+    return _bucket_name(bucket_prefix, project_id, BucketNameError)
 
 
 def check_no_bucket_collisions(bucket_prefix: str, project_ids: Iterable[str]) -> None:

@@ -23,7 +23,12 @@ the raw file's local backup folder (``NAME.raw``, ``NAME.d/...``).
    wrong size or a wrong ETag (S3's ETag equals the recorded MD5-based ETag
    unless the object is KMS-encrypted; then it must equal the S3 ETag in the
    manifest) is a :class:`RestoreVerificationError` listing every problem,
-   and nothing is downloaded.
+   and nothing is downloaded. An object in an archive tier (``GLACIER``,
+   ``DEEP_ARCHIVE``, or Intelligent-Tiering's archive access tiers) without a
+   restored copy cannot be read: :class:`RestoreArchivedError` lists them with
+   the ``aws s3api restore-object`` command for each (``GLACIER_IR`` needs
+   nothing). S3 answering a download with ``InvalidObjectState`` (the object
+   moved to an archive tier meanwhile) gives the same error for that object.
 2. Download each file with boto3's managed transfer (ranged GETs of one part
    each, ``max_concurrency`` at a time, memory bounded by s3transfer's queue),
    pinned to the object version checked in step 1, into a temporary file
@@ -52,7 +57,7 @@ from typing import Any
 from rawvault.checksum import checksum_file
 from rawvault.local_backup import fsync_dir
 from rawvault.s3 import manifest as manifest_mod
-from rawvault.s3.errors import S3BackupError, classify
+from rawvault.s3.errors import S3BackupError, botocore_cause, classify, error_code
 from rawvault.s3.integrity import (
     check_part_size,
     local_digests,
@@ -82,6 +87,10 @@ DEFAULT_MAX_CONCURRENCY = 4
 DEFAULT_PROGRESS_INTERVAL_SECONDS = 5.0
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 64 * MIB  # shared.settings.DEFAULT_PART_SIZE_MB; only when nothing is recorded
+# Storage classes (and Intelligent-Tiering archive statuses) whose objects must be restored before a GET.
+ARCHIVE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+ARCHIVE_ACCESS_TIERS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
+MAX_COMMANDS_IN_MESSAGE = 20
 
 
 class RestoreError(RuntimeError):
@@ -98,6 +107,10 @@ class RestoreConflictError(RestoreError):
 
 class RestoreVerificationError(RestoreError):
     """An object in S3 is missing or does not hold the recorded content."""
+
+
+class RestoreArchivedError(RestoreError):
+    """Objects are in an archive tier (Glacier Flexible Retrieval, Deep Archive): restore them in S3 first."""
 
 
 @dataclass(frozen=True)
@@ -433,6 +446,68 @@ def _object_problem(response: dict[str, Any] | None, entry: ExpectedFile) -> str
     return None
 
 
+def _archive_tier(response: dict[str, Any]) -> str | None:
+    """The archive tier an object must be restored from before it can be read (``None``: readable now)."""
+    storage_class = response.get("StorageClass") or "STANDARD"
+    archive_status = response.get("ArchiveStatus")
+    if storage_class in ARCHIVE_STORAGE_CLASSES:
+        tier = storage_class
+    elif archive_status in ARCHIVE_ACCESS_TIERS:
+        tier = f"{storage_class} ({archive_status})"
+    else:
+        return None
+    if 'ongoing-request="false"' in (response.get("Restore") or ""):
+        return None  # a restored copy is available until its expiry date
+    return tier
+
+
+def _restore_command(bucket: str, key: str, response: dict[str, Any] | None) -> str:
+    """The ``aws s3api restore-object`` command that makes an archived object readable."""
+    version = version_of(response) if response else None
+    intelligent_tiering = bool(response and response.get("StorageClass") == "INTELLIGENT_TIERING")
+    # Intelligent-Tiering's archive tiers take no Days: the object moves back to the frequent access tier.
+    days = "" if intelligent_tiering else '"Days":7,'
+    request = f'{{{days}"GlacierJobParameters":{{"Tier":"Standard"}}}}'
+    return (
+        f"aws s3api restore-object --bucket {bucket} --key '{key}'"
+        + (f" --version-id {version}" if version else "")
+        + f" --restore-request '{request}'"
+    )
+
+
+def _archived_error(
+    plan: RestorePlan, archived: list[tuple[ExpectedFile, str, dict[str, Any] | None]], *, downloading: bool = False
+) -> RestoreError:
+    """:class:`RestoreArchivedError` naming each archived object, with the command that restores it."""
+    lines = [f"{s3_url(plan.bucket, entry.key)}: {state}" for entry, state, _response in archived]
+    commands = [
+        _restore_command(plan.bucket, entry.key, response)
+        for entry, state, response in archived
+        if "in progress" not in state
+    ]
+    text = (
+        f"{len(archived)} object(s) of {plan.raw_file_id} ({plan.s3_backup_key}) are in an S3 archive tier (Glacier "
+        "Flexible Retrieval or Deep Archive) and cannot be downloaded until they are restored from Glacier in S3; "
+        + ("files restored before it are verified and stay" if downloading else "nothing was downloaded")
+        + ":\n  "
+        + "\n  ".join(lines)
+    )
+    if commands:
+        shown = commands[:MAX_COMMANDS_IN_MESSAGE]
+        more = len(commands) - len(shown)
+        text += (
+            "\nRestore them first (or in the S3 console: select the objects, Actions > Initiate restore), e.g.\n  "
+            + "\n  ".join(shown)
+            + (f"\n  ... and {more} more" if more else "")
+        )
+    text += (
+        "\nA Standard restore takes about 3-5 hours from GLACIER and up to 12 hours from DEEP_ARCHIVE (Bulk is "
+        "cheaper and slower, Expedited faster for GLACIER); run this restore again once every object shows "
+        'ongoing-request="false" (aws s3api head-object)'
+    )
+    return RestoreArchivedError(text)
+
+
 def _verify_download(temp: Path, entry: ExpectedFile, part_size: int, kms: bool, where: str) -> str:
     """Raise :class:`RestoreVerificationError` unless ``temp`` holds ``entry``; return what was verified."""
     if kms and entry.checksum_sha256:
@@ -517,14 +592,20 @@ def restore_plan(
         )
     heads: dict[str, dict[str, Any]] = {}
     problems = []
+    archived: list[tuple[ExpectedFile, str, dict[str, Any] | None]] = []
     for entry in pending:
         response = head(client, plan.bucket, entry.key)
         problem = _object_problem(response, entry)
         if problem:
             problems.append(f"{s3_url(plan.bucket, entry.key)}: {problem}")
-        else:
-            assert response is not None
-            heads[entry.path] = response
+            continue
+        assert response is not None
+        heads[entry.path] = response
+        tier = _archive_tier(response)
+        if tier:
+            ongoing = 'ongoing-request="true"' in (response.get("Restore") or "")
+            archived.append((entry, f"storage class {tier}, " + ("restore in progress" if ongoing else "not restored"),
+                             response))  # fmt: skip
     if problems:
         raise RestoreVerificationError(
             f"the S3 backup of {plan.raw_file_id} ({plan.s3_backup_key}) does not match what the {plan.source} "
@@ -533,6 +614,8 @@ def restore_plan(
             + "\nIn a versioned bucket an older version may still hold the backup (aws s3api list-object-versions); "
             "otherwise restore from the local backup"
         )
+    if archived:
+        raise _archived_error(plan, archived)
     total = sum(entry.size for entry in pending)
     log.info(
         "restoring %s from %s (file list from the %s) into %s: %d file(s) to download (%s), %d already there "
@@ -568,6 +651,10 @@ def restore_plan(
             except OSError as error:
                 raise RestoreError(f"cannot write {temp} while restoring {entry.path}: {error}") from error
             except Exception as error:
+                if error_code(botocore_cause(error) or error) == "InvalidObjectState":
+                    # Moved to an archive tier after it was checked (a lifecycle rule), or HEAD did not say.
+                    refused = [(entry, "S3 refused to read it (InvalidObjectState)", response)]
+                    raise _archived_error(plan, refused, downloading=True) from error
                 raise classify(error, f"downloading {where}") from error
             verified = _verify_download(temp, entry, plan.part_size, is_kms(response), where)
             if _publish(temp, final, entry, plan.part_size):

@@ -60,8 +60,11 @@ def _split(values: list[str]) -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
+BACKUP_STATUS_HELP = "backup status(es), also 'stuck', 'not_started', 'pipeline_error' (status error)"
+
+
 def raw_file_filter(
-    backup_status: Annotated[list[str], Query(description="backup status(es), also 'stuck', 'not_started'")] = [],  # noqa: B006
+    backup_status: Annotated[list[str], Query(description=BACKUP_STATUS_HELP)] = [],  # noqa: B006
     status_: Annotated[list[str], Query(alias="status", description="raw file status(es)")] = [],  # noqa: B006
     instrument: Annotated[list[str], Query(description="instrument id(s)")] = [],  # noqa: B006
     project: Annotated[list[str], Query(description="project id(s)")] = [],  # noqa: B006

@@ -3,9 +3,12 @@
 Rows come in three groups, each sorted newest first, so what needs attention
 is on the first page:
 
-1. failed: ``backup_status`` is ``upload_failed`` or ``copying_failed``;
+1. failed: ``backup_status`` is ``upload_failed`` or ``copying_failed``, or
+   the pipeline failed before the backup (``status`` is ``error``: a failed
+   monitor, checksum or move);
 2. stuck: ``upload_in_progress`` or ``copying_in_progress`` and the document
-   has not been updated for ``stuck_after`` (default :data:`DEFAULT_STUCK_AFTER_HOURS`);
+   has not been updated for ``stuck_after`` (default :data:`DEFAULT_STUCK_AFTER_HOURS`),
+   unless it is in the failed group;
 3. everything else (also raw files whose backup has not started yet).
 
 Paging walks the three groups as one list; each group is a count and at
@@ -32,10 +35,12 @@ MAX_LIMIT = 500
 
 FAILED = (BackupStatus.UPLOAD_FAILED.value, BackupStatus.COPYING_FAILED.value)
 IN_PROGRESS = (BackupStatus.UPLOAD_IN_PROGRESS.value, BackupStatus.COPYING_IN_PROGRESS.value)
+PIPELINE_ERROR_STATUS = RawFileStatus.ERROR.value
 # Pseudo values of the backup_status filter and of the counts, besides the BackupStatus values.
 STUCK = "stuck"
 NOT_STARTED = "not_started"
-BACKUP_STATUS_FILTER_VALUES = (*(s.value for s in BackupStatus), STUCK, NOT_STARTED)
+PIPELINE_ERROR = "pipeline_error"  # status=error: the monitor, checksum or move failed
+BACKUP_STATUS_FILTER_VALUES = (*(s.value for s in BackupStatus), STUCK, NOT_STARTED, PIPELINE_ERROR)
 RAW_FILE_STATUS_VALUES = tuple(s.value for s in RawFileStatus)
 ACQUISITION_HANDLER_DAG_PREFIX = "acquisition_handler."
 
@@ -170,15 +175,21 @@ def _stuck_query(cutoff: datetime) -> Q:
     return Q(backup_status__in=list(IN_PROGRESS)) & (Q(db_updated_at__lt=cutoff) | Q(db_updated_at=None))
 
 
+def _failed_query() -> Q:
+    return Q(backup_status__in=list(FAILED)) | Q(status=PIPELINE_ERROR_STATUS)
+
+
 def _backup_status_query(values: tuple[str, ...], cutoff: datetime) -> Q:
     """Rows whose backup status is any of ``values`` (``stuck`` and ``not_started`` included)."""
     query: Q | None = None
-    real = [v for v in values if v not in (STUCK, NOT_STARTED)]
+    real = [v for v in values if v not in (STUCK, NOT_STARTED, PIPELINE_ERROR)]
     parts = [Q(backup_status__in=real)] if real else []
     if STUCK in values:
-        parts.append(_stuck_query(cutoff))
+        parts.append(_stuck_query(cutoff) & Q(status__ne=PIPELINE_ERROR_STATUS))
     if NOT_STARTED in values:
         parts.append(Q(backup_status=None))
+    if PIPELINE_ERROR in values:
+        parts.append(Q(status=PIPELINE_ERROR_STATUS))
     for part in parts:
         query = part if query is None else query | part
     return query or Q()
@@ -189,11 +200,11 @@ STUCK_GROUP = 1
 
 def _groups(cutoff: datetime) -> list[Q]:
     """The three sort groups (failed, stuck, the rest): disjoint, and together every document."""
-    failed = Q(backup_status__in=list(FAILED))
-    stuck = _stuck_query(cutoff)
-    rest = Q(backup_status__nin=[*FAILED, *IN_PROGRESS]) | (
-        Q(backup_status__in=list(IN_PROGRESS)) & Q(db_updated_at__gte=cutoff)
-    )
+    failed = _failed_query()
+    not_failed = Q(backup_status__nin=list(FAILED)) & Q(status__ne=PIPELINE_ERROR_STATUS)
+    stuck = not_failed & _stuck_query(cutoff)
+    recent = Q(backup_status__in=list(IN_PROGRESS)) & Q(db_updated_at__gte=cutoff)
+    rest = not_failed & (Q(backup_status__nin=list(IN_PROGRESS)) | recent)
     return [failed, stuck, rest]
 
 
@@ -232,7 +243,8 @@ def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str
         "status_details": doc.get("status_details"),
         "backup_status": backup_status,
         "backup_status_details": doc.get("backup_status_details"),
-        "failed": backup_status in FAILED,
+        "failed": backup_status in FAILED or doc.get("status") == PIPELINE_ERROR_STATUS,
+        "pipeline_error": doc.get("status") == PIPELINE_ERROR_STATUS,
         "stuck": stuck,
         "s3_backup_key": doc.get("s3_backup_key"),
         "s3_etag": doc.get("s3_etag"),
@@ -294,11 +306,14 @@ def count_by_backup_status(
     stuck_after: timedelta | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Counts per ``backup_status`` (plus ``stuck`` and ``not_started``) and the filter choices.
+    """Counts per ``backup_status`` (plus ``stuck``, ``not_started`` and ``pipeline_error``) and the filter choices.
 
     The counts honour every filter except ``backup_status`` itself, so they
-    show what choosing a backup status would give. ``instruments`` and
-    ``projects`` list every value in the collection, for the filter menus.
+    show what choosing a backup status would give. ``pipeline_error``
+    counts raw files whose pipeline failed (``status`` ``error``), whatever
+    their backup status; like ``stuck``, it overlaps the per-status counts.
+    ``instruments`` and ``projects`` list every value in the collection,
+    for the filter menus.
     """
     filters = filters or RawFileFilter()
     now = now or datetime.now(UTC)
@@ -314,7 +329,8 @@ def count_by_backup_status(
     return {
         "total": total,
         "counts": counts,
-        STUCK: RawFile.objects(base & _stuck_query(cutoff)).count(),
+        STUCK: RawFile.objects(base & _stuck_query(cutoff) & Q(status__ne=PIPELINE_ERROR_STATUS)).count(),
+        PIPELINE_ERROR: RawFile.objects(base & Q(status=PIPELINE_ERROR_STATUS)).count(),
         "stuck_after_hours": stuck_after.total_seconds() / 3600,
         "instruments": sorted(v for v in RawFile.objects.distinct("instrument_id") if v),
         "projects": sorted(v for v in RawFile.objects.distinct("project_id") if v),
@@ -328,6 +344,7 @@ __all__ = [
     "DEFAULT_STUCK_AFTER_HOURS",
     "ENV_VAR_STUCK_AFTER_HOURS",
     "NOT_STARTED",
+    "PIPELINE_ERROR",
     "STUCK",
     "InvalidFilterError",
     "RawFileFilter",

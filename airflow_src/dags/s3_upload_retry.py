@@ -1,0 +1,47 @@
+"""s3_upload_retry: one retry of one raw file's S3 upload, triggered by backup_sweeper (S3 only)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Param
+
+from rawvault.impl import sweeper_tasks
+from rawvault.impl.dag_defaults import S3_UPLOAD_POOL, S3_UPLOADER_QUEUE, START_DATE, default_args
+from shared.settings import get_settings
+
+DOC = """
+Uploads one raw file to S3 again (conf `{"raw_file_id": ..., "attempts": ...}`, set by `backup_sweeper`)
+from its recorded `file_info` and local backup folder, resuming unfinished multipart uploads.
+Skipped when another run is uploading it or has attempted it since the sweep (`attempts` differs);
+leave `attempts` out to retry by hand whatever the count. No retries of its own: the next sweep
+retries a failure after its backoff.
+"""
+
+settings = get_settings()
+
+if settings.s3_enabled and settings.backup.s3 is not None:
+    with DAG(
+        dag_id=sweeper_tasks.UPLOAD_RETRY_DAG_ID,
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=sweeper_tasks.MAX_ACTIVE_RETRY_RUNS,
+        default_args=default_args(settings, S3_UPLOADER_QUEUE),
+        tags=["rawvault"],
+        doc_md=DOC,
+        params={
+            "raw_file_id": Param(type="string", minLength=1, description="id of the RawFile to upload again"),
+            sweeper_tasks.ATTEMPTS_KEY: Param(
+                None, type=["null", "integer"], minimum=0, description="its upload attempts when the sweep saw it"
+            ),
+        },
+    ):
+        PythonOperator(
+            task_id="upload_to_s3",
+            python_callable=sweeper_tasks.retry_upload_to_s3,
+            pool=S3_UPLOAD_POOL,
+            retries=0,  # the next sweep is the retry, with backoff
+            execution_timeout=timedelta(hours=settings.backup.s3.upload_timeout_hours),
+        )

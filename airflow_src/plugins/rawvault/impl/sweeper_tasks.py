@@ -1,0 +1,87 @@
+"""Task callables of ``backup_sweeper`` (find and mark) and ``s3_upload_retry`` (one raw file's retry).
+
+The sweeper never uploads itself: it triggers one ``s3_upload_retry`` run per
+raw file and ends, so a retry that takes hours never delays the next sweep
+(nor its release of stale leases). Each run's id names the raw file and the
+attempt it retries, so a sweep never triggers the same retry twice while it
+waits for a pool slot; only a retry that has been due for a whole
+``MAX_BACKOFF`` without anyone attempting the upload is triggered again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rawvault.impl.context import raw_file_id_from, run_id_for
+from rawvault.s3.errors import S3PermanentError
+from shared.db.interface import utc_now
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+UPLOAD_RETRY_DAG_ID = "s3_upload_retry"
+ATTEMPTS_KEY = "attempts"
+# s3_upload_retry runs active at once. Runs waiting for an s3_upload_pool slot count as active, and the pool
+# (not this) is what limits the uploads; a sweep triggers at most rawvault.sweeper.MAX_RETRIES_PER_SWEEP.
+MAX_ACTIVE_RETRY_RUNS = 200
+
+
+def retry_run_id(raw_file_id: str, attempts: int, retry_round: int = 0) -> str:
+    """The ``s3_upload_retry`` run id of attempt ``attempts + 1`` of a raw file (``retry_round`` > 0: re-triggered)."""
+    return f"{run_id_for(raw_file_id)}__attempt{attempts + 1}" + (f"__{retry_round}" if retry_round else "")
+
+
+def find_upload_retries(**context: Any) -> list[dict[str, Any]]:
+    """backup_sweeper: release stale uploads; one TriggerDagRunOperator kwargs per raw file to retry now."""
+    from rawvault.sweeper import find_upload_retries as find
+
+    now = utc_now()
+    return [
+        {
+            "trigger_run_id": retry_run_id(retry.raw_file_id, retry.attempts, retry.retry_round(now)),
+            "conf": {"raw_file_id": retry.raw_file_id, ATTEMPTS_KEY: retry.attempts},
+        }
+        for retry in find(get_settings(), now)
+    ]
+
+
+def _attempts_from(context: dict[str, Any]) -> int | None:
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    value = conf.get(ATTEMPTS_KEY, (context.get("params") or {}).get(ATTEMPTS_KEY))
+    if value is None:
+        return None  # triggered by hand: retry whatever the attempt count
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AirflowFailException(
+            f"the conf key {ATTEMPTS_KEY!r} of this run must be the raw file's upload attempt count (a whole number "
+            f'of 0 or more) or be left out, not {value!r}: trigger it with {{"raw_file_id": "<raw file id>"}}'
+        )
+    return value
+
+
+def retry_upload_to_s3(**context: Any) -> dict[str, Any]:
+    """s3_upload_retry: upload one raw file again from its recorded file_info and local backup folder.
+
+    Skipped (nothing written) when another run is uploading it or has attempted it since the sweep.
+    """
+    from rawvault.s3.backup import UploadInProgressError, UploadSupersededError, upload_raw_file_to_s3
+
+    raw_file_id = raw_file_id_from(context)
+    attempts = _attempts_from(context)
+    try:
+        result = upload_raw_file_to_s3(raw_file_id, None, None, get_settings(), expected_attempts=attempts)
+    except (UploadInProgressError, UploadSupersededError) as error:
+        raise AirflowSkipException(str(error)) from error
+    except S3PermanentError as error:
+        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+    return {
+        "raw_file_id": raw_file_id,
+        "s3_backup_key": result.s3_backup_key,
+        "s3_etag": result.s3_etag,
+        "uploaded": len(result.uploaded),
+        "skipped": len(result.skipped),
+        "parts_resumed": result.parts_resumed,
+    }
