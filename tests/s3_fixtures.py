@@ -211,7 +211,12 @@ def auth_s3() -> Iterator[AuthS3]:
 
 def make_settings(tmp_path: Path, bucket_prefix: str, **s3: Any) -> Settings:
     """S3 settings for tests: 5 MiB parts, the backup under ``tmp_path/backup``."""
-    raw = {
+    return parse_settings(settings_document(tmp_path, bucket_prefix, **s3), tmp_path / "rawvault.test.yaml")
+
+
+def settings_document(tmp_path: Path, bucket_prefix: str, **s3: Any) -> dict[str, Any]:
+    """The YAML document behind :func:`make_settings` (to write it to a file)."""
+    return {
         "instruments": {
             "thermo1": {"type": "thermo", "path": str(tmp_path / "instruments" / "thermo1")},
             "tims1": {"type": "bruker", "path": str(tmp_path / "instruments" / "tims1")},
@@ -222,7 +227,6 @@ def make_settings(tmp_path: Path, bucket_prefix: str, **s3: Any) -> Settings:
             "s3": {"region": REGION, "bucket_prefix": bucket_prefix, "part_size_mb": 5, **s3},
         },
     }
-    return parse_settings(raw, tmp_path / "rawvault.test.yaml")
 
 
 def unique_prefix() -> str:

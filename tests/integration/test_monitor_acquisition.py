@@ -71,3 +71,13 @@ def test_acquisition_deleted_while_watched_fails_clearly(env: PipelineEnv) -> No
     path.unlink()
     with pytest.raises(AcquisitionGoneError, match=r"'gone\.raw' is no longer at .*gone\.raw: it was deleted or moved"):
         acquisition_finished(raw_file_id, env.settings)
+
+
+def test_raw_file_of_another_instrument_is_refused(env: PipelineEnv) -> None:
+    from rawvault.acquisition import WrongInstrumentError
+
+    write_bytes(env.instrument_path("thermo1") / "t.raw", 10, seed=1)
+    (raw_file_id,) = register_new_raw_files("thermo1", env.settings)
+    with pytest.raises(WrongInstrumentError, match=r"belongs to instrument 'thermo1', not 'tims1'.*thermo1 for it"):
+        acquisition_finished(raw_file_id, env.settings, instrument_id="tims1")
+    assert not acquisition_finished(raw_file_id, env.settings, instrument_id="thermo1")

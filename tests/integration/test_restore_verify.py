@@ -36,7 +36,16 @@ from rawvault.s3.restore import (  # noqa: E402
 from rawvault.s3.verify import DriftKind, verify_backups  # noqa: E402
 from shared.db.interface import create_project, create_raw_file, get_raw_file, update_raw_file  # noqa: E402
 from shared.settings import Settings, get_settings, load_settings  # noqa: E402
-from tests.s3_fixtures import PART, REGION, file_info_of, make_bruker_set, make_client, make_thermo_file, unique_prefix  # noqa: E402
+from tests.s3_fixtures import (  # noqa: E402
+    PART,
+    REGION,
+    file_info_of,
+    make_bruker_set,
+    make_client,
+    make_thermo_file,
+    settings_document,
+    unique_prefix,
+)
 
 pytest_plugins = ["tests.s3_fixtures"]
 pytestmark = pytest.mark.timeout(600)
@@ -61,23 +70,7 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Env:
     """A settings file of its own (unique bucket prefix), selected through RAWVAULT_CONFIG, and the AWS connection."""
-    raw = {
-        "instruments": {
-            "thermo1": {"type": "thermo", "path": str(tmp_path / "instruments" / "thermo1")},
-            "tims1": {"type": "bruker", "path": str(tmp_path / "instruments" / "tims1")},
-        },
-        "locations": {"backup": str(tmp_path / "backup")},
-        "backup": {
-            "backup_type": "s3",
-            "s3": {
-                "region": REGION,
-                "bucket_prefix": unique_prefix(),
-                "part_size_mb": 5,
-                "auto_create_buckets": True,
-                "max_concurrency": 4,
-            },
-        },
-    }
+    raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, max_concurrency=4)
     config_path = tmp_path / "rawvault.test.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("RAWVAULT_CONFIG", str(config_path))
@@ -426,20 +419,7 @@ def _simulate_kms_etags(client: Any) -> Any:
 def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     mongo_uri, tmp_path, s3_server, monkeypatch
 ) -> None:
-    raw = {
-        "instruments": {"tims1": {"type": "bruker", "path": str(tmp_path / "tims1")}},
-        "locations": {"backup": str(tmp_path / "backup")},
-        "backup": {
-            "backup_type": "s3",
-            "s3": {
-                "region": REGION,
-                "bucket_prefix": unique_prefix(),
-                "part_size_mb": 5,
-                "auto_create_buckets": True,
-                "server_side_encryption": "aws:kms",
-            },
-        },
-    }
+    raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, server_side_encryption="aws:kms")
     config_path = tmp_path / "kms.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     kms_env = Env(load_settings(config_path), config_path, tmp_path)

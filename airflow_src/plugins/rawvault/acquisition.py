@@ -15,6 +15,10 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class WrongInstrumentError(ValueError):
+    """The raw file belongs to another instrument than the DAG run handling it."""
+
+
 class AcquisitionGoneError(RuntimeError):
     """The raw file disappeared from the instrument folder while it was being watched."""
 
@@ -55,9 +59,17 @@ def newer_acquisition_exists(raw_file: RawFile) -> bool:
     )
 
 
-def acquisition_finished(raw_file_id: str, settings: Settings) -> bool:
-    """One look at a running acquisition (a sensor poke); records what it saw on the ``RawFile``."""
+def acquisition_finished(raw_file_id: str, settings: Settings, instrument_id: str | None = None) -> bool:
+    """One look at a running acquisition (a sensor poke); records what it saw on the ``RawFile``.
+
+    With ``instrument_id`` (the DAG's instrument), a raw file of another instrument is refused.
+    """
     raw_file = get_raw_file(raw_file_id)
+    if instrument_id is not None and raw_file.instrument_id != instrument_id:
+        raise WrongInstrumentError(
+            f"raw file {raw_file_id!r} belongs to instrument {raw_file.instrument_id!r}, not {instrument_id!r}: "
+            f"trigger acquisition_handler.{raw_file.instrument_id} for it instead"
+        )
     instrument = settings.instruments[raw_file.instrument_id]
     raw_file_path = instrument.path / raw_file.original_name
     if not raw_file_path.exists():

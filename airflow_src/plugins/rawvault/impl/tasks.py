@@ -17,13 +17,12 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rawvault import pipeline, watcher
-from rawvault.acquisition import AcquisitionGoneError, acquisition_finished
+from rawvault.acquisition import AcquisitionGoneError, WrongInstrumentError, acquisition_finished
 from rawvault.checksum import TooManyPartsError
 from rawvault.file_mover import MoveRefusedError
 from rawvault.impl.context import raw_file_id_from, run_id_for
 from rawvault.local_backup import BackupConflictError, CopyVerificationError
 from rawvault.s3.errors import S3PermanentError
-from shared.db.interface import get_raw_file
 from shared.instrument_types import RawFileSetError
 from shared.settings import get_settings
 
@@ -31,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     AcquisitionGoneError,
+    WrongInstrumentError,
     BackupConflictError,
     CopyVerificationError,
     TooManyPartsError,
@@ -63,19 +63,8 @@ def register_new_raw_files(instrument_id: str, **context: Any) -> list[dict[str,
 @_fail_fast_on_permanent_errors
 def monitor_acquisition(**context: Any) -> bool:
     """Sensor poke: return whether the acquisition has finished."""
-    raw_file_id = raw_file_id_from(context)
-    _check_instrument(raw_file_id, context)
-    return acquisition_finished(raw_file_id, get_settings())
-
-
-def _check_instrument(raw_file_id: str, context: Any) -> None:
     instrument_id = context["dag"].dag_id.partition(".")[2]
-    raw_file = get_raw_file(raw_file_id)
-    if raw_file.instrument_id != instrument_id:
-        raise AirflowFailException(
-            f"raw file {raw_file_id!r} belongs to instrument {raw_file.instrument_id!r}, not {instrument_id!r}: "
-            f"trigger acquisition_handler.{raw_file.instrument_id} for it instead"
-        )
+    return acquisition_finished(raw_file_id_from(context), get_settings(), instrument_id)
 
 
 @_fail_fast_on_permanent_errors
