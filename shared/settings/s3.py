@@ -1,0 +1,116 @@
+"""The backup sections: local only, or local plus S3 (buckets, credentials, part size, retries)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from shared.settings.base import CRON_FIX, FIXES, CronExpression, Section
+
+MIB = 1024 * 1024
+# S3 multipart limits: parts of 5 MiB to 5 GiB, at most 10,000 parts per object.
+S3_MIN_PART_MB = 5
+S3_MAX_PART_MB = 5 * 1024
+S3_MAX_PARTS = 10_000
+DEFAULT_PART_SIZE_MB = 64
+
+STORAGE_CLASSES = (
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+)
+
+FIXES.update(
+    {
+        "backup.backup_type": "set it to 'local' (local copy only) or 's3' (local copy plus S3 upload)",
+        "backup.s3": "add a backup.s3 section (region, bucket_prefix, ...) or set backup.backup_type: local",
+        "backup.s3.region": "set it to the AWS region of your buckets, e.g. eu-central-1",
+        "backup.s3.bucket_prefix": "set it to the prefix of your bucket names, e.g. myfacility-rawdata",
+        "backup.s3.part_size_mb": (
+            f"use a whole number of MiB from {S3_MIN_PART_MB} to {S3_MAX_PART_MB}; with at most "
+            f"{S3_MAX_PARTS} parts per object, the largest raw file is part_size_mb x {S3_MAX_PARTS}"
+        ),
+        "backup.s3.storage_class": f"use one of {', '.join(STORAGE_CLASSES)}",
+        "backup.s3.server_side_encryption": "use AES256 or aws:kms (with kms_key_id)",
+        "backup.s3.max_upload_attempts": (
+            "use a whole number from 1 to 100 (attempts of one raw file's upload in total)"
+        ),
+        "backup.s3.stale_upload_minutes": (
+            "use minutes above 0 (at most a day) and below backup.s3.upload_retry_delay_minutes (when upload_retries "
+            "is above 0), so an Airflow retry of upload_to_s3 finds the lease of a dead run expired"
+        ),
+        "backup.s3.pending_upload_after_hours": "use hours above 0 (at most a year), e.g. 6",
+        "backup.s3.sweep_schedule": CRON_FIX,
+    }
+)
+
+
+class S3Settings(Section):
+    """The S3 upload: buckets, credentials, part size and object settings."""
+
+    region: str
+    bucket_prefix: str
+    aws_conn_id: str = "aws_default"
+    part_size_mb: Annotated[int, Field(ge=S3_MIN_PART_MB, le=S3_MAX_PART_MB)] = DEFAULT_PART_SIZE_MB
+    auto_create_buckets: bool = False
+    storage_class: Literal[STORAGE_CLASSES] = "STANDARD"  # type: ignore[valid-type]
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = "AES256"
+    kms_key_id: str | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    upload_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    upload_retry_delay_minutes: Annotated[float, Field(ge=0)] = 15.0
+    upload_timeout_hours: Annotated[float, Field(gt=0)] = 24.0
+    # backup_sweeper: when it looks for failed and stale uploads, and how often it retries one.
+    sweep_schedule: CronExpression = "*/15 * * * *"
+    max_upload_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    # Lease of a running upload on its raw file (renewed while it runs); an upload_in_progress
+    # raw file whose lease expired is stale (its worker died) and may be taken over.
+    stale_upload_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
+    # backup_sweeper also uploads copying_done raw files untouched this long: their upload_to_s3 never ran.
+    pending_upload_after_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 6.0
+
+    @field_validator("region", "bucket_prefix")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("bucket_prefix")
+    @classmethod
+    def _bucket_prefix_shape(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,40}", value):
+            raise ValueError(
+                "must be 2-41 characters of lower-case letters, digits and '-', starting with a letter or digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _kms_needs_key(self) -> S3Settings:
+        if self.kms_key_id and self.server_side_encryption != "aws:kms":
+            raise ValueError("kms_key_id is set but server_side_encryption is not 'aws:kms'")
+        return self
+
+    @property
+    def part_size_bytes(self) -> int:
+        return self.part_size_mb * MIB
+
+
+class BackupSettings(Section):
+    """Which backup to make: local only, or local plus S3."""
+
+    backup_type: Literal["local", "s3"]
+    s3: Annotated[S3Settings | None, Field(validate_default=True)] = None
+
+    @field_validator("s3", mode="after")
+    @classmethod
+    def _s3_section_when_s3(cls, value: S3Settings | None, info: ValidationInfo) -> S3Settings | None:
+        if value is None and info.data.get("backup_type") == "s3":
+            raise ValueError("backup_type is 's3' but this section is missing")
+        return value

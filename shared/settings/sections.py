@@ -1,0 +1,81 @@
+"""The settings sections of the pipeline: instruments, locations, acquisition, watcher, file mover, Airflow."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from shared.instrument_types import INSTRUMENT_TYPES
+from shared.settings.base import CRON_FIX, FIXES, CronExpression, FolderPath, Section
+
+INSTRUMENT_TYPE_FIX = f"set it to one of {', '.join(sorted(INSTRUMENT_TYPES))}"
+INSTRUMENT_PATH_FIX = "set it to the folder the instrument writes its raw files to"
+INSTRUMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+FIXES.update(
+    {
+        "watcher.schedule": CRON_FIX,
+        "instruments": "list each instrument as <instrument_id>: {type: ..., path: ...}",
+        "locations.backup": "set it to the root folder of the local backup",
+    }
+)
+
+
+class InstrumentSettings(Section):
+    """One instrument: its type and the folder it writes raw files to."""
+
+    type: str
+    path: FolderPath
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in INSTRUMENT_TYPES:
+            raise ValueError(f"unknown instrument type {value!r}")
+        return value
+
+
+class LocationSettings(Section):
+    """Where the local backup lives."""
+
+    backup: FolderPath
+
+
+class AcquisitionSettings(Section):
+    """When an acquisition counts as finished."""
+
+    poke_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    size_stable_seconds: Annotated[float, Field(ge=0)] = 300.0
+    timeout_hours: Annotated[float, Field(gt=0)] = 48.0
+
+
+class WatcherSettings(Section):
+    """How instrument folders are watched for new raw files."""
+
+    schedule: CronExpression = "*/5 * * * *"
+    fallback_project_id: str = "_FALLBACK"
+
+
+class FileMoverSettings(Section):
+    """When and where acquisitions are moved aside on the instrument share."""
+
+    delay_minutes: float = 60.0
+    target_folder: str = "Backup"
+
+    @field_validator("target_folder")
+    @classmethod
+    def _plain_folder_name(cls, value: str) -> str:
+        if not value or "/" in value or "\\" in value or value in (".", ".."):
+            raise ValueError("must be a plain folder name inside the instrument folder, e.g. Backup")
+        return value
+
+
+class AirflowSettings(Section):
+    """Airflow wiring: Celery queue names."""
+
+    queue_prefix: str = ""
+    task_retries: Annotated[int, Field(ge=0, le=20)] = 2
+    retry_delay_minutes: Annotated[float, Field(ge=0)] = 5.0
+    max_active_handler_runs: Annotated[int, Field(ge=1, le=100_000)] = 1000
