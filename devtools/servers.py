@@ -202,7 +202,8 @@ class RcloneS3Server(_ServerProcess):
 
     name = "rclone-s3"
     access_key = "rawvault-rclone-key"
-    secret_key = "rawvault-rclone-secret"  # a local test server's key pair: it never leaves this machine
+    # A local test server's key pair: it never leaves this machine.
+    secret_key = "rawvault-rclone-secret"  # noqa: S105
 
     def __init__(self, port: int | None = None, data_path: Path | None = None, log_path: Path | None = None) -> None:
         super().__init__(port, log_path)
