@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -171,7 +172,10 @@ class RcloneS3Server(_ServerProcess):
     signatures against :attr:`credentials` (``--auth-key``), serves path-style
     URLs (``--force-path-style``) and gives MD5 ETags (``--etag-hash MD5``).
     Objects survive a restart (they are files); unfinished multipart uploads
-    and user metadata live in memory and do not. Buckets are folders below
+    and user metadata live in memory and do not. With ``tls=True`` it serves
+    HTTPS with a self-signed certificate for 127.0.0.1 (:attr:`ca_bundle`, for
+    boto3's ``verify``): botocore sends flexible checksums as an ``aws-chunked``
+    trailer only over HTTPS, and this server refuses those requests. Buckets are folders below
     ``data_path``; the backend is rclone's on-the-fly ``:local:`` remote, so no
     ``rclone.conf`` is read (``RCLONE_CONFIG`` points at an empty file of its own).
 
@@ -205,13 +209,21 @@ class RcloneS3Server(_ServerProcess):
     # A local test server's key pair: it never leaves this machine.
     secret_key = "rawvault-rclone-secret"  # noqa: S105
 
-    def __init__(self, port: int | None = None, data_path: Path | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, data_path: Path | None = None, log_path: Path | None = None, tls: bool = False
+    ) -> None:
         super().__init__(port, log_path)
         self.data_path = data_path or self.workdir / "data"
+        self.tls = tls
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
+
+    @property
+    def ca_bundle(self) -> str | bool:
+        """boto3's ``verify`` for this server: its certificate with TLS, else True (unused over HTTP)."""
+        return str(self.workdir / "cert.pem") if self.tls else True
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -230,17 +242,55 @@ class RcloneS3Server(_ServerProcess):
             "--force-path-style=true",
             "--etag-hash", "MD5",
             "--log-level", "NOTICE",
-        ]  # fmt: skip
+        ] + (self._tls_flags() if self.tls else [])  # fmt: skip
+
+    def _tls_flags(self) -> list[str]:
+        cert, key = self.workdir / "cert.pem", self.workdir / "key.pem"
+        if not cert.exists():
+            _write_self_signed_certificate(cert, key)
+        return ["--cert", str(cert), "--key", str(key)]
 
     def is_ready(self) -> bool:
         # Any HTTP answer means it is serving: an unsigned request gets 403, which is an answer too.
+        context = ssl.create_default_context(cafile=str(self.ca_bundle)) if self.tls else None
         try:
-            with urllib.request.urlopen(f"{self.endpoint_url}/", timeout=1):
+            with urllib.request.urlopen(f"{self.endpoint_url}/", timeout=1, context=context):
                 return True
         except urllib.error.HTTPError:
             return True
         except Exception:
             return False
+
+
+def _write_self_signed_certificate(cert_path: Path, key_path: Path) -> None:
+    """A key and a certificate for 127.0.0.1, valid for a week (a test server's, never trusted elsewhere)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
 def local_s3_client(endpoint_url: str, **client_kwargs: object) -> object:
