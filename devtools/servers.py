@@ -179,29 +179,34 @@ class RcloneS3Server(_ServerProcess):
     ``data_path``; the backend is rclone's on-the-fly ``:local:`` remote, so no
     ``rclone.conf`` is read (``RCLONE_CONFIG`` points at an empty file of its own).
 
-    Measured against moto's server with boto3 1.44 (``tests/integration/test_s3_servers.py``
-    keeps these true; "moto" behaves like AWS in every row):
+    What it does differently from moto's server (5.2.5), measured with boto3 1.44 over HTTP and kept
+    true by ``tests/integration/test_s3_servers.py`` (moto answers as AWS unless noted):
 
-    ================================  =========================  ==========================================
-    behaviour                         moto                       rclone serve s3 1.75.2
-    ================================  =========================  ==========================================
-    PUT ``If-None-Match: *`` on an    412 PreconditionFailed     accepted, the object is replaced
-    existing key
-    CompleteMultipartUpload           412 PreconditionFailed     accepted, the object is replaced
-    ``If-None-Match: *``
-    multipart ETag (12 MiB, 5 MiB     ``md5(part md5s)-3``       MD5 of the whole object, no ``-N``
-    parts)
-    SHA-256 on PUT / UploadPart       validated, returned        see RCLONE_MEASURED below
-    / Complete / HEAD ChecksumMode
-    versioning                        Enabled / Suspended        NotImplemented
-    Object Lock                       supported                  NotImplemented
-    default bucket encryption         supported                  NotImplemented
-    ``ServerSideEncryption`` on PUT   echoed                     see RCLONE_MEASURED below
-    ListMultipartUploads / ListParts  supported                  see RCLONE_MEASURED below
-    bucket names of 1-2 characters    refused (InvalidBucket)    see RCLONE_MEASURED below
-    boto3 >= 1.36 default checksum    accepted                   see RCLONE_MEASURED below
-    headers (CRC32, aws-chunked)
-    ================================  =========================  ==========================================
+    - ``If-None-Match: *`` over an existing key, on PUT and on CompleteMultipartUpload: moto 412
+      PreconditionFailed; rclone accepts it and replaces the object. ``If-Match`` likewise ignored.
+    - Multipart ETag (12 MiB in 5 MiB parts): moto ``md5(part MD5s)-3`` on Complete and HEAD; rclone
+      answers Complete with ``md5(part MD5s)-3`` but HEAD with the whole object's MD5.
+    - SHA-256: on a PUT both store it and return it on HEAD (``ChecksumMode``), rclone not in the PUT
+      answer. On parts and multipart objects: moto returns them (HEAD: composite without AWS's ``-N``);
+      rclone none. A PUT with a wrong SHA-256: both accept it (AWS refuses); moto stores none, rclone
+      stores the wrong one. A wrong ``Content-MD5``: moto accepts, rclone BadDigest.
+    - boto3 >= 1.36 default checksums (CRC32): over HTTP (a header) both accept and store them. Over
+      HTTPS botocore sends every flexible checksum as an ``aws-chunked`` trailer, which rclone refuses
+      (MissingContentLength); only ``when_required`` without ``ChecksumAlgorithm`` works there.
+    - Versioning: moto yes; rclone GET gives no status, PUT NotImplemented.
+    - Object Lock: moto honours ``ObjectLockEnabledForBucket`` and retention on PUT, but drops the
+      retention given at CreateMultipartUpload and does not answer GetObjectRetention (HEAD shows the
+      retention). rclone accepts the flag and ignores it, answers an empty lock configuration, and
+      echoes retention headers of a PUT on HEAD without enforcing them.
+    - Bucket encryption, tagging, public access block, lifecycle: moto yes; rclone answers a GET with
+      an empty 200 and a PUT with BucketAlreadyExists (so rawvault's auto-create fails there).
+    - ``ServerSideEncryption`` on PUT: both echo it on HEAD (rclone stores the file plain, and not in
+      the PUT answer); ``aws:kms`` still gives an MD5 ETag on both (AWS does not).
+    - ListMultipartUploads / ListParts: both work, neither lists a part's SHA-256; rclone lists no
+      ``ChecksumAlgorithm``, answers NoSuchUpload when a bucket has no unfinished upload, and loses
+      them on restart (and after 24 idle hours, ``--multipart-expiry``).
+    - User metadata keys: moto as sent; rclone in HTTP canonical case (``Md5``, ``Raw-File-Id``).
+    - Bucket names under 3 characters: both InvalidBucketName.
     """
 
     name = "rclone-s3"
