@@ -281,7 +281,8 @@ class ThrottledReader:
 
     def read(self, amount: int | None = -1) -> bytes:
         data = self.raw.read(amount)
-        self.limiter.throttle(len(data))
+        if data:
+            self.limiter.throttle(len(data))
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
