@@ -100,10 +100,12 @@ class BandwidthWindow(Section):
 
     @model_validator(mode="after")
     def _not_empty(self) -> BandwidthWindow:
-        if minutes(self.start) % MINUTES_PER_DAY == minutes(self.end) % MINUTES_PER_DAY:
+        if self.start == "24:00":
+            raise ValueError('from "24:00" is the next day\'s "00:00": write that, on the next day')
+        if minutes(self.start) == minutes(self.end):
             raise ValueError(
-                f"from {self.start!r} and to {self.end!r} give a window of no length (or of exactly 24 hours): for a "
-                'whole day write from: "00:00", to: "24:00"'
+                f"from {self.start!r} and to {self.end!r} give a window of no length: for a whole day write "
+                'from: "00:00", to: "24:00"'
             )
         return self
 
