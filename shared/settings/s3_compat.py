@@ -17,7 +17,8 @@ from shared.settings.base import FIXES, Section
 # backup_sweeper never waits longer than this between two attempts of one upload (rawvault.sweeper.MAX_BACKOFF;
 # a unit test keeps the two equal). Here because settings cannot import rawvault.
 UPLOAD_BACKOFF_CAP_HOURS = 6.0
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
 # Where lifecycle transitions may go (S3's "waterfall": each class may move only to a later one).
 TRANSITION_ORDER = (
@@ -81,7 +82,7 @@ class BandwidthWindow(Section):
     """A weekly time window with its own upload limit, in the facility's time zone (``timezone``)."""
 
     # The days the window starts on; a window whose end is not after its start ends on the next day.
-    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = WEEKDAYS
+    days: tuple[Weekday, ...] = WEEKDAYS
     start: TimeOfDay = Field(alias="from")
     end: TimeOfDay = Field(alias="to")
     limit_mbit: Annotated[float, Field(ge=0)]  # 0 pauses uploads inside the window
