@@ -17,9 +17,10 @@ from botocore.exceptions import ClientError
 
 pytest.register_assert_rewrite("tests.s3_fixtures")  # it is imported here before pytest loads it as a plugin
 
+from devtools.servers import RcloneS3Server  # noqa: E402
 from rawvault.s3.buckets import ensure_bucket  # noqa: E402
 from rawvault.s3.errors import S3PermanentError  # noqa: E402
-from tests.s3_fixtures import MIB, PART, S3Backend  # noqa: E402
+from tests.s3_fixtures import MIB, PART, S3Backend, backend_of  # noqa: E402
 
 pytest_plugins = ["tests.s3_fixtures"]
 
@@ -226,3 +227,20 @@ def test_user_metadata_keys(s3_backend: S3Backend, backend_bucket: str) -> None:
 def test_bucket_names_shorter_than_three_characters(s3_backend: S3Backend) -> None:
     with pytest.raises(ClientError, match="InvalidBucketName"):
         s3_backend.client().create_bucket(Bucket="ab")
+
+
+def test_rclone_restart_keeps_objects_and_loses_unfinished_uploads() -> None:
+    with RcloneS3Server() as server:
+        backend = backend_of("rclone", server)
+        client = backend.client()
+        bucket = backend.new_bucket(client)
+        client.put_object(Bucket=bucket, Key="kept.raw", Body=b"kept")
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+        client.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1, Body=PARTS[0])
+        port = server.port
+        server.stop()
+        server.start()
+        assert server.port == port
+        assert client.get_object(Bucket=bucket, Key="kept.raw")["Body"].read() == b"kept"
+        with pytest.raises(ClientError, match="NoSuchUpload"):
+            client.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)
