@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shared.settings.base import CRON_FIX, FIXES, CronExpression, Section
+from shared.settings.s3_compat import BandwidthSettings, LifecycleSettings, ObjectLockSettings
 
 MIB = 1024 * 1024
 # S3 multipart limits: parts of 5 MiB to 5 GiB, at most 10,000 parts per object.
@@ -74,6 +75,12 @@ class S3Settings(Section):
     stale_upload_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
     # backup_sweeper also uploads copying_done raw files untouched this long: their upload_to_s3 never ran.
     pending_upload_after_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 6.0
+    # S3-compatible stores (see shared.settings.s3_compat and README "S3-compatible stores").
+    compatibility: Literal["auto", "aws", "strict"] = "auto"
+    reprobe_after_days: Annotated[float, Field(gt=0, le=365)] = 7.0
+    bandwidth: BandwidthSettings | None = None
+    object_lock: ObjectLockSettings | None = None
+    lifecycle: LifecycleSettings | None = None
 
     @field_validator("region", "bucket_prefix")
     @classmethod
