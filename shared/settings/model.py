@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import field_validator
 
 from shared.bucket_names import bucket_name
+from shared.settings.alerts import AlertSettings, alert_cross_checks
 from shared.settings.base import Section
 from shared.settings.s3 import DEFAULT_PART_SIZE_MB, MIB, BackupSettings
 from shared.settings.sections import (
@@ -30,6 +31,7 @@ class Settings(Section):
     file_mover: FileMoverSettings = FileMoverSettings()
     airflow: AirflowSettings = AirflowSettings()
     backup: BackupSettings
+    alerts: AlertSettings = AlertSettings()
     source: Path = Path("<memory>")  # the YAML file these settings came from
 
     @field_validator("instruments")
@@ -126,4 +128,5 @@ def cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
                     "lower stale_upload_minutes or raise upload_retry_delay_minutes (or set upload_retries: 0)",
                 )
             )
+    problems += alert_cross_checks(settings)
     return problems
