@@ -92,7 +92,9 @@ def deliver_pending(
     """Send every pending message to its pending channels; see the module docstring."""
     owner = owner or owner_id()
     report = DeliveryReport()
-    for record in records_with_pending_deliveries():
+    # A storm's summary ("N more changes") is recorded before the changes it follows: send it after them.
+    pending = sorted(records_with_pending_deliveries(), key=lambda r: (r.changed_at, r.id.startswith("summary:")))
+    for record in pending:
         now_ = now or utc_now()
         for channel in list(record.pending_channels or []):
             sender = senders.get(channel)

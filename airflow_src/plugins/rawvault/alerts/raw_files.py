@@ -40,7 +40,7 @@ STEP_TASKS = {
     "file mover": (FILE_MOVER_DAG, "move_raw_file"),
     "move_raw_file": (FILE_MOVER_DAG, "move_raw_file"),
 }
-_STEP_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_ ]{0,40}):\s*(.*)$", re.DOTALL)
+_STEP_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_ ]{2,40}):\s+(.*)$", re.DOTALL)  # "<step>: <reason>"
 
 
 @dataclass(frozen=True)
