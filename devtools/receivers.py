@@ -18,6 +18,7 @@ import email
 import email.policy
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,11 +121,16 @@ class ReceivedPost:
 class _State:
     posts: list[ReceivedPost] = field(default_factory=list)
     fail_with: int | None = None
+    delay_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class WebhookReceiver:
-    """A JSON webhook endpoint on 127.0.0.1; set ``fail_with = 500`` to answer errors, :meth:`stop` to refuse."""
+    """A JSON webhook endpoint on 127.0.0.1.
+
+    ``fail_with = 500`` answers errors, ``delay_seconds`` answers late (a hanging
+    endpoint), :meth:`stop` refuses connections.
+    """
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -144,6 +150,14 @@ class WebhookReceiver:
     def fail_with(self, status: int | None) -> None:
         self._state.fail_with = status
 
+    @property
+    def delay_seconds(self) -> float:
+        return self._state.delay_seconds
+
+    @delay_seconds.setter
+    def delay_seconds(self, seconds: float) -> None:
+        self._state.delay_seconds = seconds
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         state = self._state
 
@@ -155,6 +169,8 @@ class WebhookReceiver:
                     body: Any = json.loads(text)
                 except ValueError:
                     body = text
+                if state.delay_seconds:
+                    time.sleep(state.delay_seconds)
                 status = state.fail_with or 200
                 with state.lock:
                     state.posts.append(ReceivedPost(self.path, dict(self.headers), body, status))

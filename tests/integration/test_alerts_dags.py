@@ -9,6 +9,7 @@ received, and that no secret shows up in the task logs or the messages.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.pipeline_env import write_pipeline_env
 
 __all__ = ["channels"]  # the fixture
 pytestmark = pytest.mark.timeout(600)
+REASON = "NAME.raw changed while it was read {{ not a template }} <b>"
 
 
 @pytest.fixture
@@ -60,71 +62,50 @@ def _raw_file(name: str, hours_ago: float, **fields: Any) -> None:
 def _bad_raw_files() -> dict[str, str]:
     """One raw file per event that can be detected today; raw file id -> the ledger state it must get."""
     now = utc_now()
-    _raw_file(
-        "checksum-error.raw",
-        2,
-        status="error",
-        status_details="compute_checksum: NAME.raw changed while it was read {{ not a template }} <b>",
-    )
-    _raw_file(
-        "copy-failed.raw",
-        2,
-        status="checksumming_done",
-        backup_status="copying_failed",
-        backup_status_details="the backup folder is not writable",
-    )
-    _raw_file(
-        "upload-failed.raw",
-        2,
-        status="checksumming_done",
-        backup_status="upload_failed",
-        backup_status_details="upload to S3 failed: S3 was down",
-        s3_upload_attempts=1,
-    )
-    _raw_file(
-        "gave-up.raw",
-        30,
-        status="checksumming_done",
-        backup_status="upload_failed",
-        s3_upload_attempts=3,
-        backup_status_details="gave up after 3 attempts; clear upload_to_s3 to retry by hand. Last error: x",
-    )
-    _raw_file(
-        "stuck.raw",
-        5,
-        status="checksumming_done",
-        backup_status="upload_in_progress",
-        s3_upload_attempts=1,
-        upload_claim_owner="worker-9:42:dead",
-        upload_claim_expires_at=now - timedelta(hours=2),
-    )
-    _raw_file("overdue.raw", 30, status="moved", backup_status="copying_done")
-    # Healthy or on their way: never a message.
-    _raw_file("done.raw", 30, status="moved", backup_status="upload_done")
-    _raw_file(
-        "uploading.raw",
-        3,
-        status="checksumming_done",
-        backup_status="upload_in_progress",
-        upload_claim_owner="worker-1:7:live",
-        upload_claim_expires_at=now + timedelta(minutes=5),
-    )
-    _raw_file("new.raw", 0.1, status="monitoring_acquisition")
-    return {
-        "checksum-error.raw": "pipeline_error:compute_checksum",
-        "copy-failed.raw": "copying_failed",
-        "upload-failed.raw": "upload_failed",
-        "gave-up.raw": "upload_gave_up",
-        "stuck.raw": "upload_stuck",
-        "overdue.raw": "deadline",
-    }
+    gave_up = "gave up after 3 attempts; clear upload_to_s3 to retry by hand. Last error: x"
+    stuck = {"upload_claim_owner": "worker-9:42:dead", "upload_claim_expires_at": now - timedelta(hours=2)}
+    live = {"upload_claim_owner": "worker-1:7:live", "upload_claim_expires_at": now + timedelta(minutes=5)}
+    raw_files: list[tuple[str, float, str | None, dict[str, Any]]] = [
+        ("checksum-error.raw", 2, "pipeline_error:compute_checksum",
+         {"status": "error", "status_details": f"compute_checksum: {REASON}"}),
+        ("copy-failed.raw", 2, "copying_failed",
+         {"backup_status": "copying_failed", "backup_status_details": "the backup folder is not writable"}),
+        ("upload-failed.raw", 2, "upload_failed",
+         {"backup_status": "upload_failed", "backup_status_details": "S3 was down", "s3_upload_attempts": 1}),
+        ("gave-up.raw", 30, "upload_gave_up",
+         {"backup_status": "upload_failed", "backup_status_details": gave_up, "s3_upload_attempts": 3}),
+        ("stuck.raw", 5, "upload_stuck", {"backup_status": "upload_in_progress", **stuck}),
+        ("overdue.raw", 30, "deadline", {"status": "moved", "backup_status": "copying_done"}),
+        # Healthy or on their way: never a message.
+        ("done.raw", 30, None, {"status": "moved", "backup_status": "upload_done"}),
+        ("uploading.raw", 3, None, {"backup_status": "upload_in_progress", **live}),
+        ("new.raw", 0.1, None, {"status": "monitoring_acquisition"}),
+    ]  # fmt: skip
+    for name, hours_ago, _, fields in raw_files:
+        _raw_file(name, hours_ago, **{"status": "checksumming_done", **fields})
+    return {name: state for name, _, state, _ in raw_files if state}
+
+
+def _assert_failure_message(channels: Channels, body: dict[str, Any]) -> None:
+    """A failed backup's message on every channel: what, where, why, and the link to the task log."""
+    assert body["format"] == "rawvault-alert/1" and body["severity"] == "error"
+    expected = {"raw file": "checksum-error.raw", "instrument": "thermo1", "step": "compute_checksum", "reason": REASON}
+    assert dict(body["details"]).items() >= expected.items()
+    run_id = run_id_for("checksum-error.raw")
+    assert body["link"] == f"{UI_BASE_URL}/dags/acquisition_handler.thermo1/runs/{run_id}/tasks/compute_checksum"
+    mail = next(m for m in channels.smtp.received() if "checksum-error.raw" in m.subject)
+    assert mail.rcpt_tos == ["backup-team@facility.test"] and mail.mail_from == "rawvault@facility.test"
+    assert mail.subject == "[test facility] Backup failed: checksum-error.raw (thermo1) at compute_checksum"
+    assert "{{ not a template }} &lt;b&gt;" in mail.body() and f'href="{body["link"]}"' in mail.body()
+    slack = next(p.body["text"] for p in channels.slack.received() if "checksum-error.raw" in p.body["text"])
+    assert f"<{body['link']}|Task log in Airflow>" in slack and "&lt;b&gt;" in slack
 
 
 def test_each_event_is_sent_once_never_repeated_and_its_recovery_once(
     tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any
 ) -> None:
     init_airflow_db()
-    env = alerts_env(tmp_path, monkeypatch)
+    alerts_env(tmp_path, monkeypatch)
     dags = load_dags()
     alerts_dag = dags["backup_alerts"]
     assert alerts_dag.schedule == "*/10 * * * *" and alerts_dag.max_active_runs == 1
@@ -139,7 +120,7 @@ def test_each_event_is_sent_once_never_repeated_and_its_recovery_once(
     expected = _bad_raw_files()
     # The backup root runs low on space (limit above its size).
     update = {"free_space": {"instrument_min_free_gb": 0, "backup_min_free_gb": 10**9}}
-    env = alerts_env(tmp_path, monkeypatch, **update)
+    alerts_env(tmp_path, monkeypatch, **update)
     before = channels.counts()
     for run in range(3):
         states = _states(dags)
@@ -152,27 +133,9 @@ def test_each_event_is_sent_once_never_repeated_and_its_recovery_once(
         "disk:backup": "low_free_space",
     }
     assert {body["kind"] for body in bodies.values()} == {"failed_backup", "stuck_upload", "deadline", "low_free_space"}
-    failed = bodies["raw_file:checksum-error.raw"]
-    assert failed["format"] == "rawvault-alert/1" and failed["severity"] == "error"
-    assert (
-        dict(failed["details"]).items()
-        >= {
-            "raw file": "checksum-error.raw",
-            "instrument": "thermo1",
-            "step": "compute_checksum",
-            "reason": "NAME.raw changed while it was read {{ not a template }} <b>",
-        }.items()
-    )
-    run_id = run_id_for("checksum-error.raw")
-    assert failed["link"] == f"{UI_BASE_URL}/dags/acquisition_handler.thermo1/runs/{run_id}/tasks/compute_checksum"
+    _assert_failure_message(channels, bodies["raw_file:checksum-error.raw"])
     assert bodies["raw_file:upload-failed.raw"]["link"].endswith("/tasks/upload_to_s3")
     assert bodies["raw_file:overdue.raw"]["title"].startswith("No verified S3 copy after 30 h: overdue.raw")
-    mail = next(m for m in channels.smtp.received() if "checksum-error.raw" in m.subject)
-    assert mail.rcpt_tos == ["backup-team@facility.test"] and mail.mail_from == "rawvault@facility.test"
-    assert mail.subject == "[test facility] Backup failed: checksum-error.raw (thermo1) at compute_checksum"
-    assert "{{ not a template }} &lt;b&gt;" in mail.body() and f'href="{failed["link"]}"' in mail.body()
-    slack = next(p.body["text"] for p in channels.slack.received() if "checksum-error.raw" in p.body["text"])
-    assert f"<{failed['link']}|Task log in Airflow>" in slack and "&lt;b&gt;" in slack
 
     # Resolved: the upload succeeds, the backup root has room again. One recovery each, then silence.
     update_raw_file(
@@ -185,7 +148,7 @@ def test_each_event_is_sent_once_never_repeated_and_its_recovery_once(
     assert _states(dags)["__dagrun__"] == "success"
     assert _new(channels, before) == {"email": 0, "slack": 0, "webhook": 0}  # a retry running is no recovery
     update_raw_file("upload-failed.raw", backup_status="upload_done", upload_claim_owner=None)
-    env = alerts_env(tmp_path, monkeypatch)
+    alerts_env(tmp_path, monkeypatch)
     for _ in range(3):
         assert _states(dags)["__dagrun__"] == "success"
     assert _new(channels, before) == {"email": 2, "slack": 2, "webhook": 2}
@@ -199,7 +162,6 @@ def test_each_event_is_sent_once_never_repeated_and_its_recovery_once(
 
     leaked = secrets_in(logs() + channels.everything_received())
     assert not leaked, f"{leaked} found in the task logs or the messages"
-    assert env.settings.alerts.enabled
 
 
 def test_a_channel_that_is_down_fails_no_run_blocks_no_channel_and_gets_its_messages_later(
@@ -252,6 +214,24 @@ def test_a_channel_that_is_down_fails_no_run_blocks_no_channel_and_gets_its_mess
     assert _states(dags)["__dagrun__"] == "success"
     assert _new(channels, before) == {"email": 2, "slack": 2, "webhook": 2}
     assert not secrets_in(logs() + channels.everything_received())
+
+
+def test_a_hanging_channel_times_out_with_a_reason_and_no_secret(
+    tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any
+) -> None:
+    from rawvault.alerts.channels import build_senders
+    from rawvault.alerts.delivery import DeliveryError
+
+    env = alerts_env(tmp_path, monkeypatch, send_timeout_seconds=1)
+    senders = build_senders(env.settings.alerts)
+    channels.webhook.delay_seconds = channels.slack.delay_seconds = 4
+    for name in ("webhook", "slack"):
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as info:
+            senders[name]({"title": "hello", "subject": "test"})
+        assert time.monotonic() - started < 3.5, f"{name} waited past its timeout"
+        assert str(info.value) == f"{name} via connection 'rawvault_{name}': timed out"
+    assert not secrets_in(logs() + str(info.value))
 
 
 def test_old_failures_at_first_deployment_come_as_one_summary(
