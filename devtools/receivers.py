@@ -19,6 +19,7 @@ import email.policy
 import json
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,8 +85,10 @@ class SmtpReceiver:
         if self.login is not None:
             # Plain-text AUTH is fine on loopback; production SMTP uses STARTTLS (the connection's default).
             auth = {"authenticator": self._authenticate, "auth_require_tls": False, "auth_required": True}
-        self._controller = Controller(self, hostname=HOST, port=self.port, **auth)
-        self._controller.start()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
+            self._controller = Controller(self, hostname=HOST, port=self.port, **auth)
+            self._controller.start()
 
     def stop(self) -> None:
         """Stop listening: connections are refused until :meth:`start`."""

@@ -39,7 +39,6 @@ class DeliveryStatus(StrEnum):
     GROUPED = "grouped"  # announced as part of a summary message
     SKIPPED = "skipped"  # nothing to say on this channel (a recovery of something it was never told)
     EXPIRED = "expired"  # given up: the channel was down for the whole retry window, or is no longer configured
-    SUPERSEDED = "superseded"  # a newer state of the subject replaced it before it was sent
 
 
 DELIVERED = frozenset({DeliveryStatus.SENT, DeliveryStatus.GROUPED, DeliveryStatus.SENDING})
@@ -56,7 +55,8 @@ class AlertRecord(Document):
     last_bad_state = StringField()  # the last state other than ok, and when it began (for the digest)
     last_bad_at = DateTimeField()
     message = DictField()  # what was (or is being) sent for the current state
-    # channel -> {status, attempts, last_error, sent_at, owner, lease_until}
+    # channel -> {status, attempts, last_error, sent_at, owner, lease_until}; replaced at each change of state,
+    # so a message still pending when its subject changes again is dropped for the newer one.
     deliveries = DictField()
     pending_channels = ListField(StringField())  # channels still to send the message to
     db_created_at = DateTimeField(default=utc_now)

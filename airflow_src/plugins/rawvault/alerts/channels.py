@@ -193,9 +193,12 @@ def safe_reason(error: BaseException, conn_id: str) -> str:
 
 def _guarded(name: str, conn_id: str, build: Callable[[dict[str, Any]], Any]) -> Sender:
     """A sender that builds the notifier for a message, sends it, and turns any failure into a safe reason."""
+    found: list[list[str]] = []  # the connection's secrets, read once per sender (one task run)
 
     def send(message: dict[str, Any]) -> None:
-        secrets = connection_secrets(conn_id)
+        if not found or not found[0]:
+            found[:] = [connection_secrets(conn_id)]
+        secrets = found[0]
         notifier = build(message)
         with secrets_kept_out_of_logs(secrets, notifier, notifier.hook):
             try:

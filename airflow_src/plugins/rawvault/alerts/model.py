@@ -31,7 +31,7 @@ class Kind(StrEnum):
     SUMMARY = "summary"
 
 
-SEVERITY = {
+SEVERITY: dict[str, str] = {
     Kind.FAILED_BACKUP: "error",
     Kind.STUCK_UPLOAD: "error",
     Kind.DEADLINE: "warning",
@@ -61,7 +61,7 @@ class Observation:
 
     @property
     def severity(self) -> str:
-        return SEVERITY.get(Kind(self.kind), "error") if self.kind else "info"
+        return SEVERITY.get(self.kind, "error") if self.kind else "info"
 
 
 def unknown(subject: str) -> Observation:
