@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from rawvault.keys import handler_dag_id
 from shared.db.interface import connect_db, get_raw_file, update_raw_file
 from shared.db.models import RawFile, RawFileStatus, utc_now
 from shared.instrument_types import INSTRUMENT_TYPES
@@ -68,7 +69,7 @@ def acquisition_finished(raw_file_id: str, settings: Settings, instrument_id: st
     if instrument_id is not None and raw_file.instrument_id != instrument_id:
         raise WrongInstrumentError(
             f"raw file {raw_file_id!r} belongs to instrument {raw_file.instrument_id!r}, not {instrument_id!r}: "
-            f"trigger acquisition_handler.{raw_file.instrument_id} for it instead"
+            f"trigger {handler_dag_id(raw_file.instrument_id)} for it instead"
         )
     instrument = settings.instruments[raw_file.instrument_id]
     raw_file_path = instrument.path / raw_file.original_name

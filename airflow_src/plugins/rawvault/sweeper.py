@@ -47,13 +47,15 @@ from datetime import datetime, timedelta
 
 from mongoengine import Q
 
+from rawvault.keys import MAX_UPLOAD_RETRY_DELAY
 from shared.db.interface import connect_db, update_raw_file, utc_now
 from shared.db.models import BackupStatus, RawFile
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = timedelta(hours=6)
+# The same cap as Airflow's max_retry_delay of upload_to_s3, so the sweeper's backoff never undercuts Airflow's.
+MAX_BACKOFF = MAX_UPLOAD_RETRY_DELAY
 MAX_RETRIES_PER_SWEEP = 200
 GAVE_UP_MARK = "gave up after"
 MAX_DETAILS_CHARS = 2000

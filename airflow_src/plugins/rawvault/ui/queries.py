@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode
 from mongoengine import Q
 from mongoengine.queryset import QuerySet
 
+from rawvault.keys import handler_dag_id
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
 
 ENV_VAR_STUCK_AFTER_HOURS = "RAWVAULT_UI_STUCK_AFTER_HOURS"
@@ -42,7 +43,6 @@ NOT_STARTED = "not_started"
 PIPELINE_ERROR = "pipeline_error"  # status=error: the monitor, checksum or move failed
 BACKUP_STATUS_FILTER_VALUES = (*(s.value for s in BackupStatus), STUCK, NOT_STARTED, PIPELINE_ERROR)
 RAW_FILE_STATUS_VALUES = tuple(s.value for s in RawFileStatus)
-ACQUISITION_HANDLER_DAG_PREFIX = "acquisition_handler."
 
 
 class InvalidFilterError(ValueError):
@@ -147,7 +147,7 @@ def acquisition_runs_path(instrument_id: str, raw_file_id: str) -> str:
     ``conf_contains``; the quoted id matches the conf value exactly where JSON
     writes it unchanged (plain ASCII without quotes or backslashes).
     """
-    dag_id = f"{ACQUISITION_HANDLER_DAG_PREFIX}{instrument_id}"
+    dag_id = handler_dag_id(instrument_id)
     plain = raw_file_id.isascii() and raw_file_id.isprintable() and not set(raw_file_id) & {'"', "\\"}
     needle = f'"{raw_file_id}"' if plain else raw_file_id
     return f"dags/{quote(dag_id, safe='')}/runs?{urlencode({'conf_contains': needle})}"
