@@ -91,12 +91,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CLAIMABLE_STATUSES = (
-    BackupStatus.COPYING_DONE.value,
-    BackupStatus.UPLOAD_FAILED.value,
-    BackupStatus.UPLOAD_IN_PROGRESS.value,
-    BackupStatus.UPLOAD_DONE.value,
-)
+CLAIMABLE_STATUSES = tuple(sorted(BackupStatus.CLAIMABLE))  # sorted: the error message lists them
 MAX_DETAILS_CHARS = 2000
 MAX_HEARTBEAT_SECONDS = 60.0
 DB_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, OperationError)

@@ -34,8 +34,6 @@ ENV_VAR_STUCK_AFTER_HOURS = "RAWVAULT_UI_STUCK_AFTER_HOURS"
 DEFAULT_STUCK_AFTER_HOURS = 6.0
 MAX_LIMIT = 500
 
-FAILED = (BackupStatus.UPLOAD_FAILED.value, BackupStatus.COPYING_FAILED.value)
-IN_PROGRESS = (BackupStatus.UPLOAD_IN_PROGRESS.value, BackupStatus.COPYING_IN_PROGRESS.value)
 PIPELINE_ERROR_STATUS = RawFileStatus.ERROR.value
 # Pseudo values of the backup_status filter and of the counts, besides the BackupStatus values.
 STUCK = "stuck"
@@ -172,11 +170,11 @@ def _base_query(filters: RawFileFilter) -> Q:
 
 
 def _stuck_query(cutoff: datetime) -> Q:
-    return Q(backup_status__in=list(IN_PROGRESS)) & (Q(db_updated_at__lt=cutoff) | Q(db_updated_at=None))
+    return Q(backup_status__in=sorted(BackupStatus.IN_PROGRESS)) & (Q(db_updated_at__lt=cutoff) | Q(db_updated_at=None))
 
 
 def _failed_query() -> Q:
-    return Q(backup_status__in=list(FAILED)) | Q(status=PIPELINE_ERROR_STATUS)
+    return Q(backup_status__in=sorted(BackupStatus.FAILED)) | Q(status=PIPELINE_ERROR_STATUS)
 
 
 def _backup_status_query(values: tuple[str, ...], cutoff: datetime) -> Q:
@@ -201,10 +199,10 @@ STUCK_GROUP = 1
 def _groups(cutoff: datetime) -> list[Q]:
     """The three sort groups (failed, stuck, the rest): disjoint, and together every document."""
     failed = _failed_query()
-    not_failed = Q(backup_status__nin=list(FAILED)) & Q(status__ne=PIPELINE_ERROR_STATUS)
+    not_failed = Q(backup_status__nin=sorted(BackupStatus.FAILED)) & Q(status__ne=PIPELINE_ERROR_STATUS)
     stuck = not_failed & _stuck_query(cutoff)
-    recent = Q(backup_status__in=list(IN_PROGRESS)) & Q(db_updated_at__gte=cutoff)
-    rest = not_failed & (Q(backup_status__nin=list(IN_PROGRESS)) | recent)
+    recent = Q(backup_status__in=sorted(BackupStatus.IN_PROGRESS)) & Q(db_updated_at__gte=cutoff)
+    rest = not_failed & (Q(backup_status__nin=sorted(BackupStatus.IN_PROGRESS)) | recent)
     return [failed, stuck, rest]
 
 
@@ -243,7 +241,7 @@ def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str
         "status_details": doc.get("status_details"),
         "backup_status": backup_status,
         "backup_status_details": doc.get("backup_status_details"),
-        "failed": backup_status in FAILED or doc.get("status") == PIPELINE_ERROR_STATUS,
+        "failed": backup_status in BackupStatus.FAILED or doc.get("status") == PIPELINE_ERROR_STATUS,
         "pipeline_error": doc.get("status") == PIPELINE_ERROR_STATUS,
         "stuck": stuck,
         "s3_backup_key": doc.get("s3_backup_key"),
