@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import mongoengine
 import pytest
 import yaml
 
@@ -138,8 +137,7 @@ def e2e(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[E2E]:
         stopping = time.monotonic()
         report = stop_celery_stack(paths)
         print(f"stack stopped in {time.monotonic() - stopping:.0f} s")
-        mongoengine.disconnect_all()
-        interface._connected = None
+        interface.reset_connection()
         left = {name: pid for name, pid in pids.items() if _group_alive(pid)}
         assert not left, f"processes of the stack still run after stopping it: {left}"
         assert not report.survivors, f"processes outlived the stop of their process group: {report.survivors}"

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from rawvault.keys import handler_dag_id
-from shared.db.interface import connect_db, get_raw_file, update_raw_file
-from shared.db.models import RawFile, RawFileStatus, utc_now
+from shared.db.interface import get_raw_file, newer_acquisition_exists, update_raw_file
+from shared.db.models import RawFileStatus, utc_now
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings import Settings
 
@@ -48,16 +48,6 @@ def size_stable_long_enough(observation: Observation, now: datetime, stable_seco
     if observation.size != observation.previous_size or observation.size == 0:
         return False
     return now - observation.previous_since >= timedelta(seconds=stable_seconds)
-
-
-def newer_acquisition_exists(raw_file: RawFile) -> bool:
-    """Whether the instrument has started another acquisition after this one (so this one is finished)."""
-    connect_db()
-    return bool(
-        RawFile.objects(
-            instrument_id=raw_file.instrument_id, created_at__gt=raw_file.created_at, id__ne=raw_file.id
-        ).first()
-    )
 
 
 def acquisition_finished(raw_file_id: str, settings: Settings, instrument_id: str | None = None) -> bool:
