@@ -18,13 +18,6 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOCAL_BACKUP_VERIFIED = {
-    BackupStatus.COPYING_DONE.value,
-    BackupStatus.UPLOAD_IN_PROGRESS.value,
-    BackupStatus.UPLOAD_DONE.value,
-    BackupStatus.UPLOAD_FAILED.value,
-}
-
 
 class MoveRefusedError(RuntimeError):
     """The acquisition must not be moved (no verified backup, or the share does not match it)."""
@@ -47,18 +40,16 @@ def move_target_folder(raw_file: RawFile, settings: Settings) -> Path:
 
 def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     """Check everything and decide what to move; raise :class:`MoveRefusedError` when nothing may move."""
-    if raw_file.backup_status not in LOCAL_BACKUP_VERIFIED:
+    if raw_file.backup_status not in BackupStatus.LOCAL_COPY_VERIFIED:
         raise MoveRefusedError(
             f"raw file {raw_file.id!r} has no verified local backup (backup_status={raw_file.backup_status}): "
             "not moved. Let copy_raw_file succeed first"
         )
     if not raw_file.file_info:
         raise MoveRefusedError(f"raw file {raw_file.id!r} has no file_info: not moved")
-    instrument = settings.instruments[raw_file.instrument_id]
-    source_root = instrument.path
+    source_root = settings.instruments[raw_file.instrument_id].path
     target_root = move_target_folder(raw_file, settings)
     backup_root = settings.locations.backup / raw_file.backup_base_path
-
     for relative_path, (size, _md5, _etag) in raw_file.file_info.items():
         backup_copy = backup_root / relative_path
         if not backup_copy.is_file() or backup_copy.stat().st_size != size:
@@ -66,8 +57,30 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
                 f"the backup copy {backup_copy} is missing or has the wrong size: {raw_file.id!r} was not moved. "
                 "Re-run copy_raw_file for this raw file"
             )
+    _check_share_matches(raw_file, settings)
 
-    # Files of the set currently on the share must be exactly the recorded ones, with the recorded sizes.
+    plan = MovePlan()
+    top_level = {Path(relative_path).parts[0] for relative_path in raw_file.file_info}
+    for name in sorted(top_level):
+        source, target = source_root / name, target_root / name
+        if source.exists() and target.exists():
+            raise MoveRefusedError(
+                f"both {source} and {target} exist: refusing to merge or overwrite; check which one is the backed-up "
+                "acquisition"
+            )
+        if source.exists():
+            plan.moves.append((source, target))
+        elif target.exists():
+            plan.already_moved.append(target)
+        else:
+            raise MoveRefusedError(f"{source} is missing from the share and not at {target} either: nothing to move")
+    return plan
+
+
+def _check_share_matches(raw_file: RawFile, settings: Settings) -> None:
+    """Files of the set now on the share must be exactly the recorded ones, with the recorded sizes."""
+    instrument = settings.instruments[raw_file.instrument_id]
+    source_root = instrument.path
     raw_file_path = source_root / raw_file.original_name
     instrument_type = INSTRUMENT_TYPES[instrument.type]
     main_file = instrument_type.main_file(raw_file_path)
@@ -97,23 +110,6 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
                 f"{path} is {path.stat().st_size} bytes on the share but {size} bytes were backed up: a different "
                 "file now has this name; not moved"
             )
-
-    plan = MovePlan()
-    top_level = {Path(relative_path).parts[0] for relative_path in raw_file.file_info}
-    for name in sorted(top_level):
-        source, target = source_root / name, target_root / name
-        if source.exists() and target.exists():
-            raise MoveRefusedError(
-                f"both {source} and {target} exist: refusing to merge or overwrite; check which one is the backed-up "
-                "acquisition"
-            )
-        if source.exists():
-            plan.moves.append((source, target))
-        elif target.exists():
-            plan.already_moved.append(target)
-        else:
-            raise MoveRefusedError(f"{source} is missing from the share and not at {target} either: nothing to move")
-    return plan
 
 
 def move_raw_file(raw_file: RawFile, settings: Settings) -> MovePlan:

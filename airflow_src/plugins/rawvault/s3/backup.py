@@ -77,29 +77,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mongoengine.errors import OperationError
-from pymongo.errors import PyMongoError
-
 from rawvault.s3.buckets import bucket_name, check_no_bucket_collisions, ensure_bucket
 from rawvault.s3.errors import BucketNameError, FileInfoError, PartSizeMismatchError, S3BackupError, S3PermanentError
 from rawvault.s3.keys import key_prefix_for
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS
 from rawvault.s3.upload import ObjectSettings, UploadResult, upload_file_set, verify_complete_set
-from shared.db.interface import DatabaseError, get_projects, get_raw_file, update_raw_file, utc_now
+from shared.db.interface import DB_ERRORS, DatabaseError, get_projects, get_raw_file, update_raw_file, utc_now
 from shared.db.models import BackupStatus, RawFile
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CLAIMABLE_STATUSES = (
-    BackupStatus.COPYING_DONE.value,
-    BackupStatus.UPLOAD_FAILED.value,
-    BackupStatus.UPLOAD_IN_PROGRESS.value,
-    BackupStatus.UPLOAD_DONE.value,
-)
+CLAIMABLE_STATUSES = tuple(sorted(BackupStatus.CLAIMABLE))  # sorted: the error message lists them
 MAX_DETAILS_CHARS = 2000
 MAX_HEARTBEAT_SECONDS = 60.0
-DB_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, OperationError)
 
 
 class UploadNotReadyError(S3PermanentError):

@@ -25,7 +25,7 @@ import random
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -145,12 +145,6 @@ class VerifyReport:
         }
 
 
-def _start_of(day: date | datetime) -> datetime:
-    if isinstance(day, datetime):
-        return day if day.tzinfo else day.replace(tzinfo=UTC)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
 def select_raw_files(
     *,
     instrument: str | None = None,
@@ -160,26 +154,15 @@ def select_raw_files(
     fallback_project_id: str = "_FALLBACK",
 ) -> Any:
     """The ``upload_done`` raw files matching the filters, oldest first (a mongoengine queryset)."""
-    from mongoengine.queryset.visitor import Q
+    from shared.db.interface import select_uploaded_raw_files
 
-    from shared.db.interface import connect_db
-    from shared.db.models import BackupStatus, RawFile
-
-    connect_db()
-    query = Q(backup_status=BackupStatus.UPLOAD_DONE.value)
-    if instrument:
-        query &= Q(instrument_id=instrument)
-    if project:
-        # Raw files without a project are backed up in the fallback project's bucket.
-        project_query = Q(project_id=project)
-        if project == fallback_project_id:
-            project_query |= Q(project_id=None)
-        query &= project_query
-    if raw_file_id:
-        query &= Q(id=raw_file_id)
-    if since:
-        query &= Q(created_at__gte=_start_of(since))
-    return RawFile.objects(query).order_by("created_at", "id")
+    return select_uploaded_raw_files(
+        instrument=instrument,
+        project=project,
+        raw_file_id=raw_file_id,
+        since=since,
+        fallback_project_id=fallback_project_id,
+    )
 
 
 class _RawFileCheck:
