@@ -7,6 +7,7 @@ from datetime import timedelta
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
+from rawvault import keys
 from rawvault.impl import alert_tasks
 from rawvault.impl.dag_defaults import START_DATE, default_args
 from shared.settings import get_settings
@@ -28,12 +29,12 @@ alerts = settings.alerts
 
 if alerts.enabled:
     task_defaults = {
-        **default_args(settings, alert_tasks.MAINTENANCE_QUEUE),
+        **default_args(settings, keys.MAINTENANCE_QUEUE),
         "retries": 0,  # the next scheduled run is the retry; channels retry their own deliveries
         "execution_timeout": timedelta(minutes=30),
     }
     with DAG(
-        dag_id=alert_tasks.ALERTS_DAG_ID,
+        dag_id=keys.ALERTS_DAG_ID,
         schedule=alerts.check_schedule,
         start_date=START_DATE,
         catchup=False,
@@ -42,11 +43,11 @@ if alerts.enabled:
         tags=["rawvault", "alerts"],
         doc_md=ALERTS_DOC,
     ):
-        PythonOperator(task_id="check_alerts", python_callable=alert_tasks.check_alerts)
+        PythonOperator(task_id=keys.CHECK_ALERTS_TASK, python_callable=alert_tasks.check_alerts)
 
     if alerts.digest.enabled:
         with DAG(
-            dag_id=alert_tasks.DIGEST_DAG_ID,
+            dag_id=keys.DIGEST_DAG_ID,
             schedule=alerts.digest.schedule,
             start_date=START_DATE,
             catchup=False,
@@ -55,4 +56,4 @@ if alerts.enabled:
             tags=["rawvault", "alerts"],
             doc_md=DIGEST_DOC,
         ):
-            PythonOperator(task_id="send_digest", python_callable=alert_tasks.send_digest)
+            PythonOperator(task_id=keys.SEND_DIGEST_TASK, python_callable=alert_tasks.send_digest)

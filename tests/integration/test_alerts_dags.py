@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from rawvault.impl.context import run_id_for
+from rawvault.keys import run_id_for
 from shared.db.alerts import AlertRecord
 from shared.db.interface import create_raw_file, update_raw_file, utc_now
 from shared.settings import get_settings

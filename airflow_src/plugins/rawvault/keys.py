@@ -23,6 +23,9 @@ FILE_REMOVER_DAG_PREFIX = "file_remover"  # reserved for the purge (DESIGN.md), 
 SWEEPER_DAG_ID = "backup_sweeper"
 UPLOAD_RETRY_DAG_ID = "s3_upload_retry"
 VERIFIER_DAG_ID = "backup_verifier"
+# --- DAG ids of the housekeeping DAGs (on the maintenance queue)
+ALERTS_DAG_ID = "backup_alerts"
+DIGEST_DAG_ID = "backup_digest"
 
 
 def watcher_dag_id(instrument_id: str) -> str:
@@ -63,10 +66,15 @@ FIND_BACKUPS_TO_RETRY_TASK = "find_backups_to_retry"
 TRIGGER_UPLOAD_RETRY_TASK = "trigger_upload_retry"
 # backup_verifier
 VERIFY_BACKUPS_TASK = "verify_backups"
+# backup_alerts, backup_digest
+CHECK_ALERTS_TASK = "check_alerts"
+SEND_DIGEST_TASK = "send_digest"
 
 # --- Celery queues (each environment prefixes them: Settings.queue) and Airflow pools
 S3_UPLOADER_QUEUE = "s3_uploader"
 FILE_MOVER_QUEUE = "file_mover"
+# Housekeeping (sweeps, re-drives, alerts, verification): never behind uploads on the s3_uploader queue.
+MAINTENANCE_QUEUE = "rawvault_maintenance"
 S3_UPLOAD_POOL = "s3_upload_pool"
 
 # --- DAG run conf keys (also the DAGs' params)

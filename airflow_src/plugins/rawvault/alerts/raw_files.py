@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
+from rawvault import keys
 from rawvault.alerts.model import Health, Kind, Observation, unknown
-from rawvault.impl.context import run_id_for
+from rawvault.keys import run_id_for
 from rawvault.sweeper import GAVE_UP_MARK
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
 
@@ -28,17 +29,17 @@ PURGED = "purged"  # RawFile.status of a raw file deleted from the share after a
 # the lease ran out, nobody is releasing it (the sweeper is not running).
 STUCK_GRACE = timedelta(hours=1)
 MAX_REASON_CHARS = 1500
-HANDLER_DAG = "acquisition_handler.{instrument_id}"
-FILE_MOVER_DAG = "file_mover.{instrument_id}"
-# Step named in status_details ("<step>: <reason>") -> the DAG and task that ran it.
+HANDLER_DAG = keys.handler_dag_id
+FILE_MOVER_DAG = keys.file_mover_dag_id
+# Step named in status_details ("<step>: <reason>") -> the DAG (id of an instrument) and task that ran it.
 STEP_TASKS = {
-    "monitor_acquisition": (HANDLER_DAG, "monitor_acquisition"),
-    "compute_checksum": (HANDLER_DAG, "compute_checksum"),
-    "copy_raw_file": (HANDLER_DAG, "copy_raw_file"),
-    "upload_to_s3": (HANDLER_DAG, "upload_to_s3"),
-    "start_file_mover": (HANDLER_DAG, "start_file_mover"),
-    "file mover": (FILE_MOVER_DAG, "move_raw_file"),
-    "move_raw_file": (FILE_MOVER_DAG, "move_raw_file"),
+    keys.MONITOR_ACQUISITION_TASK: (HANDLER_DAG, keys.MONITOR_ACQUISITION_TASK),
+    keys.COMPUTE_CHECKSUM_TASK: (HANDLER_DAG, keys.COMPUTE_CHECKSUM_TASK),
+    keys.COPY_RAW_FILE_TASK: (HANDLER_DAG, keys.COPY_RAW_FILE_TASK),
+    keys.UPLOAD_TO_S3_TASK: (HANDLER_DAG, keys.UPLOAD_TO_S3_TASK),
+    keys.START_FILE_MOVER_TASK: (HANDLER_DAG, keys.START_FILE_MOVER_TASK),
+    "file mover": (FILE_MOVER_DAG, keys.MOVE_RAW_FILE_TASK),
+    keys.MOVE_RAW_FILE_TASK: (FILE_MOVER_DAG, keys.MOVE_RAW_FILE_TASK),
 }
 _STEP_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_ ]{2,40}):\s+(.*)$", re.DOTALL)  # "<step>: <reason>"
 
@@ -91,9 +92,7 @@ def split_step(details: str | None) -> tuple[str, str]:
 
 def _link(raw_file: RawFile, step: str, ctx: RuleContext) -> str | None:
     dag, task = STEP_TASKS.get(step, (HANDLER_DAG, None))
-    return task_log_url(
-        ctx.ui_base_url, dag.format(instrument_id=raw_file.instrument_id), run_id_for(raw_file.id), task
-    )
+    return task_log_url(ctx.ui_base_url, dag(raw_file.instrument_id), run_id_for(raw_file.id), task)
 
 
 def _reason(text: str | None) -> str:

@@ -17,9 +17,6 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-ALERTS_DAG_ID = "backup_alerts"
-DIGEST_DAG_ID = "backup_digest"
-MAINTENANCE_QUEUE = "rawvault_maintenance"  # issue 11's housekeeping queue (<prefix>rawvault_maintenance)
 DEFAULT_UI_BASE_URL = "http://localhost:8080/"  # Airflow's own fallback for [api] base_url in task log URLs
 
 
