@@ -88,6 +88,7 @@ class Command:
     collection: str
     body: Mapping[str, Any]
     returned: int = 0
+    ids: list[Any] = field(default_factory=list)  # the _id of each document returned
 
     def __str__(self) -> str:
         shown = {key: value for key, value in self.body.items() if key not in ("lsid", "$db", "$clusterTime")}
@@ -121,7 +122,9 @@ class CommandRecorder(monitoring.CommandListener):
         cursor = event.reply.get("cursor") if command is not None else None
         if command is None or not isinstance(cursor, Mapping):
             return
-        command.returned += len(cursor.get("firstBatch") or cursor.get("nextBatch") or [])
+        batch = cursor.get("firstBatch") or cursor.get("nextBatch") or []
+        command.returned += len(batch)
+        command.ids += [document.get("_id") for document in batch if isinstance(document, Mapping)]
         if cursor.get("id"):
             self._by_cursor[int(cursor["id"])] = command
 
@@ -400,6 +403,12 @@ def problems(commands: Sequence[Command], indexes_by_collection: Mapping[str, Se
 def documents_read(commands: Sequence[Command], collection: str = "raw_file") -> int:
     """How many documents of ``collection`` the recorded finds returned."""
     return sum(command.returned for command in commands if command.collection == collection and command.name == "find")
+
+
+def ids_read(commands: Sequence[Command], collection: str = "raw_file") -> set[Any]:
+    """The ids of the documents of ``collection`` the recorded finds returned."""
+    finds = [command for command in commands if command.collection == collection and command.name == "find"]
+    return {raw_file_id for command in finds for raw_file_id in command.ids}
 
 
 def query_commands(commands: Sequence[Command]) -> list[Command]:

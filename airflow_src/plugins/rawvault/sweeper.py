@@ -47,6 +47,7 @@ from datetime import datetime, timedelta
 
 from rawvault.keys import MAX_UPLOAD_RETRY_DELAY
 from shared.db.interface import (
+    GIVEN_UP_NOTICE,
     failed_uploads,
     raw_files_uploading,
     update_raw_file,
@@ -111,7 +112,7 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
         if _stale(raw_file, now, lease) and _release(raw_file, now):
             report.stale.append(raw_file.id)
     due: list[UploadRetry] = []
-    for raw_file in failed_uploads():
+    for raw_file in failed_uploads(max_attempts=s3.max_upload_attempts, given_up_since=now - GIVEN_UP_NOTICE):
         attempts = raw_file.s3_upload_attempts or 0
         if attempts >= s3.max_upload_attempts:
             report.gave_up.append(raw_file.id)
@@ -124,7 +125,10 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
         else:
             report.waiting[raw_file.id] = when
     overdue = timedelta(hours=s3.pending_upload_after_hours)
-    for raw_file in uploads_pending_since(now - overdue):
+    pending = uploads_pending_since(
+        now - overdue, max_attempts=s3.max_upload_attempts, given_up_since=now - GIVEN_UP_NOTICE
+    )
+    for raw_file in pending:
         if not raw_file.file_info or not raw_file.backup_base_path:
             log.warning(
                 "%s: copying_done but without file_info or backup_base_path: not uploaded (re-run copy_raw_file)",

@@ -22,9 +22,10 @@ from rawvault.alerts.model import Health, Kind, Observation, unknown
 from rawvault.keys import run_id_for
 from rawvault.sweeper import GAVE_UP_MARK
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from shared.db.predicates import PURGED_STATUS, is_unprotected, protected_statuses
 
 SUBJECT_PREFIX = "raw_file:"
-PURGED = "purged"  # RawFile.status of a raw file deleted from the share after a re-checked backup
+PURGED = PURGED_STATUS  # RawFile.status of a raw file deleted from the share after a re-checked backup
 # backup_sweeper releases an upload whose claim lease expired at its next sweep; still held this long after
 # the lease ran out, nobody is releasing it (the sweeper is not running).
 STUCK_GRACE = timedelta(hours=1)
@@ -58,21 +59,6 @@ class RuleContext:
 def subject_of(raw_file_id: str) -> str:
     """The ledger subject of a raw file."""
     return f"{SUBJECT_PREFIX}{raw_file_id}"
-
-
-def protected_statuses(s3: bool) -> frozenset[str]:
-    """Backup statuses that count as a verified backup: ``upload_done`` with S3, a verified local copy without."""
-    if s3:
-        return frozenset({BackupStatus.UPLOAD_DONE.value, BackupStatus.SKIPPED.value})
-    return frozenset(
-        {
-            BackupStatus.COPYING_DONE.value,
-            BackupStatus.UPLOAD_IN_PROGRESS.value,
-            BackupStatus.UPLOAD_DONE.value,
-            BackupStatus.UPLOAD_FAILED.value,
-            BackupStatus.SKIPPED.value,
-        }
-    )
 
 
 def task_log_url(base_url: str | None, dag_id: str, run_id: str, task_id: str | None = None) -> str | None:
@@ -200,12 +186,10 @@ def upload_stuck(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
 
 
 def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
-    """Acquired longer ago than backup.deadline_hours without a verified backup."""
+    """Acquired longer ago than backup.deadline_hours without a verified backup (the rule of shared.db.predicates)."""
+    if not is_unprotected(raw_file, s3=ctx.s3, overdue_before=ctx.now - ctx.deadline):
+        return None
     created = raw_file.created_at
-    if created is None or created > ctx.now - ctx.deadline or raw_file.status == PURGED:
-        return None
-    if raw_file.backup_status in protected_statuses(ctx.s3):
-        return None
     hours = (ctx.now - created).total_seconds() / 3600
     what = "verified S3 copy" if ctx.s3 else "verified local backup"
     return Observation(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -273,14 +272,15 @@ class _RawFileCheck:
             self.add(DriftKind.CHECKSUM_DIFFERS, path, url, expected_sha, remote, "SHA-256 differs from the manifest")
 
 
-def _sampled(queryset: Any, sample: int | None, rng: random.Random) -> tuple[Iterator[Any], int]:
-    """The raw files to check and how many matched; a sample fetches only the chosen documents."""
+def _sampled(filters: dict[str, Any], sample: int | None, seed: int | None) -> tuple[Iterator[Any], int]:
+    """The raw files to check and how many matched; a sample is drawn by the database (never every id)."""
+    from shared.db.uploaded import sample_uploaded_raw_files
+
     if not sample:
+        queryset = select_raw_files(**filters)
         return iter(queryset), queryset.count()
-    ids = [doc.id for doc in queryset.only("id")]
-    chosen = set(rng.sample(ids, min(sample, len(ids))))
-    ordered = [raw_file_id for raw_file_id in ids if raw_file_id in chosen]
-    return (queryset.clone().filter(id=raw_file_id).first() for raw_file_id in ordered), len(ids)
+    selection = sample_uploaded_raw_files(sample, seed=seed, **filters)
+    return iter(selection.raw_files), selection.matched
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -348,15 +348,14 @@ def verify_backups(
         }.items()
         if value is not None
     }
-    queryset = select_raw_files(
-        instrument=instrument,
-        project=project,
-        raw_file_id=raw_file_id,
-        since=since,
-        fallback_project_id=fallback_project_id,
-    )
-    rng = random.Random(seed)  # noqa: S311 - choosing a sample to audit, not a secret
-    raw_files, matched = _sampled(queryset, sample, rng)
+    selection = {
+        "instrument": instrument,
+        "project": project,
+        "raw_file_id": raw_file_id,
+        "since": since,
+        "fallback_project_id": fallback_project_id,
+    }
+    raw_files, matched = _sampled(selection, sample, seed)
     report = VerifyReport(matched=matched, filters=filters)
     log.info("verifying %s upload_done raw file(s) against S3%s", matched, f" (sample of {sample})" if sample else "")
     verify_raw_files(raw_files, client, report, concurrency=concurrency)
