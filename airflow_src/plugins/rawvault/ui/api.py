@@ -194,13 +194,14 @@ def _view_of_caller_dependency() -> Any:
     """A FastAPI dependency: the logged-in Airflow user's :class:`~rawvault.ui.queries.PageView`."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-    from airflow.api_fastapi.core_api.security import GetUserDep
+    from airflow.api_fastapi.core_api.security import get_user
     from airflow.configuration import conf
     from airflow.models.dag import DagModel
 
     from rawvault.keys import handler_dag_id
 
-    def view_of_caller(user: GetUserDep) -> queries.PageView:
+    # A default, not an annotation: this module's annotations are strings FastAPI resolves in its globals.
+    def view_of_caller(user: Any = Depends(get_user)) -> queries.PageView:  # noqa: B008 - FastAPI's way
         settings = load_settings_or_503()
         manager = get_auth_manager()
         teams: dict[str, str | None] = {}
