@@ -87,12 +87,16 @@ def ui_server(
     auth_manager: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     reserialize: bool = True,
+    settings: Mapping[str, Any] | None = None,
 ) -> Iterator[UiServer]:
-    """An api-server on a free port with ``users`` (name -> (role, password)); stopped and removed on exit."""
+    """An api-server on a free port with ``users`` (name -> (role, password)); stopped and removed on exit.
+
+    ``settings``: sections merged into the test settings (e.g. more ``instruments``).
+    """
     run_dir = Path(tempfile.mkdtemp(prefix="rawvault-ui-"))
     paths = StackPaths(run_dir)
     paths.airflow_home.mkdir(parents=True)
-    settings_env = write_pipeline_env(run_dir / "env")
+    settings_env = write_pipeline_env(run_dir / "env", **(settings or {}))
     passwords_file = run_dir / "passwords.json"
     passwords_file.write_text(json.dumps({name: password for name, (_role, password) in users.items()}))
     port = free_port()
