@@ -45,10 +45,7 @@ run resumes it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -59,6 +56,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from rawvault.digests import CHECKSUM_ALGORITHM, PartPlan, digest_file, plan_parts
 from rawvault.s3.errors import (
     ExistingObjectMismatchError,
     LocalFileChangedError,
@@ -71,8 +69,6 @@ from rawvault.s3.progress import format_bytes
 
 log = logging.getLogger(__name__)
 
-CHECKSUM_ALGORITHM = "SHA256"
-READ_CHUNK_BYTES = 8 * 1024 * 1024
 CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 NO_SUCH_UPLOAD = "NoSuchUpload"
 
@@ -87,21 +83,6 @@ class ObjectAppearedError(ExistingObjectMismatchError):
 
 class UploadVanishedError(S3TransientError):
     """The multipart upload no longer exists (completed or aborted by another run, or by a lost response)."""
-
-
-@dataclass(frozen=True)
-class PartPlan:
-    """One part of the upload: its number (from 1), offset and size in the file."""
-
-    number: int
-    offset: int
-    size: int
-
-
-def plan_parts(size: int, part_size: int) -> list[PartPlan]:
-    """The parts of a file of ``size`` bytes: ``part_size`` each, the last one shorter."""
-    count = max(1, math.ceil(size / part_size))
-    return [PartPlan(n + 1, n * part_size, min(part_size, size - n * part_size)) for n in range(count)]
 
 
 @dataclass(frozen=True)
@@ -201,22 +182,13 @@ class PartReader:
 
 def part_digests(path: Path, part: PartPlan) -> tuple[str, str]:
     """MD5 (hex) and SHA-256 (base64, S3's form) of one part of ``path``, reading only that part."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    with path.open("rb") as handle:
-        handle.seek(part.offset)
-        remaining = part.size
-        while remaining:
-            chunk = handle.read(min(READ_CHUNK_BYTES, remaining))
-            if not chunk:
-                raise LocalFileChangedError(
-                    f"{path} ended before the end of part {part.number} (byte {part.offset + part.size}): "
-                    "the file shrank"
-                )
-            remaining -= len(chunk)
-            md5.update(chunk)
-            sha256.update(chunk)
-    return md5.hexdigest(), base64.b64encode(sha256.digest()).decode()
+    digests = digest_file(path, None, offset=part.offset, length=part.size, sha256=True)
+    if digests.size != part.size:
+        raise LocalFileChangedError(
+            f"{path} ended before the end of part {part.number} (byte {part.offset + part.size}): the file shrank"
+        )
+    assert digests.sha256 is not None
+    return digests.md5, digests.sha256
 
 
 def unfinished_uploads(client: Any, bucket: str, key: str) -> list[dict[str, Any]]:

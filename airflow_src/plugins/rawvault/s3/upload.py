@@ -55,6 +55,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
+from rawvault.digests import CHECKSUM_ALGORITHM
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.errors import (
     ExistingObjectMismatchError,
@@ -90,7 +91,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKSUM_ALGORITHM = "SHA256"
 MANIFEST_STORAGE_CLASS = "STANDARD"
 _KMS_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
 _CONFLICT_CODES = CONFLICT_CODES
