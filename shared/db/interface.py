@@ -166,6 +166,7 @@ def create_project(project_id: str, *, name: str = "", description: str = "") ->
 
 
 __all__ = [
+    "DB_ERRORS",
     "DatabaseError",
     "RawFileNotFoundError",
     "backup_base_path",
@@ -174,6 +175,83 @@ __all__ = [
     "create_raw_file",
     "get_projects",
     "get_raw_file",
+    "is_database_error",
+    "raw_files_by_id",
     "update_raw_file",
+    "uploaded_raw_file_ids",
     "utc_now",
 ]
+
+
+# --- reads for backup/restore/audit/sweeper (stream S) ---
+
+from collections.abc import Iterable, Iterator  # noqa: E402 - kept with the stream S block for the merge
+
+from mongoengine.errors import OperationError  # noqa: E402
+from mongoengine.queryset.visitor import Q  # noqa: E402
+from pymongo.errors import PyMongoError  # noqa: E402
+
+from shared.db.models import BackupStatus  # noqa: E402
+
+# What a failing database raises (unreachable, timed out, refused): callers catch these without importing pymongo.
+DB_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, OperationError)
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from the database driver (pymongo or mongoengine), e.g. for a "cannot run" exit."""
+    return isinstance(error, DB_ERRORS) or type(error).__module__.startswith(("pymongo", "mongoengine"))
+
+
+_BY_ID_BATCH = 256  # documents per query when reading many raw files by id (bounded memory)
+
+
+def _uploaded_query(
+    *,
+    instrument: str | None,
+    project: str | None,
+    raw_file_id: str | None,
+    since: datetime | None,
+    fallback_project_id: str,
+) -> Any:
+    query = Q(backup_status=BackupStatus.UPLOAD_DONE.value)
+    if instrument:
+        query &= Q(instrument_id=instrument)
+    if project:
+        # Raw files without a project are backed up in the fallback project's bucket.
+        project_query = Q(project_id=project)
+        if project == fallback_project_id:
+            project_query |= Q(project_id=None)
+        query &= project_query
+    if raw_file_id:
+        query &= Q(id=raw_file_id)
+    if since:
+        query &= Q(created_at__gte=since)
+    return query
+
+
+def uploaded_raw_file_ids(
+    *,
+    instrument: str | None = None,
+    project: str | None = None,
+    raw_file_id: str | None = None,
+    since: datetime | None = None,
+    fallback_project_id: str = "_FALLBACK",
+) -> list[str]:
+    """Ids of the ``upload_done`` raw files matching the filters, oldest first (``since``: created at or after)."""
+    connect_db()
+    query = _uploaded_query(
+        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
+        fallback_project_id=fallback_project_id,
+    )  # fmt: skip
+    return [doc.id for doc in RawFile.objects(query).order_by("created_at", "id").only("id")]
+
+
+def raw_files_by_id(raw_file_ids: Iterable[str]) -> Iterator[RawFile | None]:
+    """The raw files with these ids, in the given order, read in batches; ``None`` for one deleted meanwhile."""
+    connect_db()
+    ids = list(raw_file_ids)
+    for start in range(0, len(ids), _BY_ID_BATCH):
+        batch = ids[start : start + _BY_ID_BATCH]
+        found = {doc.id: doc for doc in RawFile.objects(id__in=batch)}
+        for raw_file_id in batch:
+            yield found.get(raw_file_id)

@@ -31,10 +31,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from shared.s3_limits import MIB
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_RUN = 2
-MIB = 1024 * 1024
 
 log = logging.getLogger("rawvault.cli")
 
@@ -163,9 +164,10 @@ def _client(settings: Any, max_pool_connections: int) -> Any:
 
 
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.restore import restore_raw_file
+    from rawvault.s3.download import RestoreError, RestoreSourceError
     from rawvault.s3.errors import S3BackupError
     from rawvault.s3.progress import format_bytes
-    from rawvault.s3.restore import RestoreError, RestoreSourceError, restore_raw_file
 
     settings = _settings()
     client = _client(settings, args.concurrency + 4)
@@ -193,9 +195,9 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
 
 
 def _verify(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.audit import verify_backups
     from rawvault.s3.errors import S3AccessDeniedError
-    from rawvault.s3.verify import verify_backups
-    from shared.db.interface import DatabaseError
+    from shared.db.interface import DatabaseError, is_database_error
 
     settings = _settings()
     client = _client(settings, args.concurrency + 2)
@@ -214,7 +216,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
     except (DatabaseError, S3AccessDeniedError) as error:
         raise CannotRunError(str(error)) from None
     except Exception as error:
-        if type(error).__module__.startswith(("pymongo", "mongoengine")):
+        if is_database_error(error):
             raise CannotRunError(
                 f"cannot read the raw files from the database: {type(error).__name__}: {error}"
             ) from None

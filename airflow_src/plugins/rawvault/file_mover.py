@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rawvault.locations import backup_folder, instrument_folder, move_target_folder
+from rawvault.locations import raw_file_path as raw_file_location
 from shared.db.models import BackupStatus, RawFile
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings import Settings
@@ -38,13 +40,6 @@ class MovePlan:
     already_moved: list[Path] = field(default_factory=list)
 
 
-def move_target_folder(raw_file: RawFile, settings: Settings) -> Path:
-    """Where the acquisition goes: ``<instrument path>/<target_folder>/<backup path without the instrument id>``."""
-    instrument = settings.instruments[raw_file.instrument_id]
-    within_instrument = Path(raw_file.backup_base_path).relative_to(raw_file.instrument_id)
-    return instrument.path / settings.file_mover.target_folder / within_instrument
-
-
 def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     """Check everything and decide what to move; raise :class:`MoveRefusedError` when nothing may move."""
     if raw_file.backup_status not in LOCAL_BACKUP_VERIFIED:
@@ -55,9 +50,9 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     if not raw_file.file_info:
         raise MoveRefusedError(f"raw file {raw_file.id!r} has no file_info: not moved")
     instrument = settings.instruments[raw_file.instrument_id]
-    source_root = instrument.path
+    source_root = instrument_folder(raw_file, settings)
     target_root = move_target_folder(raw_file, settings)
-    backup_root = settings.locations.backup / raw_file.backup_base_path
+    backup_root = backup_folder(raw_file, settings)
 
     for relative_path, (size, _md5, _etag) in raw_file.file_info.items():
         backup_copy = backup_root / relative_path
@@ -68,7 +63,7 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
             )
 
     # Files of the set currently on the share must be exactly the recorded ones, with the recorded sizes.
-    raw_file_path = source_root / raw_file.original_name
+    raw_file_path = raw_file_location(raw_file, settings)
     instrument_type = INSTRUMENT_TYPES[instrument.type]
     main_file = instrument_type.main_file(raw_file_path)
     if raw_file_path.exists() and (

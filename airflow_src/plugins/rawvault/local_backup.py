@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rawvault.digests import digest_file
-from shared.db.interface import backup_base_path
+from rawvault.safe_files import place_no_overwrite
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BackupConflictError", "CopyResult", "CopyVerificationError", "backup_base_path", "copy_raw_file_set"]
+__all__ = ["BackupConflictError", "CopyResult", "CopyVerificationError", "copy_raw_file_set"]
 
 TEMP_SUFFIX = ".rawvault-partial"
 
@@ -102,27 +102,13 @@ def _copy_verified(source: Path, target: Path, size: int, md5: str) -> None:
                 f"{md5}): the backup disk may be failing or full; nothing was renamed into place"
             )
         shutil.copystat(source, temporary)
-        if not _link_no_overwrite(temporary, target):
+        if not place_no_overwrite(temporary, target):
             # Another run put the file in place meanwhile: fine if identical, never overwritten if not.
             _check_existing_target(target, size, md5, target.name)
             return
-        fsync_dir(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
     log.info("copied %s -> %s (%d bytes, MD5 %s verified)", source, target, size, md5)
-
-
-def _link_no_overwrite(temporary: Path, target: Path) -> bool:
-    """Give ``temporary`` the name ``target`` unless that exists (atomic: a hard link never replaces a file)."""
-    try:
-        os.link(temporary, target)
-    except FileExistsError:
-        return False
-    except OSError:  # a file system without hard links: check, then rename
-        if target.exists():
-            return False
-        temporary.rename(target)
-    return True
 
 
 def _copy_and_hash(source: Path, target: Path) -> str:
@@ -132,12 +118,3 @@ def _copy_and_hash(source: Path, target: Path) -> str:
         writer.flush()
         os.fsync(writer.fileno())
     return digests.md5
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or new file in ``folder`` durable (fsync the directory)."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

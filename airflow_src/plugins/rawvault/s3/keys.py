@@ -1,4 +1,4 @@
-"""Object keys: where a raw file's files go in its bucket.
+"""Object keys: where a raw file's files go in its bucket, path validation and ``s3://`` URLs.
 
 Layout (the same for every project, including the fallback project): the key
 prefix is the raw file's folder in the local backup, ``RawFile.backup_base_path``,
@@ -65,3 +65,22 @@ def object_key(key_prefix: str, path: str) -> str:
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise UnsafePathError(f"key {key!r} is longer than S3's {MAX_KEY_BYTES} bytes")
     return key
+
+
+class S3UrlError(ValueError):
+    """A text that should be an ``s3://<bucket>/<key>`` URL is not one."""
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://<bucket>/<key>`` as ``(bucket, key)``; the key may be empty or a prefix ending in ``/``."""
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        raise S3UrlError(f"{url!r} is not an S3 URL: write s3://<bucket>/<key>")
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise S3UrlError(f"{url!r} names no bucket: write s3://<bucket>/<key>")
+    return bucket, key
+
+
+def s3_url(bucket: str, key: str) -> str:
+    """``s3://<bucket>/<key>``."""
+    return f"s3://{bucket}/{key}"

@@ -1,4 +1,4 @@
-"""Recorded checksums (``file_info``) and the local digests that verify uploads.
+"""The recorded checksums (``file_info``): validation, and their fit with the part size of an upload.
 
 ``file_info`` maps a relative path to ``[size, md5, etag]``. The ETag follows
 S3's rule for the configured part size: a file of at most ``part_size`` bytes
@@ -12,24 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from boto3.s3.transfer import TransferConfig
-
-from rawvault.digests import S3_MAX_PARTS, Digests, digest_file, multipart_parts, split_checksum
+from rawvault.digests import S3_MAX_PARTS, multipart_parts
 from rawvault.s3.errors import FileInfoError, PartSizeMismatchError
 from rawvault.s3.keys import validate_relative_path
 
-__all__ = [
-    "LocalDigests",
-    "RecordedFile",
-    "check_part_size",
-    "local_digests",
-    "multipart_parts",
-    "parse_file_info",
-    "split_checksum",
-    "transfer_config",
-]
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
 _ETAG_RE = re.compile(r"([0-9a-f]{32})(?:-([1-9][0-9]*))?")
 
@@ -92,30 +79,3 @@ def check_part_size(recorded: RecordedFile, part_size: int) -> None:
             f"but with parts of {part_size} bytes the upload gives {shape(expected)}: the checksum was computed "
             "with another part size; upload with the part size of compute_checksum (XCom part_size) or re-checksum"
         )
-
-
-LocalDigests = Digests  # size, md5, etag, sha256 (S3's base64 form), parts
-
-
-def local_digests(path: Path, part_size: int) -> Digests:
-    """Size, MD5, S3 ETag and S3 SHA-256 checksum (composite for multipart) of ``path``, in one read."""
-    return digest_file(path, part_size, sha256=True)
-
-
-def transfer_config(part_size: int, max_concurrency: int) -> TransferConfig:
-    """boto3 managed-transfer settings whose parts match the recorded ETags.
-
-    Uploads do not use boto3's managed transfer (it cannot resume, see
-    :mod:`rawvault.s3.multipart`); downloads do, in ranged GETs of exactly one
-    upload part each. s3transfer transfers multipart when ``size >=
-    multipart_threshold``, so the threshold ``part_size + 1`` makes every file
-    of at most ``part_size`` bytes one PUT. The classic (non-CRT) transfer
-    client honours the chunk size exactly.
-    """
-    return TransferConfig(
-        multipart_threshold=part_size + 1,
-        multipart_chunksize=part_size,
-        max_concurrency=max_concurrency,
-        use_threads=True,
-        preferred_transfer_client="classic",
-    )
