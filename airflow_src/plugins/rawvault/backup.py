@@ -179,6 +179,18 @@ class _Run:
     files: dict[str, Any] = field(default_factory=dict)
     problem: BaseException | None = None
 
+    def set_args(self) -> dict[str, Any]:
+        """The set's bucket, key prefix, file info, part size, raw file id and metadata, as S3 calls take them."""
+        assert self.target is not None
+        return {
+            "bucket": self.target.bucket,
+            "key_prefix": self.target.key_prefix,
+            "file_info": self.files,
+            "part_size": self.target.part_size,
+            "raw_file_id": self.raw_file.id,
+            "metadata": self.target.metadata,
+        }
+
     def s3_client(self) -> S3Client:
         if self.client is None:
             self.client = _client(self.settings)
@@ -195,17 +207,8 @@ def _already_done(run: _Run) -> UploadResult | None:
             raise run.problem
         log.warning("%s: upload_done, but %s: uploading again", raw_file.id, run.problem)
         return None
-    target = run.target
-    assert target is not None
-    result = verify_complete_set(
-        run.s3_client(),
-        bucket=target.bucket,
-        key_prefix=target.key_prefix,
-        file_info=run.files,
-        part_size=target.part_size,
-        raw_file_id=raw_file.id,
-        metadata=target.metadata,
-    )  # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed
+    # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed.
+    result = verify_complete_set(run.s3_client(), **run.set_args())
     if result is None or (result.s3_backup_key, result.s3_etag) != (raw_file.s3_backup_key, raw_file.s3_etag):
         log.warning(
             "%s: recorded as upload_done in %s, but S3 does not hold the complete set with ETag %s: uploading again",
@@ -237,14 +240,9 @@ def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
     claim.check()
     result = upload_file_set(
         client,
-        bucket=target.bucket,
-        key_prefix=target.key_prefix,
+        **run.set_args(),
         source_folder=target.source_folder,
-        file_info=run.files,
-        part_size=target.part_size,
-        raw_file_id=raw_file.id,
         object_settings=ObjectSettings.from_settings(s3),
-        metadata=target.metadata,
         progress_interval=progress_interval,
         multipart_uploads=dict(raw_file.s3_multipart_uploads or {}),
         on_multipart_upload=claims.multipart_recorder(claim, dict(raw_file.s3_multipart_uploads or {})),

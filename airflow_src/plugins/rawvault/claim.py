@@ -7,8 +7,7 @@ This module is the only writer of ``upload_claim_owner``,
 Every write is a compare-and-set through :func:`shared.db.interface.update_raw_file`.
 
 Two runs for one raw file (a double trigger, an Airflow retry racing a
-zombie, backup_sweeper racing a manual clear) must never both upload it.
-
+zombie, backup_sweeper racing a manual clear) must never both upload it:
 1. **Claim** (:func:`claim`). One atomic compare-and-set on the document:
    from ``copying_done``, ``upload_failed`` or ``upload_done``, or from an
    ``upload_in_progress`` that is stale (:func:`is_stale`), it sets
@@ -27,8 +26,7 @@ zombie, backup_sweeper racing a manual clear) must never both upload it.
    owning the claim, so a run that lost it can never overwrite the status of
    the run that took over.
 4. **The loser** of a race for a raw file that another run holds fails at
-   once with :class:`UploadInProgressError`, naming the owner and the lease,
-   and writes nothing.
+   once with :class:`UploadInProgressError` and writes nothing.
 5. **A dead owner** (SIGKILL, a lost worker) stops renewing; once its lease
    has expired the next run (an Airflow retry, or the sweeper through
    :func:`release_stale`) takes over and resumes its multipart uploads.
@@ -91,8 +89,6 @@ class UploadNotRecordedError(DatabaseError):
 
 
 # --- the staleness rule ----------------------------------------------------------------------------------------
-
-
 def lease_alive(raw_file: RawFile, now: datetime) -> bool:
     """Whether the raw file has a claim owner whose lease has not expired at ``now``."""
     expires = raw_file.upload_claim_expires_at
@@ -114,8 +110,6 @@ def is_stale(raw_file: RawFile, now: datetime, lease: timedelta) -> bool:
 
 
 # --- the claim of one run --------------------------------------------------------------------------------------
-
-
 def new_owner_token() -> str:
     """A claim owner that names the run: ``<host>:<pid>:<random>``."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

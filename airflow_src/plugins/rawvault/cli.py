@@ -29,9 +29,14 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shared.s3_limits import MIB
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from shared.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -137,7 +142,7 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _settings() -> Any:
+def _settings() -> Settings:
     from shared.settings import SettingsError, get_settings
 
     try:
@@ -152,11 +157,12 @@ def _settings() -> Any:
     return settings
 
 
-def _client(settings: Any, max_pool_connections: int) -> Any:
+def _client(settings: Settings, max_pool_connections: int) -> S3Client:
     from rawvault.s3.client import s3_client_from_connection
     from rawvault.s3.errors import S3BackupError
 
     s3 = settings.backup.s3
+    assert s3 is not None  # _settings() made sure
     try:
         return s3_client_from_connection(s3.aws_conn_id, s3.region, max_pool_connections)
     except S3BackupError as error:

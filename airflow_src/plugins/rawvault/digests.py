@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import time
 from collections import deque
@@ -43,7 +44,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Final, Protocol, TypedDict, Unpack, cast
 
 from shared.s3_limits import MIB, S3_MAX_PARTS
 
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 # The flexible checksum every upload request carries and S3 validates (and reports back).
-CHECKSUM_ALGORITHM = "SHA256"
+CHECKSUM_ALGORITHM: Final = "SHA256"
 READ_CHUNK_BYTES = 8 * MIB
 # Buffers in the read ring: one being read while up to three are being hashed.
 RING_BUFFERS = 4
@@ -304,21 +305,22 @@ def _read_into_hashers(
     return bytes_read
 
 
-def _open(path: Path) -> IO[bytes]:
-    return Path(path).open("rb", buffering=0)
+def _open(path: Path) -> io.FileIO:
+    return cast("io.FileIO", Path(path).open("rb", buffering=0))
+
+
+class DigestOptions(TypedDict, total=False):
+    """The options of :func:`digest_stream` that :func:`digest_file` passes on."""
+
+    sha256: bool
+    sink: Sink | None
+    chunk_size: int
+    progress: ProgressCallback | None
+    progress_interval: float
 
 
 def digest_file(
-    path: Path,
-    part_size: int | None,
-    *,
-    offset: int = 0,
-    length: int | None = None,
-    sha256: bool = False,
-    sink: Sink | None = None,
-    chunk_size: int = READ_CHUNK_BYTES,
-    progress: ProgressCallback | None = None,
-    progress_interval: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
+    path: Path, part_size: int | None, *, offset: int = 0, length: int | None = None, **options: Unpack[DigestOptions]
 ) -> Digests:
     """Digests of ``path`` (or of ``length`` bytes from ``offset``) from one read; see :func:`digest_stream`.
 
@@ -331,17 +333,7 @@ def digest_file(
         if offset:
             stream.seek(offset)
         advise_sequential(stream)
-        return digest_stream(
-            stream,
-            part_size,
-            size=size,
-            limit=length,
-            sha256=sha256,
-            sink=sink,
-            chunk_size=chunk_size,
-            progress=progress,
-            progress_interval=progress_interval,
-        )
+        return digest_stream(stream, part_size, size=size, limit=length, **options)
 
 
 def advise_sequential(stream: IO[bytes]) -> None:

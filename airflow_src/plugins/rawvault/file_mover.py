@@ -49,11 +49,32 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
         )
     if not raw_file.file_info:
         raise MoveRefusedError(f"raw file {raw_file.id!r} has no file_info: not moved")
-    instrument = settings.instruments[raw_file.instrument_id]
     source_root = instrument_folder(raw_file, settings)
     target_root = move_target_folder(raw_file, settings)
-    backup_root = backup_folder(raw_file, settings)
+    _check_backup_copies(raw_file, settings)
+    _check_share_matches_backup(raw_file, settings)
 
+    plan = MovePlan()
+    top_level = {Path(relative_path).parts[0] for relative_path in raw_file.file_info}
+    for name in sorted(top_level):
+        source, target = source_root / name, target_root / name
+        if source.exists() and target.exists():
+            raise MoveRefusedError(
+                f"both {source} and {target} exist: refusing to merge or overwrite; check which one is the backed-up "
+                "acquisition"
+            )
+        if source.exists():
+            plan.moves.append((source, target))
+        elif target.exists():
+            plan.already_moved.append(target)
+        else:
+            raise MoveRefusedError(f"{source} is missing from the share and not at {target} either: nothing to move")
+    return plan
+
+
+def _check_backup_copies(raw_file: RawFile, settings: Settings) -> None:
+    """Every file of the set is in the local backup with its recorded size."""
+    backup_root = backup_folder(raw_file, settings)
     for relative_path, (size, _md5, _etag) in raw_file.file_info.items():
         backup_copy = backup_root / relative_path
         if not backup_copy.is_file() or backup_copy.stat().st_size != size:
@@ -62,9 +83,12 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
                 "Re-run copy_raw_file for this raw file"
             )
 
-    # Files of the set currently on the share must be exactly the recorded ones, with the recorded sizes.
+
+def _check_share_matches_backup(raw_file: RawFile, settings: Settings) -> None:
+    """The files of the set on the share are exactly the recorded ones, with the recorded sizes."""
+    source_root = instrument_folder(raw_file, settings)
     raw_file_path = raw_file_location(raw_file, settings)
-    instrument_type = INSTRUMENT_TYPES[instrument.type]
+    instrument_type = INSTRUMENT_TYPES[settings.instruments[raw_file.instrument_id].type]
     main_file = instrument_type.main_file(raw_file_path)
     if raw_file_path.exists() and (
         (raw_file.source_inode and raw_file_path.stat().st_ino != raw_file.source_inode)
@@ -92,23 +116,6 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
                 f"{path} is {path.stat().st_size} bytes on the share but {size} bytes were backed up: a different "
                 "file now has this name; not moved"
             )
-
-    plan = MovePlan()
-    top_level = {Path(relative_path).parts[0] for relative_path in raw_file.file_info}
-    for name in sorted(top_level):
-        source, target = source_root / name, target_root / name
-        if source.exists() and target.exists():
-            raise MoveRefusedError(
-                f"both {source} and {target} exist: refusing to merge or overwrite; check which one is the backed-up "
-                "acquisition"
-            )
-        if source.exists():
-            plan.moves.append((source, target))
-        elif target.exists():
-            plan.already_moved.append(target)
-        else:
-            raise MoveRefusedError(f"{source} is missing from the share and not at {target} either: nothing to move")
-    return plan
 
 
 def move_raw_file(raw_file: RawFile, settings: Settings) -> MovePlan:

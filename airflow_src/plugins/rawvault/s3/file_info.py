@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from rawvault.digests import S3_MAX_PARTS, multipart_parts
 from rawvault.s3.errors import FileInfoError, PartSizeMismatchError
@@ -45,6 +46,9 @@ def parse_file_info(file_info: Mapping[str, object]) -> dict[str, RecordedFile]:
     for path in sorted(file_info):
         validate_relative_path(path)
         entry = file_info[path]
+        size: Any
+        md5: Any
+        etag: Any
         try:
             size, md5, etag = entry  # type: ignore[misc]
         except (TypeError, ValueError):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 MANIFEST_FORMAT = "rawvault-manifest/1"
 MANIFEST_SUFFIX = ".rawvault-manifest.json"
-MANIFEST_STORAGE_CLASS = "STANDARD"
+MANIFEST_STORAGE_CLASS: Final = "STANDARD"
 _IDENTITY_FILE_FIELDS = ("key", "size", "md5", "etag")
 
 

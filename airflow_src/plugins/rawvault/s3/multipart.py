@@ -79,6 +79,7 @@ from rawvault.s3.multipart_resume import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +160,12 @@ class _PartsState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.completed: dict[int, dict[str, str | int]] = {}
+        self.completed: dict[int, CompletedPartTypeDef] = {}
         self.uploaded = 0
         self.resumed = 0
 
     def done(self, number: int, etag: str, checksum: str | None, *, resumed: bool) -> None:
-        part: dict[str, str | int] = {"PartNumber": number, "ETag": etag}
+        part: CompletedPartTypeDef = {"PartNumber": number, "ETag": etag}
         if checksum:
             part["ChecksumSHA256"] = checksum
         with self.lock:
@@ -174,7 +175,7 @@ class _PartsState:
             else:
                 self.uploaded += 1
 
-    def completed_parts(self) -> list[dict[str, str | int]]:
+    def completed_parts(self) -> list[CompletedPartTypeDef]:
         return [self.completed[number] for number in sorted(self.completed)]
 
 
@@ -257,11 +258,15 @@ def _upload_parts(sender: _PartSender, plan: list[PartPlan], max_concurrency: in
         )
 
 
-def _complete(client: S3Client, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _complete(
+    client: S3Client, bucket: str, key: str, upload_id: str, parts: list[CompletedPartTypeDef]
+) -> dict[str, Any]:
     target = f"s3://{bucket}/{key}"
     try:
-        return client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+        return dict(
+            client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+            )
         )
     except ClientError as error:
         code = error_code(error)

@@ -55,7 +55,7 @@ def part_digests(path: Path, part: PartPlan) -> tuple[str, str]:
 
 def unfinished_uploads(client: S3Client, bucket: str, key: str) -> list[dict[str, Any]]:
     """Every unfinished multipart upload of exactly ``key`` (the listing itself is by prefix)."""
-    uploads = []
+    uploads: list[dict[str, Any]] = []
     for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key):
         uploads.extend(upload for upload in page.get("Uploads", []) if upload.get("Key") == key)
     return uploads
@@ -171,6 +171,7 @@ def _choose_resumable(
     chosen: tuple[str, dict[int, StoredPart]] | None = None
     for upload in _candidates(client, bucket, key, known_upload_id):
         upload_id = upload["UploadId"]
+        reason: str | None
         if chosen is not None:
             reason = f"upload {chosen[0]} of the same key is resumed instead"
         else:

@@ -47,7 +47,7 @@ before is never deleted (:mod:`rawvault.s3.upload_file`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,11 +192,10 @@ def upload_file_set(
 ) -> UploadResult:
     """Upload the files of ``file_info`` from ``source_folder`` to ``bucket`` under ``key_prefix``.
 
-    See the module docstring for the phases and the verification. Raises an
-    :class:`~rawvault.s3.errors.S3BackupError` on the first problem; what
-    was uploaded and verified before stays (a retry skips it), and so does an
-    unfinished multipart upload stopped by a transient failure (a retry
-    resumes it).
+    See the module docstring. Raises an :class:`~rawvault.s3.errors.S3BackupError`
+    on the first problem; what was uploaded and verified before stays (a retry
+    skips it), and so does an unfinished multipart upload stopped by a
+    transient failure (a retry resumes it).
 
     ``multipart_uploads`` maps keys to the upload ids of unfinished multipart
     uploads recorded by an earlier run (preferred when resuming);
@@ -205,35 +204,22 @@ def upload_file_set(
     request that changes S3 and raises to stop the upload (the caller lost
     its claim on the raw file).
     """
-    settings = object_settings or ObjectSettings()
-    metadata = dict(metadata or {})
-    check = guard or (lambda: None)
+    settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
     layout = _SetLayout.of(key_prefix, file_info, raw_file_id)
     for entry in layout.recorded.values():
         check_part_size(entry, part_size)
-    result = UploadResult(
-        bucket=bucket, key_prefix=key_prefix, raw_file_id=raw_file_id, manifest_key=layout.manifest_key
-    )
-
+    result = UploadResult(bucket, key_prefix, raw_file_id, layout.manifest_key)
     # Phase 1: check everything before uploading anything.
     existing_manifest, existing_etag = _existing_manifest(client, result, layout, part_size, metadata)
     to_upload = _check_phase(client, result, layout, source_folder, part_size, existing_manifest)
 
     # Phase 2: upload, verify, stop at the first failure.
     forbid_overwrites(client)
-    where = s3_url(bucket, key_prefix)
-    progress = ProgressReporter(
-        sum(entry.size for entry in to_upload), label=f"uploading {raw_file_id} to {where}", interval=progress_interval
-    )
     hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check)
-    for entry in to_upload:
-        check()
-        expected = expected_object(entry, layout.keys[entry.path])
-        result.objects[entry.path] = upload_file(
-            client, bucket, expected, source_folder / entry.path, part_size, settings, metadata, progress, hooks
-        )
-    if to_upload:
-        progress.finish()
+    for path, uploaded in _upload_phase(
+        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress_interval
+    ):
+        result.objects[path] = uploaded
 
     # Phase 3: the manifest, last.
     result.objects = {path: result.objects[path] for path in layout.recorded}
@@ -244,16 +230,60 @@ def upload_file_set(
         result.manifest_written = True
     else:
         result.manifest_etag = existing_etag
+    _log_complete(result)
+    return result
+
+
+def _log_complete(result: UploadResult) -> None:
     log.info(
         "%s: complete in %s (%d uploaded, %d skipped, manifest %s%s)",
-        raw_file_id,
-        where,
+        result.raw_file_id,
+        result.s3_backup_key,
         len(result.uploaded),
         len(result.skipped),
-        layout.manifest_key,
+        result.manifest_key,
         " written" if result.manifest_written else " already there",
     )
-    return result
+
+
+def _upload_phase(
+    client: S3Client,
+    result: UploadResult,
+    layout: _SetLayout,
+    to_upload: list[RecordedFile],
+    source_folder: Path,
+    part_size: int,
+    settings: ObjectSettings,
+    metadata: Mapping[str, str],
+    hooks: MultipartHooks,
+    progress_interval: float,
+) -> Iterator[tuple[str, UploadedObject]]:
+    """Upload and verify the missing files one by one (the guard before each); the first failure stops the set."""
+    where = s3_url(result.bucket, result.key_prefix)
+    progress = ProgressReporter(
+        sum(entry.size for entry in to_upload),
+        label=f"uploading {result.raw_file_id} to {where}",
+        interval=progress_interval,
+    )
+    for entry in to_upload:
+        hooks.guard()
+        expected = expected_object(entry, layout.keys[entry.path])
+        yield (
+            entry.path,
+            upload_file(
+                client,
+                result.bucket,
+                expected,
+                source_folder / entry.path,
+                part_size,
+                settings,
+                metadata,
+                progress,
+                hooks,
+            ),
+        )
+    if to_upload:
+        progress.finish()
 
 
 def _read_manifest(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
