@@ -2,6 +2,11 @@
 
 Use from a test module with ``pytest_plugins = ["tests.s3_fixtures"]``.
 
+Two S3 implementations: ``s3_server`` (moto, AWS-like) and ``rclone_s3_server``
+(``rclone serve s3``, which differs from AWS the way on-premises stores do; see
+:class:`devtools.servers.RcloneS3Server`). A test that takes ``s3_backend`` (or
+``backend_bucket``) runs once against each, with ids ``moto`` and ``rclone``.
+
 Expected checksums are computed here with hashlib, independently of the code
 under test: a file of at most ``part_size`` bytes has ETag = its MD5 hex; a
 larger one ``md5(concatenated part MD5 digests)-<parts>``.
@@ -22,8 +27,9 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
-from devtools.servers import S3Server
+from devtools.servers import RcloneS3Server, S3Server
 from rawvault.s3.client import client_config
 from shared.settings import Settings, parse_settings
 
@@ -207,6 +213,68 @@ def auth_s3() -> Iterator[AuthS3]:
         yield AuthS3(server.endpoint_url, "rv-auth-bucket", no_rights, no_put)
     finally:
         server.close()
+
+
+S3_BACKENDS = ("moto", "rclone")
+
+
+@dataclass(frozen=True)
+class S3Backend:
+    """One S3 implementation under test: which (``moto`` or ``rclone``), where, with which keys."""
+
+    name: str
+    endpoint_url: str
+    credentials: dict[str, str]
+    versioning: bool  # whether the server implements bucket versioning
+    verify: str | bool = True  # boto3's ``verify`` (a CA bundle for a TLS test server)
+
+    def client(self, *, max_attempts: int = 2, config: Config | None = None) -> Any:
+        """A boto3 client with rawvault's client config (few retries), ``config`` merged on top."""
+        base = client_config(16, max_attempts=max_attempts, connect_timeout=2, read_timeout=30)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            config=base.merge(config) if config else base,
+            verify=self.verify,
+            **self.credentials,
+        )
+
+    def new_bucket(self, client: Any | None = None, *, versioned: bool = True) -> str:
+        """A new, empty bucket (versioned where the server can)."""
+        client = client or self.client()
+        name = f"rv-{self.name}-{uuid.uuid4().hex[:12]}"
+        client.create_bucket(Bucket=name)
+        if versioned and self.versioning:
+            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return name
+
+
+@pytest.fixture(scope="session")
+def rclone_s3_server() -> Iterator[RcloneS3Server]:
+    """``rclone serve s3`` over HTTP for the whole session (tests use buckets of their own)."""
+    with RcloneS3Server() as server:
+        yield server
+
+
+def backend_of(name: str, server: S3Server | RcloneS3Server) -> S3Backend:
+    """The :class:`S3Backend` of a running moto or rclone server."""
+    if isinstance(server, RcloneS3Server):
+        return S3Backend(name, server.endpoint_url, server.credentials, versioning=False, verify=server.ca_bundle)
+    return S3Backend(name, server.endpoint_url, dict(CREDENTIALS), versioning=True)
+
+
+@pytest.fixture(params=S3_BACKENDS)
+def s3_backend(request: pytest.FixtureRequest) -> S3Backend:
+    """Each S3 implementation in turn (ids ``moto``, ``rclone``); only the one a test runs against is started."""
+    server = request.getfixturevalue("s3_server" if request.param == "moto" else "rclone_s3_server")
+    return backend_of(request.param, server)
+
+
+@pytest.fixture
+def backend_bucket(s3_backend: S3Backend) -> str:
+    """A new, empty bucket on ``s3_backend`` (versioned where it can be)."""
+    return s3_backend.new_bucket()
 
 
 def make_settings(tmp_path: Path, bucket_prefix: str, **s3: Any) -> Settings:

@@ -7,6 +7,7 @@ single :class:`SettingsError` naming the file, the key path and the fix.
 One module per concern: :mod:`.base` (the strict section model, shared field
 types, the registry of fixes), :mod:`.sections` (instruments, locations,
 acquisition, watcher, file mover, Airflow), :mod:`.s3` (backup and S3),
+:mod:`.s3_compat` (S3-compatible stores: compatibility mode, bandwidth windows, Object Lock, lifecycle),
 :mod:`.model` (the root and the checks across sections), :mod:`.loading`
 (which file, YAML, paths, error messages). A new section gets a module of its
 own that adds its keys' fixes to ``FIXES``, and a field on :class:`Settings`.
@@ -31,6 +32,15 @@ from shared.settings.s3 import (
     BackupSettings,
     S3Settings,
 )
+from shared.settings.s3_compat import (
+    UPLOAD_BACKOFF_CAP_HOURS,
+    BandwidthSettings,
+    BandwidthWindow,
+    LifecycleSettings,
+    ObjectLockSettings,
+    TransitionSettings,
+    longest_resume_hours,
+)
 from shared.settings.sections import (
     AcquisitionSettings,
     AirflowSettings,
@@ -52,18 +62,25 @@ __all__ = [
     "S3_MAX_PART_MB",
     "S3_MIN_PART_MB",
     "STORAGE_CLASSES",
+    "UPLOAD_BACKOFF_CAP_HOURS",
     "AcquisitionSettings",
     "AirflowSettings",
     "BackupSettings",
+    "BandwidthSettings",
+    "BandwidthWindow",
     "FileMoverSettings",
     "InstrumentSettings",
+    "LifecycleSettings",
     "LocationSettings",
+    "ObjectLockSettings",
     "S3Settings",
     "Settings",
     "SettingsError",
+    "TransitionSettings",
     "WatcherSettings",
     "get_settings",
     "load_settings",
+    "longest_resume_hours",
     "parse_settings",
     "settings_path",
 ]

@@ -10,6 +10,7 @@ from shared.bucket_names import bucket_name
 from shared.s3_limits import MIB
 from shared.settings.base import Section
 from shared.settings.s3 import DEFAULT_PART_SIZE_MB, BackupSettings
+from shared.settings.s3_compat import compat_cross_checks, zone
 from shared.settings.sections import (
     INSTRUMENT_ID_RE,
     AcquisitionSettings,
@@ -31,7 +32,15 @@ class Settings(Section):
     file_mover: FileMoverSettings = FileMoverSettings()
     airflow: AirflowSettings = AirflowSettings()
     backup: BackupSettings
+    # The facility's IANA time zone: backup.s3.bandwidth windows are read in it.
+    timezone: str = "UTC"
     source: Path = Path("<memory>")  # the YAML file these settings came from
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        zone(value)
+        return value
 
     @field_validator("instruments")
     @classmethod
@@ -127,4 +136,5 @@ def cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
                     "lower stale_upload_minutes or raise upload_retry_delay_minutes (or set upload_retries: 0)",
                 )
             )
+        problems += compat_cross_checks(s3.storage_class, s3.max_upload_attempts, s3.upload_timeout_hours, s3.lifecycle)
     return problems

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shared.s3_limits import MIB, S3_MAX_PART_MB, S3_MAX_PARTS, S3_MIN_PART_MB
 from shared.settings.base import CRON_FIX, FIXES, CronExpression, Section
+from shared.settings.s3_compat import BandwidthSettings, LifecycleSettings, ObjectLockSettings
 
 DEFAULT_PART_SIZE_MB = 64
 
@@ -70,6 +71,12 @@ class S3Settings(Section):
     stale_upload_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
     # backup_sweeper also uploads copying_done raw files untouched this long: their upload_to_s3 never ran.
     pending_upload_after_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 6.0
+    # S3-compatible stores (see shared.settings.s3_compat and README "S3-compatible stores").
+    compatibility: Literal["auto", "aws", "strict"] = "auto"
+    reprobe_after_days: Annotated[float, Field(gt=0, le=365)] = 7.0
+    bandwidth: BandwidthSettings | None = None
+    object_lock: ObjectLockSettings | None = None
+    lifecycle: LifecycleSettings | None = None
 
     @field_validator("region", "bucket_prefix")
     @classmethod
