@@ -63,5 +63,4 @@ def mongo_uri(mongo_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     interface.connect_db(uri)
     yield uri
     mongoengine.get_connection().drop_database(db_name)
-    mongoengine.disconnect_all()
-    interface._connected = None
+    interface.reset_connection()

@@ -6,8 +6,9 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG
 
+from rawvault import keys
 from rawvault.impl import sweeper_tasks
-from rawvault.impl.dag_defaults import S3_UPLOADER_QUEUE, START_DATE, default_args
+from rawvault.impl.dag_defaults import START_DATE, default_args
 from shared.settings import get_settings
 
 DOC = """
@@ -23,19 +24,21 @@ settings = get_settings()
 
 if settings.s3_enabled and settings.backup.s3 is not None:
     with DAG(
-        dag_id="backup_sweeper",
+        dag_id=keys.SWEEPER_DAG_ID,
         schedule=settings.backup.s3.sweep_schedule,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=default_args(settings, S3_UPLOADER_QUEUE),
+        default_args=default_args(settings, keys.S3_UPLOADER_QUEUE),
         tags=["rawvault"],
         doc_md=DOC,
     ):
-        find = PythonOperator(task_id="find_backups_to_retry", python_callable=sweeper_tasks.find_upload_retries)
+        find = PythonOperator(
+            task_id=keys.FIND_BACKUPS_TO_RETRY_TASK, python_callable=sweeper_tasks.find_upload_retries
+        )
         TriggerDagRunOperator.partial(
-            task_id="trigger_upload_retry",
-            trigger_dag_id=sweeper_tasks.UPLOAD_RETRY_DAG_ID,
+            task_id=keys.TRIGGER_UPLOAD_RETRY_TASK,
+            trigger_dag_id=keys.UPLOAD_RETRY_DAG_ID,
             logical_date=None,  # many runs start at once: no logical date to collide on
             skip_when_already_exists=True,  # that retry was triggered by an earlier sweep
             retries=0,  # the next sweep triggers it again

@@ -5,8 +5,9 @@ from __future__ import annotations
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
+from rawvault import keys
 from rawvault.impl import verify_tasks
-from rawvault.impl.dag_defaults import S3_UPLOADER_QUEUE, START_DATE, default_args
+from rawvault.impl.dag_defaults import START_DATE, default_args
 from shared.settings import get_settings
 
 DOC = """
@@ -21,12 +22,12 @@ settings = get_settings()
 
 if settings.s3_enabled:
     with DAG(
-        dag_id=verify_tasks.VERIFIER_DAG_ID,
+        dag_id=keys.VERIFIER_DAG_ID,
         schedule=verify_tasks.VERIFIER_SCHEDULE,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=default_args(settings, S3_UPLOADER_QUEUE),
+        default_args=default_args(settings, keys.S3_UPLOADER_QUEUE),
         tags=["rawvault", "verify"],
         doc_md=DOC,
         params={
@@ -37,4 +38,4 @@ if settings.s3_enabled:
             "project": Param(None, type=["null", "string"], description="only this project id"),
         },
     ):
-        PythonOperator(task_id="verify_backups", python_callable=verify_tasks.verify_backups)
+        PythonOperator(task_id=keys.VERIFY_BACKUPS_TASK, python_callable=verify_tasks.verify_backups)

@@ -6,8 +6,9 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import DAG, Param
 
+from rawvault import keys
 from rawvault.impl import tasks
-from rawvault.impl.dag_defaults import FILE_MOVER_QUEUE, dag_kwargs
+from rawvault.impl.dag_defaults import dag_kwargs
 from shared.settings import get_settings
 
 DOC = """
@@ -19,13 +20,13 @@ settings = get_settings()
 
 for instrument_id in settings.instruments:
     with DAG(
-        dag_id=f"file_mover.{instrument_id}",
+        dag_id=keys.file_mover_dag_id(instrument_id),
         schedule=None,
-        params={"raw_file_id": Param(type="string", minLength=1, description="id of the RawFile to move")},
-        **dag_kwargs(settings, instrument_id, queue=FILE_MOVER_QUEUE, doc_md=DOC),
+        params={keys.RAW_FILE_ID_KEY: Param(type="string", minLength=1, description="id of the RawFile to move")},
+        **dag_kwargs(settings, instrument_id, queue=keys.FILE_MOVER_QUEUE, doc_md=DOC),
     ):
         wait = PythonSensor(
-            task_id="wait_before_moving",
+            task_id=keys.WAIT_BEFORE_MOVING_TASK,
             python_callable=tasks.file_mover_delay_passed,
             op_kwargs={"delay_minutes": max(settings.file_mover.delay_minutes, 0)},
             mode="reschedule",
@@ -33,5 +34,5 @@ for instrument_id in settings.instruments:
             # The sensor's default 7-day timeout would fail long delays; give it the delay plus a day.
             timeout=(max(settings.file_mover.delay_minutes, 0) + 24 * 60) * 60,
         )
-        move = PythonOperator(task_id="move_raw_file", python_callable=tasks.move_raw_file)
+        move = PythonOperator(task_id=keys.MOVE_RAW_FILE_TASK, python_callable=tasks.move_raw_file)
         wait >> move

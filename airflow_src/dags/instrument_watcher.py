@@ -6,6 +6,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG
 
+from rawvault import keys
 from rawvault.impl import tasks
 from rawvault.impl.dag_defaults import dag_kwargs
 from shared.settings import get_settings
@@ -19,18 +20,18 @@ settings = get_settings()
 
 for instrument_id in settings.instruments:
     with DAG(
-        dag_id=f"instrument_watcher.{instrument_id}",
+        dag_id=keys.watcher_dag_id(instrument_id),
         schedule=settings.watcher.schedule,
         max_active_runs=1,
         **dag_kwargs(settings, instrument_id, queue=instrument_id, doc_md=DOC),
     ):
         register = PythonOperator(
-            task_id="register_new_raw_files",
+            task_id=keys.REGISTER_NEW_RAW_FILES_TASK,
             python_callable=tasks.register_new_raw_files,
             op_kwargs={"instrument_id": instrument_id},
         )
         TriggerDagRunOperator.partial(
-            task_id="start_acquisition_handler",
-            trigger_dag_id=f"acquisition_handler.{instrument_id}",
+            task_id=keys.START_ACQUISITION_HANDLER_TASK,
+            trigger_dag_id=keys.handler_dag_id(instrument_id),
             skip_when_already_exists=True,
         ).expand_kwargs(register.output)

@@ -7,8 +7,9 @@ from datetime import timedelta
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
+from rawvault import keys
 from rawvault.impl import sweeper_tasks
-from rawvault.impl.dag_defaults import S3_UPLOAD_POOL, S3_UPLOADER_QUEUE, START_DATE, default_args
+from rawvault.impl.dag_defaults import START_DATE, default_args
 from shared.settings import get_settings
 
 DOC = """
@@ -23,25 +24,25 @@ settings = get_settings()
 
 if settings.s3_enabled and settings.backup.s3 is not None:
     with DAG(
-        dag_id=sweeper_tasks.UPLOAD_RETRY_DAG_ID,
+        dag_id=keys.UPLOAD_RETRY_DAG_ID,
         schedule=None,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=sweeper_tasks.MAX_ACTIVE_RETRY_RUNS,
-        default_args=default_args(settings, S3_UPLOADER_QUEUE),
+        default_args=default_args(settings, keys.S3_UPLOADER_QUEUE),
         tags=["rawvault"],
         doc_md=DOC,
         params={
-            "raw_file_id": Param(type="string", minLength=1, description="id of the RawFile to upload again"),
-            sweeper_tasks.ATTEMPTS_KEY: Param(
+            keys.RAW_FILE_ID_KEY: Param(type="string", minLength=1, description="id of the RawFile to upload again"),
+            keys.ATTEMPTS_KEY: Param(
                 None, type=["null", "integer"], minimum=0, description="its upload attempts when the sweep saw it"
             ),
         },
     ):
         PythonOperator(
-            task_id="upload_to_s3",
+            task_id=keys.UPLOAD_TO_S3_TASK,
             python_callable=sweeper_tasks.retry_upload_to_s3,
-            pool=S3_UPLOAD_POOL,
+            pool=keys.S3_UPLOAD_POOL,
             retries=0,  # the next sweep is the retry, with backoff
             execution_timeout=timedelta(hours=settings.backup.s3.upload_timeout_hours),
         )

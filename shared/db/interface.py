@@ -1,21 +1,27 @@
-"""The small interface between rawvault's tasks and MongoDB.
+"""The only door between rawvault and MongoDB: the connection, every read query and every write.
 
 Every write is an atomic ``$set`` of only the fields it changes, so two tasks
 updating different fields of one ``RawFile`` never lose each other's writes.
+Nothing outside ``shared.db`` imports mongoengine or pymongo: callers catch
+:class:`DatabaseError` and :data:`DB_ERRORS`. The Backups page's queries are
+in :mod:`shared.db.backups_view`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
 from typing import Any
 
 import mongoengine
-from mongoengine.errors import NotUniqueError
+from mongoengine import Q
+from mongoengine.errors import NotUniqueError, OperationError
 from pymongo import uri_parser
+from pymongo.errors import PyMongoError
 
-from shared.db.models import Project, RawFile, utc_now
+from shared.db.models import BackupStatus, Project, RawFile, RawFileStatus, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,10 @@ _connected: tuple[int, str] | None = None  # (pid, uri): pymongo clients must no
 
 class DatabaseError(RuntimeError):
     """The database is not configured or not reachable."""
+
+
+# What a query or write raises when MongoDB fails (unreachable, timed out, refused the operation).
+DB_ERRORS: tuple[type[Exception], ...] = (PyMongoError, OperationError)
 
 
 class RawFileNotFoundError(LookupError):
@@ -66,6 +76,13 @@ def connect_db(uri: str | None = None) -> None:
     _connected = (os.getpid(), uri)
     nodes = ", ".join(f"{host}:{port}" for host, port in parsed["nodelist"])
     log.info("connected to MongoDB at %s", nodes)  # never the URI: it may hold a password
+
+
+def reset_connection() -> None:
+    """Disconnect and forget the connection, so the next :func:`connect_db` connects anew (tests, a new server)."""
+    global _connected
+    mongoengine.disconnect_all()
+    _connected = None
 
 
 def get_raw_file(raw_file_id: str) -> RawFile:
@@ -148,6 +165,92 @@ def update_raw_file(raw_file_id: str, *, expected: dict[str, Any] | None = None,
     return False
 
 
+def list_raw_files_on_share(instrument_id: str) -> list[RawFile]:
+    """The instrument's raw files not moved off its share, oldest first (only what the watcher compares)."""
+    connect_db()
+    on_share = RawFile.objects(instrument_id=instrument_id, status__ne=RawFileStatus.MOVED.value).only(
+        "id", "original_name", "instrument_type", "source_inode", "source_mtime_ns", "status", "created_at"
+    )
+    return list(on_share.order_by("created_at"))
+
+
+def queued_raw_file_ids(instrument_id: str) -> list[str]:
+    """Ids of the instrument's raw files still ``queued`` (their handler has not looked at them), oldest first."""
+    connect_db()
+    queued = RawFile.objects(instrument_id=instrument_id, status=RawFileStatus.QUEUED.value)
+    return [raw_file.id for raw_file in queued.only("id").order_by("created_at")]
+
+
+def newer_acquisition_exists(raw_file: RawFile) -> bool:
+    """Whether the instrument has started another acquisition after this one (so this one is finished)."""
+    connect_db()
+    return bool(
+        RawFile.objects(
+            instrument_id=raw_file.instrument_id, created_at__gt=raw_file.created_at, id__ne=raw_file.id
+        ).first()
+    )
+
+
+def raw_files_uploading() -> Iterable[RawFile]:
+    """Every ``upload_in_progress`` raw file (whole documents: the sweeper checks their claims)."""
+    connect_db()
+    return RawFile.objects(backup_status=BackupStatus.UPLOAD_IN_PROGRESS.value)
+
+
+def failed_uploads() -> Iterable[RawFile]:
+    """Every ``upload_failed`` raw file, with the fields that decide its retry."""
+    connect_db()
+    return RawFile.objects(backup_status=BackupStatus.UPLOAD_FAILED.value).only(
+        "id", "backup_status", "s3_upload_attempts", "s3_upload_attempted_at", "s3_upload_failed_at",
+        "backup_status_details",
+    )  # fmt: skip
+
+
+def uploads_pending_since(cutoff: datetime) -> Iterable[RawFile]:
+    """``copying_done`` raw files not updated since ``cutoff`` (or never): their upload never ran."""
+    connect_db()
+    return RawFile.objects(
+        Q(backup_status=BackupStatus.COPYING_DONE.value) & (Q(db_updated_at__lte=cutoff) | Q(db_updated_at=None))
+    ).only("id", "backup_status", "s3_upload_attempts", "file_info", "backup_base_path", "db_updated_at",
+           "backup_status_details")  # fmt: skip
+
+
+def _start_of(day: date | datetime) -> datetime:
+    if isinstance(day, datetime):
+        return day if day.tzinfo else day.replace(tzinfo=UTC)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def select_uploaded_raw_files(
+    *,
+    instrument: str | None = None,
+    project: str | None = None,
+    raw_file_id: str | None = None,
+    since: date | datetime | None = None,
+    fallback_project_id: str = "_FALLBACK",
+) -> Any:
+    """The ``upload_done`` raw files matching the filters, oldest first (a lazy queryset: ``count()``, slicing).
+
+    ``since`` keeps raw files created on or after that day (UTC); ``project``
+    equal to ``fallback_project_id`` also selects raw files without a project.
+    """
+    connect_db()
+    query = Q(backup_status=BackupStatus.UPLOAD_DONE.value)
+    if instrument:
+        query &= Q(instrument_id=instrument)
+    if project:
+        # Raw files without a project are backed up in the fallback project's bucket.
+        project_query = Q(project_id=project)
+        if project == fallback_project_id:
+            project_query |= Q(project_id=None)
+        query &= project_query
+    if raw_file_id:
+        query &= Q(id=raw_file_id)
+    if since:
+        query &= Q(created_at__gte=_start_of(since))
+    return RawFile.objects(query).order_by("created_at", "id")
+
+
 def get_projects() -> list[Project]:
     """All projects, for matching file names to projects."""
     connect_db()
@@ -173,28 +276,27 @@ __all__ = [
     "connect_db",
     "create_project",
     "create_raw_file",
+    "failed_uploads",
     "get_projects",
     "get_raw_file",
     "is_database_error",
+    "list_raw_files_on_share",
+    "newer_acquisition_exists",
+    "queued_raw_file_ids",
     "raw_files_by_id",
+    "raw_files_uploading",
+    "reset_connection",
+    "select_uploaded_raw_files",
     "update_raw_file",
     "uploaded_raw_file_ids",
+    "uploads_pending_since",
     "utc_now",
 ]
 
 
 # --- reads for backup/restore/audit/sweeper (stream S) ---
 
-from collections.abc import Iterable, Iterator  # noqa: E402 - kept with the stream S block for the merge
-
-from mongoengine.errors import OperationError  # noqa: E402
-from mongoengine.queryset.visitor import Q  # noqa: E402
-from pymongo.errors import PyMongoError  # noqa: E402
-
-from shared.db.models import BackupStatus  # noqa: E402
-
-# What a failing database raises (unreachable, timed out, refused): callers catch these without importing pymongo.
-DB_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, OperationError)
+_BY_ID_BATCH = 256  # documents per query when reading many raw files by id (bounded memory)
 
 
 def is_database_error(error: BaseException) -> bool:
@@ -202,48 +304,9 @@ def is_database_error(error: BaseException) -> bool:
     return isinstance(error, DB_ERRORS) or type(error).__module__.startswith(("pymongo", "mongoengine"))
 
 
-_BY_ID_BATCH = 256  # documents per query when reading many raw files by id (bounded memory)
-
-
-def _uploaded_query(
-    *,
-    instrument: str | None,
-    project: str | None,
-    raw_file_id: str | None,
-    since: datetime | None,
-    fallback_project_id: str,
-) -> Any:
-    query = Q(backup_status=BackupStatus.UPLOAD_DONE.value)
-    if instrument:
-        query &= Q(instrument_id=instrument)
-    if project:
-        # Raw files without a project are backed up in the fallback project's bucket.
-        project_query = Q(project_id=project)
-        if project == fallback_project_id:
-            project_query |= Q(project_id=None)
-        query &= project_query
-    if raw_file_id:
-        query &= Q(id=raw_file_id)
-    if since:
-        query &= Q(created_at__gte=since)
-    return query
-
-
-def uploaded_raw_file_ids(
-    *,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: datetime | None = None,
-    fallback_project_id: str = "_FALLBACK",
-) -> list[str]:
-    """Ids of the ``upload_done`` raw files matching the filters, oldest first (``since``: created at or after)."""
-    connect_db()
-    query = _uploaded_query(
-        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
-        fallback_project_id=fallback_project_id,
-    )  # fmt: skip
-    return [doc.id for doc in RawFile.objects(query).order_by("created_at", "id").only("id")]
+def uploaded_raw_file_ids(**filters: Any) -> list[str]:
+    """Ids of the raw files :func:`select_uploaded_raw_files` selects with ``filters``, oldest first."""
+    return [doc.id for doc in select_uploaded_raw_files(**filters).only("id")]
 
 
 def raw_files_by_id(raw_file_ids: Iterable[str]) -> Iterator[RawFile | None]:

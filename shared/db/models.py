@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import StrEnum, nonmember
 
 from mongoengine import DateTimeField, DictField, Document, IntField, StringField
 
@@ -28,7 +28,12 @@ class RawFileStatus(StrEnum):
 
 
 class BackupStatus(StrEnum):
-    """State of the local copy and the S3 upload (contract values, keep stable)."""
+    """State of the local copy and the S3 upload (contract values, keep stable).
+
+    The groups below are frozensets of values (``enum.nonmember``: not statuses
+    themselves, so never in a field's choices nor in iteration); every rule
+    about "which statuses" uses one of them.
+    """
 
     COPYING_IN_PROGRESS = "copying_in_progress"
     COPYING_DONE = "copying_done"
@@ -37,6 +42,17 @@ class BackupStatus(StrEnum):
     UPLOAD_DONE = "upload_done"
     UPLOAD_FAILED = "upload_failed"
     SKIPPED = "skipped"
+
+    # The local copy or the upload failed (the Backups page lists these first).
+    FAILED = nonmember(frozenset({COPYING_FAILED, UPLOAD_FAILED}))
+    # A copy or an upload runs (stuck on the Backups page when not updated for long).
+    IN_PROGRESS = nonmember(frozenset({COPYING_IN_PROGRESS, UPLOAD_IN_PROGRESS}))
+    # The upload has started at least once: a copy status must never replace these.
+    PAST_LOCAL_COPY = nonmember(frozenset({UPLOAD_IN_PROGRESS, UPLOAD_DONE, UPLOAD_FAILED}))
+    # The local backup is complete and verified (the file mover may move the acquisition).
+    LOCAL_COPY_VERIFIED = nonmember(frozenset({COPYING_DONE, UPLOAD_IN_PROGRESS, UPLOAD_DONE, UPLOAD_FAILED}))
+    # An upload run may claim the raw file (it needs a verified local copy).
+    CLAIMABLE = nonmember(frozenset({COPYING_DONE, UPLOAD_FAILED, UPLOAD_IN_PROGRESS, UPLOAD_DONE}))
 
 
 class RawFile(Document):
@@ -84,7 +100,7 @@ class RawFile(Document):
     # Unfinished multipart uploads of this raw file, {object key: upload id}, so a retry resumes them.
     s3_multipart_uploads = DictField()
     # The run that owns the upload (upload_in_progress) and until when: it renews this lease while it
-    # runs; another run may take over only after it expired (see rawvault.s3.backup).
+    # runs; another run may take over only after it expired (see rawvault.claim).
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
 

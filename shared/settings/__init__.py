@@ -8,12 +8,14 @@ One module per concern: :mod:`.base` (the strict section model, shared field
 types, the registry of fixes), :mod:`.sections` (instruments, locations,
 acquisition, watcher, file mover, Airflow), :mod:`.s3` (backup and S3),
 :mod:`.s3_compat` (S3-compatible stores: compatibility mode, bandwidth windows, Object Lock, lifecycle),
+:mod:`.alerts` (alert channels, thresholds, digest),
 :mod:`.model` (the root and the checks across sections), :mod:`.loading`
 (which file, YAML, paths, error messages). A new section gets a module of its
 own that adds its keys' fixes to ``FIXES``, and a field on :class:`Settings`.
 """
 
 from shared.s3_limits import MIB, S3_MAX_PART_MB, S3_MAX_PARTS, S3_MIN_PART_MB
+from shared.settings.alerts import AlertSettings
 from shared.settings.base import CRON_PRESETS, SettingsError
 from shared.settings.loading import (
     ENV_VAR_CONFIG,
@@ -65,6 +67,7 @@ __all__ = [
     "UPLOAD_BACKOFF_CAP_HOURS",
     "AcquisitionSettings",
     "AirflowSettings",
+    "AlertSettings",
     "BackupSettings",
     "BandwidthSettings",
     "BandwidthWindow",

@@ -8,6 +8,7 @@ from pydantic import field_validator
 
 from shared.bucket_names import bucket_name
 from shared.s3_limits import MIB
+from shared.settings.alerts import AlertSettings, alert_cross_checks
 from shared.settings.base import Section
 from shared.settings.s3 import DEFAULT_PART_SIZE_MB, BackupSettings
 from shared.settings.s3_compat import compat_cross_checks, zone
@@ -34,6 +35,7 @@ class Settings(Section):
     backup: BackupSettings
     # The facility's IANA time zone: backup.s3.bandwidth windows are read in it.
     timezone: str = "UTC"
+    alerts: AlertSettings = AlertSettings()
     source: Path = Path("<memory>")  # the YAML file these settings came from
 
     @field_validator("timezone")
@@ -137,4 +139,5 @@ def cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
                 )
             )
         problems += compat_cross_checks(s3.storage_class, s3.max_upload_attempts, s3.upload_timeout_hours, s3.lifecycle)
+    problems += alert_cross_checks(settings)
     return problems

@@ -44,6 +44,7 @@ FIXES.update(
         ),
         "backup.s3.pending_upload_after_hours": "use hours above 0 (at most a year), e.g. 6",
         "backup.s3.sweep_schedule": CRON_FIX,
+        "backup.deadline_hours": "use hours above 0 (at most a year), e.g. 24",
     }
 )
 
@@ -110,6 +111,9 @@ class BackupSettings(Section):
 
     backup_type: Literal["local", "s3"]
     s3: Annotated[S3Settings | None, Field(validate_default=True)] = None
+    # A raw file acquired longer ago than this without a verified backup (S3: upload_done; local:
+    # copying_done) is overdue: alerted once (rawvault.alerts) and counted by the coverage check.
+    deadline_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0
 
     @field_validator("s3", mode="after")
     @classmethod

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import mongoengine
 import pytest
 import yaml
 
@@ -33,7 +32,7 @@ from devtools.celery_stack import (
 )
 from devtools.local_stack import StackPaths, StackState, start_data_servers
 from devtools.servers import free_port, local_s3_client
-from rawvault.impl.dag_defaults import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
+from rawvault.keys import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from rawvault.locations import move_target_folder
 from rawvault.s3.buckets import bucket_name
 from shared.db import interface
@@ -138,8 +137,7 @@ def e2e(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[E2E]:
         stopping = time.monotonic()
         report = stop_celery_stack(paths)
         print(f"stack stopped in {time.monotonic() - stopping:.0f} s")
-        mongoengine.disconnect_all()
-        interface._connected = None
+        interface.reset_connection()
         left = {name: pid for name, pid in pids.items() if _group_alive(pid)}
         assert not left, f"processes of the stack still run after stopping it: {left}"
         assert not report.survivors, f"processes outlived the stop of their process group: {report.survivors}"

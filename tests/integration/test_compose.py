@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rawvault.impl.dag_defaults import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
+from rawvault.keys import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from shared.settings import Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

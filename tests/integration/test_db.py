@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import multiprocessing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.db import interface
 from shared.db.interface import (
     DatabaseError,
     RawFileNotFoundError,
     connect_db,
     create_project,
     create_raw_file,
+    failed_uploads,
     get_raw_file,
+    list_raw_files_on_share,
+    newer_acquisition_exists,
+    queued_raw_file_ids,
+    raw_files_uploading,
+    reset_connection,
+    select_uploaded_raw_files,
     update_raw_file,
+    uploads_pending_since,
 )
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
 
@@ -113,3 +122,52 @@ def test_concurrent_processes_updating_different_fields_lose_nothing(mongo_uri: 
     loaded = get_raw_file("shared.raw")
     assert loaded.status_details == f"status_details-{rounds - 1}"
     assert loaded.backup_status_details == f"backup_status_details-{rounds - 1}"
+
+
+def test_reset_connection_forgets_it_and_connect_db_connects_again(mongo_uri: str) -> None:
+    create_raw_file("kept.raw", instrument_id="thermo1", created_at=DAY1)
+    reset_connection()
+    assert interface._connected is None
+    assert get_raw_file("kept.raw").instrument_id == "thermo1"  # connects again through RAWVAULT_MONGO_URI
+
+
+def test_reads_for_the_watcher_and_the_monitor(mongo_uri: str) -> None:
+    older = create_raw_file("a.raw", instrument_id="thermo1", created_at=DAY1, status=RawFileStatus.QUEUED)
+    create_raw_file("m.raw", instrument_id="thermo1", created_at=DAY1.replace(hour=10), status=RawFileStatus.MOVED)
+    newer = create_raw_file("b.raw", instrument_id="thermo1", created_at=DAY2, status=RawFileStatus.QUEUED)
+    create_raw_file("c.raw", instrument_id="thermo2", created_at=DAY2, status=RawFileStatus.QUEUED)
+    update_raw_file("b.raw", status=RawFileStatus.MONITORING_ACQUISITION)
+
+    assert [raw_file.id for raw_file in list_raw_files_on_share("thermo1")] == ["a.raw", "b.raw"]  # not moved
+    assert queued_raw_file_ids("thermo1") == ["a.raw"]
+    assert newer_acquisition_exists(older)
+    assert not newer_acquisition_exists(newer)
+
+
+def test_reads_for_the_sweeper(mongo_uri: str) -> None:
+    for name, backup_status in [
+        ("up.raw", "upload_in_progress"),
+        ("fail.raw", "upload_failed"),
+        ("done.raw", "copying_done"),
+    ]:
+        create_raw_file(name, instrument_id="thermo1", created_at=DAY1, backup_status=backup_status)
+    assert [raw_file.id for raw_file in raw_files_uploading()] == ["up.raw"]
+    assert [raw_file.id for raw_file in failed_uploads()] == ["fail.raw"]
+    updated = get_raw_file("done.raw").db_updated_at
+    assert [raw_file.id for raw_file in uploads_pending_since(updated)] == ["done.raw"]
+    assert list(uploads_pending_since(updated - timedelta(seconds=1))) == []  # updated after the cutoff
+
+
+def test_select_uploaded_raw_files_filters(mongo_uri: str) -> None:
+    create_raw_file("x.raw", instrument_id="thermo1", created_at=DAY2, backup_status="upload_done", project_id="P1")
+    create_raw_file("y.d", instrument_id="tims1", created_at=DAY1, backup_status="upload_done")
+    create_raw_file("z.raw", instrument_id="thermo1", created_at=DAY1, backup_status="upload_failed")
+
+    def ids(**filters: object) -> list[str]:
+        return [raw_file.id for raw_file in select_uploaded_raw_files(**filters)]
+
+    assert ids() == ["y.d", "x.raw"]  # upload_done only, oldest first
+    assert ids(instrument="thermo1") == ["x.raw"]
+    assert ids(project="_FALLBACK") == ["y.d"]  # no project: the fallback project's
+    assert ids(since=DAY2.date()) == ["x.raw"]
+    assert ids(raw_file_id="y.d") == ["y.d"]

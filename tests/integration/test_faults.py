@@ -397,10 +397,7 @@ def test_mongodb_restarted_during_runs(tmp_path, s3_server, monkeypatch) -> None
         try:
             _mongodb_restarts(tmp_path, s3_server, mongo)
         finally:
-            import mongoengine
-
-            mongoengine.disconnect_all()
-            interface._connected = None
+            interface.reset_connection()
 
 
 def _mongodb_restarts(tmp_path: Path, s3_server: S3Server, mongo: MongoServer) -> None:

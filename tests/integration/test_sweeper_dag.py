@@ -13,9 +13,9 @@ import pytest
 
 from devtools.local_stack import aws_connection_uri
 from devtools.servers import S3Server, local_s3_client
-from rawvault.impl.context import run_id_for
-from rawvault.impl.sweeper_tasks import ATTEMPTS_KEY as ATTEMPTS
-from rawvault.impl.sweeper_tasks import retry_run_id, retry_upload_to_s3
+from rawvault.impl.sweeper_tasks import retry_upload_to_s3
+from rawvault.keys import ATTEMPTS_KEY as ATTEMPTS
+from rawvault.keys import retry_run_id, run_id_for
 from rawvault.sweeper import UploadRetry
 from shared.db.interface import create_raw_file, get_raw_file, update_raw_file, utc_now
 from shared.settings import get_settings

@@ -206,8 +206,7 @@ def ui_server(mongo_server: str) -> Iterator[UiServer]:
     finally:
         stop_stack(paths)
         mongoengine.get_connection().drop_database(db_name)
-        mongoengine.disconnect_all()
-        interface._connected = None
+        interface.reset_connection()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ REGION = "us-east-1"
 @pytest.fixture
 def fake_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """An empty in-memory MongoDB behind ``shared.db.interface`` (mongomock)."""
-    mongoengine.disconnect_all()
+    interface.reset_connection()
     mongoengine.connect(
         "rawvault_unit",
         host="mongodb://localhost",
@@ -35,7 +35,7 @@ def fake_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv(interface.ENV_VAR_MONGO_URI, FAKE_MONGO_URI)
     monkeypatch.setattr(interface, "_connected", (os.getpid(), FAKE_MONGO_URI))
     yield
-    mongoengine.disconnect_all()
+    interface.reset_connection()
 
 
 @pytest.fixture

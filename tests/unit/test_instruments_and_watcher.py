@@ -91,7 +91,7 @@ def test_size_stable_long_enough(size: int, previous: int | None, since: datetim
 def test_run_ids_are_valid_distinct_and_stable() -> None:
     import re
 
-    from rawvault.impl.context import run_id_for
+    from rawvault.keys import run_id_for
 
     ids = ["plain.raw", "Probe 1 – Größe.raw", "Probe 1 _ Größe.raw", "x" * 400]
     run_ids = [run_id_for(raw_file_id) for raw_file_id in ids]

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from shared.db.interface import connect_db, get_raw_file, update_raw_file
-from shared.db.models import RawFile, RawFileStatus, utc_now
+from rawvault.keys import handler_dag_id
+from shared.db.interface import get_raw_file, newer_acquisition_exists, update_raw_file
+from shared.db.models import RawFileStatus, utc_now
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings import Settings
 
@@ -49,16 +50,6 @@ def size_stable_long_enough(observation: Observation, now: datetime, stable_seco
     return now - observation.previous_since >= timedelta(seconds=stable_seconds)
 
 
-def newer_acquisition_exists(raw_file: RawFile) -> bool:
-    """Whether the instrument has started another acquisition after this one (so this one is finished)."""
-    connect_db()
-    return bool(
-        RawFile.objects(
-            instrument_id=raw_file.instrument_id, created_at__gt=raw_file.created_at, id__ne=raw_file.id
-        ).first()
-    )
-
-
 def acquisition_finished(raw_file_id: str, settings: Settings, instrument_id: str | None = None) -> bool:
     """One look at a running acquisition (a sensor poke); records what it saw on the ``RawFile``.
 
@@ -68,7 +59,7 @@ def acquisition_finished(raw_file_id: str, settings: Settings, instrument_id: st
     if instrument_id is not None and raw_file.instrument_id != instrument_id:
         raise WrongInstrumentError(
             f"raw file {raw_file_id!r} belongs to instrument {raw_file.instrument_id!r}, not {instrument_id!r}: "
-            f"trigger acquisition_handler.{raw_file.instrument_id} for it instead"
+            f"trigger {handler_dag_id(raw_file.instrument_id)} for it instead"
         )
     instrument = settings.instruments[raw_file.instrument_id]
     raw_file_path = instrument.path / raw_file.original_name

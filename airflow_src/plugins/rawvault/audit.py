@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from rawvault.s3.drift import VerifyReport, verify_raw_files
@@ -21,12 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8  # raw files checked at a time: head_object is latency-bound, not bandwidth-bound
-
-
-def _start_of(day: date | datetime) -> datetime:
-    if isinstance(day, datetime):
-        return day if day.tzinfo else day.replace(tzinfo=UTC)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def verify_backups(
@@ -66,7 +60,7 @@ def verify_backups(
         instrument=instrument,
         project=project,
         raw_file_id=raw_file_id,
-        since=_start_of(since) if since else None,
+        since=since,
         fallback_project_id=fallback_project_id,
     )
     matched = len(ids)

@@ -55,12 +55,7 @@ from shared.db.models import BackupStatus, RawFile
 
 log = logging.getLogger(__name__)
 
-CLAIMABLE_STATUSES = (
-    BackupStatus.COPYING_DONE.value,
-    BackupStatus.UPLOAD_FAILED.value,
-    BackupStatus.UPLOAD_IN_PROGRESS.value,
-    BackupStatus.UPLOAD_DONE.value,
-)
+CLAIMABLE_STATUSES = tuple(sorted(BackupStatus.CLAIMABLE))  # sorted: the error message lists them
 MAX_DETAILS_CHARS = 2000
 MAX_HEARTBEAT_SECONDS = 60.0
 GAVE_UP_MARK = "gave up after"

@@ -20,13 +20,6 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOCAL_BACKUP_VERIFIED = {
-    BackupStatus.COPYING_DONE.value,
-    BackupStatus.UPLOAD_IN_PROGRESS.value,
-    BackupStatus.UPLOAD_DONE.value,
-    BackupStatus.UPLOAD_FAILED.value,
-}
-
 
 class MoveRefusedError(RuntimeError):
     """The acquisition must not be moved (no verified backup, or the share does not match it)."""
@@ -42,7 +35,7 @@ class MovePlan:
 
 def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     """Check everything and decide what to move; raise :class:`MoveRefusedError` when nothing may move."""
-    if raw_file.backup_status not in LOCAL_BACKUP_VERIFIED:
+    if raw_file.backup_status not in BackupStatus.LOCAL_COPY_VERIFIED:
         raise MoveRefusedError(
             f"raw file {raw_file.id!r} has no verified local backup (backup_status={raw_file.backup_status}): "
             "not moved. Let copy_raw_file succeed first"

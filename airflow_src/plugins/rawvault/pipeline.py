@@ -17,13 +17,6 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Statuses after which the local copy is verified and must not be reported as anything less.
-_PAST_LOCAL_COPY = {
-    BackupStatus.UPLOAD_IN_PROGRESS.value,
-    BackupStatus.UPLOAD_DONE.value,
-    BackupStatus.UPLOAD_FAILED.value,
-}
-
 
 class FileInfoMismatchError(RuntimeError):
     """The files on the share differ from the ones checksummed before."""
@@ -101,7 +94,7 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
         raise FileInfoMismatchError(f"raw file {raw_file_id!r} has no file_info: run compute_checksum first")
     target = backup_folder(raw_file, settings)
     # Copy statuses never replace an upload status: a concurrent or earlier upload run owns those.
-    not_uploading = {"backup_status__nin": sorted(_PAST_LOCAL_COPY)}
+    not_uploading = {"backup_status__nin": sorted(BackupStatus.PAST_LOCAL_COPY)}
     update_raw_file(
         raw_file_id,
         expected=not_uploading,

@@ -46,16 +46,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from mongoengine import Q
-
 from rawvault.claim import record_given_up, release_stale
-from shared.db.interface import connect_db, utc_now
-from shared.db.models import BackupStatus, RawFile
+from rawvault.keys import MAX_UPLOAD_RETRY_DELAY
+from shared.db.interface import failed_uploads, raw_files_uploading, uploads_pending_since, utc_now
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = timedelta(hours=6)
+# The same cap as Airflow's max_retry_delay of upload_to_s3, so the sweeper's backoff never undercuts Airflow's.
+MAX_BACKOFF = MAX_UPLOAD_RETRY_DELAY
 MAX_RETRIES_PER_SWEEP = 200
 
 
@@ -99,18 +98,13 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
     report = SweepReport()
     if not settings.s3_enabled or s3 is None:
         return report
-    connect_db()
     now = now or utc_now()
     lease = timedelta(minutes=s3.stale_upload_minutes)
-    for raw_file in RawFile.objects(backup_status=BackupStatus.UPLOAD_IN_PROGRESS.value):
+    for raw_file in raw_files_uploading():
         if release_stale(raw_file, now, lease):
             report.stale.append(raw_file.id)
     due: list[UploadRetry] = []
-    failed = RawFile.objects(backup_status=BackupStatus.UPLOAD_FAILED.value).only(
-        "id", "backup_status", "s3_upload_attempts", "s3_upload_attempted_at", "s3_upload_failed_at",
-        "backup_status_details",
-    )  # fmt: skip
-    for raw_file in failed:
+    for raw_file in failed_uploads():
         attempts = raw_file.s3_upload_attempts or 0
         if attempts >= s3.max_upload_attempts:
             report.gave_up.append(raw_file.id)
@@ -123,11 +117,7 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
         else:
             report.waiting[raw_file.id] = when
     overdue = timedelta(hours=s3.pending_upload_after_hours)
-    pending = RawFile.objects(
-        Q(backup_status=BackupStatus.COPYING_DONE.value) & (Q(db_updated_at__lte=now - overdue) | Q(db_updated_at=None))
-    ).only("id", "backup_status", "s3_upload_attempts", "file_info", "backup_base_path", "db_updated_at",
-           "backup_status_details")  # fmt: skip
-    for raw_file in pending:
+    for raw_file in uploads_pending_since(now - overdue):
         if not raw_file.file_info or not raw_file.backup_base_path:
             log.warning(
                 "%s: copying_done but without file_info or backup_base_path: not uploaded (re-run copy_raw_file)",

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.db.interface import connect_db, create_raw_file, get_projects
+from shared.db.interface import create_raw_file, get_projects, list_raw_files_on_share, queued_raw_file_ids
 from shared.db.models import RawFile, RawFileStatus
 from shared.instrument_types import INSTRUMENT_TYPES, InstrumentType, is_ignored_name
 from shared.settings import Settings
@@ -66,12 +66,8 @@ def detect_project_id(raw_file_name: str, project_ids: Iterable[str], fallback_p
 
 def raw_files_on_share(instrument_id: str) -> dict[str, RawFile]:
     """Registered raw files of one instrument that have not been moved off the share, by name."""
-    connect_db()
-    on_share = RawFile.objects(instrument_id=instrument_id, status__ne=RawFileStatus.MOVED.value).only(
-        "id", "original_name", "instrument_type", "source_inode", "source_mtime_ns", "status", "created_at"
-    )
     by_name: dict[str, RawFile] = {}
-    for raw_file in on_share.order_by("created_at"):
+    for raw_file in list_raw_files_on_share(instrument_id):
         by_name[raw_file.original_name] = raw_file  # the newest registration of a name wins
     return by_name
 
@@ -144,10 +140,5 @@ def raw_files_to_start(instrument_id: str, settings: Settings) -> list[str]:
     handler run exists already is never started twice.
     """
     registered = register_new_raw_files(instrument_id, settings)
-    queued = [
-        raw_file.id
-        for raw_file in RawFile.objects(instrument_id=instrument_id, status=RawFileStatus.QUEUED.value)
-        .only("id")
-        .order_by("created_at")
-    ]
+    queued = queued_raw_file_ids(instrument_id)
     return registered + [raw_file_id for raw_file_id in queued if raw_file_id not in registered]

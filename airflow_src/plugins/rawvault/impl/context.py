@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
-RAW_FILE_ID_KEY = "raw_file_id"
+from rawvault.keys import RAW_FILE_ID_KEY, watcher_dag_id
 
 
 def raw_file_id_from(context: Mapping[str, Any]) -> str:
@@ -18,19 +16,6 @@ def raw_file_id_from(context: Mapping[str, Any]) -> str:
     if not raw_file_id or not isinstance(raw_file_id, str):
         raise ValueError(
             f"this DAG run has no {RAW_FILE_ID_KEY!r} in its conf: trigger it with "
-            f'{{"{RAW_FILE_ID_KEY}": "<raw file id>"}} (instrument_watcher.<instrument_id> does this)'
+            f'{{"{RAW_FILE_ID_KEY}": "<raw file id>"}} ({watcher_dag_id("<instrument_id>")} does this)'
         )
     return raw_file_id
-
-
-_RUN_ID_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_.~:+-]")
-
-
-def run_id_for(raw_file_id: str) -> str:
-    """The one DAG run id a raw file gets in each triggered DAG (so it is never triggered twice).
-
-    Airflow allows only ``[A-Za-z0-9_.~:+-]`` in run ids; other characters
-    become ``_`` and a hash of the full id keeps distinct ids distinct.
-    """
-    digest = hashlib.sha1(raw_file_id.encode(), usedforsecurity=False).hexdigest()[:10]
-    return f"rawvault__{_RUN_ID_UNSAFE_RE.sub('_', raw_file_id)[:180]}__{digest}"

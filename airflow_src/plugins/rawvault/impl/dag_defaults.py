@@ -1,4 +1,4 @@
-"""Defaults shared by rawvault's DAG files, so each file only wires tasks."""
+"""Defaults shared by rawvault's DAG files, so each file only wires tasks (names: :mod:`rawvault.keys`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from typing import Any
 from shared.settings import Settings
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
-S3_UPLOADER_QUEUE = "s3_uploader"
-FILE_MOVER_QUEUE = "file_mover"
-S3_UPLOAD_POOL = "s3_upload_pool"
 
 
 def default_args(settings: Settings, queue: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ raw file and ends, so a retry that takes hours never delays the next sweep
 (nor its release of stale leases). Each run's id names the raw file and the
 attempt it retries, so a sweep never triggers the same retry twice while it
 waits for a pool slot; only a retry that has been due for a whole
-``MAX_BACKOFF`` without anyone attempting the upload is triggered again.
+``MAX_UPLOAD_RETRY_DELAY`` without anyone attempting the upload is triggered again.
 """
 
 from __future__ import annotations
@@ -15,23 +15,17 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rawvault.impl.context import raw_file_id_from, run_id_for
-from rawvault.s3.errors import S3PermanentError
+from rawvault.impl.context import raw_file_id_from
+from rawvault.impl.fail_fast import fail_fast
+from rawvault.keys import ATTEMPTS_KEY, RAW_FILE_ID_KEY, retry_run_id
 from shared.db.interface import utc_now
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-UPLOAD_RETRY_DAG_ID = "s3_upload_retry"
-ATTEMPTS_KEY = "attempts"
 # s3_upload_retry runs active at once. Runs waiting for an s3_upload_pool slot count as active, and the pool
 # (not this) is what limits the uploads; a sweep triggers at most rawvault.sweeper.MAX_RETRIES_PER_SWEEP.
 MAX_ACTIVE_RETRY_RUNS = 200
-
-
-def retry_run_id(raw_file_id: str, attempts: int, retry_round: int = 0) -> str:
-    """The ``s3_upload_retry`` run id of attempt ``attempts + 1`` of a raw file (``retry_round`` > 0: re-triggered)."""
-    return f"{run_id_for(raw_file_id)}__attempt{attempts + 1}" + (f"__{retry_round}" if retry_round else "")
 
 
 def find_upload_retries(**context: Any) -> list[dict[str, Any]]:
@@ -42,7 +36,7 @@ def find_upload_retries(**context: Any) -> list[dict[str, Any]]:
     return [
         {
             "trigger_run_id": retry_run_id(retry.raw_file_id, retry.attempts, retry.retry_round(now)),
-            "conf": {"raw_file_id": retry.raw_file_id, ATTEMPTS_KEY: retry.attempts},
+            "conf": {RAW_FILE_ID_KEY: retry.raw_file_id, ATTEMPTS_KEY: retry.attempts},
         }
         for retry in find(get_settings(), now)
     ]
@@ -57,11 +51,12 @@ def _attempts_from(context: dict[str, Any]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise AirflowFailException(
             f"the conf key {ATTEMPTS_KEY!r} of this run must be the raw file's upload attempt count (a whole number "
-            f'of 0 or more) or be left out, not {value!r}: trigger it with {{"raw_file_id": "<raw file id>"}}'
+            f'of 0 or more) or be left out, not {value!r}: trigger it with {{"{RAW_FILE_ID_KEY}": "<raw file id>"}}'
         )
     return value
 
 
+@fail_fast
 def retry_upload_to_s3(**context: Any) -> dict[str, Any]:
     """s3_upload_retry: upload one raw file again from its recorded file_info and local backup folder.
 
@@ -76,10 +71,8 @@ def retry_upload_to_s3(**context: Any) -> dict[str, Any]:
         result = upload_raw_file(raw_file_id, get_settings(), expected_attempts=attempts)
     except (UploadInProgressError, UploadSupersededError) as error:
         raise AirflowSkipException(str(error)) from error
-    except S3PermanentError as error:
-        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
     return {
-        "raw_file_id": raw_file_id,
+        RAW_FILE_ID_KEY: raw_file_id,
         "s3_backup_key": result.s3_backup_key,
         "s3_etag": result.s3_etag,
         "uploaded": len(result.uploaded),

@@ -1,10 +1,6 @@
 """Task callables: read the Airflow context, call the plain pipeline functions.
 
-Errors that a retry cannot fix (a conflict in the backup, files that differ
-from the recorded ones, a refused move) become ``AirflowFailException``: the
-task turns red at once instead of burning its retries; a person looks, fixes
-and clears the task. A file that changed *while* it was read (an acquisition
-still writing a side file) is retried like any transient error.
+Errors that a retry cannot fix fail the task at once (:mod:`rawvault.impl.fail_fast`).
 """
 
 from __future__ import annotations
@@ -14,76 +10,48 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from rawvault import pipeline, watcher
-from rawvault.acquisition import AcquisitionGoneError, WrongInstrumentError, acquisition_finished
-from rawvault.checksum import TooManyPartsError
-from rawvault.file_mover import MoveRefusedError
-from rawvault.impl.context import raw_file_id_from, run_id_for
-from rawvault.local_backup import BackupConflictError, CopyVerificationError
-from rawvault.s3.errors import S3PermanentError
-from shared.instrument_types import RawFileSetError
+from rawvault.acquisition import acquisition_finished
+from rawvault.impl.context import raw_file_id_from
+from rawvault.impl.fail_fast import fail_fast
+from rawvault.keys import COMPUTE_CHECKSUM_TASK, COPY_RAW_FILE_TASK, RAW_FILE_ID_KEY, run_id_for
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    AcquisitionGoneError,
-    WrongInstrumentError,
-    BackupConflictError,
-    CopyVerificationError,
-    TooManyPartsError,
-    RawFileSetError,
-    MoveRefusedError,
-    pipeline.FileInfoMismatchError,
-    S3PermanentError,
-)
 
-
-def _fail_fast_on_permanent_errors(function: Any) -> Any:
-    def wrapper(**context: Any) -> Any:
-        try:
-            return function(**context)
-        except PERMANENT_ERRORS as error:
-            raise AirflowFailException(f"{type(error).__name__}: {error}") from error
-
-    wrapper.__name__ = function.__name__
-    wrapper.__doc__ = function.__doc__
-    return wrapper
-
-
-@_fail_fast_on_permanent_errors
+@fail_fast
 def register_new_raw_files(instrument_id: str, **context: Any) -> list[dict[str, Any]]:
     """Register new raw files; return the acquisition handler's trigger arguments per raw file to start."""
     raw_file_ids = watcher.raw_files_to_start(instrument_id, get_settings())
-    return [{"conf": {"raw_file_id": rid}, "trigger_run_id": run_id_for(rid)} for rid in raw_file_ids]
+    return [{"conf": {RAW_FILE_ID_KEY: rid}, "trigger_run_id": run_id_for(rid)} for rid in raw_file_ids]
 
 
-@_fail_fast_on_permanent_errors
-def monitor_acquisition(**context: Any) -> bool:
-    """Sensor poke: return whether the acquisition has finished."""
-    instrument_id = context["dag"].dag_id.partition(".")[2]
+@fail_fast
+def monitor_acquisition(instrument_id: str, **context: Any) -> bool:
+    """Sensor poke: return whether the acquisition has finished (a raw file of another instrument is refused)."""
     return acquisition_finished(raw_file_id_from(context), get_settings(), instrument_id)
 
 
-@_fail_fast_on_permanent_errors
+@fail_fast
 def compute_checksum(**context: Any) -> dict[str, Any]:
     """Checksum the set; the returned file info goes to XCom for copy and upload."""
     settings = get_settings()
     raw_file_id = raw_file_id_from(context)
     file_info = pipeline.checksum_raw_file(raw_file_id, settings)
-    return {"raw_file_id": raw_file_id, "file_info": file_info, "part_size": settings.part_size_bytes}
+    return {RAW_FILE_ID_KEY: raw_file_id, "file_info": file_info, "part_size": settings.part_size_bytes}
 
 
-@_fail_fast_on_permanent_errors
+@fail_fast
 def copy_raw_file(**context: Any) -> dict[str, str]:
     """Copy the set to the verified local backup; the backup folder goes to XCom."""
     backup_folder = pipeline.copy_to_local_backup(raw_file_id_from(context), get_settings())
     return {"backup_folder": str(backup_folder)}
 
 
-@_fail_fast_on_permanent_errors
+@fail_fast
 def move_raw_file(**context: Any) -> None:
     """Move the acquisition aside on the instrument share."""
     pipeline.move_on_share(raw_file_id_from(context), get_settings())
@@ -105,15 +73,15 @@ def file_mover_disabled(**context: Any) -> None:
     raise AirflowSkipException("the file mover is disabled (file_mover.delay_minutes is negative)")
 
 
-@_fail_fast_on_permanent_errors
+@fail_fast
 def upload_to_s3(**context: Any) -> dict[str, Any]:
     """Upload the verified local copy to S3 (file info from compute_checksum's XCom, folder from copy's)."""
     from rawvault.backup import XcomFileInfo, upload_raw_file
     from rawvault.claim import UploadInProgressError
 
     ti = context["ti"]
-    checksum = ti.xcom_pull(task_ids="compute_checksum") or {}
-    copy = ti.xcom_pull(task_ids="copy_raw_file") or {}
+    checksum = ti.xcom_pull(task_ids=COMPUTE_CHECKSUM_TASK) or {}
+    copy = ti.xcom_pull(task_ids=COPY_RAW_FILE_TASK) or {}
     xcom = XcomFileInfo(
         file_info=checksum.get("file_info"),
         part_size=checksum.get("part_size"),

@@ -7,12 +7,11 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rawvault.s3.errors import S3PermanentError
+from rawvault.impl.fail_fast import fail_fast
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-VERIFIER_DAG_ID = "backup_verifier"
 VERIFIER_SCHEDULE = "@weekly"
 # Raw files checked per run, chosen at random (0: all). A head_object per file costs little, but a
 # facility has many thousands of raw files; a weekly sample catches systematic loss without listing all.
@@ -33,6 +32,7 @@ def failure_message(report: Any, max_items: int = MAX_ITEMS_IN_MESSAGE) -> str:
     return "\n".join(lines)
 
 
+@fail_fast  # credentials or permissions (S3PermanentError): a retry cannot help
 def verify_backups(**context: Any) -> dict[str, Any]:
     """Check a random sample of the upload_done raw files against S3 (DAG params: sample, instrument, project)."""
     from rawvault.audit import verify_backups as verify
@@ -44,17 +44,14 @@ def verify_backups(**context: Any) -> dict[str, Any]:
     if not settings.s3_enabled or s3 is None:
         raise AirflowFailException("backup.backup_type is not 's3': there are no S3 backups to verify")
     sample = params.get("sample", VERIFIER_SAMPLE)
-    try:
-        client = s3_client_from_connection(s3.aws_conn_id, s3.region)
-        report = verify(
-            client,
-            instrument=params.get("instrument") or None,
-            project=params.get("project") or None,
-            sample=int(sample) if sample is not None else None,
-            fallback_project_id=settings.watcher.fallback_project_id,
-        )
-    except S3PermanentError as error:  # credentials or permissions: a retry cannot help
-        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+    client = s3_client_from_connection(s3.aws_conn_id, s3.region)
+    report = verify(
+        client,
+        instrument=params.get("instrument") or None,
+        project=params.get("project") or None,
+        sample=int(sample) if sample is not None else None,
+        fallback_project_id=settings.watcher.fallback_project_id,
+    )
     log.info("%s", report.table())
     if not report.ok:
         raise AirflowFailException(failure_message(report))

@@ -25,12 +25,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rawvault.ui import queries
-from shared.db.interface import DatabaseError, connect_db
+from shared.db.interface import DB_ERRORS, DatabaseError, connect_db
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,8 @@ PAGE_HEADERS = {
 }
 
 _connect_lock = threading.Lock()
+# Not configured, unreachable or failing: the page answers 503 with the reason instead of a bare 500.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (DatabaseError, *DB_ERRORS)
 
 
 def _connect() -> None:
@@ -118,7 +119,7 @@ def get_raw_files(
         page = queries.list_raw_files(filters, limit=limit, offset=offset, stuck_after=_stuck_after(stuck_after_hours))
     except queries.InvalidFilterError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from None
-    except (DatabaseError, PyMongoError) as error:
+    except DATABASE_UNAVAILABLE as error:
         raise _database_unavailable(error) from None
     return JSONResponse(page.as_dict(), headers=NO_STORE)
 
@@ -130,7 +131,7 @@ def get_raw_file_counts(filters: FilterDep, stuck_after_hours: StuckAfterHours =
         counts: dict[str, Any] = queries.count_by_backup_status(filters, stuck_after=_stuck_after(stuck_after_hours))
     except queries.InvalidFilterError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from None
-    except (DatabaseError, PyMongoError) as error:
+    except DATABASE_UNAVAILABLE as error:
         raise _database_unavailable(error) from None
     return JSONResponse(counts, headers=NO_STORE)
 

@@ -1,48 +1,35 @@
-"""Read-only queries behind the Backups page: plain functions over mongoengine, no Airflow imports.
+"""The Backups page's rows and filters: validated filters, one page of rows, the counts (no Airflow imports).
 
-Rows come in three groups, each sorted newest first, so what needs attention
-is on the first page:
-
-1. failed: ``backup_status`` is ``upload_failed`` or ``copying_failed``, or
-   the pipeline failed before the backup (``status`` is ``error``: a failed
-   monitor, checksum or move);
-2. stuck: ``upload_in_progress`` or ``copying_in_progress`` and the document
-   has not been updated for ``stuck_after`` (default :data:`DEFAULT_STUCK_AFTER_HOURS`),
-   unless it is in the failed group;
-3. everything else (also raw files whose backup has not started yet).
-
-Paging walks the three groups as one list; each group is a count and at
-most one ``skip``/``limit`` query on the ``created_at`` index, never a sort of
-the whole collection in memory.
+The MongoDB queries (three groups: failed, stuck, the rest; paging; counts)
+are in :mod:`shared.db.backups_view`; here each raw document becomes a table row.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from mongoengine import Q
-from mongoengine.queryset import QuerySet
-
-from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from rawvault.keys import handler_dag_id
+from shared.db.backups_view import (
+    NOT_STARTED,
+    PIPELINE_ERROR,
+    PIPELINE_ERROR_STATUS,
+    PSEUDO_BACKUP_STATUSES,
+    STUCK,
+    backup_status_counts,
+    page_of_raw_files,
+)
+from shared.db.models import BackupStatus, RawFileStatus
 
 ENV_VAR_STUCK_AFTER_HOURS = "RAWVAULT_UI_STUCK_AFTER_HOURS"
 DEFAULT_STUCK_AFTER_HOURS = 6.0
 MAX_LIMIT = 500
 
-FAILED = (BackupStatus.UPLOAD_FAILED.value, BackupStatus.COPYING_FAILED.value)
-IN_PROGRESS = (BackupStatus.UPLOAD_IN_PROGRESS.value, BackupStatus.COPYING_IN_PROGRESS.value)
-PIPELINE_ERROR_STATUS = RawFileStatus.ERROR.value
-# Pseudo values of the backup_status filter and of the counts, besides the BackupStatus values.
-STUCK = "stuck"
-NOT_STARTED = "not_started"
-PIPELINE_ERROR = "pipeline_error"  # status=error: the monitor, checksum or move failed
-BACKUP_STATUS_FILTER_VALUES = (*(s.value for s in BackupStatus), STUCK, NOT_STARTED, PIPELINE_ERROR)
+BACKUP_STATUS_FILTER_VALUES = (*(s.value for s in BackupStatus), *PSEUDO_BACKUP_STATUSES)
 RAW_FILE_STATUS_VALUES = tuple(s.value for s in RawFileStatus)
-ACQUISITION_HANDLER_DAG_PREFIX = "acquisition_handler."
 
 
 class InvalidFilterError(ValueError):
@@ -147,65 +134,10 @@ def acquisition_runs_path(instrument_id: str, raw_file_id: str) -> str:
     ``conf_contains``; the quoted id matches the conf value exactly where JSON
     writes it unchanged (plain ASCII without quotes or backslashes).
     """
-    dag_id = f"{ACQUISITION_HANDLER_DAG_PREFIX}{instrument_id}"
+    dag_id = handler_dag_id(instrument_id)
     plain = raw_file_id.isascii() and raw_file_id.isprintable() and not set(raw_file_id) & {'"', "\\"}
     needle = f'"{raw_file_id}"' if plain else raw_file_id
     return f"dags/{quote(dag_id, safe='')}/runs?{urlencode({'conf_contains': needle})}"
-
-
-def _base_query(filters: RawFileFilter) -> Q:
-    """Every filter except ``backup_status``."""
-    query = Q()
-    if filters.status:
-        query &= Q(status__in=list(filters.status))
-    if filters.instrument:
-        query &= Q(instrument_id__in=list(filters.instrument))
-    if filters.project:
-        query &= Q(project_id__in=list(filters.project))
-    if filters.created_from:
-        query &= Q(created_at__gte=datetime.combine(filters.created_from, time.min, tzinfo=UTC))
-    if filters.created_to:
-        query &= Q(created_at__lt=datetime.combine(filters.created_to + timedelta(days=1), time.min, tzinfo=UTC))
-    if filters.search.strip():
-        query &= Q(id__icontains=filters.search.strip())  # mongoengine escapes regex characters
-    return query
-
-
-def _stuck_query(cutoff: datetime) -> Q:
-    return Q(backup_status__in=list(IN_PROGRESS)) & (Q(db_updated_at__lt=cutoff) | Q(db_updated_at=None))
-
-
-def _failed_query() -> Q:
-    return Q(backup_status__in=list(FAILED)) | Q(status=PIPELINE_ERROR_STATUS)
-
-
-def _backup_status_query(values: tuple[str, ...], cutoff: datetime) -> Q:
-    """Rows whose backup status is any of ``values`` (``stuck`` and ``not_started`` included)."""
-    query: Q | None = None
-    real = [v for v in values if v not in (STUCK, NOT_STARTED, PIPELINE_ERROR)]
-    parts = [Q(backup_status__in=real)] if real else []
-    if STUCK in values:
-        parts.append(_stuck_query(cutoff) & Q(status__ne=PIPELINE_ERROR_STATUS))
-    if NOT_STARTED in values:
-        parts.append(Q(backup_status=None))
-    if PIPELINE_ERROR in values:
-        parts.append(Q(status=PIPELINE_ERROR_STATUS))
-    for part in parts:
-        query = part if query is None else query | part
-    return query or Q()
-
-
-STUCK_GROUP = 1
-
-
-def _groups(cutoff: datetime) -> list[Q]:
-    """The three sort groups (failed, stuck, the rest): disjoint, and together every document."""
-    failed = _failed_query()
-    not_failed = Q(backup_status__nin=list(FAILED)) & Q(status__ne=PIPELINE_ERROR_STATUS)
-    stuck = not_failed & _stuck_query(cutoff)
-    recent = Q(backup_status__in=list(IN_PROGRESS)) & Q(db_updated_at__gte=cutoff)
-    rest = not_failed & (Q(backup_status__nin=list(IN_PROGRESS)) | recent)
-    return [failed, stuck, rest]
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
@@ -243,7 +175,7 @@ def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str
         "status_details": doc.get("status_details"),
         "backup_status": backup_status,
         "backup_status_details": doc.get("backup_status_details"),
-        "failed": backup_status in FAILED or doc.get("status") == PIPELINE_ERROR_STATUS,
+        "failed": backup_status in BackupStatus.FAILED or doc.get("status") == PIPELINE_ERROR_STATUS,
         "pipeline_error": doc.get("status") == PIPELINE_ERROR_STATUS,
         "stuck": stuck,
         "s3_backup_key": doc.get("s3_backup_key"),
@@ -273,28 +205,12 @@ def list_raw_files(
         raise InvalidFilterError(f"offset: {offset} is negative; use 0 or more")
     now = now or datetime.now(UTC)
     stuck_after = stuck_after or stuck_after_from_env()
-    cutoff = now - stuck_after
-    base = _base_query(filters)
-    if filters.backup_status:
-        base &= _backup_status_query(filters.backup_status, cutoff)
-
-    items: list[dict[str, Any]] = []
-    total = 0
-    for index, group in enumerate(_groups(cutoff)):
-        queryset: QuerySet = RawFile.objects(base & group)
-        count = queryset.count()
-        # Which part of this group falls into [offset, offset + limit) of the whole list.
-        start = max(0, offset - total)
-        wanted = limit - len(items)
-        if wanted > 0 and start < count:
-            for doc in queryset.order_by("-created_at", "id").skip(start).limit(wanted).as_pymongo():
-                items.append(raw_file_row(doc, now=now, stuck=index == STUCK_GROUP))
-        total += count
+    total, documents = page_of_raw_files(filters, cutoff=now - stuck_after, offset=offset, limit=limit)
     return RawFilePage(
         total=total,
         offset=offset,
         limit=limit,
-        items=items,
+        items=[raw_file_row(doc, now=now, stuck=stuck) for doc, stuck in documents],
         stuck_after_hours=stuck_after.total_seconds() / 3600,
         generated_at=now,
     )
@@ -318,22 +234,15 @@ def count_by_backup_status(
     filters = filters or RawFileFilter()
     now = now or datetime.now(UTC)
     stuck_after = stuck_after or stuck_after_from_env()
-    cutoff = now - stuck_after
-    base = _base_query(filters)
-    counts = dict.fromkeys((*(s.value for s in BackupStatus), NOT_STARTED), 0)
-    total = 0
-    for row in RawFile.objects(base).aggregate([{"$group": {"_id": "$backup_status", "n": {"$sum": 1}}}]):
-        key = row["_id"] or NOT_STARTED
-        counts[key] = counts.get(key, 0) + row["n"]
-        total += row["n"]
+    found = backup_status_counts(filters, cutoff=now - stuck_after)
     return {
-        "total": total,
-        "counts": counts,
-        STUCK: RawFile.objects(base & _stuck_query(cutoff) & Q(status__ne=PIPELINE_ERROR_STATUS)).count(),
-        PIPELINE_ERROR: RawFile.objects(base & Q(status=PIPELINE_ERROR_STATUS)).count(),
+        "total": found.total,
+        "counts": found.counts,
+        STUCK: found.stuck,
+        PIPELINE_ERROR: found.pipeline_error,
         "stuck_after_hours": stuck_after.total_seconds() / 3600,
-        "instruments": sorted(v for v in RawFile.objects.distinct("instrument_id") if v),
-        "projects": sorted(v for v in RawFile.objects.distinct("project_id") if v),
+        "instruments": found.instruments,
+        "projects": found.projects,
         "statuses": list(RAW_FILE_STATUS_VALUES),
         "backup_statuses": list(BACKUP_STATUS_FILTER_VALUES),
     }

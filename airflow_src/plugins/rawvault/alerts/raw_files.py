@@ -1,0 +1,263 @@
+"""THE rules that turn a raw file's state into an alert state, and the link to the task log that failed.
+
+:func:`raw_file_alert_state` tries :data:`RAW_FILE_RULES` in order (most
+urgent first); the first that matches gives the subject's bad state. A new
+state (e.g. a re-drive that gave up) is one rule function and one line in
+that tuple. No rule matching: the raw file is healthy when its backup is
+verified (:func:`protected_statuses`), otherwise it is on its way and the
+ledger keeps what it last announced (a retry running neither re-alerts nor
+counts as a recovery).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+from rawvault import keys
+from rawvault.alerts.model import Health, Kind, Observation, unknown
+from rawvault.claim import GAVE_UP_MARK
+from rawvault.keys import run_id_for
+from shared.db.models import BackupStatus, RawFile, RawFileStatus
+
+SUBJECT_PREFIX = "raw_file:"
+PURGED = "purged"  # RawFile.status of a raw file deleted from the share after a re-checked backup
+# backup_sweeper releases an upload whose claim lease expired at its next sweep; still held this long after
+# the lease ran out, nobody is releasing it (the sweeper is not running).
+STUCK_GRACE = timedelta(hours=1)
+MAX_REASON_CHARS = 1500
+HANDLER_DAG = keys.handler_dag_id
+FILE_MOVER_DAG = keys.file_mover_dag_id
+# Step named in status_details ("<step>: <reason>") -> the DAG (id of an instrument) and task that ran it.
+STEP_TASKS = {
+    keys.MONITOR_ACQUISITION_TASK: (HANDLER_DAG, keys.MONITOR_ACQUISITION_TASK),
+    keys.COMPUTE_CHECKSUM_TASK: (HANDLER_DAG, keys.COMPUTE_CHECKSUM_TASK),
+    keys.COPY_RAW_FILE_TASK: (HANDLER_DAG, keys.COPY_RAW_FILE_TASK),
+    keys.UPLOAD_TO_S3_TASK: (HANDLER_DAG, keys.UPLOAD_TO_S3_TASK),
+    keys.START_FILE_MOVER_TASK: (HANDLER_DAG, keys.START_FILE_MOVER_TASK),
+    "file mover": (FILE_MOVER_DAG, keys.MOVE_RAW_FILE_TASK),
+    keys.MOVE_RAW_FILE_TASK: (FILE_MOVER_DAG, keys.MOVE_RAW_FILE_TASK),
+}
+_STEP_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_ ]{2,40}):\s+(.*)$", re.DOTALL)  # "<step>: <reason>"
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What the rules need besides the raw file."""
+
+    now: datetime
+    deadline: timedelta
+    s3: bool
+    ui_base_url: str | None = None
+    max_upload_attempts: int | None = None
+
+
+def subject_of(raw_file_id: str) -> str:
+    """The ledger subject of a raw file."""
+    return f"{SUBJECT_PREFIX}{raw_file_id}"
+
+
+def protected_statuses(s3: bool) -> frozenset[str]:
+    """Backup statuses that count as a verified backup: ``upload_done`` with S3, a verified local copy without."""
+    if s3:
+        return frozenset({BackupStatus.UPLOAD_DONE.value, BackupStatus.SKIPPED.value})
+    return frozenset(
+        {
+            BackupStatus.COPYING_DONE.value,
+            BackupStatus.UPLOAD_IN_PROGRESS.value,
+            BackupStatus.UPLOAD_DONE.value,
+            BackupStatus.UPLOAD_FAILED.value,
+            BackupStatus.SKIPPED.value,
+        }
+    )
+
+
+def task_log_url(base_url: str | None, dag_id: str, run_id: str, task_id: str | None = None) -> str | None:
+    """The Airflow UI page of a task of a DAG run (its log), or of the run without ``task_id``."""
+    if not base_url:
+        return None
+    url = f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return f"{url}/tasks/{quote(task_id, safe='')}" if task_id else url
+
+
+def split_step(details: str | None) -> tuple[str, str]:
+    """``("compute_checksum", "reason")`` from ``"compute_checksum: reason"``; no step: ``("", details)``."""
+    text = (details or "").strip()
+    match = _STEP_RE.match(text)
+    return (match.group(1).strip(), match.group(2).strip()) if match else ("", text)
+
+
+def _link(raw_file: RawFile, step: str, ctx: RuleContext) -> str | None:
+    dag, task = STEP_TASKS.get(step, (HANDLER_DAG, None))
+    return task_log_url(ctx.ui_base_url, dag(raw_file.instrument_id), run_id_for(raw_file.id), task)
+
+
+def _reason(text: str | None) -> str:
+    text = (text or "").strip() or "(no reason recorded)"
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _details(raw_file: RawFile, *pairs: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    created = raw_file.created_at
+    base = (
+        ("raw file", raw_file.id),
+        ("instrument", raw_file.instrument_id or "?"),
+        ("project", raw_file.project_id or "-"),
+        ("acquired", f"{created:%Y-%m-%d %H:%M} UTC" if created else "?"),
+    )
+    return base + tuple(pairs)
+
+
+def _failed(raw_file: RawFile, ctx: RuleContext, state: str, step: str, reason: str, hint: str) -> Observation:
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state=state,
+        kind=Kind.FAILED_BACKUP,
+        title=f"Backup failed: {raw_file.id} ({raw_file.instrument_id}) at {step or 'an unknown step'}",
+        details=_details(raw_file, ("step", step or "?"), ("reason", _reason(reason))),
+        link=_link(raw_file, step, ctx),
+        hint=hint,
+    )
+
+
+def pipeline_error(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """status=error: a pipeline step failed (step and reason from status_details)."""
+    if raw_file.status != RawFileStatus.ERROR.value:
+        return None
+    step, reason = split_step(raw_file.status_details)
+    task = STEP_TASKS.get(step, (None, step or "the red task"))[1]
+    hint = f"Fix the cause named in the reason, then clear {task} of this run in the Airflow UI."
+    return _failed(raw_file, ctx, f"pipeline_error:{step or 'unknown'}", step, reason, hint)
+
+
+def copying_failed(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """The verified local copy failed."""
+    if raw_file.backup_status != BackupStatus.COPYING_FAILED.value:
+        return None
+    hint = "Fix the cause named in the reason, then clear copy_raw_file of this run in the Airflow UI."
+    return _failed(raw_file, ctx, "copying_failed", "copy_raw_file", raw_file.backup_status_details, hint)
+
+
+def _attempts(raw_file: RawFile, ctx: RuleContext) -> str:
+    attempts = raw_file.s3_upload_attempts or 0
+    return f"{attempts} of {ctx.max_upload_attempts}" if ctx.max_upload_attempts else str(attempts)
+
+
+def upload_gave_up(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """upload_failed and backup_sweeper stopped retrying (its "gave up after" mark in the details)."""
+    details = raw_file.backup_status_details or ""
+    if not ctx.s3 or raw_file.backup_status != BackupStatus.UPLOAD_FAILED.value or GAVE_UP_MARK not in details:
+        return None
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state="upload_gave_up",
+        kind=Kind.STUCK_UPLOAD,
+        title=f"S3 upload given up: {raw_file.id} ({raw_file.instrument_id}) after {_attempts(raw_file, ctx)} attempts",
+        details=_details(raw_file, ("step", "upload_to_s3"), ("reason", _reason(details))),
+        link=_link(raw_file, "upload_to_s3", ctx),
+        hint="backup_sweeper no longer retries it: fix the cause, then clear upload_to_s3 of this run.",
+    )
+
+
+def upload_failed(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """upload_failed: the S3 upload failed; backup_sweeper retries it with backoff."""
+    if not ctx.s3 or raw_file.backup_status != BackupStatus.UPLOAD_FAILED.value:
+        return None
+    hint = (
+        f"backup_sweeper retries it with backoff (attempts so far: {_attempts(raw_file, ctx)}); a recovery message "
+        "follows when it succeeds. If the reason is not transient, fix it and clear upload_to_s3 of this run."
+    )
+    return _failed(raw_file, ctx, "upload_failed", "upload_to_s3", raw_file.backup_status_details, hint)
+
+
+def upload_stuck(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """upload_in_progress whose claim lease ran out more than STUCK_GRACE ago: nobody released it."""
+    expires = raw_file.upload_claim_expires_at
+    if not ctx.s3 or raw_file.backup_status != BackupStatus.UPLOAD_IN_PROGRESS.value or expires is None:
+        return None
+    if expires > ctx.now - STUCK_GRACE:
+        return None
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state="upload_stuck",
+        kind=Kind.STUCK_UPLOAD,
+        title=f"S3 upload stuck: {raw_file.id} ({raw_file.instrument_id})",
+        details=_details(
+            raw_file,
+            ("claimed by", raw_file.upload_claim_owner or "?"),
+            ("claim expired", f"{expires:%Y-%m-%d %H:%M} UTC"),
+        ),
+        link=_link(raw_file, "upload_to_s3", ctx),
+        hint="Its upload stopped renewing its claim and backup_sweeper has not released it since: check that "
+        "backup_sweeper runs and that the s3_uploader worker is up.",
+    )
+
+
+def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """Acquired longer ago than backup.deadline_hours without a verified backup."""
+    created = raw_file.created_at
+    if created is None or created > ctx.now - ctx.deadline or raw_file.status == PURGED:
+        return None
+    if raw_file.backup_status in protected_statuses(ctx.s3):
+        return None
+    hours = (ctx.now - created).total_seconds() / 3600
+    what = "verified S3 copy" if ctx.s3 else "verified local backup"
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state="deadline",
+        kind=Kind.DEADLINE,
+        title=f"No {what} after {hours:.0f} h: {raw_file.id} ({raw_file.instrument_id})",
+        details=_details(
+            raw_file,
+            ("status", raw_file.status or "-"),
+            ("backup status", raw_file.backup_status or "none yet"),
+            ("deadline", f"{ctx.deadline.total_seconds() / 3600:g} h (backup.deadline_hours)"),
+        ),
+        link=_link(raw_file, "", ctx),
+        hint="Open its acquisition_handler run to see where it waits.",
+    )
+
+
+Rule = Callable[[RawFile, RuleContext], "Observation | None"]
+# Most urgent first: the first rule that matches names the raw file's state.
+RAW_FILE_RULES: tuple[Rule, ...] = (
+    pipeline_error,
+    copying_failed,
+    upload_gave_up,
+    upload_failed,
+    upload_stuck,
+    deadline_breached,
+)
+
+
+def raw_file_alert_state(raw_file: RawFile, ctx: RuleContext) -> Observation:
+    """The alert state of one raw file: bad (which), healthy (verified backup), or unknown (on its way)."""
+    for rule in RAW_FILE_RULES:
+        observation = rule(raw_file, ctx)
+        if observation is not None:
+            return observation
+    if raw_file.backup_status in protected_statuses(ctx.s3) or raw_file.status == PURGED:
+        what = "a verified S3 copy" if ctx.s3 else "a verified local backup"
+        return Observation(
+            subject_of(raw_file.id),
+            Health.HEALTHY,
+            title=f"{raw_file.id} ({raw_file.instrument_id}) now has {what} (backup status {raw_file.backup_status}).",
+            details=_details(raw_file),
+        )
+    return unknown(subject_of(raw_file.id))
+
+
+def gone(raw_file_id: str) -> Observation:
+    """A raw file the ledger holds a bad state for, no longer in the database: nothing left to alert on."""
+    return Observation(
+        subject_of(raw_file_id),
+        Health.HEALTHY,
+        title=f"{raw_file_id} is no longer in the database (collection raw_file).",
+    )
