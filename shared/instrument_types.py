@@ -16,6 +16,7 @@ inside it) is refused with :class:`RawFileSetError`. Use :func:`plain_entry` and
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -31,6 +32,7 @@ INSTRUMENT_TYPES: dict[str, InstrumentType] = {}
 # never acquisitions (checked in addition to a leading dot).
 IGNORED_NAME_PREFIXES = ("~$", "~", "._")
 IGNORED_NAME_SUFFIXES = (".tmp", ".temp", ".part", ".lock", ".crdownload")
+_ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
 
 
 class RawFileSetError(ValueError):
@@ -51,17 +53,6 @@ def is_ignored_name(name: str) -> bool:
     return name.startswith(".") or lower.startswith(IGNORED_NAME_PREFIXES) or lower.endswith(IGNORED_NAME_SUFFIXES)
 
 
-def _symlink_error(path: Path, consequence: str = "nothing of this raw file was read") -> RawFileSetError:
-    try:
-        target = f" (to {path.readlink()})"
-    except OSError:
-        target = ""
-    return RawFileSetError(
-        f"{path} is a symbolic link{target}: rawvault never follows symbolic links on an instrument share, so "
-        f"{consequence}. Replace it with the real file or folder, or remove it if it is not an acquisition"
-    )
-
-
 def _undecodable_name(name: str) -> bool:
     """True for a name that is not valid UTF-8 on disk (Python keeps its bytes as lone surrogates)."""
     try:
@@ -69,6 +60,22 @@ def _undecodable_name(name: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def shown(path: object) -> str:
+    r"""``path`` as valid UTF-8 text, undecodable bytes shown as ``\xNN``: messages are stored in MongoDB and logged."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _symlink_error(path: Path, consequence: str = "nothing of this raw file was read") -> RawFileSetError:
+    try:
+        target = f" (to {shown(path.readlink())})"
+    except OSError:
+        target = ""
+    return RawFileSetError(
+        f"{shown(path)} is a symbolic link{target}: rawvault never follows symbolic links on an instrument share, "
+        f"so {consequence}. Replace it with the real file or folder, or remove it if it is not an acquisition"
+    )
 
 
 def plain_entry(path: Path) -> os.stat_result | None:
@@ -87,10 +94,10 @@ def plain_entry(path: Path) -> os.stat_result | None:
         return None
     if _undecodable_name(path.name):
         log.warning(
-            "%r in %s is not a valid UTF-8 name, so it cannot be registered or uploaded: rename it on the share "
+            "%s in %s is not a valid UTF-8 name, so it cannot be registered or uploaded: rename it on the share "
             "(e.g. with convmv) and the watcher picks it up",
-            path.name,
-            path.parent,
+            shown(path.name),
+            shown(path.parent),
         )
         return None
     return info
@@ -100,8 +107,11 @@ def check_no_symlink(path: Path) -> bool:
     """Whether ``path`` exists (without following it); raise :class:`RawFileSetError` if it is a symlink."""
     try:
         info = path.lstat()
-    except FileNotFoundError:
-        return False
+    except OSError as error:
+        # A sibling name longer than the file system allows (NAME.wiff near 255 bytes) cannot exist either.
+        if error.errno in _ABSENT_ERRNOS:
+            return False
+        raise
     if stat.S_ISLNK(info.st_mode):
         raise _symlink_error(path)
     return True
@@ -112,8 +122,8 @@ def _check_inside(path: Path, folder: Path) -> None:
     real_folder = os.path.realpath(folder)
     if os.path.commonpath([real_folder, os.path.realpath(path)]) != real_folder:
         raise RawFileSetError(
-            f"{path} resolves to {os.path.realpath(path)}, outside the instrument folder {folder}: refused. "
-            "Remove the link or the '..' that leads there"
+            f"{shown(path)} resolves to {shown(os.path.realpath(path))}, outside the instrument folder "
+            f"{shown(folder)}: refused. Remove the link or the '..' that leads there"
         )
 
 
@@ -132,8 +142,8 @@ def walk_regular_files(root: Path) -> list[Path]:
                 found = list(entries)
         except OSError as error:
             raise RawFileSetError(
-                f"folder {folder} of raw file {root.name} cannot be read ({error.strerror}): give the Airflow user "
-                "read access to the whole acquisition, then retry"
+                f"folder {shown(folder)} of raw file {shown(root.name)} cannot be read ({error.strerror}): give the "
+                "Airflow user read access to the whole acquisition, then retry"
             ) from None
         for entry in found:
             path = Path(entry.path)
@@ -175,17 +185,24 @@ class InstrumentType(ABC):
     def files_in_set(self, raw_file_path: Path) -> list[Path]:
         """Like :meth:`set_members`, but fail clearly when the set is empty, missing or leaves its folder."""
         if ".." in raw_file_path.parts:
-            raise RawFileSetError(f"raw file path {raw_file_path} contains '..': refused, it could leave its folder")
+            raise RawFileSetError(
+                f"raw file path {shown(raw_file_path)} contains '..': refused, it could leave its folder"
+            )
         if not check_no_symlink(raw_file_path):
             raise RawFileSetError(
-                f"raw file {raw_file_path} does not exist (was it moved or deleted on the instrument share?)"
+                f"raw file {shown(raw_file_path)} does not exist (was it moved or deleted on the instrument share?)"
             )
         members = self.set_members(raw_file_path)
         for member in members:
             _check_inside(member, raw_file_path.parent)
+            if _undecodable_name(str(member)):
+                raise RawFileSetError(
+                    f"{shown(member)} in raw file {shown(raw_file_path)} has a name that is not valid UTF-8, so it "
+                    "cannot be recorded or uploaded: rename it on the share (e.g. with convmv), then retry"
+                )
         if not members:
             raise RawFileSetError(
-                f"raw file {raw_file_path} contains no files: nothing to back up. "
+                f"raw file {shown(raw_file_path)} contains no files: nothing to back up. "
                 "Check the acquisition on the instrument; remove the empty entry if it is not a measurement."
             )
         return members
