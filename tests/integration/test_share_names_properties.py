@@ -55,6 +55,11 @@ TRICKY_NAMES = [
     b"x" * NAME_MAX,
 ]
 
+TRICKY_TEXT_PATHS = [
+    "..", "a/../b", "./a", "a/./b", "a//b", "a/", "/a", "\\a", "a\\b", "a\x00b", "a\nb", "a\x7f", "~/x",
+    "%2e%2e/x", "\u2025/x", "\uff0e\uff0e/x", "a" * 1025, "é" * 600, "NAME.d/analysis.tdf",
+]  # fmt: skip
+
 
 def _fs_safe(name: bytes) -> bytes:
     """What a POSIX file system accepts as one name: no ``/``, no NUL, at most 255 bytes."""
@@ -252,3 +257,30 @@ def test_a_name_that_is_not_utf8_no_longer_stops_the_watcher(
 
     assert register_new_raw_files("thermo1", env.settings) == ["later.raw"]
     assert r"probe_\xe9.raw in" in caplog.text and "is not a valid UTF-8 name" in caplog.text, caplog.text
+
+
+@hypothesis_settings(max_examples=examples(300))
+@given(st.text(st.characters(exclude_categories=["Cs"]), max_size=60) | st.sampled_from(TRICKY_TEXT_PATHS))
+def test_validate_relative_path_accepts_only_paths_inside_the_prefix(path: str) -> None:
+    """Any text a manifest or file_info may carry: the path itself when safe, else UnsafePathError naming it."""
+    try:
+        assert validate_relative_path(path) == path
+    except UnsafePathError as error:
+        assert repr(path) in str(error)
+        return
+    parts = path.split("/")
+    assert not path.startswith("/") and "\\" not in path and all(part not in ("", ".", "..") for part in parts)
+    assert Path("/prefix", path).resolve().is_relative_to("/prefix")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeEncodeError,
+    reason="finding for the lead (rawvault/s3 is not editable in stream P1): a manifest is JSON, and JSON's "
+    "'\\udcff' escape gives a lone surrogate; validate_relative_path then raises UnicodeEncodeError from its "
+    "length check instead of UnsafePathError. Fix in rawvault/s3/keys.py: reject "
+    "any(0xD800 <= ord(c) <= 0xDFFF for c in path) as 'is not valid UTF-8 text' before encoding.",
+)
+def test_validate_relative_path_refuses_text_that_is_not_utf8() -> None:
+    with pytest.raises(UnsafePathError):
+        validate_relative_path("NAME.d/a\udcffb")
