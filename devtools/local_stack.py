@@ -60,13 +60,19 @@ class StackState:
         return f"http://{HOST}:{self.api_port}"
 
 
-def aws_connection_uri(endpoint_url: str, region: str = "us-east-1") -> str:
+def aws_connection_uri(
+    endpoint_url: str,
+    region: str = "us-east-1",
+    *,
+    access_key_id: str = LOCAL_S3_KEY,
+    secret_access_key: str = LOCAL_S3_KEY,
+) -> str:
     """``AIRFLOW_CONN_AWS_DEFAULT`` (JSON form) for an S3-compatible server at ``endpoint_url``."""
     return json.dumps(
         {
             "conn_type": "aws",
-            "login": LOCAL_S3_KEY,
-            "password": LOCAL_S3_KEY,
+            "login": access_key_id,
+            "password": secret_access_key,
             "extra": {"endpoint_url": endpoint_url, "region_name": region},
         }
     )

@@ -48,6 +48,10 @@ class _ServerProcess:
     def is_ready(self) -> bool:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The server process's environment (None: this process's own)."""
+        return None
+
     def start(self, timeout: float = 60.0) -> None:
         """Start the process and wait until it answers."""
         if self.process and self.process.poll() is None:
@@ -55,7 +59,12 @@ class _ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=self.environment(),
         )
         log.close()
         deadline = time.monotonic() + timeout
