@@ -230,12 +230,19 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def start_data_servers(paths: StackPaths) -> tuple[MongoServer, S3Server]:
-    """Start the MongoDB wire server (data kept in the run dir) and the S3 server; record their PIDs."""
+def start_data_servers(
+    paths: StackPaths, *, mongo_credentials: tuple[str, str] | None = None
+) -> tuple[MongoServer, S3Server]:
+    """Start the MongoDB wire server (data kept in the run dir) and the S3 server; record their PIDs.
+
+    With ``mongo_credentials`` (user, password) MongoDB requires them (``mongo.uri`` carries them).
+    """
     mongo = MongoServer(port=free_port(), storage_path=paths.run_dir / "mongo-data", log_path=paths.logs / "mongo.log")
     s3 = S3Server(port=free_port(), log_path=paths.logs / "s3.log")
     for name, server in (("mongo", mongo), ("s3", s3)):
         server.start()
+        if name == "mongo" and mongo_credentials:
+            mongo.require_auth(*mongo_credentials)
         assert server.process is not None
         paths.pids.mkdir(parents=True, exist_ok=True)
         (paths.pids / f"{name}.pid").write_text(str(server.process.pid))
