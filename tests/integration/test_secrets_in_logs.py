@@ -161,56 +161,61 @@ def _run_the_cli(stack_env: dict[str, str], out_dir: Path, raw_file_id: str, wro
     assert wrong.returncode == 2 and "uthentication failed" in wrong.stderr, wrong.stdout + wrong.stderr
 
 
+def _start_stack(paths: StackPaths, root: Path, monkeypatch: pytest.MonkeyPatch, secret: dict[str, str]) -> E2E:
+    """The Celery e2e stack with ``secret``'s values in its connections and a MongoDB that requires its password."""
+    mongo, s3_server = start_data_servers(paths, mongo_credentials=("rawvault", secret["MongoDB password"]))
+    pipeline = _write_settings(root / "env")
+    monkeypatch.setenv("RAWVAULT_CONFIG", str(pipeline.config_path))
+    monkeypatch.setenv(interface.ENV_VAR_MONGO_URI, mongo.uri)
+    interface.connect_db(mongo.uri)
+    interface.create_project(PROJECT)
+    state = StackState(mongo_uri=mongo.uri, s3_endpoint=s3_server.endpoint_url, api_port=free_port())
+    settings = pipeline.settings
+    instrument_worker = CeleryWorker(
+        name="instrument",
+        node=node_name("instrument-worker"),
+        queues=(settings.queue(INSTRUMENT), settings.queue(FILE_MOVER_QUEUE)),
+    )
+    s3_worker = CeleryWorker(name="s3", node=node_name("s3-worker"), queues=(settings.queue(S3_UPLOADER_QUEUE),))
+    aws = aws_connection_uri(
+        s3_server.endpoint_url, access_key_id=ACCESS_KEY_ID, secret_access_key=secret["AWS secret access key"]
+    )
+    stack = start_celery_stack(
+        paths,
+        state,
+        rawvault_env={
+            "RAWVAULT_CONFIG": str(pipeline.config_path),
+            "AIRFLOW_CONN_AWS_DEFAULT": aws,
+            "AIRFLOW_CONN_RAWVAULT_ALERTS_WEBHOOK": json.dumps({"conn_type": "http", "host": secret["webhook URL"]}),
+        },
+        workers=[instrument_worker, s3_worker],
+        pools={S3_UPLOAD_POOL: 2},
+    )
+    secret.update(_stack_secrets(stack.env))
+    stack.api.post(
+        "/api/v2/connections",
+        {"connection_id": "rawvault_webhook_db", "conn_type": "http", "host": "hooks.example.invalid",
+         "login": "rawvault", "password": secret["password of a connection made through the REST API"]},
+    )  # fmt: skip
+    return E2E(stack, pipeline, local_s3_client(state.s3_endpoint), instrument_worker, s3_worker)
+
+
 def test_no_secret_reaches_any_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths, cli_logs = StackPaths(tmp_path / "run"), tmp_path / "run" / "cli"
     secret = _secrets()
     try:
-        mongo, s3_server = start_data_servers(paths, mongo_credentials=("rawvault", secret["MongoDB password"]))
-        pipeline = _write_settings(tmp_path / "env")
-        monkeypatch.setenv("RAWVAULT_CONFIG", str(pipeline.config_path))
-        monkeypatch.setenv(interface.ENV_VAR_MONGO_URI, mongo.uri)
-        interface.connect_db(mongo.uri)
-        interface.create_project(PROJECT)
-        state = StackState(mongo_uri=mongo.uri, s3_endpoint=s3_server.endpoint_url, api_port=free_port())
-        settings = pipeline.settings
-        instrument_worker = CeleryWorker(
-            name="instrument",
-            node=node_name("instrument-worker"),
-            queues=(settings.queue(INSTRUMENT), settings.queue(FILE_MOVER_QUEUE)),
-        )
-        s3_worker = CeleryWorker(name="s3", node=node_name("s3-worker"), queues=(settings.queue(S3_UPLOADER_QUEUE),))
-        aws = aws_connection_uri(
-            s3_server.endpoint_url, access_key_id=ACCESS_KEY_ID, secret_access_key=secret["AWS secret access key"]
-        )
-        webhook = json.dumps({"conn_type": "http", "host": secret["webhook URL"]})
-        stack = start_celery_stack(
-            paths,
-            state,
-            rawvault_env={
-                "RAWVAULT_CONFIG": str(pipeline.config_path),
-                "AIRFLOW_CONN_AWS_DEFAULT": aws,
-                "AIRFLOW_CONN_RAWVAULT_ALERTS_WEBHOOK": webhook,
-            },
-            workers=[instrument_worker, s3_worker],
-            pools={S3_UPLOAD_POOL: 2},
-        )
-        secret.update(_stack_secrets(stack.env))
-        e2e = E2E(stack, pipeline, local_s3_client(state.s3_endpoint), instrument_worker, s3_worker)
-        stack.api.post(
-            "/api/v2/connections",
-            {"connection_id": "rawvault_webhook_db", "conn_type": "http", "host": "hooks.example.invalid",
-             "login": "rawvault", "password": secret["password of a connection made through the REST API"]},
-        )  # fmt: skip
+        e2e = _start_stack(paths, tmp_path, monkeypatch, secret)
         _wait(e2e, "the DAGs to be parsed", lambda: all(_dag_known(e2e, d) for d in (WATCHER, HANDLER, VERIFIER)),
               120, lambda: "")  # fmt: skip
-        raw_path = make_thermo(pipeline.instrument_path(INSTRUMENT), f"20261122_{INSTRUMENT}_{PROJECT}_logs.raw")
+        raw_path = make_thermo(e2e.pipeline.instrument_path(INSTRUMENT), f"20261122_{INSTRUMENT}_{PROJECT}_logs.raw")
         started = time.monotonic()
         _run_the_pipeline(e2e, raw_path.name)
         _run_the_verifier(e2e)
         print(f"DAG runs done in {time.monotonic() - started:.0f} s")
-        wrong_uri = mongo.uri.replace(secret["MongoDB password"], secret["MongoDB password given wrongly to the CLI"])
-        _run_the_cli(stack.env, cli_logs, raw_path.name, wrong_uri)
-        stack.api.close()
+        uri = e2e.stack.env[interface.ENV_VAR_MONGO_URI]
+        wrong_uri = uri.replace(secret["MongoDB password"], secret["MongoDB password given wrongly to the CLI"])
+        _run_the_cli(e2e.stack.env, cli_logs, raw_path.name, wrong_uri)
+        e2e.stack.api.close()
     finally:
         report = stop_celery_stack(paths)
         mongoengine.disconnect_all()
