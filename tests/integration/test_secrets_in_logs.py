@@ -28,7 +28,7 @@ import pytest
 from devtools.celery_stack import ADMIN_USER, CeleryWorker, node_name, start_celery_stack, stop_celery_stack
 from devtools.local_stack import StackPaths, StackState, aws_connection_uri, start_data_servers
 from devtools.servers import free_port, local_s3_client
-from rawvault.impl.dag_defaults import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
+from rawvault.keys import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from rawvault.s3.buckets import bucket_name
 from shared.db import interface
 from tests.data_factory import make_thermo

@@ -40,9 +40,29 @@ ACTIONS_OF: dict[str, set[str]] = {
     "put_bucket_encryption": {"s3:PutEncryptionConfiguration"},
     "put_bucket_tagging": {"s3:PutBucketTagging"},
     "delete_bucket": {"s3:DeleteBucket"},  # rolls back a half-configured new bucket
+    # Only with backup.s3.object_lock: the statement OptionalObjectLock.
+    "put_object_lock_configuration": {"s3:PutBucketObjectLockConfiguration"},
+    "get_object_lock_configuration": {"s3:GetBucketObjectLockConfiguration"},
+    "put_object_retention": {"s3:PutObjectRetention"},
+    # Only with backup.s3.lifecycle: the statement OptionalLifecycle.
+    "get_bucket_lifecycle_configuration": {"s3:GetLifecycleConfiguration"},
+    "put_bucket_lifecycle_configuration": {"s3:PutLifecycleConfiguration"},
 }
-AUTO_CREATE_OPERATIONS = {"create_bucket", "put_public_access_block", "put_bucket_versioning", "put_bucket_encryption",
-                          "put_bucket_tagging", "delete_bucket"}  # fmt: skip
+# Operations needed only with an opt-in setting -> the optional statement of docs/iam-policy.json that grants them.
+OPTIONAL_STATEMENT_OF = {
+    **dict.fromkeys(
+        ("create_bucket", "put_public_access_block", "put_bucket_versioning", "put_bucket_encryption",
+         "put_bucket_tagging", "delete_bucket"),
+        "OptionalAutoCreateBuckets",
+    ),
+    **dict.fromkeys(
+        ("put_object_lock_configuration", "get_object_lock_configuration", "put_object_retention"),
+        "OptionalObjectLock",
+    ),
+    **dict.fromkeys(
+        ("get_bucket_lifecycle_configuration", "put_bucket_lifecycle_configuration"), "OptionalLifecycle"
+    ),
+}  # fmt: skip
 TRANSFER_METHODS = {"download_file", "download_fileobj", "upload_file", "upload_fileobj", "copy"}
 
 
@@ -64,6 +84,13 @@ def s3_calls_in_code() -> dict[str, list[str]]:
             if name in operations:
                 found.setdefault(name, []).append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     return found
+
+
+def _statement_actions(policy: dict, sid: str) -> set[str]:
+    """The S3 actions of the statement ``sid``."""
+    (statement,) = [statement for statement in policy["Statement"] if statement.get("Sid") == sid]
+    listed = statement["Action"]
+    return {action for action in ({listed} if isinstance(listed, str) else set(listed)) if action.startswith("s3:")}
 
 
 def _granted(policy: dict, sid_filter: bool) -> set[str]:
@@ -90,11 +117,11 @@ def test_every_s3_call_in_the_code_has_its_iam_actions() -> None:
 def test_the_policy_grants_exactly_what_the_calls_need() -> None:
     calls = s3_calls_in_code()
     policy = json.loads(POLICY_PATH.read_text(encoding="utf-8"))
-    required = set().union(*(ACTIONS_OF[name] for name in calls if name not in AUTO_CREATE_OPERATIONS))
-    optional = set().union(*(ACTIONS_OF[name] for name in calls if name in AUTO_CREATE_OPERATIONS))
+    required = set().union(*(ACTIONS_OF[name] for name in calls if name not in OPTIONAL_STATEMENT_OF))
     assert _granted(policy, sid_filter=False) == required, "required statements of docs/iam-policy.json"
-    s3_optional = {action for action in _granted(policy, sid_filter=True) if action.startswith("s3:")}
-    assert s3_optional == optional, "OptionalAutoCreateBuckets of docs/iam-policy.json"
+    for sid in sorted(set(OPTIONAL_STATEMENT_OF.values())):
+        needed = set().union(*(ACTIONS_OF[name] for name in calls if OPTIONAL_STATEMENT_OF.get(name) == sid))
+        assert _statement_actions(policy, sid) == needed, f"{sid} of docs/iam-policy.json"
 
 
 def test_the_policy_stays_on_the_bucket_prefix() -> None:
