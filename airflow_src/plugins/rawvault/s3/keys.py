@@ -31,6 +31,9 @@ def validate_relative_path(path: str, *, what: str = "path") -> str:
         problem = "contains a backslash (paths use '/')"
     elif any(ord(char) < 32 or ord(char) == 127 for char in path):
         problem = "contains a NUL or control character"
+    elif any(0xD800 <= ord(char) <= 0xDFFF for char in path):
+        # A lone surrogate (e.g. JSON's "\udcff" in a manifest) cannot be encoded: no S3 key can name it.
+        problem = "is not valid UTF-8 text"
     elif any(part in ("", ".", "..") for part in path.split("/")):
         problem = "has an empty, '.' or '..' component"
     elif len(path.encode("utf-8")) > MAX_KEY_BYTES:
