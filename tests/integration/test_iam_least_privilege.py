@@ -68,8 +68,7 @@ def old_readme_policy(prefix: str) -> dict[str, Any]:
 
 class Rawvault:
     """The one place this module calls rawvault's use cases, with the client a task builds from the Airflow
-    connection. After the refactor re-point these imports: rawvault.s3.backup -> rawvault.backup,
-    rawvault.s3.restore -> rawvault.restore, rawvault.s3.verify -> rawvault.audit."""
+    connection."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -82,17 +81,17 @@ class Rawvault:
         return s3_client_from_connection(s3.aws_conn_id, s3.region, max_attempts=2)
 
     def back_up(self, raw_file_id: str) -> Any:
-        from rawvault.s3.backup import upload_raw_file_to_s3
+        from rawvault.backup import upload_raw_file
 
-        return upload_raw_file_to_s3(raw_file_id, None, None, self.settings, progress_interval=60)
+        return upload_raw_file(raw_file_id, self.settings, progress_interval=60)
 
     def restore(self, raw_file_id: str, target: Path) -> Any:
-        from rawvault.s3.restore import restore_raw_file
+        from rawvault.restore import restore_raw_file
 
         return restore_raw_file(raw_file_id, target, self.client(), progress_interval=60)
 
     def verify(self) -> Any:
-        from rawvault.s3.verify import verify_backups
+        from rawvault.audit import verify_backups
 
         return verify_backups(self.client())
 
