@@ -1,20 +1,121 @@
 #!/usr/bin/env bash
-# Install everything (scripts/setup.sh) and run the linters and the whole test suite.
-# Extra arguments go to pytest, e.g. scripts/test.sh -k settings -x
+# Install everything (scripts/setup.sh), then ruff, mypy, the import contracts and pytest: what CI runs
+# (.ci/run). Each phase ends with a line "==> name (time) result"; a summary of all of them comes last.
+#
+#   bash scripts/test.sh                   the whole suite
+#   bash scripts/test.sh --quick           the edit-test loop: every test not marked slow (a few minutes)
+#   bash scripts/test.sh [--quick] ARGS    ARGS go to pytest, e.g. tests/unit -x
+#
+# mypy and the import contracts report their findings but do not fail the run until the refactor of
+# issue 10 lands: RAWVAULT_MYPY_STRICT=1 and RAWVAULT_IMPORTS_STRICT=1 make them fail it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/_phases.sh
+. scripts/_phases.sh
+
+quick=0
+pytest_args=()
+for arg in "$@"; do
+    if [ "$arg" = "--quick" ]; then quick=1; else pytest_args+=("$arg"); fi
+done
+mypy_strict=${RAWVAULT_MYPY_STRICT:-0}
+imports_strict=${RAWVAULT_IMPORTS_STRICT:-0}
+export PYTHONUNBUFFERED=1  # progress lines reach a CI log as they happen
+
+RAWVAULT_PHASE_LOG=$(mktemp)
+export RAWVAULT_PHASE_LOG
+started=$SECONDS
+print_summary() {
+    local status=$?
+    echo "==> summary ($(human_duration $((SECONDS - started))) in all$( ((quick)) && echo ", quick mode"))"
+    while IFS='|' read -r name took result; do
+        printf '    %-17s %11s   %s\n' "$name" "$took" "$result"
+    done <"$RAWVAULT_PHASE_LOG"
+    rm -f "$RAWVAULT_PHASE_LOG"
+    exit "$status"
+}
+trap print_summary EXIT
+
 bash scripts/setup.sh
-echo "==> ruff"
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
-echo "==> pytest"
-# pytest exits 5 when it collected no test: that is a failure here, never a pass.
-set +e
-.venv/bin/python -m pytest "$@"
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-    echo "pytest collected no tests: failing" >&2
+
+phase_start ruff
+ruff_ok=1
+.venv/bin/ruff check --quiet . || ruff_ok=0
+.venv/bin/ruff format --check --quiet . || ruff_ok=0
+if ((!ruff_ok)); then
+    phase_end "FAILED: fix the findings above (.venv/bin/ruff check --fix . && .venv/bin/ruff format .)"
     exit 1
 fi
-exit "$status"
+phase_end "lint and format clean"
+
+# mypy: the error count per file while not strict, every error when strict.
+if ((mypy_strict)); then
+    phase_start mypy "type-checking airflow_src/plugins and shared (RAWVAULT_MYPY_STRICT=1: errors fail the run)"
+else
+    phase_start mypy "type-checking airflow_src/plugins and shared (not blocking yet; RAWVAULT_MYPY_STRICT=1 blocks)"
+fi
+set +e
+mypy_output=$(.venv/bin/mypy 2>&1)
+mypy_status=$?
+set -e
+# "Found 10 errors in 3 files (checked 45 source files)" -> "10 errors in 3 files"
+mypy_result=$(tail -n 1 <<<"$mypy_output" | sed -E 's/^Found //; s/ \(checked [0-9]+ source files?\)//')
+if ((mypy_strict)) || ((mypy_status > 1)); then
+    echo "$mypy_output"  # every error, or mypy's own complaint (exit 2: bad configuration, crash)
+elif ((mypy_status)); then
+    grep -E '^[^:]+:[0-9]+: error:' <<<"$mypy_output" | cut -d: -f1 | sort | uniq -c | sort -rn |
+        awk '{ printf "    %4d %s  %s\n", $1, ($1 == 1 ? "error " : "errors"), $2 }'
+fi
+if ((mypy_status == 0)); then
+    phase_end "$mypy_result"
+elif ((mypy_strict)); then
+    phase_end "FAILED: $mypy_result"
+    exit 1
+else
+    phase_end "$mypy_result, not blocking (every error: .venv/bin/mypy)"
+fi
+
+# import-linter sees the code as the runtime does: rawvault from airflow_src/plugins, shared from the
+# repository root, the DAG files as the package `dags` (contracts in pyproject.toml [tool.importlinter]).
+if ((imports_strict)); then
+    phase_start "import contracts" "lint-imports (RAWVAULT_IMPORTS_STRICT=1: a broken contract fails the run)"
+else
+    phase_start "import contracts" "lint-imports (not blocking yet; RAWVAULT_IMPORTS_STRICT=1 blocks)"
+fi
+set +e
+imports_output=$(PYTHONPATH=airflow_src/plugins:airflow_src COLUMNS=120 .venv/bin/lint-imports --no-logo 2>&1)
+imports_status=$?
+set -e
+echo "$imports_output" | sed -e '/^$/N;/^\n$/D'  # the report, runs of blank lines squeezed
+imports_result=$(grep -E '^Contracts: ' <<<"$imports_output" | tail -n 1 | sed -E 's/^Contracts: //; s/\.$//' || true)
+imports_result=${imports_result:-"lint-imports could not check the contracts (exit $imports_status)"}
+if ((imports_status == 0)); then
+    phase_end "$imports_result"
+elif ((imports_strict)); then
+    phase_end "FAILED: $imports_result"
+    exit 1
+else
+    phase_end "$imports_result, not blocking"
+fi
+
+# pytest: one line per test file as it finishes (tests/file_progress.py) instead of a dot per test.
+pytest_cmd=(.venv/bin/python -m pytest -q -o console_output_style=classic -p tests.file_progress)
+if ((quick)); then
+    pytest_cmd+=(-m "not slow")
+    phase_start pytest "quick mode: every test not marked slow (the slow ones run in the full command)"
+else
+    phase_start pytest "the whole suite"
+fi
+set +e
+"${pytest_cmd[@]}" "${pytest_args[@]}"
+status=$?
+set -e
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+if [ "$status" -eq 5 ]; then
+    phase_end "FAILED: pytest collected no tests"
+    exit 1
+elif [ "$status" -ne 0 ]; then
+    phase_end "FAILED (pytest exit $status; the failures are listed above)"
+    exit "$status"
+fi
+phase_end "passed"
