@@ -27,7 +27,8 @@ def test_triggered_run_of_a_dag_with_several_serialized_versions_runs_without_sq
     monkeypatch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "0")
     env = write_pipeline_env(tmp_path)
     activate(env, monkeypatch)
-    make_thermo(env.instrument_path("thermo1"), size=64 * KIB)
+    # A name of its own: the file mover's run id is derived from it, and other tests use the default.
+    make_thermo(env.instrument_path("thermo1"), name="harness_versions.raw", size=64 * KIB)
     assert run_dag(load_dags()["instrument_watcher.thermo1"])["__dagrun__"] == "success"  # queues a handler run
 
     # Other queues change the handler's serialized form: Airflow stores a second version of it.
@@ -41,6 +42,8 @@ def test_triggered_run_of_a_dag_with_several_serialized_versions_runs_without_sq
     assert handler["state"] == "success", handler
     assert run_triggered(dags, "acquisition_handler.thermo1") == []  # the queued run was replaced, not kept
     assert _task_instances_without_run() == []  # and its task instances went with it
+    # Leave no queued run behind for the next test's run_triggered (the handler queued a file mover run).
+    assert [run["state"] for run in run_triggered(dags, "file_mover.thermo1")] == ["success"]
     get_settings.cache_clear()
 
 
