@@ -66,7 +66,7 @@ from tests.s3_fixtures import (  # noqa: E402
     write_file,
 )
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CREATED_BASE = "thermo1/2026_11"
 
@@ -298,7 +298,6 @@ def burst_move(raw_file_id: str) -> str:
 # --- the faults -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_path, s3_server) -> None:
     _config, settings = write_env(tmp_path)
     name = "unreachable.raw"
@@ -339,7 +338,6 @@ def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_p
         proxy.stop()
 
 
-@pytest.mark.slow
 def test_task_process_sigkilled_mid_upload_then_sweep_completes_it(mongo_uri, tmp_path, s3_server) -> None:
     config, settings = write_env(tmp_path, stale_upload_minutes=0.05)  # a 3 s lease, renewed every second
     name = "killed.raw"
@@ -388,7 +386,6 @@ def test_task_process_sigkilled_mid_upload_then_sweep_completes_it(mongo_uri, tm
     print(f"\nSIGKILL: {stored} of 7 parts survived, the sweep's retry sent {7 - stored}")
 
 
-@pytest.mark.slow
 def test_mongodb_restarted_during_runs(tmp_path, s3_server, monkeypatch) -> None:
     monkeypatch.setattr(interface, "SERVER_SELECTION_TIMEOUT_MS", 3000)  # fail in 3 s, not 10, while it is down
     with MongoServer() as mongo:
@@ -443,7 +440,6 @@ def _mongodb_restarts(tmp_path: Path, s3_server: S3Server, mongo: MongoServer) -
     assert_backed_up(settings, "mongo-down.raw", client, entry)
 
 
-@pytest.mark.slow
 def test_two_concurrent_runs_for_one_raw_file(mongo_uri, tmp_path, s3_server) -> None:
     config, settings = write_env(tmp_path)
     name = "twice.raw"
@@ -476,7 +472,6 @@ def test_two_concurrent_runs_for_one_raw_file(mongo_uri, tmp_path, s3_server) ->
     assert raw_file.s3_upload_attempts == 1  # only the winner claimed it
 
 
-@pytest.mark.slow
 def test_burst_of_200_small_and_3_large_acquisitions(mongo_uri, tmp_path, s3_server) -> None:
     from rawvault.watcher import register_new_raw_files
 

@@ -49,7 +49,7 @@ from tests.s3_fixtures import (  # noqa: E402
 )
 
 pytest_plugins = ["tests.s3_fixtures"]
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = REPO_ROOT / "scripts" / "rawvault.sh"

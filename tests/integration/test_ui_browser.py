@@ -40,6 +40,8 @@ from shared.db import interface
 from shared.db.models import RawFile
 from tests.pipeline_env import write_pipeline_env
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = REPO_ROOT / "test-artifacts"

@@ -44,7 +44,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, Protocol, TypedDict, Unpack, cast
+from typing import IO, Final, Protocol, TypedDict, Unpack
 
 from shared.s3_limits import MIB, S3_MAX_PARTS
 
@@ -306,7 +306,7 @@ def _read_into_hashers(
 
 
 def _open(path: Path) -> io.FileIO:
-    return cast("io.FileIO", Path(path).open("rb", buffering=0))
+    return Path(path).open("rb", buffering=0)
 
 
 class DigestOptions(TypedDict, total=False):

@@ -224,7 +224,7 @@ class _PartSender:
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=part.number,
-                Body=body,  # type: ignore[arg-type]
+                Body=body,
                 ContentLength=part.size,
                 ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             )

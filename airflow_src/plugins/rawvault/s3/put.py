@@ -107,7 +107,7 @@ def put_file(
             client.put_object(
                 Bucket=bucket,
                 Key=key,
-                Body=body if size else b"",  # type: ignore[arg-type]
+                Body=body if size else b"",
                 ContentLength=size,
                 ChecksumAlgorithm=CHECKSUM_ALGORITHM,
                 IfNoneMatch="*",
