@@ -24,7 +24,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "airflow_src" / "plugins")]
 
-from rawvault.checksum import MIB, checksum_file  # noqa: E402
+from rawvault.checksum import checksum_file  # noqa: E402
+from shared.s3_limits import MIB  # noqa: E402
 
 TARGET_RATIO = 0.9
 RESULTS_DIR = REPO_ROOT / "bench" / "results"

@@ -18,38 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 WAIT_SECONDS = 600
 USER = "admin"
-
-
-def browser(artifacts: Path) -> tuple[Any, Path]:
-    """Headless Debian Chromium through chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = Path(tempfile.mkdtemp(prefix="rawvault-chromium-"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--no-proxy-server", "--window-size=1600,1000", f"--user-data-dir={profile}"):  # fmt: skip
-        options.add_argument(argument)
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(artifacts / "chromedriver-bench.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    driver.set_script_timeout(WAIT_SECONDS)
-    return driver, profile
 
 
 def timed(driver: Any, action: Callable[[], None]) -> dict[str, float]:
@@ -107,34 +85,19 @@ def steps(driver: Any, base: str) -> list[tuple[str, Callable[[], None]]]:
     ]  # fmt: skip
 
 
-def login(driver: Any, base: str, password: str) -> None:
-    """Log in on the simple auth manager's page like a user."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(f"{base}/auth/login?next={quote(base + '/rawvault/', safe='')}")
-    WebDriverWait(driver, 120).until(ec.visibility_of_element_located((By.NAME, "username"))).send_keys(USER)
-    driver.find_element(By.NAME, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(driver, WAIT_SECONDS).until(lambda d: d.get_cookie("_token") is not None)
-
-
 def run_steps(base: str, password: str, artifacts: Path) -> list[dict[str, object]]:
     """Log in and time every step; a screenshot of the end in ``artifacts``."""
-    driver, profile = browser(artifacts)
+    from tests.browser import chromium, login
+
     results: list[dict[str, object]] = []
-    try:
-        login(driver, base, password)
+    with chromium(artifacts, timeout=WAIT_SECONDS) as driver:
+        login(driver, base, USER, password, next_url=f"{base}/rawvault/", timeout=WAIT_SECONDS)
         for name, action in steps(driver, base):
             result = {"step": name, **timed(driver, action)}
             results.append(result)
             print(f"{name:36} wall {result['wall']:7.2f} s   page {result['page']:7.2f} s   {result['rows']} rows",
                   flush=True)  # fmt: skip
         driver.save_screenshot(str(artifacts / "backups-page-scale.png"))
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     return results
 
 

@@ -60,13 +60,19 @@ class StackState:
         return f"http://{HOST}:{self.api_port}"
 
 
-def aws_connection_uri(endpoint_url: str, region: str = "us-east-1") -> str:
+def aws_connection_uri(
+    endpoint_url: str,
+    region: str = "us-east-1",
+    *,
+    access_key_id: str = LOCAL_S3_KEY,
+    secret_access_key: str = LOCAL_S3_KEY,
+) -> str:
     """``AIRFLOW_CONN_AWS_DEFAULT`` (JSON form) for an S3-compatible server at ``endpoint_url``."""
     return json.dumps(
         {
             "conn_type": "aws",
-            "login": LOCAL_S3_KEY,
-            "password": LOCAL_S3_KEY,
+            "login": access_key_id,
+            "password": secret_access_key,
             "extra": {"endpoint_url": endpoint_url, "region_name": region},
         }
     )
@@ -224,12 +230,19 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def start_data_servers(paths: StackPaths) -> tuple[MongoServer, S3Server]:
-    """Start the MongoDB wire server (data kept in the run dir) and the S3 server; record their PIDs."""
+def start_data_servers(
+    paths: StackPaths, *, mongo_credentials: tuple[str, str] | None = None
+) -> tuple[MongoServer, S3Server]:
+    """Start the MongoDB wire server (data kept in the run dir) and the S3 server; record their PIDs.
+
+    With ``mongo_credentials`` (user, password) MongoDB requires them (``mongo.uri`` carries them).
+    """
     mongo = MongoServer(port=free_port(), storage_path=paths.run_dir / "mongo-data", log_path=paths.logs / "mongo.log")
     s3 = S3Server(port=free_port(), log_path=paths.logs / "s3.log")
     for name, server in (("mongo", mongo), ("s3", s3)):
         server.start()
+        if name == "mongo" and mongo_credentials:
+            mongo.require_auth(*mongo_credentials)
         assert server.process is not None
         paths.pids.mkdir(parents=True, exist_ok=True)
         (paths.pids / f"{name}.pid").write_text(str(server.process.pid))

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 HOST = "127.0.0.1"
 LOCAL_S3_KEY = "rawvault-local"  # the local S3 server accepts any credentials; these never leave the machine
@@ -52,6 +53,10 @@ class _ServerProcess:
     def is_ready(self) -> bool:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The server process's environment (None: this process's own)."""
+        return None
+
     def start(self, timeout: float = 60.0) -> None:
         """Start the process and wait until it answers."""
         if self.process and self.process.poll() is None:
@@ -59,7 +64,12 @@ class _ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=self.environment(),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -107,17 +117,37 @@ class _ServerProcess:
 
 
 class MongoServer(_ServerProcess):
-    """SecantusDB (MongoDB wire protocol on WiredTiger) with data in ``storage_path``."""
+    """SecantusDB (MongoDB wire protocol on WiredTiger) with data in ``storage_path``.
+
+    Without authentication unless :meth:`require_auth` was called; then :attr:`uri` carries the credentials.
+    """
 
     name = "mongo"
 
     def __init__(self, port: int | None = None, storage_path: Path | None = None, log_path: Path | None = None) -> None:
         super().__init__(port, log_path)
         self.storage_path = storage_path or self.workdir / "data"
+        self.credentials: tuple[str, str] | None = None
 
     @property
     def uri(self) -> str:
-        return f"mongodb://{HOST}:{self.port}/rawvault?directConnection=true"
+        if self.credentials is None:
+            return f"mongodb://{HOST}:{self.port}/rawvault?directConnection=true"
+        user, password = (quote(part, safe="") for part in self.credentials)
+        return f"mongodb://{user}:{password}@{HOST}:{self.port}/rawvault?directConnection=true&authSource=admin"
+
+    def require_auth(self, username: str, password: str) -> None:
+        """Create a root user, then restart with ``--auth``: from now on every client must log in (SCRAM-SHA-256)."""
+        from pymongo import MongoClient
+
+        client: MongoClient = MongoClient(self.uri, serverSelectionTimeoutMS=5000)
+        try:
+            client.admin.command("createUser", username, pwd=password, roles=["root"])
+        finally:
+            client.close()
+        self.stop()
+        self.credentials = (username, password)
+        self.start()
 
     def command(self) -> list[str]:
         return [
@@ -128,6 +158,7 @@ class MongoServer(_ServerProcess):
             "--standalone",
             "--log-level", "WARNING",
             "--cache-size", "256M",
+            *(["--auth"] if self.credentials else []),
         ]  # fmt: skip
 
     def is_ready(self) -> bool:

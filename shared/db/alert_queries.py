@@ -8,7 +8,7 @@ the status nearly every raw file ends in is the total minus the others.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,9 +87,9 @@ def raw_files_by_id(raw_file_ids: Iterable[str]) -> dict[str, RawFile]:
     return found
 
 
-def _counts(field: str, small: list[str | None], terminal: str) -> dict[str, int]:
+def _counts(field: str, small: Sequence[str | None], terminal: str) -> dict[str, int]:
     """Raw files per value of ``field``: the ``small`` values counted, ``terminal`` the total minus them."""
-    pipeline = [{"$match": {field: {"$in": small}}}, {"$group": {"_id": f"${field}", "n": {"$sum": 1}}}]
+    pipeline = [{"$match": {field: {"$in": list(small)}}}, {"$group": {"_id": f"${field}", "n": {"$sum": 1}}}]
     found = {str(row["_id"]) if row["_id"] is not None else "none": int(row["n"])
              for row in RawFile._get_collection().aggregate(pipeline)}  # fmt: skip
     found[terminal] = max(0, count({}) - sum(found.values()))

@@ -136,7 +136,7 @@ def filter_query(filters: RawFileQuery, ctx: ViewContext) -> dict[str, Any] | No
     created = Bounds()
     if filters.created_from:
         created = Bounds(lower=datetime.combine(filters.created_from, time.min, tzinfo=UTC))
-    if filters.created_to:
+    if filters.created_to and filters.created_to < date.max:  # the last day a date holds: nothing after it
         end = datetime.combine(filters.created_to + timedelta(days=1), time.min, tzinfo=UTC)
         created = created & Bounds(upper=end, upper_inclusive=False)
     if created.predicate():

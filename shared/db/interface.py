@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -342,13 +342,42 @@ __all__ = [
     "failed_uploads",
     "get_projects",
     "get_raw_file",
+    "is_database_error",
     "list_raw_files_on_share",
     "newer_acquisition_exists",
     "queued_raw_file_ids",
+    "raw_files_by_id",
     "raw_files_uploading",
     "reset_connection",
     "select_uploaded_raw_files",
     "update_raw_file",
+    "uploaded_raw_file_ids",
     "uploads_pending_since",
     "utc_now",
 ]
+
+
+# --- reads for backup/restore/audit/sweeper (stream S) ---
+
+_BY_ID_BATCH = 256  # documents per query when reading many raw files by id (bounded memory)
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from the database driver (pymongo or mongoengine), e.g. for a "cannot run" exit."""
+    return isinstance(error, DB_ERRORS) or type(error).__module__.startswith(("pymongo", "mongoengine"))
+
+
+def uploaded_raw_file_ids(**filters: Any) -> list[str]:
+    """Ids of the raw files :func:`select_uploaded_raw_files` selects with ``filters``, oldest first."""
+    return [doc.id for doc in select_uploaded_raw_files(**filters).only("id")]
+
+
+def raw_files_by_id(raw_file_ids: Iterable[str]) -> Iterator[RawFile | None]:
+    """The raw files with these ids, in the given order, read in batches; ``None`` for one deleted meanwhile."""
+    connect_db()
+    ids = list(raw_file_ids)
+    for start in range(0, len(ids), _BY_ID_BATCH):
+        batch = ids[start : start + _BY_ID_BATCH]
+        found = {doc.id: doc for doc in RawFile.objects(id__in=batch)}
+        for raw_file_id in batch:
+            yield found.get(raw_file_id)

@@ -105,7 +105,7 @@ class RawFile(Document):
     # Unfinished multipart uploads of this raw file, {object key: upload id}, so a retry resumes them.
     s3_multipart_uploads = DictField()
     # The run that owns the upload (upload_in_progress) and until when: it renews this lease while it
-    # runs; another run may take over only after it expired (see rawvault.s3.backup).
+    # runs; another run may take over only after it expired (see rawvault.claim).
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
     # A random number in [0, 1) given at insert: verify takes its random sample as a run of these keys

@@ -14,6 +14,7 @@ acquisition, watcher, file mover, Airflow), :mod:`.s3` (backup and S3),
 own that adds its keys' fixes to ``FIXES``, and a field on :class:`Settings`.
 """
 
+from shared.s3_limits import MIB, S3_MAX_PART_MB, S3_MAX_PARTS, S3_MIN_PART_MB
 from shared.settings.alerts import AlertSettings
 from shared.settings.base import CRON_PRESETS, SettingsError
 from shared.settings.loading import (
@@ -29,10 +30,6 @@ from shared.settings.loading import (
 from shared.settings.model import Settings
 from shared.settings.s3 import (
     DEFAULT_PART_SIZE_MB,
-    MIB,
-    S3_MAX_PART_MB,
-    S3_MAX_PARTS,
-    S3_MIN_PART_MB,
     STORAGE_CLASSES,
     BackupSettings,
     S3Settings,

@@ -50,6 +50,8 @@ def _folder_path(value: Any) -> Path:
     # YAML gives text; anything else (a number, a list, an empty string) is a mistake, not a path.
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty folder path")
+    if "\0" in value:  # no file system accepts it; os.path would raise a bare "embedded null byte"
+        raise ValueError("must not contain a NUL character")
     return Path(value)
 
 

@@ -21,11 +21,20 @@ ENV_VAR_ENV = "RAWVAULT_ENV"
 ENV_VAR_CONFIG = "RAWVAULT_CONFIG"
 
 
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+|\[key\]")  # [key]: pydantic's mark of a bad mapping key
+
+
+def _key_part(part: object) -> str:
+    """One part of a key path as the user can find it: quoted unless it is a plain name (blank, '.', spaces, ...)."""
+    text = str(part)
+    return text if _PLAIN_KEY_RE.fullmatch(text) else repr(part)
+
+
 def _format_errors(source: Path, error: ValidationError) -> str:
     lines = [f"invalid rawvault settings in {source}:"]
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
-        key = ".".join(loc) or "<top level>"
+        key = ".".join(_key_part(part) for part in item["loc"]) or "<top level>"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (misspelt?)"
@@ -134,6 +143,11 @@ def load_settings(path: Path | None = None) -> Settings:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SettingsError(f"rawvault settings file {path} is not valid YAML: {error}") from None
+    except RecursionError:  # PyYAML parses nested collections recursively
+        raise SettingsError(
+            f"rawvault settings file {path} nests lists or mappings too deeply to be read: it is not a rawvault "
+            "settings file (see envs/rawvault.local.yaml)"
+        ) from None
     return parse_settings(raw, path)
 
 

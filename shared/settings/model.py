@@ -7,9 +7,10 @@ from pathlib import Path
 from pydantic import field_validator
 
 from shared.bucket_names import bucket_name
+from shared.s3_limits import MIB
 from shared.settings.alerts import AlertSettings, alert_cross_checks
 from shared.settings.base import Section
-from shared.settings.s3 import DEFAULT_PART_SIZE_MB, MIB, BackupSettings
+from shared.settings.s3 import DEFAULT_PART_SIZE_MB, BackupSettings
 from shared.settings.s3_compat import compat_cross_checks, zone
 from shared.settings.sections import (
     INSTRUMENT_ID_RE,

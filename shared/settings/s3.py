@@ -7,14 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from shared.s3_limits import MIB, S3_MAX_PART_MB, S3_MAX_PARTS, S3_MIN_PART_MB
 from shared.settings.base import CRON_FIX, FIXES, CronExpression, Section
 from shared.settings.s3_compat import BandwidthSettings, LifecycleSettings, ObjectLockSettings
 
-MIB = 1024 * 1024
-# S3 multipart limits: parts of 5 MiB to 5 GiB, at most 10,000 parts per object.
-S3_MIN_PART_MB = 5
-S3_MAX_PART_MB = 5 * 1024
-S3_MAX_PARTS = 10_000
 DEFAULT_PART_SIZE_MB = 64
 
 STORAGE_CLASSES = (

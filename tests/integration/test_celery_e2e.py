@@ -32,8 +32,8 @@ from devtools.celery_stack import (
 )
 from devtools.local_stack import StackPaths, StackState, start_data_servers
 from devtools.servers import free_port, local_s3_client
-from rawvault.file_mover import move_target_folder
 from rawvault.keys import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
+from rawvault.locations import move_target_folder
 from rawvault.s3.buckets import bucket_name
 from shared.db import interface
 from shared.db.models import RawFile

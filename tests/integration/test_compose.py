@@ -3,13 +3,17 @@
 ``docker-compose -f docker-compose.yaml config`` (v1 from Debian, no Docker engine needed)
 validates and resolves the file; the resolved YAML must run one worker per queue the
 production DAGs use, give the S3 uploader nothing but its queue and a read-only backup,
-keep MinIO optional and take every secret from the (uncommitted) env file.
+keep MinIO optional and take every secret from the (uncommitted) env file. Security
+(issue 13, item 7): no secret has a default (compose refuses to run, naming it), PostgreSQL,
+Redis and MongoDB require passwords that every URI carries, every service is on an
+internal network, and only the api-server publishes a port, on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -38,6 +42,15 @@ CORE_SERVICES = (
 )
 AIRFLOW_SERVICES = ("airflow-init", "api-server", "scheduler", "dag-processor", "triggerer")
 SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|KEY|CONN_")
+# Secrets compose itself must refuse to run without (${NAME:?message}).
+REQUIRED_SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "MONGO_ROOT_PASSWORD", "AIRFLOW_FERNET_KEY",
+                    "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD")  # fmt: skip
+# Secrets without ${...:?}, each for a reason: the AWS connection may be defined in the UI instead;
+# MinIO's (profile "minio") is checked by the minio service, as compose checks inactive profiles too.
+OPTIONAL_SECRETS = {"AIRFLOW_CONN_AWS_DEFAULT", "MINIO_ROOT_PASSWORD"}
+INTERNAL_NETWORK = "backend"
+# Services that may also be on a network with a route outside the host, and why.
+EXTRA_NETWORKS = {"api-server": {"ui"}, "worker-s3-uploader": {"egress"}}  # the published UI port; uploads to S3
 
 
 def _docker_compose() -> str:
@@ -82,6 +95,21 @@ def _example_env() -> dict[str, str]:
     return values
 
 
+def _filled_secrets() -> dict[str, str]:
+    """A value for every secret .env.example leaves empty, as a deployment fills them in (hex, URL-safe)."""
+    from cryptography.fernet import Fernet
+
+    filled = {name: f"test-{name.lower().replace('_', '-')}-{secrets.token_hex(8)}" for name in _example_env()
+              if SECRET_NAME_RE.search(name) and name != "AIRFLOW_CONN_AWS_DEFAULT"}  # fmt: skip
+    filled["AIRFLOW_FERNET_KEY"] = Fernet.generate_key().decode()
+    return filled
+
+
+def _write_env(path: Path, values: dict[str, str]) -> Path:
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def empty_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("compose") / "empty.env"
@@ -90,10 +118,21 @@ def empty_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def config(empty_env_file: Path) -> dict[str, Any]:
-    """The compose file resolved with the example env file (what a deployment starts from)."""
+def filled() -> dict[str, str]:
+    """The example env file with every secret filled in."""
+    return {**_example_env(), **_filled_secrets()}
+
+
+@pytest.fixture(scope="module")
+def filled_env_file(tmp_path_factory: pytest.TempPathFactory, filled: dict[str, str]) -> Path:
+    return _write_env(tmp_path_factory.mktemp("compose") / "filled.env", filled)
+
+
+@pytest.fixture(scope="module")
+def config(empty_env_file: Path, filled_env_file: Path) -> dict[str, Any]:
+    """The compose file resolved with the example env file and its secrets filled in (a deployment's .env)."""
     del empty_env_file  # resolve docker-compose (skip or fail) once, before reading the example
-    return _resolved(ENV_EXAMPLE)
+    return _resolved(filled_env_file)
 
 
 @pytest.fixture(scope="module")
@@ -143,17 +182,95 @@ def _workers_by_queue(services: dict[str, dict[str, Any]]) -> dict[str, list[str
     return by_queue
 
 
-def test_config_passes_without_env_file(empty_env_file: Path) -> None:
-    result = _compose_config(empty_env_file)
-    assert result.returncode == 0, f"docker-compose config fails without .env:\n{result.stderr}"
-    services = yaml.safe_load(result.stdout)["services"]
-    # Without .env the UI is still only on the loopback interface.
-    assert services["api-server"]["ports"][0].startswith("127.0.0.1:"), services["api-server"]["ports"]
+def test_compose_refuses_to_run_without_each_secret(
+    empty_env_file: Path, filled: dict[str, str], tmp_path: Path
+) -> None:
+    for env_file in (empty_env_file, ENV_EXAMPLE):  # nothing set; the example copied unchanged
+        result = _compose_config(env_file)
+        assert result.returncode != 0, f"docker-compose config passes with {env_file.name}: a secret has a default"
+        assert "in .env (see .env.example)" in result.stderr, result.stderr
+    for name in REQUIRED_SECRETS:
+        for value in (None, ""):  # unset, and set but empty
+            values = {key: val for key, val in filled.items() if key != name}
+            if value is not None:
+                values[name] = value
+            result = _compose_config(_write_env(tmp_path / f"{name}.env", values))
+            assert result.returncode != 0, f"docker-compose config passes with {name} {value!r}"
+            assert f"set {name} in .env (see .env.example)" in result.stderr, result.stderr
 
 
-def test_config_passes_with_minio_profile() -> None:
-    result = _compose_config(ENV_EXAMPLE, "--profile", "minio")
+def test_no_secret_has_a_default_value() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    references = re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)(:?[-?])?", text)
+    secrets_used = {name for name, _ in references if SECRET_NAME_RE.search(name)}
+    assert set(REQUIRED_SECRETS) <= secrets_used
+    defaulted = sorted({name for name, op in references if name in secrets_used - OPTIONAL_SECRETS and op != ":?"})
+    assert not defaulted, f"these secrets have a default (use ${{NAME:?message}}): {defaulted}"
+    assert secrets_used - set(REQUIRED_SECRETS) <= OPTIONAL_SECRETS, secrets_used
+    example = _example_env()
+    assigned = sorted(name for name in secrets_used if example.get(name))
+    assert not assigned, f".env.example assigns values to the secrets {assigned}: leave them empty"
+
+
+def test_minio_refuses_to_start_without_a_password(filled_env_file: Path) -> None:
+    result = _compose_config(filled_env_file, "--profile", "minio")
     assert result.returncode == 0, result.stderr
+    minio = yaml.safe_load(result.stdout)["services"]["minio"]
+    script = minio["entrypoint"][-1]
+    assert minio["entrypoint"][:2] == ["sh", "-c"] and '"$${#MINIO_ROOT_PASSWORD}" -lt 8' in script, minio
+    assert "exit 1" in script and "exec /usr/bin/docker-entrypoint.sh minio server" in script, script
+
+
+def test_every_service_is_on_the_internal_network_only(filled_env_file: Path) -> None:
+    resolved = _resolved_with_profile(filled_env_file)
+    networks = resolved["networks"]
+    assert networks[INTERNAL_NETWORK].get("internal") is True, networks
+    for name, service in resolved["services"].items():
+        joined = set(service.get("networks") or {})
+        assert joined == {INTERNAL_NETWORK} | EXTRA_NETWORKS.get(name, set()), f"{name} is on {sorted(joined)}"
+        assert service.get("network_mode") is None, f"{name} sets network_mode"
+
+
+def test_only_the_api_server_publishes_a_port_and_only_on_loopback(filled_env_file: Path) -> None:
+    services = _resolved_with_profile(filled_env_file)["services"]
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert list(published) == ["api-server"], f"services with published ports: {published}"
+    for port in published["api-server"]:
+        text = port if isinstance(port, str) else f"{port.get('host_ip')}:{port.get('published')}"
+        assert text.startswith("127.0.0.1:"), f"api-server publishes {port} beyond the loopback interface"
+    compose = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "AIRFLOW_API_BIND" not in compose, "the api-server's address must not be configurable"
+
+
+def test_redis_requires_the_password_and_the_broker_url_carries_it(
+    services: dict[str, dict[str, Any]], filled: dict[str, str]
+) -> None:
+    redis, password = services["redis"], filled["REDIS_PASSWORD"]
+    assert redis["environment"]["REDIS_PASSWORD"] == password
+    script = " ".join(_command(redis))
+    assert "redis-server - " in script and "requirepass $${REDIS_PASSWORD}" in script, script
+    assert password not in script, "the password must not be on redis-server's command line"
+    assert redis.get("user") == "redis", "run Redis unprivileged"
+    assert (
+        'REDISCLI_AUTH="$${REDIS_PASSWORD}"' in redis["healthcheck"]["test"][-1]
+        and "PONG" in redis["healthcheck"]["test"][-1]
+    )
+    for name in _airflow_services(services):
+        broker = services[name]["environment"]["AIRFLOW__CELERY__BROKER_URL"]
+        assert broker == f"redis://:{password}@redis:6379/0", f"{name}: {broker}"
+
+
+def test_mongodb_has_a_root_user_and_the_uri_carries_it(
+    services: dict[str, dict[str, Any]], filled: dict[str, str]
+) -> None:
+    mongodb, password = services["mongodb"], filled["MONGO_ROOT_PASSWORD"]
+    assert mongodb["environment"]["MONGO_INITDB_ROOT_USERNAME"] == "rawvault"
+    assert mongodb["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == password
+    expected = f"mongodb://rawvault:{password}@mongodb:27017/rawvault?authSource=admin"
+    for name in _airflow_services(services):
+        assert services[name]["environment"]["RAWVAULT_MONGO_URI"] == expected, name
+    postgres = services["postgres"]["environment"]
+    assert postgres["POSTGRES_PASSWORD"] == filled["POSTGRES_PASSWORD"]
 
 
 def test_core_services_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -221,10 +338,20 @@ def test_minio_is_only_in_a_profile(services: dict[str, dict[str, Any]]) -> None
         assert "minio" not in service.get("depends_on", {}), f"{name} must not need the optional MinIO"
 
 
-def test_airflow_services_share_one_configuration(services: dict[str, dict[str, Any]]) -> None:
-    example = _example_env()
-    airflow = [*AIRFLOW_SERVICES, *(name for name, service in services.items() if _queues(service))]
-    for name in airflow:
+def _resolved_with_profile(env_file: Path) -> dict[str, Any]:
+    """The compose file resolved with every profile's services (MinIO included)."""
+    result = _compose_config(env_file, "--profile", "minio")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def _airflow_services(services: dict[str, dict[str, Any]]) -> list[str]:
+    return [*AIRFLOW_SERVICES, *(name for name, service in services.items() if _queues(service))]
+
+
+def test_airflow_services_share_one_configuration(services: dict[str, dict[str, Any]], filled: dict[str, str]) -> None:
+    example = filled
+    for name in _airflow_services(services):
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["RAWVAULT_ENV"] == "production", name
@@ -232,7 +359,10 @@ def test_airflow_services_share_one_configuration(services: dict[str, dict[str, 
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == example["AIRFLOW_JWT_SECRET"], name
         assert env["AIRFLOW__API__SECRET_KEY"] == example["AIRFLOW_API_SECRET_KEY"], name
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://api-server:8080/execution/", name
-        assert example["POSTGRES_PASSWORD"] in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
+        assert f"airflow:{example['POSTGRES_PASSWORD']}@postgres:5432/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], (
+            name
+        )
+        assert f"airflow:{example['POSTGRES_PASSWORD']}@postgres:5432/" in env["AIRFLOW__CELERY__RESULT_BACKEND"], name
         assert example["MONGO_ROOT_PASSWORD"] in env["RAWVAULT_MONGO_URI"], name
         assert env["AIRFLOW_CONN_AWS_DEFAULT"] == example["AIRFLOW_CONN_AWS_DEFAULT"], name
         assert "build" in services[name], f"{name} must run the image built from the Dockerfile"
@@ -245,14 +375,6 @@ def test_init_migrates_and_creates_the_upload_pool(services: dict[str, dict[str,
     for name in AIRFLOW_SERVICES[1:]:
         condition = services[name]["depends_on"]["airflow-init"]["condition"]
         assert condition == "service_completed_successfully", name
-
-
-def test_no_secret_from_the_example_is_committed() -> None:
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
-    secrets = {key: value for key, value in _example_env().items() if SECRET_NAME_RE.search(key) and value}
-    assert secrets, ".env.example documents no secrets"
-    leaked = sorted(key for key, value in secrets.items() if value in text)
-    assert not leaked, f"docker-compose.yaml contains the values of {leaked}: take them from .env"
 
 
 def test_every_compose_variable_is_documented_in_the_example() -> None:

@@ -9,7 +9,7 @@ What each fault does, and how it is made:
   connection reset) and started again on the same port. moto keeps the
   unfinished upload as a real S3 would.
 - **The task process SIGKILLed mid-upload**: a real child process runs
-  ``upload_raw_file_to_s3`` and is SIGKILLed after K parts are stored; its
+  ``upload_raw_file`` and is SIGKILLed after K parts are stored; its
   claim's lease then expires, and the sweeper's plain function plus the retry
   finish the backup.
 - **MongoDB restarted during a run**: ``MongoServer.stop(kill=True)``/``start()``
@@ -46,11 +46,8 @@ import yaml
 pytest.register_assert_rewrite("tests.s3_fixtures")  # it is imported here before pytest loads it as a plugin
 
 from devtools.servers import HOST, MongoServer, S3Server, free_port  # noqa: E402
-from rawvault.s3.backup import (  # noqa: E402
-    UploadInProgressError,
-    UploadNotRecordedError,
-    upload_raw_file_to_s3,
-)
+from rawvault.backup import upload_raw_file  # noqa: E402
+from rawvault.claim import UploadInProgressError, UploadNotRecordedError  # noqa: E402
 from rawvault.s3.errors import S3TransientError  # noqa: E402
 from rawvault.sweeper import find_backups_to_retry  # noqa: E402
 from shared.db import interface  # noqa: E402
@@ -69,7 +66,7 @@ from tests.s3_fixtures import (  # noqa: E402
     write_file,
 )
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CREATED_BASE = "thermo1/2026_11"
 
@@ -245,7 +242,7 @@ def child_upload_until_killed(
             time.sleep(3600)
 
     client.meta.events.register("after-call.s3.UploadPart", hang)
-    upload_raw_file_to_s3(raw_file_id, None, None, load_settings(Path(config)), client, progress_interval=1)
+    upload_raw_file(raw_file_id, load_settings(Path(config)), client=client, progress_interval=1)
 
 
 def child_upload_racing(
@@ -258,7 +255,7 @@ def child_upload_racing(
     counter = CallCounter(client)
     barrier.wait()
     try:
-        result = upload_raw_file_to_s3(raw_file_id, None, None, settings, client)
+        result = upload_raw_file(raw_file_id, settings, client=client)
         outcome = ("already_complete" if result.already_complete else "uploaded", "")
     except Exception as error:
         outcome = (type(error).__name__, str(error))
@@ -286,7 +283,7 @@ def burst_local_backup(raw_file_id: str) -> str:
 
 def burst_upload(raw_file_id: str) -> str:
     """upload_to_s3 of one raw file."""
-    upload_raw_file_to_s3(raw_file_id, None, None, _worker["settings"], _worker["client"], progress_interval=60)
+    upload_raw_file(raw_file_id, _worker["settings"], client=_worker["client"], progress_interval=60)
     return raw_file_id
 
 
@@ -301,7 +298,6 @@ def burst_move(raw_file_id: str) -> str:
 # --- the faults -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_path, s3_server) -> None:
     _config, settings = write_env(tmp_path)
     name = "unreachable.raw"
@@ -319,7 +315,7 @@ def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_p
     client.meta.events.register("after-call.s3.UploadPart", cut_after_two_parts)
     try:
         with pytest.raises(S3TransientError, match=r"cannot reach S3.*is kept with \d of 6 parts stored"):
-            upload_raw_file_to_s3(name, None, None, settings, client, progress_interval=1)
+            upload_raw_file(name, settings, client=client, progress_interval=1)
         failed = get_raw_file(name)
         assert failed.backup_status == "upload_failed" and failed.s3_etag is None
         assert "the next run resumes it" in failed.backup_status_details
@@ -332,7 +328,7 @@ def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_p
         assert 2 <= stored < 6
         retry_client = make_client(proxy.endpoint_url)
         counter = CallCounter(retry_client)
-        result = upload_raw_file_to_s3(name, None, None, settings, retry_client)
+        result = upload_raw_file(name, settings, client=retry_client)
         assert counter.calls["CreateMultipartUpload"] == 0
         assert counter.calls["UploadPart"] == 6 - stored  # only the missing parts were sent again
         assert result.parts_resumed == stored
@@ -342,7 +338,6 @@ def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_p
         proxy.stop()
 
 
-@pytest.mark.slow
 def test_task_process_sigkilled_mid_upload_then_sweep_completes_it(mongo_uri, tmp_path, s3_server) -> None:
     config, settings = write_env(tmp_path, stale_upload_minutes=0.05)  # a 3 s lease, renewed every second
     name = "killed.raw"
@@ -371,7 +366,7 @@ def test_task_process_sigkilled_mid_upload_then_sweep_completes_it(mongo_uri, tm
     assert orphan.s3_multipart_uploads == {key: multipart_uploads(client, bucket_of(settings))[0]["UploadId"]}
     assert 3 <= stored < 7
     with pytest.raises(UploadInProgressError):  # a retry before the lease expired does nothing
-        upload_raw_file_to_s3(name, None, None, settings, client)
+        upload_raw_file(name, settings, client=client)
     assert find_backups_to_retry(settings) == []  # the sweeper leaves a live lease alone
     while utc_now() < orphan.upload_claim_expires_at + timedelta(seconds=0.2):
         time.sleep(0.2)
@@ -383,7 +378,7 @@ def test_task_process_sigkilled_mid_upload_then_sweep_completes_it(mongo_uri, tm
     assert released.s3_upload_failed_at == orphan.upload_claim_expires_at  # its backoff counts from the lease's end
     counter = CallCounter(client)
     # What s3_upload_retry runs for the attempt count the sweep saw.
-    result = upload_raw_file_to_s3(name, None, None, settings, client, expected_attempts=1)
+    result = upload_raw_file(name, settings, client=client, expected_attempts=1)
     assert counter.calls["CreateMultipartUpload"] == 0 and counter.calls["UploadPart"] == 7 - stored
     assert result.parts_resumed == stored
     raw_file = assert_backed_up(settings, name, client, entry)
@@ -391,7 +386,6 @@ def test_task_process_sigkilled_mid_upload_then_sweep_completes_it(mongo_uri, tm
     print(f"\nSIGKILL: {stored} of 7 parts survived, the sweep's retry sent {7 - stored}")
 
 
-@pytest.mark.slow
 def test_mongodb_restarted_during_runs(tmp_path, s3_server, monkeypatch) -> None:
     monkeypatch.setattr(interface, "SERVER_SELECTION_TIMEOUT_MS", 3000)  # fail in 3 s, not 10, while it is down
     with MongoServer() as mongo:
@@ -422,14 +416,14 @@ def _mongodb_restarts(tmp_path: Path, s3_server: S3Server, mongo: MongoServer) -
 
     # 1. A restart in the middle of an upload: pymongo reconnects, the run completes as if nothing happened.
     quick = register(settings, "mongo-quick.raw", 17 * MIB)
-    upload_raw_file_to_s3("mongo-quick.raw", None, None, settings, client)
+    upload_raw_file("mongo-quick.raw", settings, client=client)
     assert_backed_up(settings, "mongo-quick.raw", client, quick)
 
     # 2. MongoDB goes down mid-upload and comes back only after the run ended: S3 completes, recording fails.
     entry = register(settings, "mongo-down.raw", 17 * MIB)
     fault.update(action="kill", parts=0)
     with pytest.raises(UploadNotRecordedError, match=r"MongoDB could not be reached to record upload_done") as failure:
-        upload_raw_file_to_s3("mongo-down.raw", None, None, settings, client)
+        upload_raw_file("mongo-down.raw", settings, client=client)
     print(f"\nMongoDB down at the end of a run: {failure.value}")
     fault["action"] = "none"
     mongo.start()  # same port, same data
@@ -441,12 +435,11 @@ def _mongodb_restarts(tmp_path: Path, s3_server: S3Server, mongo: MongoServer) -
         time.sleep(0.2)
     assert find_backups_to_retry(settings) == ["mongo-down.raw"]
     counter = CallCounter(client)
-    result = upload_raw_file_to_s3("mongo-down.raw", None, None, settings, client)
+    result = upload_raw_file("mongo-down.raw", settings, client=client)
     assert counter.writes == 0 and result.skipped == ["mongo-down.raw"]  # verified in S3, nothing sent again
     assert_backed_up(settings, "mongo-down.raw", client, entry)
 
 
-@pytest.mark.slow
 def test_two_concurrent_runs_for_one_raw_file(mongo_uri, tmp_path, s3_server) -> None:
     config, settings = write_env(tmp_path)
     name = "twice.raw"
@@ -479,7 +472,6 @@ def test_two_concurrent_runs_for_one_raw_file(mongo_uri, tmp_path, s3_server) ->
     assert raw_file.s3_upload_attempts == 1  # only the winner claimed it
 
 
-@pytest.mark.slow
 def test_burst_of_200_small_and_3_large_acquisitions(mongo_uri, tmp_path, s3_server) -> None:
     from rawvault.watcher import register_new_raw_files
 

@@ -19,16 +19,9 @@ import pytest
 from shared.db.alerts import AlertRecord
 from shared.db.models import Project, RawFile
 from shared.db.s3_stores import S3Store
+from tests.command_recorder import CommandRecorder, documents_read, ids_read, query_commands, recording_connection
 from tests.pipeline_env import write_pipeline_env
-from tests.query_shapes import (
-    CommandRecorder,
-    declared_indexes,
-    documents_read,
-    ids_read,
-    problems,
-    query_commands,
-    recording_connection,
-)
+from tests.query_shapes import declared_indexes, problems
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 INDEXES = {
@@ -232,7 +225,7 @@ class _AllPresent:
 
 
 def test_a_verify_sample_reads_through_indexes_only(recorder: CommandRecorder) -> None:
-    from rawvault.s3.verify import verify_backups
+    from rawvault.audit import verify_backups
 
     with recorder.recording() as commands:
         report = verify_backups(_AllPresent(), sample=5, seed=7)

@@ -1,6 +1,6 @@
 """restore and verify through the moto S3 server over HTTP and the real MongoDB wire server.
 
-Sets are uploaded with the real upload step (``upload_raw_file_to_s3``), then
+Sets are uploaded with the real upload step (``upload_raw_file``), then
 restored and audited with the library functions and the command line
 (``scripts/rawvault.sh`` run as a real subprocess, exit codes checked).
 """
@@ -25,15 +25,16 @@ pytest.register_assert_rewrite("tests.s3_fixtures")  # imported here before pyte
 
 from devtools.local_stack import aws_connection_uri  # noqa: E402
 from devtools.servers import S3Server  # noqa: E402
-from rawvault.s3.backup import upload_raw_file_to_s3  # noqa: E402
-from rawvault.s3.restore import (  # noqa: E402
+from rawvault.audit import verify_backups  # noqa: E402
+from rawvault.backup import XcomFileInfo, upload_raw_file  # noqa: E402
+from rawvault.restore import restore_raw_file  # noqa: E402
+from rawvault.s3.download import (  # noqa: E402
     TEMP_SUFFIX,
     RestoreConflictError,
     RestoreSourceError,
     RestoreVerificationError,
-    restore_raw_file,
 )
-from rawvault.s3.verify import DriftKind, verify_backups  # noqa: E402
+from rawvault.s3.drift import DriftKind  # noqa: E402
 from shared.db.interface import create_project, create_raw_file, get_raw_file, update_raw_file  # noqa: E402
 from shared.settings import Settings, get_settings, load_settings  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
@@ -48,7 +49,7 @@ from tests.s3_fixtures import (  # noqa: E402
 )
 
 pytest_plugins = ["tests.s3_fixtures"]
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = REPO_ROOT / "scripts" / "rawvault.sh"
@@ -98,7 +99,8 @@ def back_up(
         etag_part_size=PART,
         backup_status="copying_done",
     )
-    upload_raw_file_to_s3(raw_file.id, info, folder, env.settings, client, part_size=PART, progress_interval=5)
+    xcom = XcomFileInfo(file_info=info, part_size=PART, backup_folder=folder)
+    upload_raw_file(raw_file.id, env.settings, xcom=xcom, client=client, progress_interval=5)
     assert get_raw_file(raw_file.id).backup_status == "upload_done"
     return raw_file.id, folder, paths
 

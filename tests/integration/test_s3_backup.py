@@ -1,4 +1,4 @@
-"""upload_raw_file_to_s3: moto S3 server over HTTP + the real MongoDB wire server; status, key and ETag on RawFile."""
+"""upload_raw_file: moto S3 server over HTTP + the real MongoDB wire server; status, key and ETag on RawFile."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from botocore.exceptions import EndpointConnectionError
 pytest.register_assert_rewrite("tests.s3_fixtures")  # it is imported here before pytest loads it as a plugin
 
 from devtools.servers import S3Server  # noqa: E402
-from rawvault.s3.backup import UploadNotReadyError, upload_raw_file_to_s3  # noqa: E402
+from rawvault.backup import XcomFileInfo, upload_raw_file  # noqa: E402
+from rawvault.claim import UploadNotReadyError  # noqa: E402
 from rawvault.s3.errors import (  # noqa: E402
     BucketMissingError,
     BucketNameCollisionError,
@@ -86,10 +87,12 @@ def register(
 
 def run(settings: Settings, raw_file_id: str, client: Any, **kwargs: Any) -> Any:
     raw_file = get_raw_file(raw_file_id)
-    kwargs.setdefault("file_info", dict(raw_file.file_info))
-    kwargs.setdefault("backup_folder", settings.locations.backup / raw_file.backup_base_path)
-    kwargs.setdefault("part_size", PART)
-    return upload_raw_file_to_s3(raw_file_id, settings=settings, client=client, progress_interval=5, **kwargs)
+    xcom = XcomFileInfo(
+        file_info=kwargs.get("file_info", dict(raw_file.file_info)),
+        part_size=kwargs.get("part_size", PART),
+        backup_folder=settings.locations.backup / raw_file.backup_base_path,
+    )
+    return upload_raw_file(raw_file_id, settings, xcom=xcom, client=client, progress_interval=5)
 
 
 def bucket_of(settings: Settings, project: str = "fallback") -> str:
@@ -320,5 +323,5 @@ def test_client_from_the_airflow_connection(mongo_uri, tmp_path, s3_server, monk
     monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(conn))
     settings = make_settings(tmp_path, unique_prefix(), auto_create_buckets=True, aws_conn_id="aws_test")
     raw_file_id, _, _ = register(settings, "thermo1", make_thermo_file)
-    upload_raw_file_to_s3(raw_file_id, None, None, settings)  # file info, folder and part size from the DB/settings
+    upload_raw_file(raw_file_id, settings)  # file info, folder and part size from the DB/settings
     assert get_raw_file(raw_file_id).backup_status == "upload_done"

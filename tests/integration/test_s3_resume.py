@@ -15,12 +15,8 @@ import pytest
 
 pytest.register_assert_rewrite("tests.s3_fixtures")  # it is imported here before pytest loads it as a plugin
 
-from rawvault.s3.backup import (  # noqa: E402
-    UploadClaimLostError,
-    UploadInProgressError,
-    UploadSupersededError,
-    upload_raw_file_to_s3,
-)
+from rawvault.backup import upload_raw_file  # noqa: E402
+from rawvault.claim import UploadClaimLostError, UploadInProgressError, UploadSupersededError  # noqa: E402
 from rawvault.s3.errors import LocalFileChangedError  # noqa: E402
 from rawvault.sweeper import backoff, find_backups_to_retry, sweep  # noqa: E402
 from shared.db.interface import create_raw_file, get_raw_file, update_raw_file, utc_now  # noqa: E402
@@ -66,7 +62,7 @@ def register(settings: Settings, name: str = "resume.raw", size: int = 17 * MIB,
 
 
 def run(settings: Settings, raw_file_id: str, client: Any) -> Any:
-    return upload_raw_file_to_s3(raw_file_id, None, None, settings, client, progress_interval=5)
+    return upload_raw_file(raw_file_id, settings, client=client, progress_interval=5)
 
 
 def bucket_of(settings: Settings) -> str:
@@ -349,7 +345,7 @@ def test_a_retry_for_an_attempt_another_run_has_retried_since_stops(mongo_uri, s
     counter = CallCounter(s3_client)
     with pytest.raises(UploadSupersededError, match=r"'resume.raw' had 1 upload attempt\(s\) when this retry was "
                        r"scheduled and has 2 now"):  # fmt: skip
-        upload_raw_file_to_s3(raw_file_id, None, None, settings, s3_client, expected_attempts=1)
+        upload_raw_file(raw_file_id, settings, client=s3_client, expected_attempts=1)
     after = get_raw_file(raw_file_id)
     assert (after.backup_status, after.s3_upload_attempts, after.db_updated_at) == (
         "upload_failed",
@@ -357,13 +353,13 @@ def test_a_retry_for_an_attempt_another_run_has_retried_since_stops(mongo_uri, s
         before.db_updated_at,
     )  # nothing written
     assert counter.writes == 0
-    upload_raw_file_to_s3(raw_file_id, None, None, settings, s3_client, expected_attempts=2)
+    upload_raw_file(raw_file_id, settings, client=s3_client, expected_attempts=2)
     assert_done(settings, raw_file_id, s3_client, etag)
     assert get_raw_file(raw_file_id).s3_upload_attempts == 3
     # A raw file never attempted (the field missing in old documents) matches 0 attempts.
     other, (_s, _m, other_etag) = register(settings, "never.raw", 1024)
     RawFile.objects(id=other).update_one(unset__s3_upload_attempts=True)
-    upload_raw_file_to_s3(other, None, None, settings, s3_client, expected_attempts=0)
+    upload_raw_file(other, settings, client=s3_client, expected_attempts=0)
     assert_done(settings, other, s3_client, other_etag)
 
 

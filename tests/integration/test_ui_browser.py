@@ -11,12 +11,9 @@ keeps a screenshot in ``test-artifacts/backups-page.png``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import quote
 
 import mongoengine
@@ -25,11 +22,12 @@ import pytest
 from devtools.local_stack import REPO_ROOT
 from shared.db import interface
 from shared.db.models import RawFile
+from tests.browser import after_click, chromium, login, rows, wait_ready
 from tests.ui_stack import UiServer, database_uri, http
 from tests.ui_stack import ui_server as start_ui_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 USERNAME, PASSWORD = "admin", "rawvault-ui-test"
 WAIT_SECONDS = 30
@@ -193,76 +191,17 @@ def test_plugin_is_registered_with_a_nav_entry(ui_server: UiServer) -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     """Headless Debian Chromium driven through /usr/bin/chromedriver."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} is missing: run scripts/setup.sh (apt: chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = Path(tempfile.mkdtemp(prefix="rawvault-chromium-"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--no-proxy-server",
-        "--window-size=1600,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(argument)
-    ARTIFACTS.mkdir(exist_ok=True)
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(ARTIFACTS / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    try:
+    with chromium(ARTIFACTS, timeout=WAIT_SECONDS) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
-def rows(driver) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [
-        row.get_attribute("data-raw-file-id")
-        for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr[data-raw-file-id]")
-    ]
-
-
-def wait_ready(driver, wait, *, total: int | None = None) -> None:
-    """Wait until the page has finished its latest load (and shows ``total`` raw files)."""
-    wait.until(lambda d: d.execute_script("return document.body.dataset.state") in ("ready", "error"))
-    state = driver.execute_script("return document.body.dataset.state")
-    if state == "error":
-        raise AssertionError(
-            "the page shows an error: " + driver.execute_script("return document.getElementById('error').textContent")
-        )
-    if total is not None:
-        wait.until(lambda d: d.execute_script("return document.body.dataset.total") == str(total))
-
-
-def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser) -> None:
+def open_backups_view(driver, wait, base: str):
+    """Log in like a user, then the Backups view of the Airflow UI (the page in an iframe): the frame."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    driver, wait = browser, WebDriverWait(browser, WAIT_SECONDS)
-    base = ui_server.base_url
-
-    # Log in like a user: the simple auth manager's page, then back to the Backups view of the Airflow UI.
-    driver.get(f"{base}/auth/login?next={quote(base + '/plugin/backups', safe='')}")
-    wait.until(ec.visibility_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
-    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait.until(lambda d: d.get_cookie("_token") is not None and "/plugin/backups" in d.current_url)
-
+    login(driver, base, USERNAME, PASSWORD, next_url=f"{base}/plugin/backups", timeout=WAIT_SECONDS)
+    wait.until(lambda d: "/plugin/backups" in d.current_url)
     # The navigation has the "Backups" entry; the view is the page in an iframe.
     nav = wait.until(
         ec.presence_of_element_located((By.CSS_SELECTOR, "nav a[href$='/plugin/backups'], a[href$='/plugin/backups']"))
@@ -271,8 +210,13 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Backups']")))
     driver.switch_to.frame(frame)
     wait_ready(driver, wait, total=len(SEED))
+    return frame
 
-    # Counts at the top, failed and stuck rows first and highlighted, reasons readable.
+
+def check_table(driver) -> None:
+    """Counts at the top, failed and stuck rows first and highlighted, reasons readable, names as text."""
+    from selenium.webdriver.common.by import By
+
     counts = {
         chip.get_attribute("data-status"): int(chip.get_attribute("data-count") or -1)
         for chip in driver.find_elements(By.CSS_SELECTOR, "#counts .chip[data-count]")
@@ -304,10 +248,11 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     assert evil.text == '<img src=x onerror="document.title=1">.raw'
     assert not driver.find_elements(By.CSS_SELECTOR, "tbody img")
 
-    driver.switch_to.default_content()
-    ARTIFACTS.mkdir(exist_ok=True)
-    assert driver.save_screenshot(str(ARTIFACTS / "backups-page.png"))
-    driver.switch_to.frame(frame)
+
+def check_filters(driver, wait) -> None:
+    """Each filter and chip changes the rows (failed first still); Clear brings all back."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     # Filter by instrument: the rows change, failed first still.
     Select(driver.find_element(By.ID, "f-instrument")).select_by_value("tims1")
@@ -353,6 +298,20 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     driver.find_element(By.ID, "clear").click()
     wait_ready(driver, wait, total=len(SEED))
 
+
+def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, wait = browser, WebDriverWait(browser, WAIT_SECONDS)
+    frame = open_backups_view(driver, wait, ui_server.base_url)
+    check_table(driver)
+    driver.switch_to.default_content()
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "backups-page.png"))
+    driver.switch_to.frame(frame)
+    check_filters(driver, wait)
+
     # A raw file links to its acquisition_handler runs; the Airflow UI shows that run and not the look-alike.
     driver.find_element(By.CSS_SELECTOR, f"tr[data-raw-file-id='{LINKED_RAW_FILE}'] a.raw-file").click()
     driver.switch_to.default_content()
@@ -362,39 +321,25 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     assert "look_alike_run" not in driver.find_element(By.TAG_NAME, "body").text
 
 
-def rows_after_click(driver, wait, button_id: str) -> list[str]:
-    """Click ``button_id`` (next/prev) and return the rows of the page it loads."""
-    from selenium.webdriver.common.by import By
-
-    driver.execute_script("document.body.dataset.state = 'clicked'")  # not "ready" until the new page is
-    driver.find_element(By.ID, button_id).click()
-    wait_ready(driver, wait)
-    return rows(driver)
-
-
 def test_keyset_paging_both_ways_and_search_in_chromium(ui_server: UiServer, browser) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver, wait = browser, WebDriverWait(browser, WAIT_SECONDS)
-    base = ui_server.base_url
-    driver.get(f"{base}/auth/login?next={quote(base + '/rawvault/?limit=3', safe='')}")
-    if driver.find_elements(By.NAME, "username"):
-        wait.until(ec.visibility_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    driver.get(f"{ui_server.base_url}/rawvault/?limit=3")  # logged in by the test before (the module's browser)
+    if "/auth/login" in driver.current_url:
+        login(driver, ui_server.base_url, USERNAME, PASSWORD, next_url=f"{ui_server.base_url}/rawvault/?limit=3")
     wait.until(lambda d: "/rawvault/" in d.current_url)
     wait_ready(driver, wait, total=len(SEED))
 
     pages = [rows(driver)]
     while driver.find_element(By.ID, "next").is_enabled():
-        pages.append(rows_after_click(driver, wait, "next"))
+        pages.append(after_click(driver, wait, "next"))
     assert pages == [ALL_IN_ORDER[n : n + 3] for n in range(0, len(ALL_IN_ORDER), 3)]
     assert driver.find_element(By.ID, "range").text == f"10–10 of {len(SEED)}"
     back = [rows(driver)]
     while driver.find_element(By.ID, "prev").is_enabled():
-        back.insert(0, rows_after_click(driver, wait, "prev"))
+        back.insert(0, after_click(driver, wait, "prev"))
     assert back == pages
     assert driver.find_element(By.ID, "range").text == f"1–3 of {len(SEED)}"
 
@@ -405,7 +350,7 @@ def test_keyset_paging_both_ways_and_search_in_chromium(ui_server: UiServer, bro
     wait_ready(driver, wait, total=5)
     found = rows(driver)
     while driver.find_element(By.ID, "next").is_enabled():
-        found += rows_after_click(driver, wait, "next")
+        found += after_click(driver, wait, "next")
     assert found == [
         "20261101_P1_fail.raw", "20261101_P1_checksum_error.raw", "20261101_P1_stuck.wiff",
         "20261101_P1_done.raw", "20261101_P1_acquiring.raw",

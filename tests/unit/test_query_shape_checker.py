@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.query_shapes import ID_INDEX, Command, Index, ShapeError, check_command, check_query
+from tests.command_recorder import Command
+from tests.query_shapes import ID_INDEX, Index, ShapeError, check_command, check_query
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 BY_STATUS = Index("bs", (("backup_status", 1), ("created_at", 1), ("_id", 1)))

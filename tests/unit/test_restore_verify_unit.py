@@ -16,18 +16,18 @@ from botocore.stub import Stubber
 
 from rawvault import cli
 from rawvault.impl.verify_tasks import failure_message
-from rawvault.s3.errors import S3AccessDeniedError
-from rawvault.s3.restore import (
-    ExpectedFile,
-    ManifestLocation,
+from rawvault.restore import ManifestLocation
+from rawvault.s3.download import (
     RestoreArchivedError,
     RestoreConflictError,
     RestorePlan,
     RestoreSourceError,
-    _object_problem,
+    object_problem,
     restore_plan,
 )
-from rawvault.s3.verify import DriftItem, DriftKind, VerifyReport, verify_raw_files
+from rawvault.s3.drift import DriftItem, DriftKind, VerifyReport, verify_raw_files
+from rawvault.s3.errors import S3AccessDeniedError
+from rawvault.s3.objects import ExpectedObject as ExpectedFile
 
 MD5 = hashlib.md5(b"data").hexdigest()
 ENTRY = ExpectedFile(path="x.d/a.tdf", key="tims1/2026_11/x.d/a.tdf", size=4, md5=MD5, etag=MD5)
@@ -86,7 +86,7 @@ def test_manifest_location_errors_name_the_url(url: str, raw_file_id: str | None
     ],
 )
 def test_object_problem(response: dict | None, entry: ExpectedFile, problem: str | None) -> None:
-    found = _object_problem(response, entry)
+    found = object_problem(response, entry)
     assert (found is None) if problem is None else (problem in found)
 
 

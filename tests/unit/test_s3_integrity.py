@@ -13,8 +13,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 pytest.register_assert_rewrite("tests.s3_fixtures")  # other test modules load it as a plugin too
 
+from rawvault.digests import digest_file, multipart_parts, split_checksum  # noqa: E402
 from rawvault.s3 import manifest  # noqa: E402
 from rawvault.s3.client import client_config, redact_url  # noqa: E402
+from rawvault.s3.download import transfer_config  # noqa: E402
 from rawvault.s3.errors import (  # noqa: E402
     FileInfoError,
     PartSizeMismatchError,
@@ -24,16 +26,9 @@ from rawvault.s3.errors import (  # noqa: E402
     UnsafePathError,
     classify,
 )
-from rawvault.s3.integrity import (  # noqa: E402
-    check_part_size,
-    local_digests,
-    multipart_parts,
-    parse_file_info,
-    split_checksum,
-    transfer_config,
-)
+from rawvault.s3.file_info import check_part_size, parse_file_info  # noqa: E402
 from rawvault.s3.progress import ProgressReporter, format_bytes, format_duration  # noqa: E402
-from rawvault.s3.upload import s3_metadata  # noqa: E402
+from rawvault.s3.put import s3_metadata  # noqa: E402
 from tests.s3_fixtures import expected_entry, write_file  # noqa: E402
 
 PART = 1024  # local digests work with any part size; S3 needs >= 5 MiB
@@ -95,7 +90,7 @@ def test_check_part_size(tmp_path: Path) -> None:
 def test_local_digests_match_an_independent_computation(tmp_path: Path, size: int) -> None:
     path = write_file(tmp_path / "f", size, size)
     data = path.read_bytes()
-    digests = local_digests(path, PART)
+    digests = digest_file(path, PART, sha256=True)
     expected_size, md5, etag = expected_entry(path, PART)
     assert (digests.size, digests.md5, digests.etag) == (expected_size, md5, etag)
     if size <= PART:

@@ -29,12 +29,18 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from shared.s3_limits import MIB
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from shared.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_RUN = 2
-MIB = 1024 * 1024
 
 log = logging.getLogger("rawvault.cli")
 
@@ -136,7 +142,7 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _settings() -> Any:
+def _settings() -> Settings:
     from shared.settings import SettingsError, get_settings
 
     try:
@@ -151,11 +157,12 @@ def _settings() -> Any:
     return settings
 
 
-def _client(settings: Any, max_pool_connections: int) -> Any:
+def _client(settings: Settings, max_pool_connections: int) -> S3Client:
     from rawvault.s3.client import s3_client_from_connection
     from rawvault.s3.errors import S3BackupError
 
     s3 = settings.backup.s3
+    assert s3 is not None  # _settings() made sure
     try:
         return s3_client_from_connection(s3.aws_conn_id, s3.region, max_pool_connections)
     except S3BackupError as error:
@@ -163,9 +170,10 @@ def _client(settings: Any, max_pool_connections: int) -> Any:
 
 
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.restore import restore_raw_file
+    from rawvault.s3.download import RestoreError, RestoreSourceError
     from rawvault.s3.errors import S3BackupError
     from rawvault.s3.progress import format_bytes
-    from rawvault.s3.restore import RestoreError, RestoreSourceError, restore_raw_file
 
     settings = _settings()
     client = _client(settings, args.concurrency + 4)
@@ -193,9 +201,9 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
 
 
 def _verify(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.audit import verify_backups
     from rawvault.s3.errors import S3AccessDeniedError
-    from rawvault.s3.verify import verify_backups
-    from shared.db.interface import DatabaseError
+    from shared.db.interface import DatabaseError, is_database_error
 
     settings = _settings()
     client = _client(settings, args.concurrency + 2)
@@ -214,7 +222,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
     except (DatabaseError, S3AccessDeniedError) as error:
         raise CannotRunError(str(error)) from None
     except Exception as error:
-        if type(error).__module__.startswith(("pymongo", "mongoengine")):
+        if is_database_error(error):
             raise CannotRunError(
                 f"cannot read the raw files from the database: {type(error).__name__}: {error}"
             ) from None

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rawvault.locations import backup_folder, instrument_folder, move_target_folder
+from rawvault.locations import raw_file_path as raw_file_location
 from shared.db.models import BackupStatus, RawFile
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings import Settings
@@ -31,13 +33,6 @@ class MovePlan:
     already_moved: list[Path] = field(default_factory=list)
 
 
-def move_target_folder(raw_file: RawFile, settings: Settings) -> Path:
-    """Where the acquisition goes: ``<instrument path>/<target_folder>/<backup path without the instrument id>``."""
-    instrument = settings.instruments[raw_file.instrument_id]
-    within_instrument = Path(raw_file.backup_base_path).relative_to(raw_file.instrument_id)
-    return instrument.path / settings.file_mover.target_folder / within_instrument
-
-
 def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     """Check everything and decide what to move; raise :class:`MoveRefusedError` when nothing may move."""
     if raw_file.backup_status not in BackupStatus.LOCAL_COPY_VERIFIED:
@@ -47,17 +42,10 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
         )
     if not raw_file.file_info:
         raise MoveRefusedError(f"raw file {raw_file.id!r} has no file_info: not moved")
-    source_root = settings.instruments[raw_file.instrument_id].path
+    source_root = instrument_folder(raw_file, settings)
     target_root = move_target_folder(raw_file, settings)
-    backup_root = settings.locations.backup / raw_file.backup_base_path
-    for relative_path, (size, _md5, _etag) in raw_file.file_info.items():
-        backup_copy = backup_root / relative_path
-        if not backup_copy.is_file() or backup_copy.stat().st_size != size:
-            raise MoveRefusedError(
-                f"the backup copy {backup_copy} is missing or has the wrong size: {raw_file.id!r} was not moved. "
-                "Re-run copy_raw_file for this raw file"
-            )
-    _check_share_matches(raw_file, settings)
+    _check_backup_copies(raw_file, settings)
+    _check_share_matches_backup(raw_file, settings)
 
     plan = MovePlan()
     top_level = {Path(relative_path).parts[0] for relative_path in raw_file.file_info}
@@ -77,12 +65,23 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     return plan
 
 
-def _check_share_matches(raw_file: RawFile, settings: Settings) -> None:
-    """Files of the set now on the share must be exactly the recorded ones, with the recorded sizes."""
-    instrument = settings.instruments[raw_file.instrument_id]
-    source_root = instrument.path
-    raw_file_path = source_root / raw_file.original_name
-    instrument_type = INSTRUMENT_TYPES[instrument.type]
+def _check_backup_copies(raw_file: RawFile, settings: Settings) -> None:
+    """Every file of the set is in the local backup with its recorded size."""
+    backup_root = backup_folder(raw_file, settings)
+    for relative_path, (size, _md5, _etag) in raw_file.file_info.items():
+        backup_copy = backup_root / relative_path
+        if not backup_copy.is_file() or backup_copy.stat().st_size != size:
+            raise MoveRefusedError(
+                f"the backup copy {backup_copy} is missing or has the wrong size: {raw_file.id!r} was not moved. "
+                "Re-run copy_raw_file for this raw file"
+            )
+
+
+def _check_share_matches_backup(raw_file: RawFile, settings: Settings) -> None:
+    """The files of the set on the share are exactly the recorded ones, with the recorded sizes."""
+    source_root = instrument_folder(raw_file, settings)
+    raw_file_path = raw_file_location(raw_file, settings)
+    instrument_type = INSTRUMENT_TYPES[settings.instruments[raw_file.instrument_id].type]
     main_file = instrument_type.main_file(raw_file_path)
     if raw_file_path.exists() and (
         (raw_file.source_inode and raw_file_path.stat().st_ino != raw_file.source_inode)

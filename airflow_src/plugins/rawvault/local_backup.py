@@ -8,7 +8,6 @@ is never overwritten.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -16,13 +15,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.db.interface import backup_base_path
+from rawvault.digests import digest_file
+from rawvault.safe_files import place_no_overwrite
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BackupConflictError", "CopyResult", "CopyVerificationError", "backup_base_path", "copy_raw_file_set"]
+__all__ = ["BackupConflictError", "CopyResult", "CopyVerificationError", "copy_raw_file_set"]
 
-COPY_BUFFER_BYTES = 8 * 1024 * 1024
 TEMP_SUFFIX = ".rawvault-partial"
 
 
@@ -45,11 +44,7 @@ class CopyResult:
 
 def md5_of_file(path: Path) -> str:
     """Hex MD5 of a file's content."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        while chunk := handle.read(COPY_BUFFER_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return digest_file(path, None).md5
 
 
 def copy_raw_file_set(source_root: Path, file_info: dict[str, list], target_root: Path) -> CopyResult:
@@ -107,46 +102,19 @@ def _copy_verified(source: Path, target: Path, size: int, md5: str) -> None:
                 f"{md5}): the backup disk may be failing or full; nothing was renamed into place"
             )
         shutil.copystat(source, temporary)
-        if not _link_no_overwrite(temporary, target):
+        if not place_no_overwrite(temporary, target):
             # Another run put the file in place meanwhile: fine if identical, never overwritten if not.
             _check_existing_target(target, size, md5, target.name)
             return
-        fsync_dir(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
     log.info("copied %s -> %s (%d bytes, MD5 %s verified)", source, target, size, md5)
 
 
-def _link_no_overwrite(temporary: Path, target: Path) -> bool:
-    """Give ``temporary`` the name ``target`` unless that exists (atomic: a hard link never replaces a file)."""
-    try:
-        os.link(temporary, target)
-    except FileExistsError:
-        return False
-    except OSError:  # a file system without hard links: check, then rename
-        if target.exists():
-            return False
-        temporary.rename(target)
-    return True
-
-
 def _copy_and_hash(source: Path, target: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    buffer = bytearray(COPY_BUFFER_BYTES)
-    view = memoryview(buffer)
-    with source.open("rb") as reader, target.open("wb") as writer:
-        while read := reader.readinto(buffer):
-            digest.update(view[:read])
-            writer.write(view[:read])
+    """Copy ``source`` to ``target`` from the buffers its MD5 is computed from (one read); return the MD5."""
+    with target.open("wb") as writer:
+        digests = digest_file(source, None, sink=writer.write)
         writer.flush()
         os.fsync(writer.fileno())
-    return digest.hexdigest()
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or new file in ``folder`` durable (fsync the directory)."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    return digests.md5

@@ -8,9 +8,11 @@ from pathlib import Path
 from rawvault.checksum import checksum_files
 from rawvault.file_mover import move_raw_file
 from rawvault.local_backup import copy_raw_file_set
+from rawvault.locations import backup_folder, instrument_folder, raw_file_path
 from shared.db.interface import get_raw_file, update_raw_file
-from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from shared.db.models import BackupStatus, RawFileStatus
 from shared.instrument_types import INSTRUMENT_TYPES
+from shared.s3_limits import MIB
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,16 +20,6 @@ log = logging.getLogger(__name__)
 
 class FileInfoMismatchError(RuntimeError):
     """The files on the share differ from the ones checksummed before."""
-
-
-def raw_file_source_root(raw_file: RawFile, settings: Settings) -> Path:
-    """The instrument folder holding the raw file (``file_info`` paths are relative to it)."""
-    return settings.instruments[raw_file.instrument_id].path
-
-
-def backup_folder(raw_file: RawFile, settings: Settings) -> Path:
-    """The raw file's folder in the local backup (``file_info`` paths are relative to it)."""
-    return settings.locations.backup / raw_file.backup_base_path
 
 
 def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
@@ -47,16 +39,16 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
             raw_file_id,
             f"raw file {raw_file_id!r} was checksummed with {raw_file.etag_part_size} byte parts but the settings now "
             f"say {settings.part_size_bytes}: set backup.s3.part_size_mb back to "
-            f"{raw_file.etag_part_size // (1024 * 1024)} while this raw file is backed up",
+            f"{raw_file.etag_part_size // MIB} while this raw file is backed up",
         )
-    instrument = settings.instruments[raw_file.instrument_id]
-    source_root = instrument.path
+    instrument_type = INSTRUMENT_TYPES[settings.instruments[raw_file.instrument_id].type]
+    source_root = instrument_folder(raw_file, settings)
     update_raw_file(raw_file_id, status=RawFileStatus.CHECKSUMMING.value)
     try:
-        members = INSTRUMENT_TYPES[instrument.type].files_in_set(source_root / raw_file.original_name)
+        members = instrument_type.files_in_set(raw_file_path(raw_file, settings))
         relative_paths = [member.relative_to(source_root).as_posix() for member in members]
         file_info = checksum_files(source_root, relative_paths, settings.part_size_bytes)
-        main_file = INSTRUMENT_TYPES[instrument.type].main_file(source_root / raw_file.original_name)
+        main_file = instrument_type.main_file(raw_file_path(raw_file, settings))
         main_mtime_ns = main_file.stat().st_mtime_ns if main_file.exists() else None
     except Exception as error:
         update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
@@ -110,7 +102,7 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
         backup_status_details=None,
     )
     try:
-        result = copy_raw_file_set(raw_file_source_root(raw_file, settings), raw_file.file_info, target)
+        result = copy_raw_file_set(instrument_folder(raw_file, settings), raw_file.file_info, target)
     except Exception as error:
         update_raw_file(
             raw_file_id,

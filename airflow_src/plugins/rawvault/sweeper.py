@@ -4,12 +4,13 @@
 (``backup.s3.sweep_schedule``) and returns the raw files whose upload is
 retried now; the sweeper DAG only finds and marks them and triggers one
 ``s3_upload_retry`` run per raw file (which calls
-:func:`rawvault.s3.backup.upload_raw_file_to_s3`, resuming unfinished
+:func:`rawvault.backup.upload_raw_file`, resuming unfinished
 multipart uploads), so a long upload never holds up the next sweep.
 
-- **Stale uploads**: ``upload_in_progress`` whose claim lease expired
-  (``backup.s3.stale_upload_minutes`` without a renewal: the worker was
-  killed or lost). Each is first marked ``upload_failed`` with the reason and
+- **Stale uploads**: ``upload_in_progress`` whose claim no longer holds
+  (:func:`rawvault.claim.is_stale`: ``backup.s3.stale_upload_minutes``
+  without a renewal, the worker was killed or lost). Each is first marked
+  ``upload_failed`` by :func:`rawvault.claim.release_stale`, with the reason and
   ``s3_upload_failed_at`` = when its lease expired, with a compare-and-set on
   the owner and lease it read, so an upload that renewed its lease meanwhile
   is never touched; then it is treated like any other failed upload.
@@ -30,12 +31,12 @@ multipart uploads), so a long upload never holds up the next sweep.
   was missing, backup_type was switched from local to s3).
 - **Given up**: raw files with ``max_upload_attempts`` attempts or more are
   logged and their ``backup_status_details`` say so once ("gave up after N
-  attempts; clear upload_to_s3 to retry by hand"); a manual clear of
+  attempts; clear upload_to_s3 to retry by hand", :func:`rawvault.claim.record_given_up`); a manual clear of
   ``upload_to_s3`` is not limited by the attempt count.
 
 Each retry carries the attempt count the sweep saw; the retry stops without
 changing anything when another run has attempted the upload since
-(:class:`rawvault.s3.backup.UploadSupersededError`), so a retry that waited
+(:class:`rawvault.claim.UploadSupersededError`), so a retry that waited
 in the pool never adds an attempt without backoff.
 """
 
@@ -45,16 +46,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from rawvault.claim import record_given_up, release_stale
 from rawvault.keys import MAX_UPLOAD_RETRY_DELAY
 from shared.db.interface import (
     GIVEN_UP_NOTICE,
     failed_uploads,
     raw_files_uploading,
-    update_raw_file,
     uploads_pending_since,
     utc_now,
 )
-from shared.db.models import BackupStatus, RawFile
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,6 @@ log = logging.getLogger(__name__)
 # The same cap as Airflow's max_retry_delay of upload_to_s3, so the sweeper's backoff never undercuts Airflow's.
 MAX_BACKOFF = MAX_UPLOAD_RETRY_DELAY
 MAX_RETRIES_PER_SWEEP = 200
-GAVE_UP_MARK = "gave up after"
-MAX_DETAILS_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -109,14 +107,14 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
     now = now or utc_now()
     lease = timedelta(minutes=s3.stale_upload_minutes)
     for raw_file in raw_files_uploading():
-        if _stale(raw_file, now, lease) and _release(raw_file, now):
+        if release_stale(raw_file, now, lease):
             report.stale.append(raw_file.id)
     due: list[UploadRetry] = []
     for raw_file in failed_uploads(max_attempts=s3.max_upload_attempts, given_up_since=now - GIVEN_UP_NOTICE):
         attempts = raw_file.s3_upload_attempts or 0
         if attempts >= s3.max_upload_attempts:
             report.gave_up.append(raw_file.id)
-            _mark_given_up(raw_file, attempts)
+            record_given_up(raw_file, attempts)
             continue
         last = raw_file.s3_upload_failed_at or raw_file.s3_upload_attempted_at
         when = (last + backoff(attempts, s3.upload_retry_delay_minutes)) if last else now
@@ -138,7 +136,7 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
         attempts = raw_file.s3_upload_attempts or 0
         if attempts >= s3.max_upload_attempts:
             report.gave_up.append(raw_file.id)
-            _mark_given_up(raw_file, attempts)
+            record_given_up(raw_file, attempts)
             continue
         report.never_uploaded.append(raw_file.id)
         due.append(UploadRetry(raw_file.id, attempts, (raw_file.db_updated_at or now - overdue) + overdue))
@@ -181,48 +179,3 @@ def find_upload_retries(settings: Settings, now: datetime | None = None) -> list
 def find_backups_to_retry(settings: Settings, now: datetime | None = None) -> list[str]:
     """The raw file ids whose S3 upload the sweeper retries now (oldest due first), after logging the sweep."""
     return [retry.raw_file_id for retry in find_upload_retries(settings, now)]
-
-
-def _stale(raw_file: RawFile, now: datetime, lease: timedelta) -> bool:
-    expires = raw_file.upload_claim_expires_at
-    if raw_file.upload_claim_owner and expires is not None:
-        return expires <= now
-    # No lease (written before leases existed): stale once untouched for a lease length.
-    updated = raw_file.db_updated_at
-    return updated is None or updated + lease <= now
-
-
-def _release(raw_file: RawFile, now: datetime) -> bool:
-    expires = raw_file.upload_claim_expires_at
-    reason = (
-        f"upload to S3 failed: the run {raw_file.upload_claim_owner or '(unknown)'} stopped renewing its claim"
-        + (f" (it expired at {expires:%Y-%m-%d %H:%M:%S} UTC)" if expires else "")
-        + "; its worker was probably killed or lost. backup_sweeper retries it and resumes what it uploaded"
-    )
-    return update_raw_file(
-        raw_file.id,
-        expected={
-            "backup_status": BackupStatus.UPLOAD_IN_PROGRESS.value,
-            "upload_claim_owner": raw_file.upload_claim_owner,
-            "upload_claim_expires_at": expires,
-        },
-        backup_status=BackupStatus.UPLOAD_FAILED.value,
-        backup_status_details=reason,
-        # The run was known alive until its lease ran out: the backoff counts from then, as Airflow's own
-        # retry of a dead task counts from when it noticed the task was gone.
-        s3_upload_failed_at=min(expires, now) if expires else now,
-        upload_claim_owner=None,
-        upload_claim_expires_at=None,
-    )
-
-
-def _mark_given_up(raw_file: RawFile, attempts: int) -> None:
-    details = raw_file.backup_status_details or ""
-    if GAVE_UP_MARK in details:
-        return
-    text = f"gave up after {attempts} attempts; clear upload_to_s3 to retry by hand. Last error: {details}"
-    update_raw_file(
-        raw_file.id,
-        expected={"backup_status": raw_file.backup_status, "s3_upload_attempts": raw_file.s3_upload_attempts},
-        backup_status_details=text[:MAX_DETAILS_CHARS],
-    )

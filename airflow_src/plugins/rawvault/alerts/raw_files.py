@@ -19,8 +19,8 @@ from urllib.parse import quote
 
 from rawvault import keys
 from rawvault.alerts.model import Health, Kind, Observation, unknown
+from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
-from rawvault.sweeper import GAVE_UP_MARK
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
 from shared.db.predicates import PURGED_STATUS, is_unprotected, protected_statuses
 

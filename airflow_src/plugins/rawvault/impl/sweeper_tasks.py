@@ -62,12 +62,13 @@ def retry_upload_to_s3(**context: Any) -> dict[str, Any]:
 
     Skipped (nothing written) when another run is uploading it or has attempted it since the sweep.
     """
-    from rawvault.s3.backup import UploadInProgressError, UploadSupersededError, upload_raw_file_to_s3
+    from rawvault.backup import upload_raw_file
+    from rawvault.claim import UploadInProgressError, UploadSupersededError
 
     raw_file_id = raw_file_id_from(context)
     attempts = _attempts_from(context)
     try:
-        result = upload_raw_file_to_s3(raw_file_id, None, None, get_settings(), expected_attempts=attempts)
+        result = upload_raw_file(raw_file_id, get_settings(), expected_attempts=attempts)
     except (UploadInProgressError, UploadSupersededError) as error:
         raise AirflowSkipException(str(error)) from error
     return {

@@ -75,20 +75,20 @@ def file_mover_disabled(**context: Any) -> None:
 
 @fail_fast
 def upload_to_s3(**context: Any) -> dict[str, Any]:
-    """Upload the verified local copy to S3 (file info and backup folder from XCom)."""
-    from rawvault.s3.backup import UploadInProgressError, upload_raw_file_to_s3
+    """Upload the verified local copy to S3 (file info from compute_checksum's XCom, folder from copy's)."""
+    from rawvault.backup import XcomFileInfo, upload_raw_file
+    from rawvault.claim import UploadInProgressError
 
     ti = context["ti"]
     checksum = ti.xcom_pull(task_ids=COMPUTE_CHECKSUM_TASK) or {}
     copy = ti.xcom_pull(task_ids=COPY_RAW_FILE_TASK) or {}
+    xcom = XcomFileInfo(
+        file_info=checksum.get("file_info"),
+        part_size=checksum.get("part_size"),
+        backup_folder=Path(copy["backup_folder"]) if copy.get("backup_folder") else None,
+    )
     try:
-        result = upload_raw_file_to_s3(
-            raw_file_id_from(context),
-            checksum.get("file_info"),
-            Path(copy["backup_folder"]) if copy.get("backup_folder") else None,
-            get_settings(),
-            part_size=checksum.get("part_size"),
-        )
+        result = upload_raw_file(raw_file_id_from(context), get_settings(), xcom=xcom)
     except UploadInProgressError as error:
         # Another run (the sweeper, a second trigger) holds the claim and records the outcome itself.
         raise AirflowSkipException(str(error)) from error

@@ -35,8 +35,8 @@ def failure_message(report: Any, max_items: int = MAX_ITEMS_IN_MESSAGE) -> str:
 @fail_fast  # credentials or permissions (S3PermanentError): a retry cannot help
 def verify_backups(**context: Any) -> dict[str, Any]:
     """Check a random sample of the upload_done raw files against S3 (DAG params: sample, instrument, project)."""
+    from rawvault.audit import verify_backups as verify
     from rawvault.s3.client import s3_client_from_connection
-    from rawvault.s3.verify import verify_backups as verify
 
     params = context.get("params") or {}
     settings = get_settings()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -30,6 +30,10 @@ from rawvault.s3.errors import (
 )
 from shared.bucket_names import bucket_name as _bucket_name
 from shared.bucket_names import normalise_project_id as normalise_project_id  # re-exported
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ServerSideEncryptionByDefaultTypeDef, ServerSideEncryptionRuleTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,9 @@ def check_no_bucket_collisions(bucket_prefix: str, project_ids: Iterable[str]) -
         )
 
 
-def _encryption_rule(server_side_encryption: str | None, kms_key_id: str | None) -> dict[str, Any]:
+def _encryption_rule(server_side_encryption: str | None, kms_key_id: str | None) -> ServerSideEncryptionRuleTypeDef:
     if server_side_encryption == "aws:kms":
-        default: dict[str, str] = {"SSEAlgorithm": "aws:kms"}
+        default: ServerSideEncryptionByDefaultTypeDef = {"SSEAlgorithm": "aws:kms"}
         if kms_key_id:
             default["KMSMasterKeyID"] = kms_key_id
         return {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}
@@ -71,7 +75,7 @@ def _encryption_rule(server_side_encryption: str | None, kms_key_id: str | None)
 
 
 def ensure_bucket(
-    client: Any,
+    client: S3Client,
     name: str,
     region: str,
     auto_create: bool,
@@ -113,7 +117,7 @@ def ensure_bucket(
 
 
 def _create_bucket(
-    client: Any, name: str, region: str, server_side_encryption: str | None, kms_key_id: str | None
+    client: S3Client, name: str, region: str, server_side_encryption: str | None, kms_key_id: str | None
 ) -> None:
     log.info("creating bucket %s in %s (private, versioned, encrypted, tagged %s=%s)", name, region, *MANAGED_BY_TAG)
     create_args: dict[str, Any] = {"Bucket": name, "ObjectOwnership": "BucketOwnerEnforced"}

@@ -17,7 +17,7 @@ conditional writes or SHA-256 checksums.
 
 :func:`store_capabilities` caches results in memory per process and, through
 the ``load``/``save`` callables the caller passes (rawvault keeps them in the
-MongoDB collection ``s3_store``, see :mod:`shared.db.s3_stores`), across
+MongoDB collection ``s3_store``, kept by the database layer's ``s3_stores`` module), across
 processes; a result older than ``reprobe_after`` is probed again.
 """
 
@@ -33,11 +33,11 @@ from typing import Any
 
 from botocore.config import Config
 
+from rawvault.digests import CHECKSUM_ALGORITHM
 from rawvault.s3.errors import S3PermanentError
 
 log = logging.getLogger(__name__)
 
-CHECKSUM_ALGORITHM = "SHA256"
 DEFAULT_REPROBE_AFTER = timedelta(days=7)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import os
 import uuid
@@ -35,8 +36,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from rawvault.digests import digest_stream
 from rawvault.s3.capabilities import CHECKSUM_ALGORITHM, Conditional, EtagShape, StoreCapabilities, endpoint_of
-from rawvault.s3.errors import classify, error_code, is_access_error
+from rawvault.s3.errors import classify, error_code, is_access_error, is_conflict
+from rawvault.s3.objects import etag_of
 from rawvault.s3.retention import read_object_lock
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,6 @@ log = logging.getLogger(__name__)
 PROBE_PREFIX = ".rawvault-probe/"
 FIRST_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part that is not the last
 LAST_PART_BYTES = 1024
-CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 NO_ENCRYPTION_CODES = frozenset({"ServerSideEncryptionConfigurationNotFoundError"})
 
 
@@ -56,14 +58,6 @@ def _now_ms() -> datetime:
     # MongoDB keeps milliseconds: a probe time read back must equal the one recorded.
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _md5(data: bytes) -> Any:
-    return hashlib.md5(data, usedforsecurity=False)
-
-
-def _etag(response: Mapping[str, Any]) -> str:
-    return str(response.get("ETag", "")).strip('"')
 
 
 def _is_transient(error: ClientError) -> bool:
@@ -134,7 +128,7 @@ class _Probe:
         try:
             self.put("default-checksums", b"rawvault probe: second write", IfNoneMatch="*")
         except ClientError as error:
-            if error_code(error) in CONFLICT_CODES:
+            if is_conflict(error):
                 return Conditional.ENFORCED
             self.note("PUT with If-None-Match", error)
             return Conditional.REFUSED
@@ -150,25 +144,27 @@ class _Probe:
         except ClientError as error:
             self.note("multipart upload", error)
             return EtagShape.OTHER, False, False
-        etag = _etag(head)
+        etag = etag_of(head)
         data = b"".join(parts)
-        if etag == f"{_md5(b''.join(_md5(p).digest() for p in parts)).hexdigest()}-{len(parts)}":
+        # What rawvault's digest engine expects of this upload (parts of the first part's size).
+        expected = digest_stream(io.BytesIO(data), len(parts[0]), size=len(data), sha256=True)
+        if etag == expected.etag:
             shape = EtagShape.PART_MD5S
-        elif etag == _md5(data).hexdigest():
+        elif etag == expected.md5:
             shape = EtagShape.WHOLE_MD5
         else:
             shape = EtagShape.OTHER
-        composite = _sha256(b"".join(hashlib.sha256(p).digest() for p in parts))
+        composite = expected.sha256
         reported = str(head.get("ChecksumSHA256") or "")
         sha256 = reported in (composite, f"{composite}-{len(parts)}", _sha256(data))
-        return shape, sha256, _etag(response) == etag
+        return shape, sha256, etag_of(response) == etag
 
     def conditional_complete(self, checksums: dict[str, str]) -> Conditional:
         key = self.prefix + "multipart"
         try:
             self._upload(key, [b"rawvault probe: second multipart write"], checksums, IfNoneMatch="*")
         except ClientError as error:
-            if error_code(error) in CONFLICT_CODES:
+            if is_conflict(error):
                 return Conditional.ENFORCED
             self.note("CompleteMultipartUpload with If-None-Match", error)
             return Conditional.REFUSED

@@ -18,12 +18,15 @@ else takes a client, so it runs with a plain boto3 client in tests.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from botocore.config import Config
 
 from rawvault.s3.errors import S3PermanentError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def s3_client_from_connection(
     max_attempts: int = MAX_ATTEMPTS,
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     read_timeout: float = READ_TIMEOUT_SECONDS,
-) -> Any:
+) -> S3Client:
     """A boto3 S3 client with the credentials and endpoint of Airflow connection ``aws_conn_id``.
 
     A missing connection is an error (rawvault takes credentials only from

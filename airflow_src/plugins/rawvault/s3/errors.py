@@ -76,6 +76,14 @@ class ExistingObjectMismatchError(S3PermanentError):
     """A different object already exists at the key; rawvault never overwrites it."""
 
 
+class ObjectAppearedError(ExistingObjectMismatchError):
+    """S3 refused a write (If-None-Match): an object appeared at the key meanwhile."""
+
+
+class UploadVanishedError(S3TransientError):
+    """The multipart upload no longer exists (completed or aborted by another run, or by a lost response)."""
+
+
 class VerificationError(S3PermanentError):
     """The uploaded object does not match the recorded size/ETag/checksum."""
 
@@ -83,6 +91,10 @@ class VerificationError(S3PermanentError):
 class LocalFileChangedError(VerificationError):
     """The local backup copy no longer matches the size/MD5/ETag recorded when it was checksummed."""
 
+
+# Answers to a conditional write (If-None-Match: *) whose key is taken.
+CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+NO_SUCH_UPLOAD = "NoSuchUpload"
 
 # Error codes S3 (and S3-compatible servers) use for bad credentials or missing permissions.
 ACCESS_ERROR_CODES = frozenset(
@@ -141,6 +153,11 @@ def http_status(error: BaseException) -> int | None:
 def is_not_found(error: BaseException) -> bool:
     """True for a 404 / NoSuchKey / NoSuchBucket answer."""
     return error_code(error) in {"404", "NoSuchKey", "NoSuchBucket", "NotFound"} or http_status(error) == 404
+
+
+def is_conflict(error: BaseException) -> bool:
+    """True when S3 refused a conditional write because the key is taken (``If-None-Match: *``)."""
+    return error_code(error) in CONFLICT_CODES
 
 
 def is_access_error(error: BaseException) -> bool:

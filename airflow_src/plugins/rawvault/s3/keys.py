@@ -1,4 +1,4 @@
-"""Object keys: where a raw file's files go in its bucket.
+"""Object keys: where a raw file's files go in its bucket, path validation and ``s3://`` URLs.
 
 Layout (the same for every project, including the fallback project): the key
 prefix is the raw file's folder in the local backup, ``RawFile.backup_base_path``,
@@ -31,6 +31,9 @@ def validate_relative_path(path: str, *, what: str = "path") -> str:
         problem = "contains a backslash (paths use '/')"
     elif any(ord(char) < 32 or ord(char) == 127 for char in path):
         problem = "contains a NUL or control character"
+    elif any(0xD800 <= ord(char) <= 0xDFFF for char in path):
+        # A lone surrogate (e.g. JSON's "\udcff" in a manifest) cannot be encoded: no S3 key can name it.
+        problem = "is not valid UTF-8 text"
     elif any(part in ("", ".", "..") for part in path.split("/")):
         problem = "has an empty, '.' or '..' component"
     elif len(path.encode("utf-8")) > MAX_KEY_BYTES:
@@ -65,3 +68,22 @@ def object_key(key_prefix: str, path: str) -> str:
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise UnsafePathError(f"key {key!r} is longer than S3's {MAX_KEY_BYTES} bytes")
     return key
+
+
+class S3UrlError(ValueError):
+    """A text that should be an ``s3://<bucket>/<key>`` URL is not one."""
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://<bucket>/<key>`` as ``(bucket, key)``; the key may be empty or a prefix ending in ``/``."""
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        raise S3UrlError(f"{url!r} is not an S3 URL: write s3://<bucket>/<key>")
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise S3UrlError(f"{url!r} names no bucket: write s3://<bucket>/<key>")
+    return bucket, key
+
+
+def s3_url(bucket: str, key: str) -> str:
+    """``s3://<bucket>/<key>``."""
+    return f"s3://{bucket}/{key}"

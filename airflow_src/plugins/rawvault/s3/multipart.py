@@ -45,73 +45,43 @@ run resumes it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from rawvault.digests import CHECKSUM_ALGORITHM, PartPlan, plan_parts
+from rawvault.s3.body import PartReader, ProgressCallback
 from rawvault.s3.errors import (
-    ExistingObjectMismatchError,
-    LocalFileChangedError,
+    NO_SUCH_UPLOAD,
+    ObjectAppearedError,
     S3BackupError,
     S3TransientError,
+    UploadVanishedError,
     classify,
     error_code,
+    is_conflict,
 )
-from rawvault.s3.progress import format_bytes
+from rawvault.s3.multipart_resume import (
+    Guard,
+    StoredPart,
+    UploadIdCallback,
+    abort_upload,
+    part_digests,
+    part_matches,
+    resume_or_start,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
-
-CHECKSUM_ALGORITHM = "SHA256"
-READ_CHUNK_BYTES = 8 * 1024 * 1024
-CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
-NO_SUCH_UPLOAD = "NoSuchUpload"
-
-ProgressCallback = Callable[[int], None]
-UploadIdCallback = Callable[[str, str | None], None]
-Guard = Callable[[], None]
-
-
-class ObjectAppearedError(ExistingObjectMismatchError):
-    """S3 refused to complete an upload (If-None-Match): an object appeared at the key meanwhile."""
-
-
-class UploadVanishedError(S3TransientError):
-    """The multipart upload no longer exists (completed or aborted by another run, or by a lost response)."""
-
-
-@dataclass(frozen=True)
-class PartPlan:
-    """One part of the upload: its number (from 1), offset and size in the file."""
-
-    number: int
-    offset: int
-    size: int
-
-
-def plan_parts(size: int, part_size: int) -> list[PartPlan]:
-    """The parts of a file of ``size`` bytes: ``part_size`` each, the last one shorter."""
-    count = max(1, math.ceil(size / part_size))
-    return [PartPlan(n + 1, n * part_size, min(part_size, size - n * part_size)) for n in range(count)]
-
-
-@dataclass(frozen=True)
-class StoredPart:
-    """A part S3 holds for an unfinished upload (``ListParts``)."""
-
-    number: int
-    etag: str
-    size: int
-    checksum_sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -130,152 +100,8 @@ class MultipartOutcome:
         return self.parts_resumed > 0
 
 
-class PartReader:
-    """A read-only, seekable view of ``size`` bytes of a file from ``offset``: the body of one request.
-
-    botocore reads it (for the checksum, then to send it) and seeks back to
-    retry a request; every read and rewind is reported to ``progress`` (with a
-    negative count for a rewind), like boto3's transfer callbacks.
-    """
-
-    def __init__(self, path: Path, offset: int, size: int, progress: ProgressCallback | None = None) -> None:
-        self.path = path
-        self._offset = offset
-        self._size = size
-        self._position = 0
-        self._progress = progress
-        self._handle = path.open("rb")
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __bool__(self) -> bool:  # an empty file is still a body
-        return True
-
-    def read(self, amount: int | None = -1) -> bytes:
-        remaining = self._size - self._position
-        if amount is None or amount < 0 or amount > remaining:
-            amount = remaining
-        if amount <= 0:
-            return b""
-        self._handle.seek(self._offset + self._position)
-        data = self._handle.read(amount)
-        if len(data) < amount:
-            raise LocalFileChangedError(
-                f"{self.path} ended after {self._offset + self._position + len(data)} bytes while "
-                f"{self._offset + self._size} were expected: the file shrank during the upload"
-            )
-        self._position += len(data)
-        if self._progress:
-            self._progress(len(data))
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._position, 2: self._size}[whence]
-        target = min(max(base + offset, 0), self._size)
-        if self._progress and target != self._position:
-            self._progress(target - self._position)
-        self._position = target
-        return target
-
-    def tell(self) -> int:
-        return self._position
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> PartReader:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def part_digests(path: Path, part: PartPlan) -> tuple[str, str]:
-    """MD5 (hex) and SHA-256 (base64, S3's form) of one part of ``path``, reading only that part."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    with path.open("rb") as handle:
-        handle.seek(part.offset)
-        remaining = part.size
-        while remaining:
-            chunk = handle.read(min(READ_CHUNK_BYTES, remaining))
-            if not chunk:
-                raise LocalFileChangedError(
-                    f"{path} ended before the end of part {part.number} (byte {part.offset + part.size}): "
-                    "the file shrank"
-                )
-            remaining -= len(chunk)
-            md5.update(chunk)
-            sha256.update(chunk)
-    return md5.hexdigest(), base64.b64encode(sha256.digest()).decode()
-
-
-def unfinished_uploads(client: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    """Every unfinished multipart upload of exactly ``key`` (the listing itself is by prefix)."""
-    uploads = []
-    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key):
-        uploads.extend(upload for upload in page.get("Uploads", []) if upload.get("Key") == key)
-    return uploads
-
-
-def stored_parts(client: Any, bucket: str, key: str, upload_id: str) -> dict[int, StoredPart]:
-    """The parts S3 holds for an unfinished upload, by part number (``ListParts``, every page)."""
-    parts: dict[int, StoredPart] = {}
-    for page in client.get_paginator("list_parts").paginate(Bucket=bucket, Key=key, UploadId=upload_id):
-        for part in page.get("Parts", []):
-            number = int(part["PartNumber"])
-            parts[number] = StoredPart(number, str(part["ETag"]), int(part["Size"]), part.get("ChecksumSHA256"))
-    return parts
-
-
-def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> str:
-    """Abort one multipart upload; return a note for messages (empty when it is gone)."""
-    try:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    except ClientError as error:
-        if error_code(error) == NO_SUCH_UPLOAD:  # aborted or completed meanwhile: gone either way
-            return ""
-        why = error_code(error)
-    except Exception as error:
-        why = type(error).__name__
-    else:
-        log.info("aborted multipart upload %s of s3://%s/%s", upload_id, bucket, key)
-        return ""
-    log.warning("could not abort multipart upload %s of s3://%s/%s: %s", upload_id, bucket, key, why)
-    return f"multipart upload {upload_id} could not be aborted ({why}); the next run aborts or resumes it"
-
-
-def _layout_problem(parts: Mapping[int, StoredPart], plan: list[PartPlan]) -> str | None:
-    for number, part in sorted(parts.items()):
-        if number > len(plan):
-            return f"it has part {number}, but the file has only {len(plan)} parts (another part size?)"
-        if part.size != plan[number - 1].size:
-            return (
-                f"its part {number} has {part.size} bytes, not {plan[number - 1].size} "
-                "(another part size or another file)"
-            )
-    return None
-
-
-def _part_matches(stored: StoredPart, md5: str, sha256: str, kms: bool) -> bool:
-    if stored.checksum_sha256 is not None and stored.checksum_sha256 != sha256:
-        return False
-    if stored.etag.strip('"') == md5:
-        return True
-    return kms and stored.checksum_sha256 is not None  # an SSE-KMS part ETag is no MD5: the SHA-256 decides
-
-
 def upload_multipart(
-    client: Any,
+    client: S3Client,
     *,
     bucket: str,
     key: str,
@@ -304,12 +130,11 @@ def upload_multipart(
     plan = plan_parts(size, part_size)
     check = guard or (lambda: None)
     record = on_upload_id or (lambda _key, _upload_id: None)
-    upload_id, stored = _resume_or_start(client, bucket, key, plan, create_args, known_upload_id, record, check)
+    upload_id, stored = resume_or_start(client, bucket, key, plan, create_args, known_upload_id, record, check)
     state = _PartsState()
+    sender = _PartSender(client, bucket, key, upload_id, source, stored, state, progress, check, kms)
     try:
-        _upload_parts(
-            client, bucket, key, upload_id, source, plan, stored, state, max_concurrency, progress, check, kms
-        )  # fmt: skip
+        _upload_parts(sender, plan, max_concurrency)
         check()
         response = _complete(client, bucket, key, upload_id, state.completed_parts())
     except BaseException as error:
@@ -329,90 +154,18 @@ def upload_multipart(
     return MultipartOutcome(upload_id, response, len(plan), state.uploaded, state.resumed)
 
 
-def _resume_or_start(
-    client: Any,
-    bucket: str,
-    key: str,
-    plan: list[PartPlan],
-    create_args: Mapping[str, Any],
-    known_upload_id: str | None,
-    record: UploadIdCallback,
-    check: Guard,
-) -> tuple[str, dict[int, StoredPart]]:
-    target = f"s3://{bucket}/{key}"
-    try:
-        candidates = unfinished_uploads(client, bucket, key)
-    except Exception as error:
-        failure = classify(error, f"listing the unfinished multipart uploads of {target}")
-        if failure.resumable:
-            raise failure from error
-        log.warning("%s; resuming only the recorded upload %s, if any", failure, known_upload_id or "-")
-        candidates = [{"UploadId": known_upload_id, "Key": key}] if known_upload_id else []
-    # The recorded upload first, then the newest.
-    candidates.sort(key=lambda upload: str(upload.get("Initiated", "")), reverse=True)
-    candidates.sort(key=lambda upload: upload["UploadId"] != known_upload_id)
-    chosen: tuple[str, dict[int, StoredPart]] | None = None
-    for upload in candidates:
-        upload_id = upload["UploadId"]
-        if chosen is not None:
-            reason = f"upload {chosen[0]} of the same key is resumed instead"
-        else:
-            algorithm = upload.get("ChecksumAlgorithm")
-            if algorithm not in (CHECKSUM_ALGORITHM, None) or (algorithm is None and upload_id != known_upload_id):
-                reason = f"it was not started with {CHECKSUM_ALGORITHM} checksums (ChecksumAlgorithm {algorithm})"
-            else:
-                try:
-                    parts = stored_parts(client, bucket, key, upload_id)
-                except ClientError as error:
-                    if error_code(error) == NO_SUCH_UPLOAD:
-                        continue  # gone meanwhile
-                    raise classify(error, f"listing the parts of multipart upload {upload_id} of {target}") from error
-                except Exception as error:
-                    raise classify(error, f"listing the parts of multipart upload {upload_id} of {target}") from error
-                reason = _layout_problem(parts, plan)
-                if reason is None:
-                    chosen = (upload_id, parts)
-                    continue
-        log.info("aborting unfinished multipart upload %s of %s: %s", upload_id, target, reason)
-        check()
-        abort_upload(client, bucket, key, upload_id)
-    if chosen is not None:
-        upload_id, parts = chosen
-        log.info(
-            "%s: resuming multipart upload %s: %d of %d parts stored by an earlier run (%s), verifying them",
-            target,
-            upload_id,
-            len(parts),
-            len(plan),
-            format_bytes(sum(part.size for part in parts.values())),
-        )
-        record(key, upload_id)
-        return upload_id, parts
-    check()
-    try:
-        response = client.create_multipart_upload(
-            Bucket=bucket, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM, **create_args
-        )
-    except Exception as error:
-        raise classify(error, f"starting the multipart upload of {target}") from error
-    upload_id = response["UploadId"]
-    log.info("%s: started multipart upload %s (%d parts)", target, upload_id, len(plan))
-    record(key, upload_id)
-    return upload_id, {}
-
-
 class _PartsState:
     """Completed parts, shared by the upload threads."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.completed: dict[int, dict[str, str | int]] = {}
+        self.completed: dict[int, CompletedPartTypeDef] = {}
         self.uploaded = 0
         self.resumed = 0
 
     def done(self, number: int, etag: str, checksum: str | None, *, resumed: bool) -> None:
-        part: dict[str, str | int] = {"PartNumber": number, "ETag": etag}
+        part: CompletedPartTypeDef = {"PartNumber": number, "ETag": etag}
         if checksum:
             part["ChecksumSHA256"] = checksum
         with self.lock:
@@ -422,62 +175,67 @@ class _PartsState:
             else:
                 self.uploaded += 1
 
-    def completed_parts(self) -> list[dict[str, str | int]]:
+    def completed_parts(self) -> list[CompletedPartTypeDef]:
         return [self.completed[number] for number in sorted(self.completed)]
 
 
-def _upload_parts(
-    client: Any,
-    bucket: str,
-    key: str,
-    upload_id: str,
-    source: Path,
-    plan: list[PartPlan],
-    stored: Mapping[int, StoredPart],
-    state: _PartsState,
-    max_concurrency: int,
-    progress: ProgressCallback | None,
-    check: Guard,
-    kms: bool,
-) -> None:
-    target = f"s3://{bucket}/{key}"
+@dataclass
+class _PartSender:
+    """Sends the parts of one upload (from the pool's threads): keeps a verified stored part, uploads the others."""
 
-    def one_part(part: PartPlan) -> None:
-        if state.stop.is_set():
+    client: S3Client
+    bucket: str
+    key: str
+    upload_id: str
+    source: Path
+    stored: Mapping[int, StoredPart]
+    state: _PartsState
+    progress: ProgressCallback | None
+    check: Guard
+    kms: bool
+
+    def send(self, part: PartPlan) -> None:
+        if self.state.stop.is_set():
             return
-        existing = stored.get(part.number)
+        existing = self.stored.get(part.number)
         if existing is not None:
-            md5, sha256 = part_digests(source, part)
-            if _part_matches(existing, md5, sha256, kms):
-                state.done(part.number, existing.etag, sha256, resumed=True)
-                if progress:
-                    progress(part.size)
+            md5, sha256 = part_digests(self.source, part)
+            if part_matches(existing, md5, sha256, self.kms):
+                self.state.done(part.number, existing.etag, sha256, resumed=True)
+                if self.progress:
+                    self.progress(part.size)
                 return
             log.warning(
-                "%s: stored part %d of upload %s does not match the local file (ETag %s, MD5 %s): uploading it again",
-                target,
+                "s3://%s/%s: stored part %d of upload %s does not match the local file (ETag %s, MD5 %s): "
+                "uploading it again",
+                self.bucket,
+                self.key,
                 part.number,
-                upload_id,
+                self.upload_id,
                 existing.etag,
                 md5,
             )
-        if state.stop.is_set():
+        if self.state.stop.is_set():
             return
-        check()
-        with PartReader(source, part.offset, part.size, progress) as body:
-            response = client.upload_part(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
+        self.check()
+        with PartReader(self.source, part.offset, part.size, self.progress) as body:
+            response = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
                 PartNumber=part.number,
                 Body=body,
                 ContentLength=part.size,
                 ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             )
-        state.done(part.number, response["ETag"], response.get("ChecksumSHA256"), resumed=False)
+        self.state.done(part.number, response["ETag"], response.get("ChecksumSHA256"), resumed=False)
 
+
+def _upload_parts(sender: _PartSender, plan: list[PartPlan], max_concurrency: int) -> None:
+    """Every part of ``plan`` in a bounded pool; the first failure stops the others and is raised."""
+    state = sender.state
     pool = ThreadPoolExecutor(max_workers=max(1, min(max_concurrency, len(plan))), thread_name_prefix="rawvault-part")
-    futures: list[Future[None]] = [pool.submit(one_part, part) for part in plan]
+    futures: list[Future[None]] = [pool.submit(sender.send, part) for part in plan]
     try:
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
     except BaseException:
@@ -495,18 +253,24 @@ def _upload_parts(
         raise error
     missing = [part.number for part in plan if part.number not in state.completed]
     if missing:  # cannot happen unless a part was skipped after a stop
-        raise S3TransientError(f"parts {missing[:10]} of {target} were not uploaded; the next run resumes them")
+        raise S3TransientError(
+            f"parts {missing[:10]} of s3://{sender.bucket}/{sender.key} were not uploaded; the next run resumes them"
+        )
 
 
-def _complete(client: Any, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _complete(
+    client: S3Client, bucket: str, key: str, upload_id: str, parts: list[CompletedPartTypeDef]
+) -> dict[str, Any]:
     target = f"s3://{bucket}/{key}"
     try:
-        return client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+        return dict(
+            client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+            )
         )
     except ClientError as error:
         code = error_code(error)
-        if code in CONFLICT_CODES:
+        if is_conflict(error):
             note = abort_upload(client, bucket, key, upload_id)  # useless now: the key is taken
             raise ObjectAppearedError(
                 f"another object appeared at {target} during the upload; S3 refused to replace it (rawvault never "
@@ -521,7 +285,7 @@ def _complete(client: Any, bucket: str, key: str, upload_id: str, parts: list[di
 
 
 def _stopped(
-    client: Any,
+    client: S3Client,
     bucket: str,
     key: str,
     upload_id: str,

@@ -7,7 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
-MIB = 1024 * 1024
+from shared.s3_limits import MIB
+
 DEFAULT_INTERVAL_SECONDS = 20.0
 
 

@@ -1,4 +1,4 @@
-"""Recorded checksums (``file_info``) and the local digests that verify uploads.
+"""The recorded checksums (``file_info``): validation, and their fit with the part size of an upload.
 
 ``file_info`` maps a relative path to ``[size, md5, etag]``. The ETag follows
 S3's rule for the configured part size: a file of at most ``part_size`` bytes
@@ -9,21 +9,15 @@ is one PUT and its ETag is its MD5 hex; a larger file is a multipart upload of
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from boto3.s3.transfer import TransferConfig
-
+from rawvault.digests import S3_MAX_PARTS, multipart_parts
 from rawvault.s3.errors import FileInfoError, PartSizeMismatchError
 from rawvault.s3.keys import validate_relative_path
 
-S3_MAX_PARTS = 10_000
-READ_CHUNK_BYTES = 8 * 1024 * 1024
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
 _ETAG_RE = re.compile(r"([0-9a-f]{32})(?:-([1-9][0-9]*))?")
 
@@ -44,11 +38,6 @@ class RecordedFile:
         return int(match.group(2)) if match and match.group(2) else None
 
 
-def multipart_parts(size: int, part_size: int) -> int | None:
-    """Parts of a file of ``size`` bytes: ``None`` when it is one PUT (``size <= part_size``)."""
-    return None if size <= part_size else math.ceil(size / part_size)
-
-
 def parse_file_info(file_info: Mapping[str, object]) -> dict[str, RecordedFile]:
     """Validate ``file_info`` (paths and ``[size, md5, etag]`` entries); return it sorted by path."""
     if not isinstance(file_info, Mapping) or not file_info:
@@ -57,6 +46,9 @@ def parse_file_info(file_info: Mapping[str, object]) -> dict[str, RecordedFile]:
     for path in sorted(file_info):
         validate_relative_path(path)
         entry = file_info[path]
+        size: Any
+        md5: Any
+        etag: Any
         try:
             size, md5, etag = entry  # type: ignore[misc]
         except (TypeError, ValueError):
@@ -91,77 +83,3 @@ def check_part_size(recorded: RecordedFile, part_size: int) -> None:
             f"but with parts of {part_size} bytes the upload gives {shape(expected)}: the checksum was computed "
             "with another part size; upload with the part size of compute_checksum (XCom part_size) or re-checksum"
         )
-
-
-@dataclass(frozen=True)
-class LocalDigests:
-    """Digests of a local file computed in one read, laid out like the upload (``part_size``)."""
-
-    size: int
-    md5: str
-    etag: str
-    sha256: str  # base64, S3's form: of the whole file, or of the part digests for a multipart upload
-    parts: int | None
-
-
-def local_digests(path: Path, part_size: int) -> LocalDigests:
-    """Size, MD5, S3 ETag and S3 SHA-256 checksum (composite for multipart) of ``path``, in one read."""
-    whole_md5 = hashlib.md5(usedforsecurity=False)
-    whole_sha = hashlib.sha256()
-    part_md5s: list[bytes] = []
-    part_shas: list[bytes] = []
-    size = 0
-    with path.open("rb") as handle:
-        while True:
-            part_md5 = hashlib.md5(usedforsecurity=False)
-            part_sha = hashlib.sha256()
-            remaining = part_size
-            while remaining:
-                chunk = handle.read(min(READ_CHUNK_BYTES, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                for digest in (whole_md5, whole_sha, part_md5, part_sha):
-                    digest.update(chunk)
-            read = part_size - remaining
-            if read:
-                size += read
-                part_md5s.append(part_md5.digest())
-                part_shas.append(part_sha.digest())
-            if remaining:
-                break
-    parts = multipart_parts(size, part_size)
-    if parts is None:
-        etag = whole_md5.hexdigest()
-        sha256 = base64.b64encode(whole_sha.digest()).decode()
-    else:
-        etag = f"{hashlib.md5(b''.join(part_md5s), usedforsecurity=False).hexdigest()}-{parts}"
-        sha256 = base64.b64encode(hashlib.sha256(b"".join(part_shas)).digest()).decode()
-    return LocalDigests(size=size, md5=whole_md5.hexdigest(), etag=etag, sha256=sha256, parts=parts)
-
-
-def split_checksum(value: str | None) -> tuple[str | None, int | None]:
-    """S3's ``ChecksumSHA256`` as ``(base64 value, parts)``; composite values may end in ``-<parts>``."""
-    if not value:
-        return None, None
-    base, _, parts = value.partition("-")
-    return base, int(parts) if parts.isdigit() else None
-
-
-def transfer_config(part_size: int, max_concurrency: int) -> TransferConfig:
-    """boto3 managed-transfer settings whose parts match the recorded ETags.
-
-    Uploads do not use boto3's managed transfer (it cannot resume, see
-    :mod:`rawvault.s3.multipart`); downloads do, in ranged GETs of exactly one
-    upload part each. s3transfer transfers multipart when ``size >=
-    multipart_threshold``, so the threshold ``part_size + 1`` makes every file
-    of at most ``part_size`` bytes one PUT. The classic (non-CRT) transfer
-    client honours the chunk size exactly.
-    """
-    return TransferConfig(
-        multipart_threshold=part_size + 1,
-        multipart_chunksize=part_size,
-        max_concurrency=max_concurrency,
-        use_threads=True,
-        preferred_transfer_client="classic",
-    )

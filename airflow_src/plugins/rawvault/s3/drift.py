@@ -1,53 +1,55 @@
-"""Audit the S3 backups against the database with ``head_object``: what is missing or different.
+"""Drift between the recorded backups and S3, found with ``head_object`` (no download): the S3 half of the audit.
 
-For every selected raw file with ``backup_status = upload_done`` (filters:
-instrument, project, raw file id, created since a date; optionally a random
-sample of N of them), :func:`verify_backups` checks without downloading:
+For every given raw file (``upload_done``; see :mod:`rawvault.audit` for the
+selection) :func:`verify_raw_files` checks:
 
 - every ``file_info`` path ``p`` at ``<key_prefix><p>`` in the bucket of
-  ``s3_backup_key``: it exists, its size is the recorded size, and its ETag is
-  the recorded (MD5-based) ETag. Under SSE-KMS S3's ETag is not an MD5: then it
-  must equal the S3 ETag the manifest recorded at upload (or ``s3_etag`` for a
-  single-file raw file), and S3's SHA-256 the manifest's;
+  ``s3_backup_key`` holds the recorded file, by
+  :func:`rawvault.s3.objects.check_object` (size and ETag; under SSE-KMS S3's
+  ETag and SHA-256 against the manifest's record, or ``s3_etag`` for a
+  single-file raw file);
 - the manifest ``<key_prefix><raw_file_id>.rawvault-manifest.json`` exists,
   and for a multi-file set its ETag is the recorded ``s3_etag``.
 
 Every finding is a :class:`DriftItem`; the :class:`VerifyReport` says what was
 checked and renders a table. Only authentication/permission errors stop the
 audit (nothing could be checked); other S3 errors become ``error`` items.
+No database: raw files are any objects with ``id``, ``s3_backup_key``,
+``s3_etag`` and ``file_info``.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.errors import S3AccessDeniedError, S3BackupError
-from rawvault.s3.integrity import parse_file_info
-from rawvault.s3.keys import object_key
-from rawvault.s3.remote import (
-    ManifestUnreadableError,
-    S3UrlError,
-    etag_of,
-    head,
-    is_kms,
-    parse_s3_url,
-    read_manifest,
-    s3_url,
-)
+from rawvault.s3.file_info import RecordedFile, parse_file_info
+from rawvault.s3.keys import S3UrlError, object_key, parse_s3_url, s3_url
+from rawvault.s3.objects import ExpectedObject, ObjectVerdict, VerdictKind, check_object, etag_of, head
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
 MANIFEST_PATH = "<manifest>"
-DEFAULT_CONCURRENCY = 8  # raw files checked at a time: head_object is latency-bound, not bandwidth-bound
-VERIFY_BATCH = 256  # raw files fetched from the database per batch (bounded memory)
+VERIFY_BATCH = 256  # raw files taken from the iterable per batch (bounded memory)
+
+
+class RecordedBackup(Protocol):
+    """What the audit needs of a raw file (a ``RawFile`` document, or any object with these attributes)."""
+
+    id: str
+    s3_backup_key: str | None
+    s3_etag: str | None
+    file_info: Mapping[str, Any] | None
 
 
 class DriftKind(StrEnum):
@@ -144,30 +146,19 @@ class VerifyReport:
         }
 
 
-def select_raw_files(
-    *,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
-    fallback_project_id: str = "_FALLBACK",
-) -> Any:
-    """The ``upload_done`` raw files matching the filters, oldest first (a mongoengine queryset)."""
-    from shared.db.interface import select_uploaded_raw_files
-
-    return select_uploaded_raw_files(
-        instrument=instrument,
-        project=project,
-        raw_file_id=raw_file_id,
-        since=since,
-        fallback_project_id=fallback_project_id,
-    )
+_DRIFT_OF = {
+    VerdictKind.MISSING: DriftKind.MISSING,
+    VerdictKind.SIZE_DIFFERS: DriftKind.SIZE_DIFFERS,
+    VerdictKind.ETAG_DIFFERS: DriftKind.ETAG_DIFFERS,
+    VerdictKind.CHECKSUM_DIFFERS: DriftKind.CHECKSUM_DIFFERS,
+    VerdictKind.CANNOT_VERIFY: DriftKind.ERROR,
+}
 
 
 class _RawFileCheck:
     """The checks of one raw file; the manifest is read only when a KMS object needs it."""
 
-    def __init__(self, raw_file: Any, client: Any) -> None:
+    def __init__(self, raw_file: RecordedBackup, client: S3Client) -> None:
         self.raw_file = raw_file
         self.client = client
         self.items: list[DriftItem] = []
@@ -182,8 +173,8 @@ class _RawFileCheck:
         if not self._manifest_read:
             self._manifest_read = True
             try:
-                found = read_manifest(self.client, bucket, key)
-            except ManifestUnreadableError:
+                found = manifest_mod.read(self.client, bucket, key)
+            except manifest_mod.ManifestUnreadableError:
                 found = None  # reported by the manifest check
             self._manifest = found[0] if found else None
         return (self._manifest or {}).get("files") or {}
@@ -208,7 +199,7 @@ class _RawFileCheck:
         single = len(recorded) == 1
         self.check_manifest(bucket, manifest_key, single)
         for path, entry in recorded.items():
-            self.check_object(bucket, keys[path], path, entry, manifest_key, single)
+            self.check_object(bucket, keys[path], entry, manifest_key, single)
 
     def head(self, bucket: str, key: str, path: str) -> tuple[bool, dict[str, Any] | None]:
         self.objects += 1
@@ -235,52 +226,29 @@ class _RawFileCheck:
                 "the manifest was replaced (s3_etag of a set is its manifest's ETag)",
             )  # fmt: skip
 
-    def check_object(self, bucket: str, key: str, path: str, entry: Any, manifest_key: str, single: bool) -> None:
-        url = s3_url(bucket, key)
-        answered, response = self.head(bucket, key, path)
+    def check_object(self, bucket: str, key: str, entry: RecordedFile, manifest_key: str, single: bool) -> None:
+        answered, response = self.head(bucket, key, entry.path)
         if not answered:
             return
-        if response is None:
-            self.add(DriftKind.MISSING, path, url, f"{entry.size} bytes", "no object")
-            return
-        size = response.get("ContentLength")
-        if size != entry.size:
-            self.add(DriftKind.SIZE_DIFFERS, path, url, f"{entry.size} bytes", f"{size} bytes")
-            return
-        etag = etag_of(response)
-        if etag == entry.etag:
-            return
-        if not is_kms(response):
-            self.add(DriftKind.ETAG_DIFFERS, path, url, entry.etag, etag)
-            return
-        # SSE-KMS: compare with what S3 reported when the object was uploaded and verified.
-        recorded = self.manifest_files(bucket, manifest_key).get(path) or {}
-        expected_etag = recorded.get("s3_etag") or (self.raw_file.s3_etag if single else None)
-        if not expected_etag:
-            self.add(
-                DriftKind.ERROR, path, url, detail=(
-                    "SSE-KMS object (its ETag is not an MD5) and no S3 ETag recorded for it (manifest missing?): "
-                    "cannot be verified without downloading; run the restore command to check it"
-                ),
-            )  # fmt: skip
-            return
-        if etag != expected_etag:
-            self.add(DriftKind.ETAG_DIFFERS, path, url, expected_etag, etag, "SSE-KMS: compared with the manifest")
-            return
-        remote, expected_sha = response.get("ChecksumSHA256"), recorded.get("checksum_sha256")
-        if remote and expected_sha and remote != expected_sha:
-            self.add(DriftKind.CHECKSUM_DIFFERS, path, url, expected_sha, remote, "SHA-256 differs from the manifest")
+        expected = ExpectedObject(entry.path, key, entry.size, entry.md5, entry.etag)
+        verdict = check_object(response, expected)
+        if verdict.kind is VerdictKind.CANNOT_VERIFY:
+            # SSE-KMS: compare with what S3 reported when the object was uploaded and verified.
+            listed = self.manifest_files(bucket, manifest_key).get(entry.path) or {}
+            s3_etag = listed.get("s3_etag") or (self.raw_file.s3_etag if single else None)
+            expected = ExpectedObject(
+                entry.path, key, entry.size, entry.md5, entry.etag, s3_etag, listed.get("checksum_sha256") or None
+            )
+            verdict = check_object(response, expected)
+        if not verdict.ok:
+            self.report(verdict, entry.path, s3_url(bucket, key))
 
-
-def _sampled(filters: dict[str, Any], sample: int | None, seed: int | None) -> tuple[Iterator[Any], int]:
-    """The raw files to check and how many matched; a sample is drawn by the database (never every id)."""
-    from shared.db.uploaded import sample_uploaded_raw_files
-
-    if not sample:
-        queryset = select_raw_files(**filters)
-        return iter(queryset), queryset.count()
-    selection = sample_uploaded_raw_files(sample, seed=seed, **filters)
-    return iter(selection.raw_files), selection.matched
+    def report(self, verdict: ObjectVerdict, path: str, url: str) -> None:
+        kind = _DRIFT_OF[verdict.kind]
+        if kind is DriftKind.ERROR:
+            self.add(kind, path, url, detail=verdict.problem)
+        else:
+            self.add(kind, path, url, verdict.expected, verdict.actual, verdict.note)
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -290,16 +258,17 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def verify_raw_files(
-    raw_files: Iterable[Any], client: Any, report: VerifyReport | None = None, *, concurrency: int = 1
-) -> VerifyReport:
-    """Check ``raw_files`` (``RawFile`` documents) against S3; add to ``report`` (a new one by default).
+    raw_files: Iterable[RecordedBackup | None], client: S3Client, report: VerifyReport | None = None, *,
+    concurrency: int = 1,
+) -> VerifyReport:  # fmt: skip
+    """Check ``raw_files`` (``RawFile`` documents; ``None`` ones are skipped) against S3; add to ``report``.
 
     ``concurrency`` raw files are checked at a time (boto3 clients are thread-safe); the report keeps
     the order of ``raw_files``.
     """
     report = report or VerifyReport()
 
-    def check(raw_file: Any) -> _RawFileCheck:
+    def check(raw_file: RecordedBackup) -> _RawFileCheck:
         checker = _RawFileCheck(raw_file, client)
         checker.run()
         return checker
@@ -312,52 +281,4 @@ def verify_raw_files(
                 report.drift.extend(checker.items)
                 for item in checker.items:
                     log.warning("drift: %s", item.line())
-    return report
-
-
-def verify_backups(
-    client: Any,
-    *,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
-    sample: int | None = None,
-    seed: int | None = None,
-    fallback_project_id: str = "_FALLBACK",
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> VerifyReport:
-    """Check every ``upload_done`` raw file matching the filters (or a random ``sample`` of them) against S3.
-
-    ``since`` keeps raw files created on or after that day (UTC). ``sample``
-    (``None`` or 0: all) checks that many, chosen at random (``seed`` makes the
-    choice reproducible); ``concurrency`` raw files are checked at a time. Raises
-    :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses the
-    credentials; everything else found is in the report.
-    """
-    if sample is not None and sample < 0:
-        raise ValueError(f"sample must be 0 or more raw files, got {sample}")
-    filters = {
-        name: str(value)
-        for name, value in {
-            "instrument": instrument,
-            "project": project,
-            "raw_file_id": raw_file_id,
-            "since": since,
-            "sample": sample,
-        }.items()
-        if value is not None
-    }
-    selection = {
-        "instrument": instrument,
-        "project": project,
-        "raw_file_id": raw_file_id,
-        "since": since,
-        "fallback_project_id": fallback_project_id,
-    }
-    raw_files, matched = _sampled(selection, sample, seed)
-    report = VerifyReport(matched=matched, filters=filters)
-    log.info("verifying %s upload_done raw file(s) against S3%s", matched, f" (sample of {sample})" if sample else "")
-    verify_raw_files(raw_files, client, report, concurrency=concurrency)
-    log.info("%s", report.summary())
     return report

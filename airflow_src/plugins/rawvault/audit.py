@@ -1,0 +1,78 @@
+"""Use case "verify/audit": select the uploaded raw files from the database, sample them, check them in S3.
+
+The selection (filters: instrument, project, raw file id, created since a
+date) is a read of :mod:`shared.db.interface`; the checks are
+:mod:`rawvault.s3.drift` (``head_object`` only, nothing downloaded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from rawvault.s3.drift import VerifyReport, verify_raw_files
+from shared.db.interface import raw_files_by_id, uploaded_raw_file_ids
+from shared.db.uploaded import sample_uploaded_raw_files
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8  # raw files checked at a time: head_object is latency-bound, not bandwidth-bound
+
+
+def verify_backups(
+    client: S3Client,
+    *,
+    instrument: str | None = None,
+    project: str | None = None,
+    raw_file_id: str | None = None,
+    since: date | datetime | None = None,
+    sample: int | None = None,
+    seed: int | None = None,
+    fallback_project_id: str = "_FALLBACK",
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> VerifyReport:
+    """Check every ``upload_done`` raw file matching the filters (or a random ``sample`` of them) against S3.
+
+    ``since`` keeps raw files created on or after that day (UTC). ``sample``
+    (``None`` or 0: all) checks that many, chosen at random (``seed`` makes the
+    choice reproducible); ``concurrency`` raw files are checked at a time. Raises
+    :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses the
+    credentials; everything else found is in the report.
+    """
+    if sample is not None and sample < 0:
+        raise ValueError(f"sample must be 0 or more raw files, got {sample}")
+    filters = {
+        name: str(value)
+        for name, value in {
+            "instrument": instrument,
+            "project": project,
+            "raw_file_id": raw_file_id,
+            "since": since,
+            "sample": sample,
+        }.items()
+        if value is not None
+    }
+    raw_files: Iterable[Any]
+    if sample:
+        # Drawn by the database through an index (shared.db.uploaded): never every id of every raw file.
+        chosen = sample_uploaded_raw_files(
+            sample, seed=seed, instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
+            fallback_project_id=fallback_project_id,
+        )  # fmt: skip
+        matched, raw_files = chosen.matched, chosen.raw_files
+    else:
+        ids = uploaded_raw_file_ids(
+            instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
+            fallback_project_id=fallback_project_id,
+        )  # fmt: skip
+        matched, raw_files = len(ids), raw_files_by_id(ids)
+    report = VerifyReport(matched=matched, filters=filters)
+    log.info("verifying %s upload_done raw file(s) against S3%s", matched, f" (sample of {sample})" if sample else "")
+    verify_raw_files(raw_files, client, report, concurrency=concurrency)
+    log.info("%s", report.summary())
+    return report

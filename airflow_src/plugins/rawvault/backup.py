@@ -1,0 +1,324 @@
+"""Use case "back up to S3": upload one raw file's local backup copy and record the outcome on its ``RawFile``.
+
+It joins the database (:mod:`shared.db`), the claim (:mod:`rawvault.claim`)
+and the boto3 library (:mod:`rawvault.s3`):
+
+- **Target** (:class:`UploadTarget`, worked out once per run): the bucket
+  ``<bucket_prefix>-<normalised project id>`` (the fallback project when the
+  raw file has none; a project id that shares its bucket with another project
+  fails), the key prefix ``<backup_base_path>/`` mirroring the local backup
+  (see :mod:`rawvault.s3.keys`), the part size of the recorded ETags and the
+  source folder ``<locations.backup>/<backup_base_path>``.
+- **File info**: ``upload_to_s3`` passes the XCom of ``compute_checksum``
+  (:class:`XcomFileInfo`), which must equal what is recorded on the
+  ``RawFile`` (:class:`~rawvault.s3.errors.FileInfoError`); the recorded
+  ``etag_part_size`` is the truth for the part size
+  (:class:`~rawvault.s3.errors.PartSizeMismatchError`). The sweeper's
+  retries pass no XCom: everything comes from the ``RawFile``.
+- **Status** (written by :mod:`rawvault.claim` only): ``upload_in_progress``
+  while running; ``upload_done`` with ``s3_backup_key = s3://<bucket>/<key_prefix>``
+  and ``s3_etag`` only when every file is uploaded and verified and the
+  manifest is written; otherwise ``upload_failed`` with the reason in
+  ``backup_status_details`` and the time in ``s3_upload_failed_at``
+  (backup_sweeper's backoff counts from it), and the error is raised again so
+  the task fails visibly.
+- ``s3_etag``: for a raw file of one file (Thermo ``.raw``) the ETag S3
+  reports for that object; for a set of several files (Bruker ``.d``, Sciex)
+  the ETag S3 reports for the set's manifest object
+  (``<key_prefix><raw_file_id>.rawvault-manifest.json``), which lists every
+  file's key, size, MD5 and ETag.
+- A retry is idempotent: verified objects are skipped, a complete set
+  (manifest present and matching) uploads nothing, and an unfinished
+  multipart upload is resumed (only missing parts are sent; see
+  :mod:`rawvault.s3.multipart`). Its upload id is recorded in
+  ``s3_multipart_uploads`` ({key: upload id}) while it is unfinished.
+- A raw file that is already ``upload_done`` with its manifest and recorded
+  ETag in S3 is not claimed at all: the run returns ``already_complete`` and
+  leaves the document as it is (two GET/HEAD requests, nothing uploaded).
+
+When MongoDB cannot be reached to record the outcome, the run fails with
+:class:`~rawvault.claim.UploadNotRecordedError` (the data in S3 is complete
+and verified); the document stays ``upload_in_progress`` until the lease
+expires, and the next run finds the set complete and records ``upload_done``
+without uploading again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rawvault import claim as claims
+from rawvault.claim import MAX_DETAILS_CHARS, Claim, UploadClaimLostError, UploadNotRecordedError
+from rawvault.locations import backup_base_path, backup_folder
+from rawvault.s3.buckets import bucket_name, check_no_bucket_collisions, ensure_bucket
+from rawvault.s3.errors import BucketNameError, FileInfoError, PartSizeMismatchError, S3BackupError, S3PermanentError
+from rawvault.s3.keys import key_prefix_for
+from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS
+from rawvault.s3.put import ObjectSettings
+from rawvault.s3.upload import UploadResult, upload_file_set, verify_complete_set
+from shared.db.interface import get_projects, get_raw_file
+from shared.db.models import BackupStatus, RawFile
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class XcomFileInfo:
+    """What the handler's earlier tasks pushed to XCom: compute_checksum's file info and part size, copy's folder."""
+
+    file_info: Mapping[str, Any] | None = None
+    part_size: int | None = None
+    backup_folder: Path | None = None
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where and how one raw file is uploaded: worked out once per run by :func:`upload_target`."""
+
+    bucket: str
+    key_prefix: str
+    part_size: int
+    source_folder: Path
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def project_bucket(settings: Settings, project_id: str | None, known_project_ids: list[str]) -> str:
+    """The bucket of ``project_id`` (or the fallback project), refusing names shared with another project."""
+    s3 = settings.backup.s3
+    assert s3 is not None
+    project_id = project_id or settings.watcher.fallback_project_id
+    name = bucket_name(s3.bucket_prefix, project_id)
+    sharing = [project_id]
+    for other in {*known_project_ids, settings.watcher.fallback_project_id} - {project_id}:
+        try:
+            if bucket_name(s3.bucket_prefix, other) == name:
+                sharing.append(other)
+        except BucketNameError:
+            continue  # that project has problems of its own, reported when its raw files upload
+    check_no_bucket_collisions(s3.bucket_prefix, sharing)
+    return name
+
+
+def _normalised(file_info: Mapping[str, Any]) -> dict[str, Any]:
+    return {path: list(entry) if isinstance(entry, list | tuple) else entry for path, entry in file_info.items()}
+
+
+def resolve_file_info(raw_file: RawFile, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The file info to upload: the recorded one, which the XCom's (when given) must equal."""
+    recorded = _normalised(dict(raw_file.file_info or {}))
+    if given is None:
+        if not recorded:
+            raise FileInfoError(f"raw file {raw_file.id!r} has no file_info: run compute_checksum first")
+        return recorded
+    normalised = _normalised(given)
+    if recorded and normalised != recorded:
+        raise FileInfoError(
+            f"the file info passed to upload_to_s3 (XCom of compute_checksum) differs from the file_info recorded "
+            f"for raw file {raw_file.id!r}: re-run compute_checksum and copy_raw_file for this raw file"
+        )
+    return normalised
+
+
+def resolve_part_size(raw_file: RawFile, settings: Settings, given: int | None) -> int:
+    """The part size of the recorded ETags (``etag_part_size``); the XCom's (when given) must equal it."""
+    recorded = getattr(raw_file, "etag_part_size", None)
+    chosen = given or recorded or settings.part_size_bytes
+    if recorded and chosen != recorded:
+        raise PartSizeMismatchError(
+            f"raw file {raw_file.id!r} was checksummed with {recorded} byte parts, but the upload was asked to use "
+            f"{chosen}: upload with the part size of compute_checksum"
+        )
+    return int(chosen)
+
+
+def upload_target(raw_file: RawFile, settings: Settings, xcom: XcomFileInfo) -> UploadTarget:
+    """The bucket, key prefix, part size, source folder and metadata of the raw file's upload."""
+    part_size = resolve_part_size(raw_file, settings, xcom.part_size)
+    key_prefix = key_prefix_for(backup_base_path(raw_file))
+    bucket = project_bucket(settings, raw_file.project_id, [project.id for project in get_projects()])
+    metadata = {
+        "raw-file-id": raw_file.id,
+        "instrument-id": raw_file.instrument_id,
+        "project-id": raw_file.project_id or settings.watcher.fallback_project_id,
+    }
+    source_folder = Path(xcom.backup_folder) if xcom.backup_folder else backup_folder(raw_file, settings)
+    return UploadTarget(bucket, key_prefix, part_size, source_folder, metadata)
+
+
+def _client(settings: Settings) -> S3Client:
+    from rawvault.s3.client import s3_client_from_connection
+
+    s3 = settings.backup.s3
+    assert s3 is not None
+    return s3_client_from_connection(s3.aws_conn_id, s3.region, s3.max_concurrency + 4)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error) if isinstance(error, S3BackupError) else f"{type(error).__name__}: {error}"
+    text = f"upload to S3 failed: {text}"
+    return text if len(text) <= MAX_DETAILS_CHARS else text[: MAX_DETAILS_CHARS - 3] + "..."
+
+
+@dataclass
+class _Run:
+    """One run's inputs: the raw file as read, its target and file info (or why they cannot be worked out)."""
+
+    raw_file: RawFile
+    settings: Settings
+    client: S3Client | None
+    target: UploadTarget | None = None
+    files: dict[str, Any] = field(default_factory=dict)
+    problem: BaseException | None = None
+
+    def set_args(self) -> dict[str, Any]:
+        """The set's bucket, key prefix, file info, part size, raw file id and metadata, as S3 calls take them."""
+        assert self.target is not None
+        return {
+            "bucket": self.target.bucket,
+            "key_prefix": self.target.key_prefix,
+            "file_info": self.files,
+            "part_size": self.target.part_size,
+            "raw_file_id": self.raw_file.id,
+            "metadata": self.target.metadata,
+        }
+
+    def s3_client(self) -> S3Client:
+        if self.client is None:
+            self.client = _client(self.settings)
+        return self.client
+
+
+def _already_done(run: _Run) -> UploadResult | None:
+    """For an ``upload_done`` raw file: the complete set as its manifest records it, if S3 confirms it (else None)."""
+    raw_file = run.raw_file
+    if not (raw_file.s3_backup_key and raw_file.s3_etag):
+        return None
+    if run.problem is not None:
+        if not isinstance(run.problem, S3BackupError):
+            raise run.problem
+        log.warning("%s: upload_done, but %s: uploading again", raw_file.id, run.problem)
+        return None
+    # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed.
+    result = verify_complete_set(run.s3_client(), **run.set_args())
+    if result is None or (result.s3_backup_key, result.s3_etag) != (raw_file.s3_backup_key, raw_file.s3_etag):
+        log.warning(
+            "%s: recorded as upload_done in %s, but S3 does not hold the complete set with ETag %s: uploading again",
+            raw_file.id,
+            raw_file.s3_backup_key,
+            raw_file.s3_etag,
+        )
+        return None
+    return result
+
+
+def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
+    """Check the bucket and upload the set while holding ``claim``; raise what went wrong."""
+    if run.problem is not None:
+        raise run.problem
+    target, raw_file = run.target, run.raw_file
+    assert target is not None
+    s3 = run.settings.backup.s3
+    assert s3 is not None
+    client = run.s3_client()
+    ensure_bucket(
+        client,
+        target.bucket,
+        s3.region,
+        s3.auto_create_buckets,
+        server_side_encryption=s3.server_side_encryption,
+        kms_key_id=s3.kms_key_id,
+    )
+    claim.check()
+    result = upload_file_set(
+        client,
+        **run.set_args(),
+        source_folder=target.source_folder,
+        object_settings=ObjectSettings.from_settings(s3),
+        progress_interval=progress_interval,
+        multipart_uploads=dict(raw_file.s3_multipart_uploads or {}),
+        on_multipart_upload=claims.multipart_recorder(claim, dict(raw_file.s3_multipart_uploads or {})),
+        guard=claim.check,
+    )
+    claim.check()
+    return result
+
+
+def _record_done(claim: Claim, result: UploadResult) -> None:
+    resumed = f" ({result.parts_resumed} part(s) resumed from an earlier attempt)" if result.parts_resumed else ""
+    details = (
+        f"in {result.s3_backup_key}: {len(result.uploaded)} file(s) uploaded{resumed}, "
+        f"{len(result.skipped)} already there, all verified; manifest {result.manifest_key}"
+    )
+    if not claims.record_done(claim, details, result.s3_backup_key, result.s3_etag):
+        claim.mark_lost("another run took over its claim before the outcome was recorded")
+        claim.check()
+
+
+def upload_raw_file(
+    raw_file_id: str,
+    settings: Settings,
+    *,
+    xcom: XcomFileInfo | None = None,
+    client: S3Client | None = None,
+    expected_attempts: int | None = None,
+    progress_interval: float = DEFAULT_INTERVAL_SECONDS,
+) -> UploadResult:
+    """Upload raw file ``raw_file_id`` from its local backup folder to S3 and record the outcome.
+
+    ``xcom`` carries what compute_checksum and copy_raw_file pushed (``None``:
+    the recorded file info and part size, the backup folder of the settings).
+    ``client`` defaults to one from the Airflow connection
+    ``backup.s3.aws_conn_id``. Claims the raw file first (:mod:`rawvault.claim`).
+    With ``expected_attempts`` (a retry scheduled by backup_sweeper) the claim
+    also requires that the raw file still has that many attempts, so a retry
+    scheduled for a failure that another run has retried since stops
+    (:class:`~rawvault.claim.UploadSupersededError`). Raises the
+    :class:`~rawvault.s3.errors.S3BackupError` (or other error) after
+    recording ``upload_failed``; ``UploadInProgressError``,
+    ``UploadSupersededError`` and ``UploadClaimLostError`` record nothing.
+    """
+    s3 = settings.backup.s3
+    if not settings.s3_enabled or s3 is None:
+        raise S3PermanentError("backup.backup_type is not 's3': there is nothing to upload to S3")
+    run = _Run(get_raw_file(raw_file_id), settings, client)
+    if expected_attempts is not None and (run.raw_file.s3_upload_attempts or 0) != expected_attempts:
+        raise claims.superseded_error(run.raw_file, expected_attempts)
+    xcom = xcom or XcomFileInfo()
+    try:
+        run.files = resolve_file_info(run.raw_file, xcom.file_info)
+        run.target = upload_target(run.raw_file, settings, xcom)
+    except Exception as error:  # recorded as upload_failed once the claim is held
+        run.problem = error
+    if run.raw_file.backup_status == BackupStatus.UPLOAD_DONE.value:
+        done = _already_done(run)
+        if done is not None:
+            log.info("%s: already upload_done and complete in %s: nothing to do", raw_file_id, done.s3_backup_key)
+            return done
+    claim = claims.claim(run.raw_file, timedelta(minutes=s3.stale_upload_minutes), expected_attempts)
+    try:
+        with claims.Heartbeat(claim):
+            result = _upload(run, claim, progress_interval)
+        _record_done(claim, result)
+    except (UploadClaimLostError, UploadNotRecordedError) as error:
+        log.error("%s: %s", raw_file_id, error)
+        raise
+    except BaseException as error:
+        reason = _reason(error)
+        log.error("%s: %s", raw_file_id, reason)
+        try:
+            if not claims.record_failed(claim, reason):
+                log.error("%s: upload_failed not recorded: another run owns the raw file now", raw_file_id)
+        except Exception as db_error:
+            log.error("%s: could not record upload_failed: %s", raw_file_id, db_error)
+        raise
+    log.info("%s: upload_done, s3_backup_key %s, s3_etag %s", raw_file_id, result.s3_backup_key, result.s3_etag)
+    return result

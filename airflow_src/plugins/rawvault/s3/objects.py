@@ -1,0 +1,257 @@
+"""One object in S3: read its metadata, delete one version, and THE rule "does it hold this recorded file".
+
+:func:`check_object` is the only place that decides whether an object holds
+a recorded file; the upload (objects found before uploading, and each object
+right after its upload), the restore (before downloading) and the audit all
+ask it. The rule, in order:
+
+1. the object exists and has the recorded size;
+2. its ETag equals the recorded MD5-based ETag (``etag``): done. An object
+   that is not KMS-encrypted and has another ETag holds other content;
+3. SSE-KMS (or SSE-C): S3's ETag is not an MD5 of the content. The object is
+   the one the set's manifest vouches for (``manifest``) when its ETag is the
+   S3 ETag the manifest recorded after verifying it and its SHA-256 is the
+   one recorded there too;
+4. otherwise, with the local file at hand (the upload), S3's SHA-256
+   (composite for multipart) must equal the local file's, whose size, MD5 and
+   ETag must still be the recorded ones (``checksum``); without one (restore,
+   audit) the object cannot be verified by its metadata alone.
+
+Plain functions of a boto3 client; no Airflow, no database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from rawvault.digests import digest_file, split_checksum
+from rawvault.s3.errors import LocalFileChangedError, classify, is_not_found
+from rawvault.s3.keys import s3_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+# Server-side encryption whose ETag is not the MD5 of the content.
+KMS_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
+
+
+def head(client: S3Client, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any] | None:
+    """``head_object`` (with S3's checksum) of ``key``, or ``None`` when it does not exist (or is deleted).
+
+    Other failures raise an :class:`~rawvault.s3.errors.S3BackupError` naming the object.
+    """
+    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+    if version_id:
+        args["VersionId"] = version_id
+    try:
+        return dict(client.head_object(**args))
+    except ClientError as error:
+        if is_not_found(error):
+            return None
+        raise classify(error, f"checking {s3_url(bucket, key)}") from error
+    except Exception as error:
+        raise classify(error, f"checking {s3_url(bucket, key)}") from error
+
+
+def etag_of(response: Mapping[str, Any]) -> str:
+    """The ETag of a ``head_object``/``get_object``/``put_object`` answer, without quotes."""
+    return str(response.get("ETag", "")).strip('"')
+
+
+def is_kms(response: Mapping[str, Any]) -> bool:
+    """Whether S3's ETag of this object is not an MD5 of its content (SSE-KMS, SSE-C)."""
+    return response.get("ServerSideEncryption") in KMS_ENCRYPTION or bool(response.get("SSECustomerAlgorithm"))
+
+
+def version_of(response: Mapping[str, Any]) -> str | None:
+    """The object's version id, ``None`` in an unversioned bucket."""
+    version = response.get("VersionId")
+    return str(version) if version and version != "null" else None
+
+
+def delete_version(client: S3Client, bucket: str, key: str, response: Mapping[str, Any]) -> str:
+    """Delete the object version ``response`` describes (one this run wrote and could not verify); return a note.
+
+    Only ever called for an object the caller uploaded itself: an object that
+    existed before is never deleted.
+    """
+    version = version_of(response)
+    args: dict[str, str] = {"Bucket": bucket, "Key": key}
+    if version:
+        args["VersionId"] = version
+    try:
+        client.delete_object(**args)  # type: ignore[arg-type]
+    except Exception as error:
+        log.warning("could not delete the unverified object s3://%s/%s: %s", bucket, key, error)
+        return f"deleting the unverified object failed ({type(error).__name__}): delete s3://{bucket}/{key} by hand"
+    log.warning("deleted the unverified object s3://%s/%s (version %s)", bucket, key, version or "-")
+    return "the uploaded object was deleted again"
+
+
+class VerificationMode(StrEnum):
+    """How an object was shown to hold the recorded content."""
+
+    ETAG = "etag"
+    CHECKSUM = "checksum"
+    MANIFEST = "manifest"
+
+
+class VerdictKind(StrEnum):
+    """What :func:`check_object` found."""
+
+    OK = "ok"
+    MISSING = "missing"
+    SIZE_DIFFERS = "size differs"
+    ETAG_DIFFERS = "ETag differs"
+    CHECKSUM_DIFFERS = "checksum differs"
+    CANNOT_VERIFY = "cannot be verified"
+
+
+@dataclass(frozen=True)
+class ExpectedObject:
+    """One recorded file and where it belongs in S3: what the object at ``key`` must hold."""
+
+    path: str  # the file_info path
+    key: str
+    size: int
+    md5: str
+    etag: str  # recorded MD5-based ETag for the part size
+    s3_etag: str | None = None  # the ETag S3 reported at upload (from the manifest), differs under SSE-KMS
+    checksum_sha256: str | None = None  # S3's SHA-256 at upload (from the manifest), base64
+
+
+@dataclass(frozen=True)
+class ObjectVerdict:
+    """The answer of :func:`check_object`: ok and how, or what is wrong as a readable ``problem``."""
+
+    kind: VerdictKind
+    how: VerificationMode | None = None
+    problem: str = ""
+    expected: str = ""  # the value compared, for reports
+    actual: str = ""
+    note: str = ""  # what it was compared with, when not the recorded file_info
+
+    @property
+    def ok(self) -> bool:
+        """The object holds the recorded file."""
+        return self.kind is VerdictKind.OK
+
+
+_OK_BY_ETAG = ObjectVerdict(VerdictKind.OK, VerificationMode.ETAG)
+_CANNOT_VERIFY_WITHOUT_DOWNLOAD = (
+    "SSE-KMS object (its ETag is not an MD5) and no S3 ETag recorded for it (manifest missing?): cannot be "
+    "verified without downloading; run the restore command to check it"
+)
+
+
+def check_object(
+    response: Mapping[str, Any] | None,
+    expected: ExpectedObject,
+    *,
+    local_file: Path | None = None,
+    part_size: int | None = None,
+) -> ObjectVerdict:
+    """Whether the object (its ``head_object`` answer, ``None``: missing) holds ``expected``; see the module doc.
+
+    ``local_file`` (with the ``part_size`` of the recorded ETag) is the local
+    copy of the file: it is read only for an SSE-KMS object the manifest does
+    not vouch for. Raises :class:`~rawvault.s3.errors.LocalFileChangedError`
+    when that local file no longer matches the recorded size, MD5 and ETag.
+    """
+    if response is None:
+        return ObjectVerdict(
+            VerdictKind.MISSING, problem="missing (no such key, or deleted)", expected=f"{expected.size} bytes",
+            actual="no object",
+        )  # fmt: skip
+    size = response.get("ContentLength")
+    if size != expected.size:
+        return ObjectVerdict(
+            VerdictKind.SIZE_DIFFERS, problem=f"size differs: {size} bytes in S3, {expected.size} recorded",
+            expected=f"{expected.size} bytes", actual=f"{size} bytes",
+        )  # fmt: skip
+    etag = etag_of(response)
+    if etag == expected.etag:
+        return _OK_BY_ETAG
+    if not is_kms(response):
+        return ObjectVerdict(
+            VerdictKind.ETAG_DIFFERS,
+            problem=f"ETag differs: {etag} in S3, {expected.etag} recorded (the object was replaced or corrupted)",
+            expected=expected.etag, actual=etag,
+        )  # fmt: skip
+    by_manifest = _against_manifest(response, expected)
+    # Proven when S3's SHA-256 is the recorded one too; a record without one rests on the ETag alone,
+    # which is enough only when there is no local file to prove the content with.
+    proven = response.get("ChecksumSHA256") == expected.checksum_sha256 or local_file is None
+    if by_manifest is not None and by_manifest.ok and proven:
+        return by_manifest
+    if local_file is not None:
+        if part_size is None:
+            raise ValueError("check_object needs the part_size of the recorded ETag to read the local file")
+        return _against_local_file(response, expected, local_file, part_size)
+    if by_manifest is not None:
+        return by_manifest
+    return ObjectVerdict(VerdictKind.CANNOT_VERIFY, problem=_CANNOT_VERIFY_WITHOUT_DOWNLOAD)
+
+
+def _against_manifest(response: Mapping[str, Any], expected: ExpectedObject) -> ObjectVerdict | None:
+    """SSE-KMS: the object the manifest recorded after verifying it (same S3 ETag and SHA-256); None: no record."""
+    if not expected.s3_etag:
+        return None
+    etag = etag_of(response)
+    if etag != expected.s3_etag:
+        return ObjectVerdict(
+            VerdictKind.ETAG_DIFFERS,
+            problem=(
+                f"ETag differs: {etag} in S3, {expected.s3_etag} recorded in the manifest (the object was replaced)"
+            ),
+            expected=expected.s3_etag, actual=etag, note="SSE-KMS: compared with the manifest",
+        )  # fmt: skip
+    remote = response.get("ChecksumSHA256")
+    if expected.checksum_sha256 and remote != expected.checksum_sha256:
+        return ObjectVerdict(
+            VerdictKind.CHECKSUM_DIFFERS,
+            problem=f"SHA-256 differs: {remote} in S3, {expected.checksum_sha256} recorded in the manifest",
+            expected=expected.checksum_sha256 or "", actual=remote or "", note="SHA-256 differs from the manifest",
+        )  # fmt: skip
+    return ObjectVerdict(VerdictKind.OK, VerificationMode.MANIFEST)
+
+
+def _against_local_file(
+    response: Mapping[str, Any], expected: ExpectedObject, local_file: Path, part_size: int
+) -> ObjectVerdict:
+    """SSE-KMS: S3's SHA-256 must be the local file's, and the local file still the recorded one."""
+    try:
+        digests = digest_file(local_file, part_size, sha256=True)
+    except OSError as error:
+        raise LocalFileChangedError(
+            f"cannot read the local backup copy {local_file} to verify {expected.path} under SSE-KMS ({error.strerror})"
+        ) from None
+    if (digests.size, digests.md5, digests.etag) != (expected.size, expected.md5, expected.etag):
+        raise LocalFileChangedError(
+            f"local backup copy {local_file} (size {digests.size}, MD5 {digests.md5}) no longer matches what was "
+            f"recorded for {expected.path} (size {expected.size}, MD5 {expected.md5}): it changed after checksumming"
+        )
+    value = response.get("ChecksumSHA256")
+    remote, remote_parts = split_checksum(value)
+    if remote is None:
+        return ObjectVerdict(
+            VerdictKind.CANNOT_VERIFY,
+            problem="S3 reports no SHA-256 checksum for it, and its ETag is not an MD5 (SSE-KMS), so its content "
+            "cannot be verified",
+        )
+    if remote != digests.sha256 or (remote_parts is not None and remote_parts != (digests.parts or 1)):
+        return ObjectVerdict(
+            VerdictKind.CHECKSUM_DIFFERS,
+            problem=f"its SHA-256 checksum {value} differs from the local file's {digests.sha256}",
+            expected=digests.sha256 or "", actual=value or "",
+        )  # fmt: skip
+    return ObjectVerdict(VerdictKind.OK, VerificationMode.CHECKSUM)

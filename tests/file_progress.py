@@ -1,0 +1,126 @@
+"""Pytest plugin: one progress line per test file, written as the file finishes (``scripts/test.sh``).
+
+    [ 7/31] tests/integration/test_upload_dags.py      3 passed                47.1 s
+
+The path appears when the file starts and the counts and time when it ends, so a person watching a
+long run sees which file is running and how long each took. Failed tests are named under their
+file's line; pytest's ``-ra`` summary still explains them at the end. Active with ``-q``
+(``python -m pytest -q -p tests.file_progress -o console_output_style=classic``); with ``-v``
+pytest's own per-test lines are kept and this plugin stays silent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+# The order the counts are listed in; anything else pytest reports comes after these.
+_CATEGORIES = ("failed", "error", "passed", "skipped", "xfailed", "xpassed")
+_COUNTS_WIDTH = 30
+
+
+def file_of(nodeid: str) -> str:
+    """The test file part of a node id (``tests/unit/test_x.py::test_y[1]`` -> ``tests/unit/test_x.py``)."""
+    return nodeid.split("::", 1)[0]
+
+
+def format_duration(seconds: float) -> str:
+    """``47.1 s`` below a minute, ``3 min 05 s`` from there on."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def format_counts(counts: Counter[str]) -> str:
+    """``3 passed, 1 failed``-style counts, failures first."""
+    extra = sorted(name for name in counts if name not in _CATEGORIES)
+    names = [name for name in (*_CATEGORIES, *extra) if counts[name]]
+    return ", ".join(f"{counts[name]} {name}" for name in names) or "no tests"
+
+
+@dataclass
+class _FileRun:
+    path: str
+    started: float
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+
+class FileProgress:
+    """Writes the per-file lines through pytest's terminal reporter."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        self._reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+        self._files: list[str] = []
+        self._path_width = 0
+        self._current: _FileRun | None = None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._files = list(dict.fromkeys(file_of(item.nodeid) for item in session.items))
+        self._path_width = max((len(path) for path in self._files), default=0)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> Generator[None, Any, Any]:
+        category, _letter, word = yield
+        return category, "", word  # drop the per-test dot; the word names the outcome in the -ra summary
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+        path = file_of(item.nodeid)
+        if self._current is None or self._current.path != path:
+            self._start(path)
+        try:
+            return (yield)
+        finally:
+            if nextitem is None or file_of(nextitem.nodeid) != path:
+                self._finish()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self._current is None:
+            return
+        category = self._config.hook.pytest_report_teststatus(report=report, config=self._config)[0]
+        if not category:
+            return  # a passed setup or teardown
+        self._current.counts[category] += 1
+        if category in ("failed", "error"):
+            when = "" if report.when == "call" else f" ({report.when})"
+            self._current.failures.append(f"{category.upper()} {report.nodeid}{when}")
+
+    def pytest_sessionfinish(self) -> None:
+        if self._current is not None:  # stopped inside a file (-x, Ctrl-C)
+            self._finish(stopped=True)
+
+    def _start(self, path: str) -> None:
+        number = self._files.index(path) + 1 if path in self._files else 0
+        total = len(self._files)
+        self._reporter.ensure_newline()
+        self._reporter.write(f"[{number:>{len(str(total))}}/{total}] {path:<{self._path_width}}  ", flush=True)
+        self._current = _FileRun(path=path, started=time.monotonic())
+
+    def _finish(self, stopped: bool = False) -> None:
+        run, self._current = self._current, None
+        if run is None:
+            return
+        counts = format_counts(run.counts) + (" (stopped)" if stopped else "")
+        failed = bool(run.counts["failed"] or run.counts["error"])
+        markup = {"red": True} if failed else {"green": True}
+        self._reporter.write(f"{counts:<{_COUNTS_WIDTH}} ", **markup)
+        self._reporter.line(f"{format_duration(time.monotonic() - run.started):>10}")
+        for failure in run.failures:
+            self._reporter.line(f"    {failure}", red=True)
+        self._reporter.flush()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own plugin has created the terminal reporter
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the plugin when pytest runs quietly (``-q``) with a terminal."""
+    quiet = config.get_verbosity(pytest.Config.VERBOSITY_TEST_CASES) < 0
+    if quiet and config.pluginmanager.get_plugin("terminalreporter") is not None:
+        config.pluginmanager.register(FileProgress(config), "rawvault-file-progress")

@@ -1,0 +1,170 @@
+"""check_object, the one rule "does this S3 object hold this recorded file": every verdict; head and delete_version."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rawvault.s3.errors import LocalFileChangedError
+from rawvault.s3.objects import (
+    ExpectedObject,
+    VerdictKind,
+    VerificationMode,
+    check_object,
+    delete_version,
+    etag_of,
+    head,
+    is_kms,
+    version_of,
+)
+
+pytest_plugins = ["tests.unit.fakes"]
+
+DATA = b"recorded content"
+MD5 = hashlib.md5(DATA).hexdigest()
+SHA = base64.b64encode(hashlib.sha256(DATA).digest()).decode()
+ENTRY = ExpectedObject(path="x.d/a.tdf", key="p/x.d/a.tdf", size=len(DATA), md5=MD5, etag=MD5)
+KMS_ETAG = "0123456789abcdef0123456789abcdef"
+
+
+def answer(**fields: Any) -> dict[str, Any]:
+    """A head_object answer of an object holding DATA, with ``fields`` replaced."""
+    return {"ContentLength": len(DATA), "ETag": f'"{MD5}"', **fields}
+
+
+def kms(**fields: Any) -> dict[str, Any]:
+    """Under SSE-KMS S3's ETag is no MD5 of the content."""
+    return answer(**{"ETag": f'"{KMS_ETAG}"', "ServerSideEncryption": "aws:kms", **fields})
+
+
+def with_manifest(checksum: str | None = SHA) -> ExpectedObject:
+    return ExpectedObject(**{**ENTRY.__dict__, "s3_etag": KMS_ETAG, "checksum_sha256": checksum})
+
+
+def local(tmp_path: Path, data: bytes = DATA) -> Path:
+    path = tmp_path / "a.tdf"
+    path.write_bytes(data)
+    return path
+
+
+def test_missing_object() -> None:
+    verdict = check_object(None, ENTRY)
+    assert (verdict.kind, verdict.ok) == (VerdictKind.MISSING, False)
+    assert "missing" in verdict.problem and verdict.actual == "no object"
+
+
+def test_size_differs() -> None:
+    verdict = check_object(answer(ContentLength=3), ENTRY)
+    assert verdict.kind is VerdictKind.SIZE_DIFFERS
+    assert verdict.problem == f"size differs: 3 bytes in S3, {len(DATA)} recorded"
+
+
+def test_recorded_etag_is_ok_by_etag() -> None:
+    verdict = check_object(answer(), ENTRY)
+    assert verdict.ok and verdict.how is VerificationMode.ETAG
+
+
+def test_other_etag_of_a_plain_object_differs() -> None:
+    verdict = check_object(answer(ETag='"ffff"'), ENTRY)
+    assert verdict.kind is VerdictKind.ETAG_DIFFERS and "replaced or corrupted" in verdict.problem
+    assert (verdict.expected, verdict.actual) == (MD5, "ffff")
+
+
+def test_a_plain_object_is_never_accepted_through_the_manifest(tmp_path: Path) -> None:
+    """Its ETag is the MD5 of its content: another ETag is other content, whatever the manifest says.
+
+    Before the one rule, the upload accepted such an object when the manifest listed its ETag and SHA-256.
+    """
+    expected = ExpectedObject(**{**ENTRY.__dict__, "s3_etag": "ffff", "checksum_sha256": SHA})
+    response = answer(ETag='"ffff"', ChecksumSHA256=SHA)
+    assert check_object(response, expected).kind is VerdictKind.ETAG_DIFFERS
+    assert check_object(response, expected, local_file=local(tmp_path), part_size=1024).kind is VerdictKind.ETAG_DIFFERS
+
+
+def test_kms_object_recorded_in_the_manifest_is_ok_by_manifest() -> None:
+    verdict = check_object(kms(ChecksumSHA256=SHA), with_manifest())
+    assert verdict.ok and verdict.how is VerificationMode.MANIFEST
+
+
+def test_kms_object_with_another_etag_than_the_manifest_differs() -> None:
+    verdict = check_object(kms(ETag='"1111"', ChecksumSHA256=SHA), with_manifest())
+    assert verdict.kind is VerdictKind.ETAG_DIFFERS and "recorded in the manifest" in verdict.problem
+    assert verdict.note == "SSE-KMS: compared with the manifest"
+
+
+@pytest.mark.parametrize("remote", ["AAAA", None], ids=["other", "none"])
+def test_kms_object_whose_sha256_is_not_the_manifests_differs(remote: str | None) -> None:
+    verdict = check_object(kms(ChecksumSHA256=remote), with_manifest())
+    assert verdict.kind is VerdictKind.CHECKSUM_DIFFERS and "SHA-256 differs" in verdict.problem
+
+
+def test_kms_object_without_any_record_cannot_be_verified_without_the_file() -> None:
+    verdict = check_object(kms(ChecksumSHA256=SHA), ENTRY)
+    assert verdict.kind is VerdictKind.CANNOT_VERIFY and "cannot be verified without downloading" in verdict.problem
+
+
+def test_kms_object_proven_by_the_local_files_sha256(tmp_path: Path) -> None:
+    verdict = check_object(kms(ChecksumSHA256=SHA), ENTRY, local_file=local(tmp_path), part_size=1024)
+    assert verdict.ok and verdict.how is VerificationMode.CHECKSUM
+
+
+def test_kms_multipart_object_proven_by_the_composite_sha256(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 10
+    parts = [data[i : i + 1000] for i in range(0, len(data), 1000)]
+    composite = base64.b64encode(hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest())
+    digests = [hashlib.md5(p).digest() for p in parts]
+    etag = hashlib.md5(b"".join(digests)).hexdigest() + "-3"
+    entry = ExpectedObject("big", "p/big", len(data), hashlib.md5(data).hexdigest(), etag)
+    response = {"ContentLength": len(data), "ETag": '"k"', "ServerSideEncryption": "aws:kms"}
+    path = local(tmp_path, data)
+    ok = check_object({**response, "ChecksumSHA256": f"{composite.decode()}-3"}, entry, local_file=path, part_size=1000)
+    assert ok.how is VerificationMode.CHECKSUM
+    wrong_count = {**response, "ChecksumSHA256": f"{composite.decode()}-4"}
+    assert check_object(wrong_count, entry, local_file=path, part_size=1000).kind is VerdictKind.CHECKSUM_DIFFERS
+
+
+def test_kms_object_whose_sha256_is_not_the_local_files_differs(tmp_path: Path) -> None:
+    verdict = check_object(kms(ChecksumSHA256="AAAA"), ENTRY, local_file=local(tmp_path), part_size=1024)
+    assert verdict.kind is VerdictKind.CHECKSUM_DIFFERS and "differs from the local file's" in verdict.problem
+
+
+def test_kms_object_without_sha256_cannot_be_verified_even_with_the_file(tmp_path: Path) -> None:
+    verdict = check_object(kms(), ENTRY, local_file=local(tmp_path), part_size=1024)
+    assert verdict.kind is VerdictKind.CANNOT_VERIFY and "no SHA-256 checksum" in verdict.problem
+
+
+def test_changed_local_file_is_an_error_not_a_verdict(tmp_path: Path) -> None:
+    with pytest.raises(LocalFileChangedError, match="changed after checksumming"):
+        check_object(kms(ChecksumSHA256=SHA), ENTRY, local_file=local(tmp_path, b"X" * len(DATA)), part_size=1024)
+
+
+def test_manifest_without_sha256_is_proven_by_the_local_file_when_there_is_one(tmp_path: Path) -> None:
+    """A record without a SHA-256 rests on the ETag alone: the upload, which has the file, proves the content."""
+    response = kms(ChecksumSHA256="AAAA")
+    assert check_object(response, with_manifest(checksum=None)).how is VerificationMode.MANIFEST
+    with_file = check_object(response, with_manifest(checksum=None), local_file=local(tmp_path), part_size=1024)
+    assert with_file.kind is VerdictKind.CHECKSUM_DIFFERS
+
+
+def test_response_helpers() -> None:
+    assert etag_of({"ETag": '"abc"'}) == "abc"
+    assert is_kms({"ServerSideEncryption": "aws:kms:dsse"}) and is_kms({"SSECustomerAlgorithm": "AES256"})
+    assert not is_kms({"ServerSideEncryption": "AES256"})
+    assert version_of({"VersionId": "null"}) is None and version_of({"VersionId": "v1"}) == "v1"
+
+
+def test_head_and_delete_version_on_a_versioned_bucket(fake_s3: Any) -> None:
+    fake_s3.create_bucket(Bucket="rv-unit-b")
+    fake_s3.put_bucket_versioning(Bucket="rv-unit-b", VersioningConfiguration={"Status": "Enabled"})
+    assert head(fake_s3, "rv-unit-b", "k") is None
+    fake_s3.put_object(Bucket="rv-unit-b", Key="k", Body=b"old")
+    fake_s3.put_object(Bucket="rv-unit-b", Key="k", Body=DATA)
+    newest = head(fake_s3, "rv-unit-b", "k")
+    assert newest is not None and check_object(newest, ExpectedObject("k", "k", len(DATA), MD5, MD5)).ok
+    assert delete_version(fake_s3, "rv-unit-b", "k", newest) == "the uploaded object was deleted again"
+    older = head(fake_s3, "rv-unit-b", "k")
+    assert older is not None and older["ContentLength"] == 3  # only the version this run wrote is gone

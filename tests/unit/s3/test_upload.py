@@ -1,0 +1,124 @@
+"""upload_file_set's phases on moto's in-process S3: check everything first, upload, manifest last, nothing twice."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rawvault.s3.errors import ExistingObjectMismatchError, LocalFileChangedError
+from rawvault.s3.upload import VerificationMode, upload_file_set, verify_complete_set
+from shared.s3_limits import MIB
+
+pytest_plugins = ["tests.unit.fakes"]
+
+PART = 5 * MIB
+PREFIX = "t1/2026_11/"
+BUCKET = "rv-unit"
+
+
+def write_set(folder: Path) -> dict[str, list]:
+    """A set of a two-part file, a small file and an empty one; returns its file_info (hashlib)."""
+    sizes = {"N.d/big.tdf_bin": PART + 7, "N.d/small.tdf": 3000, "N.d/empty": 0}
+    info = {}
+    for seed, (path, size) in enumerate(sizes.items()):
+        data = random.Random(seed).randbytes(size)
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+        md5 = hashlib.md5(data).hexdigest()
+        if size > PART:
+            digests = [hashlib.md5(data[i : i + PART]).digest() for i in range(0, size, PART)]
+            info[path] = [size, md5, f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"]
+        else:
+            info[path] = [size, md5, md5]
+    return info
+
+
+def writes_of(client: Any) -> list[tuple[str, str]]:
+    """(operation, key) of every request that writes, in order."""
+    calls: list[tuple[str, str]] = []
+    for operation in ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"):
+
+        def record(params: dict[str, Any], name: str = operation, **_kwargs: Any) -> None:
+            calls.append((name, params.get("Key", "")))
+
+        client.meta.events.register(f"before-parameter-build.s3.{operation}", record)
+    return calls
+
+
+def upload(client: Any, folder: Path, info: dict[str, list], **kwargs: Any) -> Any:
+    return upload_file_set(
+        client, bucket=BUCKET, key_prefix=PREFIX, source_folder=folder, file_info=info, part_size=PART,
+        raw_file_id="N.d", **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def s3(fake_s3: Any) -> Any:
+    fake_s3.create_bucket(Bucket=BUCKET)
+    return fake_s3
+
+
+def test_every_file_then_the_manifest_last(s3: Any, tmp_path: Path) -> None:
+    info = write_set(tmp_path)
+    calls = writes_of(s3)
+    result = upload(s3, tmp_path, info)
+    assert calls[-1] == ("PutObject", f"{PREFIX}N.d.rawvault-manifest.json")  # its presence means "complete"
+    assert {op for op, _ in calls} == {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"}
+    assert result.uploaded == sorted(info) and result.manifest_written
+    assert {obj.verified_by for obj in result.objects.values()} == {VerificationMode.ETAG}
+    for path, (size, _md5, etag) in info.items():
+        head = s3.head_object(Bucket=BUCKET, Key=PREFIX + path)
+        assert (head["ContentLength"], head["ETag"].strip('"')) == (size, etag)
+
+
+def test_a_complete_set_uploads_nothing_and_is_confirmed_cheaply(s3: Any, tmp_path: Path) -> None:
+    info = write_set(tmp_path)
+    first = upload(s3, tmp_path, info)
+    calls = writes_of(s3)
+    again = upload(s3, tmp_path, info)
+    assert calls == [] and again.already_complete and again.s3_etag == first.s3_etag
+    confirmed = verify_complete_set(
+        s3, bucket=BUCKET, key_prefix=PREFIX, file_info=info, part_size=PART, raw_file_id="N.d"
+    )
+    assert confirmed is not None and confirmed.s3_etag == first.s3_etag
+    s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}N.d.rawvault-manifest.json")
+    assert verify_complete_set(s3, bucket=BUCKET, key_prefix=PREFIX, file_info=info, part_size=PART,
+                               raw_file_id="N.d") is None  # fmt: skip
+
+
+def test_a_different_object_stops_the_set_before_anything_is_written(s3: Any, tmp_path: Path) -> None:
+    info = write_set(tmp_path)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}N.d/small.tdf", Body=b"someone else's")
+    calls = writes_of(s3)
+    with pytest.raises(ExistingObjectMismatchError, match=r"already holds a different object.*never overwrites"):
+        upload(s3, tmp_path, info)
+    assert calls == []
+    assert s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}N.d/small.tdf")["Body"].read() == b"someone else's"
+
+
+def test_a_local_file_of_another_size_stops_the_set_before_anything_is_written(s3: Any, tmp_path: Path) -> None:
+    info = write_set(tmp_path)
+    (tmp_path / "N.d/small.tdf").write_bytes(b"x")
+    calls = writes_of(s3)
+    with pytest.raises(LocalFileChangedError, match="1 bytes but 3000 were recorded"):
+        upload(s3, tmp_path, info)
+    assert calls == []
+
+
+def test_the_guard_stops_the_upload_before_the_next_write(s3: Any, tmp_path: Path) -> None:
+    info = write_set(tmp_path)
+
+    class LostClaimError(Exception):
+        pass
+
+    def guard() -> None:
+        raise LostClaimError
+
+    calls = writes_of(s3)
+    with pytest.raises(LostClaimError):
+        upload(s3, tmp_path, info, guard=guard)
+    assert calls == []
