@@ -279,6 +279,7 @@ def main() -> None:
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="commit of today's code (default: %(default)s)")
     parser.add_argument("--reference-rounds", type=int, default=None, help="timed runs of the reference (slow)")
     parser.add_argument("--no-reference", action="store_true", help="time the working tree only")
+    parser.add_argument("--seed-only", action="store_true", help="seed the data sets (untimed preparation) and stop")
     args = parser.parse_args()
     sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "airflow_src" / "plugins"), str(BENCH)]
     from devtools.servers import MongoServer
@@ -289,14 +290,17 @@ def main() -> None:
     with MongoServer(storage_path=STORE / "data", log_path=STORE / "mongo.log") as server:
         for size in sorted(args.sizes):
             uri = seed(server.uri, size)
+            if args.seed_only:
+                continue
             results[size] = {}
             if source is not None:  # first: the current code drops the reference's indexes when it connects
                 print(f"{size:,}: reference {args.reference} ...", flush=True)
                 results[size]["reference"] = run("reference", source, uri, args.reference_rounds or args.rounds)
             print(f"{size:,}: working tree ...", flush=True)
             results[size]["current"] = run("current", REPO_ROOT, uri, args.rounds)
-    (RESULTS / "bench_scale.json").write_text(json.dumps(results, indent=1))
-    report(results)
+    if results:
+        (RESULTS / "bench_scale.json").write_text(json.dumps(results, indent=1))
+        report(results)
 
 
 if __name__ == "__main__":

@@ -172,7 +172,8 @@ def _read_windows(
     stream: Stream, after: Key | None, forward: bool, want: int, now: datetime, projection: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     own = Bounds.of(stream.query.get(CREATED)) & _keyset_bounds(after, forward)
-    anchor = after.created_at if after is not None and after.created_at is not None else now
+    start = now if forward else OLDEST  # without a position: from the newest end forward, the oldest end back
+    anchor = after.created_at if after is not None and after.created_at is not None else start
     rows: list[dict[str, Any]] = []
     width = FIRST_WINDOW
     while True:

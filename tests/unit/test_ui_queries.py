@@ -20,7 +20,7 @@ from rawvault.ui.queries import (
     stuck_after_from_env,
 )
 from shared.db.backups_view import Position
-from shared.db.keyset import Key
+from shared.db.keyset import Key, Stream, read
 from shared.db.models import Project, RawFile
 
 NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
@@ -141,6 +141,18 @@ def test_the_last_group_is_read_in_windows_across_years(mongo_uri: str) -> None:
         assert backward == forward
     older = RawFileFilter(created_to=(NOW - timedelta(days=100)).date())
     assert [row for page in walk(older, limit=2)[0] for row in page] == expected[4:]
+
+
+def test_a_windowed_read_without_a_position_starts_at_either_end(mongo_uri: str) -> None:
+    for days in (1, 30, 400, 3000):
+        RawFile(id=f"d{days}", original_name=f"d{days}", instrument_id="thermo1",
+                created_at=NOW - timedelta(days=days)).save(force_insert=True)  # fmt: skip
+    stream = Stream({}, lambda row: True, windowed=True)
+    projection = {"_id": 1, "created_at": 1}
+    oldest = read(stream, after=None, forward=False, want=2, now=NOW, projection=projection)
+    assert [row["_id"] for row in oldest] == ["d3000", "d400"]
+    newest = read(stream, after=None, forward=True, want=3, now=NOW, projection=projection)
+    assert [row["_id"] for row in newest] == ["d1", "d30", "d400"]
 
 
 def test_a_cursor_is_checked(mongo_uri: str) -> None:
