@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum, nonmember
 
-from mongoengine import DateTimeField, DictField, Document, IntField, StringField
+from mongoengine import BooleanField, DateTimeField, DictField, Document, IntField, StringField
 
 
 def utc_now() -> datetime:
@@ -79,6 +79,17 @@ class RawFile(Document):
     # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
 
+    # The last failed task of the acquisition handler (status error, "<step>: <reason>" in status_details):
+    # its task id, when it failed and whether the cause is transient (rawvault.failures decides); written
+    # only by rawvault.failures.record_failure. acquisition_redrive re-drives transient ones with backoff.
+    error_step = StringField()
+    error_at = DateTimeField()
+    error_transient = BooleanField()
+    # Re-drives of the acquisition handler so far (each a new run id, keys.handler_run_id) and the last one's
+    # time; acquisition_redrive claims the next with a compare-and-set on this count.
+    redrive_count = IntField(default=0)
+    redriven_at = DateTimeField()
+
     # Last size of the main file seen by monitor_acquisition, and since when it has had it.
     monitor_size = IntField()
     monitor_size_since = DateTimeField()
@@ -110,7 +121,8 @@ class RawFile(Document):
 
     meta = {
         "collection": "raw_file",
-        "indexes": ["instrument_id", "backup_status", "original_name", "-created_at"],
+        # status: acquisition_redrive reads the raw files in the handler's intermediate states and errors.
+        "indexes": ["instrument_id", "backup_status", "original_name", "-created_at", "status"],
         "strict": False,  # documents written by a newer rawvault still load
     }
 
