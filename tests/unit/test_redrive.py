@@ -320,3 +320,29 @@ def test_update_raw_file_keeps_the_attempt_compare_and_set(fake_db: None) -> Non
     assert update_raw_file("cas.raw", expected={"redrive_count__in": [0, None]}, redrive_count=1)
     assert not update_raw_file("cas.raw", expected={"redrive_count__in": [0, None]}, redrive_count=2)
     assert isinstance(get_raw_file("cas.raw").db_updated_at, datetime)
+
+
+# --- alerts read what is recorded -------------------------------------------------------------------------
+
+
+def test_alerts_name_a_gave_up_re_drive_and_link_the_latest_run() -> None:
+    from rawvault.alerts.raw_files import RuleContext, raw_file_alert_state
+
+    now = utc_now()
+    ctx = RuleContext(now=now, deadline=timedelta(hours=24), s3=True, ui_base_url="https://af.example/")
+
+    def state(**fields: Any) -> Any:
+        doc = RawFile(id="x.raw", original_name="x.raw", instrument_id="thermo1", created_at=now, **fields)
+        return raw_file_alert_state(doc, ctx)
+
+    details = f"monitor_acquisition: {GAVE_UP_MARK} 6 re-drives; clear monitor_acquisition ..."
+    gave_up = state(status="error", redrive_count=6, error_transient=True, status_details=details)
+    assert gave_up.state == "redrive_gave_up:monitor_acquisition" and gave_up.title.startswith("Re-drives given up")
+    assert gave_up.link is not None and gave_up.link.endswith(
+        f"/runs/{keys.handler_run_id('x.raw', 6)}/tasks/monitor_acquisition"
+    )
+    transient = state(status="error", error_transient=True, redrive_count=1,
+                      status_details="compute_checksum: OSError: share down")  # fmt: skip
+    assert transient.state == "pipeline_error:compute_checksum"
+    assert "acquisition_redrive starts the handler again" in transient.hint
+    assert state(status="queued", redrive_count=1, status_details="re-driven by ...").health == "unknown"  # on its way

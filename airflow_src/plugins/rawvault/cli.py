@@ -1,10 +1,11 @@
-"""rawvault's command line: restore a raw file from S3, audit the S3 backups.
+"""rawvault's command line: restore a raw file from S3, audit the S3 backups, list unprotected raw files.
 
 Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
 
     python -m rawvault.cli restore <raw_file_id> <target_folder> [--from-manifest s3://<bucket>/<key>]
     python -m rawvault.cli verify [--instrument X] [--project P] [--raw-file-id ID]
                                   [--since YYYY-MM-DD] [--sample N] [--json]
+    python -m rawvault.cli coverage [--instrument X] [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -13,9 +14,9 @@ Airflow metadata database). Results go to stdout, progress and log lines to
 stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
-replaced, or a different file in the way) or verify found drift; 2 the command
-could not run (arguments, settings, database, credentials, unknown raw file
-or manifest).
+replaced, or a different file in the way), verify found drift or coverage found
+unprotected raw files; 2 the command could not run (arguments, settings,
+database, credentials, unknown raw file or manifest).
 """
 
 from __future__ import annotations
@@ -77,12 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m rawvault.cli``."""
     parser = argparse.ArgumentParser(
         prog="rawvault",
-        description="Restore raw files from their S3 backup and audit the S3 backups against the database.",
-        epilog="Exit codes: 0 success, 1 restore failed or drift found, 2 cannot run (arguments, settings, "
-        "database, credentials).",
+        description="Restore raw files from their S3 backup, audit the S3 backups against the database, list "
+        "raw files without a verified backup past the deadline.",
+        epilog="Exit codes: 0 success, 1 restore failed, drift or unprotected raw files found, 2 cannot run "
+        "(arguments, settings, database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,coverage}")
 
     restore = commands.add_parser(
         "restore",
@@ -122,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, help="seed of the random sample (reproducible choice)")
     verify.add_argument("--concurrency", type=_positive, default=8, help="raw files checked at a time (default 8)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+    coverage = commands.add_parser(
+        "coverage",
+        help="list raw files past backup.deadline_hours without a verified backup (exit 1 when any)",
+        description="List every raw file acquired more than backup.deadline_hours ago without a verified S3 copy "
+        "(backup_type local: without a verified local copy), with its status, backup status, age and reason. "
+        "Exits 1 when there is any, 0 when there is none.",
+    )
+    coverage.add_argument("--instrument", help="only raw files of this instrument id")
+    coverage.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     return parser
 
 
@@ -236,6 +248,36 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
     return (EXIT_OK if report.ok else EXIT_FAILED), output
 
 
+def _coverage(args: argparse.Namespace) -> tuple[int, str]:
+    """Raw files past the deadline without a verified backup: exit 1 when there is any (any backup type)."""
+    from rawvault.coverage import coverage_report
+    from shared.db.interface import DatabaseError, is_database_error
+    from shared.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        raise CannotRunError(str(error)) from None
+    if args.instrument and args.instrument not in settings.instruments:
+        known = ", ".join(sorted(settings.instruments))
+        raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
+    try:
+        report = coverage_report(settings, instrument=args.instrument)
+    except DatabaseError as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if is_database_error(error):
+            raise CannotRunError(
+                f"cannot read the raw files from the database: {type(error).__name__}: {error}"
+            ) from None
+        raise
+    output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
+    return (EXIT_OK if report.ok else EXIT_FAILED), output
+
+
+COMMANDS = {"restore": _restore, "verify": _verify, "coverage": _coverage}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -245,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             _configure_logging(args.verbose)
-            code, output = _restore(args) if args.command == "restore" else _verify(args)
+            code, output = COMMANDS[args.command](args)
     except CannotRunError as error:
         print(f"rawvault {args.command}: cannot run: {error}", file=sys.stderr)
         return EXIT_CANNOT_RUN

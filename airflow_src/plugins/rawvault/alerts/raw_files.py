@@ -22,6 +22,7 @@ from rawvault.alerts.model import Health, Kind, Observation, unknown
 from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
 from rawvault.redrive import GAVE_UP_MARK as REDRIVE_GAVE_UP_MARK
+from shared.db.coverage import protected_statuses  # THE rule of what counts as a verified backup
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
 
 SUBJECT_PREFIX = "raw_file:"
@@ -59,21 +60,6 @@ class RuleContext:
 def subject_of(raw_file_id: str) -> str:
     """The ledger subject of a raw file."""
     return f"{SUBJECT_PREFIX}{raw_file_id}"
-
-
-def protected_statuses(s3: bool) -> frozenset[str]:
-    """Backup statuses that count as a verified backup: ``upload_done`` with S3, a verified local copy without."""
-    if s3:
-        return frozenset({BackupStatus.UPLOAD_DONE.value, BackupStatus.SKIPPED.value})
-    return frozenset(
-        {
-            BackupStatus.COPYING_DONE.value,
-            BackupStatus.UPLOAD_IN_PROGRESS.value,
-            BackupStatus.UPLOAD_DONE.value,
-            BackupStatus.UPLOAD_FAILED.value,
-            BackupStatus.SKIPPED.value,
-        }
-    )
 
 
 def task_log_url(base_url: str | None, dag_id: str, run_id: str, task_id: str | None = None) -> str | None:
