@@ -10,7 +10,8 @@ binds 127.0.0.1 on free ports and runs as its own process group with its PID in
   (owned by the ``postgres`` user when we are root: PostgreSQL refuses to run as
   root); it holds the Airflow metadata DB and the Celery result backend.
 - The scheduler, dag-processor, api-server and one ``airflow celery worker`` per
-  :class:`CeleryWorker`, each serving only its ``--queues``.
+  :class:`CeleryWorker`, each serving only its ``--queues`` (:func:`rawvault_workers`:
+  instruments and file mover, ``s3_uploader``, ``rawvault_maintenance``, as deployed).
 
 Airflow records a task instance's ``hostname`` from ``[core] hostname_callable``,
 not from the Celery node name: workers on one machine would all report the same
@@ -81,6 +82,31 @@ class CeleryWorker:
     @property
     def process_name(self) -> str:
         return f"{WORKER_PREFIX}{self.name}"
+
+
+def rawvault_workers(
+    settings: Any, *, instrument_concurrency: int = 2, s3_concurrency: int = 2, maintenance_concurrency: int = 1
+) -> list[CeleryWorker]:
+    """The workers of a deployment (as ``docker-compose.yaml`` runs them), on one machine.
+
+    One worker for every instrument queue and the file mover (compose has one per
+    instrument; here they share one to save memory), the ``s3_uploader`` worker
+    (``s3_concurrency``: keep it equal to the ``s3_upload_pool`` slots) and the
+    maintenance worker (sweeper, re-drive, verifier, alerts), each serving only its queues.
+    """
+    from rawvault.keys import FILE_MOVER_QUEUE, MAINTENANCE_QUEUE, S3_UPLOADER_QUEUE
+
+    instrument_queues = (*(settings.queue(i) for i in settings.instruments), settings.queue(FILE_MOVER_QUEUE))
+    return [
+        CeleryWorker("instrument", node_name("instrument-worker"), instrument_queues, instrument_concurrency),
+        CeleryWorker("s3", node_name("s3-worker"), (settings.queue(S3_UPLOADER_QUEUE),), s3_concurrency),
+        CeleryWorker(
+            "maintenance",
+            node_name("maintenance-worker"),
+            (settings.queue(MAINTENANCE_QUEUE),),
+            maintenance_concurrency,
+        ),
+    ]
 
 
 def node_name(label: str) -> str:
@@ -548,6 +574,7 @@ __all__ = [
     "PostgresCluster",
     "StopReport",
     "node_name",
+    "rawvault_workers",
     "recorded_pids",
     "start_celery_stack",
     "start_postgres",
