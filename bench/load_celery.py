@@ -109,7 +109,7 @@ class Acquisition:
     instrument_id: str
     name: str
     size: int
-    growing: bool = False  # written in steps over ~40 s (still acquiring when the watcher sees it)
+    growing: bool = False  # written in steps over 150 s (still acquiring when the watcher sees it)
     vanishes: bool = False  # deleted while monitored
     late: bool = False  # written after the S3 outage, so uploads run when the upload worker is killed
     deleted: bool = False
@@ -151,7 +151,7 @@ def write_finished(acquisition: Acquisition, share: Path, seed: int) -> None:
 class Writer(threading.Thread):
     """Appends to growing acquisitions in steps (an instrument acquiring); pauses while their share is down."""
 
-    def __init__(self, acquisitions: list[Acquisition], settings: Settings, seconds: float = 40) -> None:
+    def __init__(self, acquisitions: list[Acquisition], settings: Settings, seconds: float = 150) -> None:
         super().__init__(daemon=True, name="acquisition-writer")
         self.acquisitions, self.settings, self.seconds = acquisitions, settings, seconds
         self.paused = threading.Event()
@@ -340,9 +340,10 @@ def report(plan: list[Acquisition], faults: Faults, wall: float, figures: dict[s
 def run_scenario(stack: CeleryStack, settings: Settings, proxy: TcpProxy, plan: list[Acquisition]) -> Faults:
     """Write the acquisitions, start the watchers, inject the faults in order."""
     faults = Faults()
-    write_wave(stack, settings, plan, late=False)
     writer = Writer([a for a in plan if a.growing], settings)
     writer.start()
+    time.sleep(2)  # the growing acquisitions exist when the watchers first look
+    write_wave(stack, settings, plan, late=False)
     faults.note(f"{sum(not a.late for a in plan)} acquisitions written or growing, watchers triggered")
     vanish(plan, settings, stack, faults)
     share_outage(settings, writer, stack, faults)

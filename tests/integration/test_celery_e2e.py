@@ -71,10 +71,14 @@ class E2E:
     stack: CeleryStack
     pipeline: PipelineEnv
     s3: Any  # a client of the S3 server itself (not through the proxy)
-    proxy: TcpProxy  # between the stack and the S3 server
     instrument_worker: CeleryWorker
     s3_worker: CeleryWorker
-    maintenance_worker: CeleryWorker
+    maintenance_worker: CeleryWorker | None = None
+    proxy: TcpProxy | None = None  # between the stack and the S3 server
+
+    @property
+    def workers(self) -> list[CeleryWorker]:
+        return [w for w in (self.instrument_worker, self.s3_worker, self.maintenance_worker) if w is not None]
 
 
 def _write_settings(root: Path) -> PipelineEnv:
@@ -140,7 +144,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             )
             print(f"celery stack ready in {time.monotonic() - started:.0f} s ({paths.run_dir})")
             s3 = local_s3_client(s3_server.endpoint_url)
-            yield E2E(stack, pipeline, s3, proxy, instrument_worker, s3_worker, maintenance_worker)
+            yield E2E(stack, pipeline, s3, instrument_worker, s3_worker, maintenance_worker, proxy)
             stack.api.close()
         finally:
             if proxy is not None:
@@ -170,12 +174,7 @@ def _wait(e2e: E2E, what: str, probe: Callable[[], T | None], timeout: float, de
         if time.monotonic() > deadline:
             pytest.fail(
                 f"timed out after {timeout:.0f} s waiting for {what}\n{details()}\n"
-                + e2e.stack.log_tails(
-                    [
-                        "airflow-scheduler",
-                        *(w.process_name for w in (e2e.instrument_worker, e2e.s3_worker, e2e.maintenance_worker)),
-                    ]
-                ),
+                + e2e.stack.log_tails(["airflow-scheduler", *(w.process_name for w in e2e.workers)]),
                 pytrace=False,
             )
         time.sleep(2)
@@ -395,6 +394,7 @@ def test_the_sweep_runs_to_the_end_while_two_uploads_fill_the_upload_pool(e2e: E
     _wait(e2e, "the DAGs to be serialised", lambda: all(_dag_known(e2e, d) for d in (
         keys.UPLOAD_RETRY_DAG_ID, keys.SWEEPER_DAG_ID)), 120, lambda: "")  # fmt: skip
     names = [_register_copied(settings, f"20261122_{INSTRUMENT}_{PROJECT}_slow{n}.raw", 8 * MIB, n) for n in (1, 2)]
+    assert e2e.proxy is not None and e2e.maintenance_worker is not None
     e2e.proxy.throttle(SLOW_UPLOAD_BYTES_PER_SECOND)
     try:
         upload_runs = {name: _trigger(e2e, keys.UPLOAD_RETRY_DAG_ID, {"raw_file_id": name}) for name in names}
