@@ -46,6 +46,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "airflow_src" / "plugins")]
 
 import yaml  # noqa: E402
 
+from bench.load_report import all_final, check_outcome, final_state, metadata_figures, report  # noqa: E402
 from devtools.celery_stack import (  # noqa: E402
     CeleryStack,
     kill_worker,
@@ -57,7 +58,7 @@ from devtools.celery_stack import (  # noqa: E402
 from devtools.demo_data import KIB, MIB, write_bytes  # noqa: E402
 from devtools.local_stack import StackPaths, StackState, start_data_servers  # noqa: E402
 from devtools.proxy import TcpProxy  # noqa: E402
-from devtools.servers import free_port, local_s3_client  # noqa: E402
+from devtools.servers import free_port  # noqa: E402
 from rawvault import keys  # noqa: E402
 from shared.db import interface  # noqa: E402
 from shared.db.models import RawFile  # noqa: E402
@@ -70,7 +71,6 @@ SHARE_OUTAGE_SECONDS = 90
 S3_OUTAGE_SECONDS = 60
 WORKER_DOWN_SECONDS = 15
 THROTTLE_BYTES_PER_SECOND = 3 * MIB  # uploads take seconds, so faults meet them mid-way
-FINAL_BACKUP = "upload_done"
 LATE_ACQUISITIONS = 6
 
 
@@ -80,7 +80,7 @@ def write_settings(root: Path) -> Settings:
     raw = {
         "instruments": {iid: {"type": kind, "path": str(shares / iid)} for iid, kind in INSTRUMENTS.items()},
         "locations": {"backup": str(root / "backup")},
-        "acquisition": {"poke_interval_seconds": 3, "size_stable_seconds": 4, "timeout_hours": 0.5,
+        "acquisition": {"poke_interval_seconds": 3, "size_stable_seconds": 4, "timeout_hours": 1,
                         "redrive_schedule": "* * * * *", "max_redrives": 4, "redrive_delay_minutes": 0.5},
         "watcher": {"schedule": "* * * * *"},
         "file_mover": {"delay_minutes": 0},
@@ -109,7 +109,7 @@ class Acquisition:
     instrument_id: str
     name: str
     size: int
-    growing: bool = False  # written in steps over 150 s (still acquiring when the watcher sees it)
+    growing: bool = False  # written in steps over 300 s, after the others (the newest, still acquiring)
     vanishes: bool = False  # deleted while monitored
     late: bool = False  # written after the S3 outage, so uploads run when the upload worker is killed
     deleted: bool = False
@@ -122,7 +122,12 @@ class Acquisition:
 
 
 def plan_acquisitions(count: int, seed: int = 7) -> list[Acquisition]:
-    """``count`` acquisitions round-robin over the instruments, sizes 100 KiB to 12 MiB; Bruker ones still growing."""
+    """``count`` acquisitions round-robin over the instruments, sizes 100 KiB to 12 MiB.
+
+    As on a real instrument, only the newest acquisition of an instrument is still growing (a newer one ends
+    the monitor's wait for the older ones): one Bruker acquisition (monitored when its share goes away) and
+    one Sciex acquisition (deleted while monitored).
+    """
     rng = random.Random(seed)
     suffix = {"thermo": ".raw", "bruker": ".d", "sciex": ".wiff"}
     plan = []
@@ -130,7 +135,8 @@ def plan_acquisitions(count: int, seed: int = 7) -> list[Acquisition]:
         instrument_id = list(INSTRUMENTS)[n % len(INSTRUMENTS)]
         name = f"20261122_{instrument_id}_load{n:03d}{suffix[INSTRUMENTS[instrument_id]]}"
         size = rng.choice([100 * KIB, 700 * KIB, 3 * MIB, 6 * MIB, 12 * MIB])
-        plan.append(Acquisition(instrument_id, name, size, growing=instrument_id == SHARE_DOWN))
+        plan.append(Acquisition(instrument_id, name, size))
+    next(a for a in plan if a.instrument_id == SHARE_DOWN).growing = True
     zeno = [a for a in plan if a.instrument_id == "zeno1"]
     zeno[0].growing = zeno[0].vanishes = True
     for acquisition in [a for a in plan if not a.growing][-LATE_ACQUISITIONS:]:
@@ -151,7 +157,7 @@ def write_finished(acquisition: Acquisition, share: Path, seed: int) -> None:
 class Writer(threading.Thread):
     """Appends to growing acquisitions in steps (an instrument acquiring); pauses while their share is down."""
 
-    def __init__(self, acquisitions: list[Acquisition], settings: Settings, seconds: float = 150) -> None:
+    def __init__(self, acquisitions: list[Acquisition], settings: Settings, seconds: float = 300) -> None:
         super().__init__(daemon=True, name="acquisition-writer")
         self.acquisitions, self.settings, self.seconds = acquisitions, settings, seconds
         self.paused = threading.Event()
@@ -209,7 +215,7 @@ class Faults:
 def share_outage(settings: Settings, writer: Writer, stack: CeleryStack, faults: Faults) -> None:
     """The Bruker share disappears while its acquisitions are monitored, then comes back."""
     wait_for("a Bruker acquisition being monitored", lambda: count(
-        instrument_id=SHARE_DOWN, status="monitoring_acquisition"), 300, stack)  # fmt: skip
+        instrument_id=SHARE_DOWN, status="monitoring_acquisition"), 900, stack)  # fmt: skip
     share = settings.instruments[SHARE_DOWN].path
     away = share.with_name(share.name + ".unmounted")
     writer.paused.set()
@@ -224,7 +230,7 @@ def share_outage(settings: Settings, writer: Writer, stack: CeleryStack, faults:
 def vanish(plan: list[Acquisition], settings: Settings, stack: CeleryStack, faults: Faults) -> None:
     """Delete the acquisition marked ``vanishes`` once it is registered (monitored)."""
     for acquisition in (a for a in plan if a.vanishes):
-        wait_for(f"{acquisition.name} to be registered", lambda a=acquisition: count(id=a.name), 300, stack)
+        wait_for(f"{acquisition.name} to be registered", lambda a=acquisition: count(id=a.name), 900, stack)
         acquisition.deleted = True
         time.sleep(2)  # the writer's step in flight ends first
         main = acquisition.main_file(settings.instruments[acquisition.instrument_id].path)
@@ -235,7 +241,7 @@ def vanish(plan: list[Acquisition], settings: Settings, stack: CeleryStack, faul
 
 def s3_outage(proxy: TcpProxy, stack: CeleryStack, faults: Faults) -> None:
     """S3 refuses every connection for a while, with uploads running."""
-    wait_for("an upload in progress", lambda: count(backup_status="upload_in_progress"), 600, stack)
+    wait_for("an upload in progress", lambda: count(backup_status="upload_in_progress"), 900, stack)
     proxy.stop()
     faults.note(f"S3 outage: the proxy refuses connections for {S3_OUTAGE_SECONDS} s")
     time.sleep(S3_OUTAGE_SECONDS)
@@ -245,7 +251,7 @@ def s3_outage(proxy: TcpProxy, stack: CeleryStack, faults: Faults) -> None:
 
 def kill_upload_worker(stack: CeleryStack, faults: Faults) -> None:
     """SIGKILL the s3_uploader worker (and its task processes) mid-upload; start it again."""
-    wait_for("an upload in progress", lambda: count(backup_status="upload_in_progress"), 600, stack)
+    wait_for("an upload in progress", lambda: count(backup_status="upload_in_progress"), 900, stack)
     (worker,) = [w for w in stack.workers if w.name == "s3"]
     killed = kill_worker(stack, worker, signal.SIGKILL)
     faults.note(f"killed the upload worker ({killed} processes) with {count(backup_status='upload_in_progress')} "
@@ -255,95 +261,18 @@ def kill_upload_worker(stack: CeleryStack, faults: Faults) -> None:
     faults.note("upload worker started again")
 
 
-# ---------------------------------------------------------------- outcome
-
-
-def final_state(raw_file: RawFile) -> str | None:
-    """The raw file's final state, or None while it is still on its way."""
-    if raw_file.backup_status == FINAL_BACKUP and raw_file.status == "moved":
-        return "upload_done"
-    if raw_file.status == "error" and raw_file.error_transient is False:
-        return "error (permanent)"
-    if raw_file.status == "error" and "gave up after" in (raw_file.status_details or ""):
-        return "error (re-drives given up)"
-    if raw_file.backup_status == "upload_failed" and "gave up after" in (raw_file.backup_status_details or ""):
-        return "upload_failed (given up)"
-    return None
-
-
-def all_final(expected: int) -> bool:
-    raw_files = list(RawFile.objects)
-    return len(raw_files) == expected and all(final_state(raw_file) for raw_file in raw_files)
-
-
-def metadata_figures(stack: CeleryStack) -> dict[str, Any]:
-    """Task and DAG run counts from the metadata DB (read by this script, never by a task)."""
-    import psycopg2
-
-    with psycopg2.connect(host="127.0.0.1", port=stack.postgres.port, user="airflow", dbname="airflow") as db:
-        cursor = db.cursor()
-        cursor.execute(
-            "SELECT split_part(dag_id, '.', 1), count(*), coalesce(sum(try_number), 0), "
-            "coalesce(sum(greatest(try_number - 1, 0)), 0) FROM task_instance GROUP BY 1 ORDER BY 1"
-        )
-        tasks = {row[0]: {"task instances": row[1], "tries": row[2], "retries": row[3]} for row in cursor.fetchall()}
-        cursor.execute("SELECT split_part(dag_id, '.', 1), count(*) FROM dag_run GROUP BY 1 ORDER BY 1")
-        runs = dict(cursor.fetchall())
-        cursor.execute("SELECT count(*) FROM dag_run WHERE run_id LIKE %s", (f"%{keys.REDRIVE_SUFFIX}%",))
-        redrive_runs = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM task_reschedule")
-        pokes = cursor.fetchone()[0]
-    return {"tasks": tasks, "dag runs": runs, "redrive runs": redrive_runs, "sensor reschedules": pokes}
-
-
-def check_outcome(settings: Settings, plan: list[Acquisition], s3_endpoint: str) -> list[str]:
-    """What did not end as expected: every acquisition upload_done (verified in S3) but the deleted one."""
-    client = local_s3_client(s3_endpoint)
-    problems = []
-    for acquisition in plan:
-        raw_file = RawFile.objects(id=acquisition.name).first()
-        state = final_state(raw_file) if raw_file else None
-        expected = "error (permanent)" if acquisition.vanishes else "upload_done"
-        if state != expected:
-            details = raw_file.to_mongo().to_dict() if raw_file else "never registered"
-            problems.append(f"{acquisition.name}: {state or 'not final'} (expected {expected}): {details}")
-            continue
-        if state == "upload_done":
-            bucket = raw_file.s3_backup_key.removeprefix("s3://").split("/", 1)[0]
-            for path, (size, _md5, etag) in raw_file.file_info.items():
-                head = client.head_object(Bucket=bucket, Key=f"{raw_file.backup_base_path}/{path}")
-                if (head["ContentLength"], head["ETag"].strip('"')) != (size, etag):
-                    problems.append(f"{acquisition.name}: s3 object {path} differs from file_info")
-    return problems
-
-
-def report(plan: list[Acquisition], faults: Faults, wall: float, figures: dict[str, Any]) -> None:
-    states = Counter(final_state(raw_file) or "not final" for raw_file in RawFile.objects)
-    raw_files = list(RawFile.objects)
-    print(f"\n{len(plan)} acquisitions on {len(INSTRUMENTS)} instruments: {dict(states)}; wall time {wall:.0f} s")
-    print("faults:\n  " + "\n  ".join(faults.log))
-    print(f"re-drives: {sum(r.redrive_count or 0 for r in raw_files)} ({figures['redrive runs']} handler runs "
-          f"__redrive<N>) for {sum(1 for r in raw_files if r.redrive_count)} raw file(s)")  # fmt: skip
-    attempts = [r.s3_upload_attempts or 0 for r in raw_files]
-    print(f"upload attempts: {sum(attempts)} for {sum(1 for a in attempts if a)} uploads "
-          f"({sum(max(a - 1, 0) for a in attempts)} retried)")  # fmt: skip
-    print(f"DAG runs: {figures['dag runs']}; sensor reschedules (pokes): {figures['sensor reschedules']}")
-    total = {k: sum(t[k] for t in figures["tasks"].values()) for k in ("task instances", "tries", "retries")}
-    print(f"task runs: {total} by DAG:")
-    for dag, numbers in figures["tasks"].items():
-        print(f"  {dag:22} {numbers}")
-
-
 # ---------------------------------------------------------------- the run
 
 
 def run_scenario(stack: CeleryStack, settings: Settings, proxy: TcpProxy, plan: list[Acquisition]) -> Faults:
     """Write the acquisitions, start the watchers, inject the faults in order."""
     faults = Faults()
+    write_wave(stack, settings, plan, late=False, trigger=False)
+    time.sleep(1.1)  # the growing ones are newer (modification time) than every finished one
     writer = Writer([a for a in plan if a.growing], settings)
     writer.start()
-    time.sleep(2)  # the growing acquisitions exist when the watchers first look
-    write_wave(stack, settings, plan, late=False)
+    time.sleep(2)
+    write_wave(stack, settings, plan, late=False, write=False)
     faults.note(f"{sum(not a.late for a in plan)} acquisitions written or growing, watchers triggered")
     vanish(plan, settings, stack, faults)
     share_outage(settings, writer, stack, faults)
@@ -354,12 +283,20 @@ def run_scenario(stack: CeleryStack, settings: Settings, proxy: TcpProxy, plan: 
     return faults
 
 
-def write_wave(stack: CeleryStack, settings: Settings, plan: list[Acquisition], *, late: bool) -> None:
-    """Write the finished acquisitions of one wave and trigger every watcher (they also run each minute)."""
+def write_wave(
+    stack: CeleryStack,
+    settings: Settings,
+    plan: list[Acquisition],
+    *,
+    late: bool,
+    write: bool = True,
+    trigger: bool = True,
+) -> None:
+    """Write the finished acquisitions of one wave, then trigger every watcher (they also run each minute)."""
     for seed, acquisition in enumerate(plan):
-        if acquisition.late == late and not acquisition.growing:
+        if write and acquisition.late == late and not acquisition.growing:
             write_finished(acquisition, settings.instruments[acquisition.instrument_id].path, seed)
-    for instrument_id in settings.instruments:
+    for instrument_id in settings.instruments if trigger else ():
         stack.api.post(f"/api/v2/dags/{keys.watcher_dag_id(instrument_id)}/dagRuns", {"logical_date": None})
 
 
@@ -387,7 +324,7 @@ def main() -> int:
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
         }
         started = time.monotonic()
-        workers = rawvault_workers(settings, instrument_concurrency=4, s3_concurrency=2, maintenance_concurrency=2)
+        workers = rawvault_workers(settings, instrument_concurrency=6, s3_concurrency=2, maintenance_concurrency=2)
         stack = start_celery_stack(paths, state, rawvault_env=tuning, workers=workers, pools={keys.S3_UPLOAD_POOL: 2})
         print(f"stack ready in {time.monotonic() - started:.0f} s ({root})", flush=True)
         plan = plan_acquisitions(args.acquisitions)
@@ -395,8 +332,9 @@ def main() -> int:
         faults = run_scenario(stack, settings, proxy, plan)
         wait_for("every acquisition to end final", lambda: all_final(len(plan)), args.timeout_minutes * 60, stack)
         wall = time.monotonic() - begin
-        report(plan, faults, wall, metadata_figures(stack))
-        problems = check_outcome(settings, plan, s3_server.endpoint_url)
+        report(len(INSTRUMENTS), faults.log, wall, metadata_figures(stack))
+        expected = {a.name: "error (permanent)" if a.vanishes else "upload_done" for a in plan}
+        problems = check_outcome(expected, s3_server.endpoint_url)
         print("\n".join(["", "PROBLEMS:", *problems]) if problems else "\nevery acquisition ended as expected")
         keep = keep or bool(problems)
         return 1 if problems else 0
