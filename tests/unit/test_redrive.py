@@ -272,6 +272,26 @@ def test_a_lost_handler_run_is_re_driven_and_an_ended_one_recorded_first(fake_db
     assert [redrive.raw_file_id for redrive in later.redrives] == ["ended.raw"]
 
 
+def test_a_queued_raw_file_waits_while_its_watcher_still_has_triggers_to_run(fake_db: None, tmp_path: Path) -> None:
+    # Seen in the load run: on a busy instrument queue the watcher's trigger task waited minutes for a slot, and a
+    # re-drive meanwhile started a second handler run beside the one the watcher then started.
+    settings = settings_for(tmp_path)
+    old = utc_now() - timedelta(hours=1)
+    register("waiting.raw", status="queued", db_updated_at=old)
+    register("deleted-run.raw", status="checksumming", db_updated_at=old)  # the watcher never starts these
+    asked: list[str] = []
+
+    def pending(instrument_id: str) -> bool:
+        asked.append(instrument_id)
+        return True
+
+    report = plan_redrives(settings, Runs(), triggers_pending=pending)
+    assert [redrive.raw_file_id for redrive in report.redrives] == ["deleted-run.raw"]
+    assert "waiting.raw" in report.waiting and asked == ["thermo1"]
+    later = plan_redrives(settings, Runs(), triggers_pending=lambda _instrument_id: False)
+    assert [redrive.raw_file_id for redrive in later.redrives] == ["waiting.raw"]
+
+
 def test_no_redrive_when_airflow_cannot_say_whether_the_run_exists(fake_db: None, tmp_path: Path) -> None:
     failed("unknown.raw", transient=True, ago=timedelta(hours=1))
 

@@ -12,7 +12,10 @@ files whose handler has not finished (:func:`shared.db.redrive_queries.handler_u
   never re-driven and stays visible.
 - **Handler run missing**: the raw file has not changed for
   :func:`missing_run_grace` and its current handler run does not exist (the
-  watcher's trigger was lost, the run was deleted): re-driven.
+  watcher's trigger was lost, the run was deleted): re-driven. A ``queued``
+  raw file waits while its instrument watcher still has a trigger to run (a
+  busy instrument queue delays it): the watcher starts it under its current
+  run id, and a re-drive now would start a second run beside it.
 - **Handler run ended without recording**: the run is over (failed, or
   marked by hand) while the raw file still says ``queued``, monitoring,
   checksumming or copying: the task was killed without a callback, or
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # (DAG id, run id) -> the run's state ("queued", "running", "success", "failed"), None when there is no such run.
 RunState = Callable[[str, str], "str | None"]
+# instrument id -> whether its instrument_watcher still has start_acquisition_handler triggers to run.
+TriggersPending = Callable[[str], bool]
 ALIVE_RUN_STATES = frozenset({"queued", "running"})
 GAVE_UP_MARK = "gave up after"  # in status_details: the alert rule redrive_gave_up looks for it
 MAX_REDRIVES_PER_SWEEP = 200
@@ -148,12 +153,31 @@ def handler_open(raw_file: RawFile) -> bool:
 class _Sweep:
     """One pass over the unfinished raw files (keeps each rule in a method of its own)."""
 
-    def __init__(self, settings: Settings, now: datetime, run_state: RunState) -> None:
+    def __init__(
+        self, settings: Settings, now: datetime, run_state: RunState, triggers_pending: TriggersPending | None = None
+    ) -> None:
         self.settings = settings
         self.policy = RedrivePolicy.from_settings(settings)
         self.now = now
         self.run_state = run_state
+        self.triggers_pending = triggers_pending or (lambda _instrument_id: False)
+        self._pending: dict[str, bool] = {}  # per instrument, asked once per sweep
         self.report = RedriveReport()
+
+    def watcher_will_trigger(self, raw_file: RawFile) -> bool:
+        """Whether the raw file is queued and its watcher still has triggers to run (asked once per instrument)."""
+        if raw_file.status != RawFileStatus.QUEUED.value:
+            return False  # the watcher starts queued raw files only
+        instrument_id = raw_file.instrument_id
+        if instrument_id not in self._pending:
+            try:
+                self._pending[instrument_id] = self.triggers_pending(instrument_id)
+            except Exception as error:  # the API server is down: assume they are, decide at the next sweep
+                log.warning(
+                    "cannot tell whether %s has triggers pending: %s", keys.watcher_dag_id(instrument_id), error
+                )
+                self._pending[instrument_id] = True
+        return self._pending[instrument_id]
 
     def state_of(self, raw_file: RawFile) -> tuple[bool, str | None]:
         """(known, state) of the raw file's current handler run."""
@@ -207,6 +231,9 @@ class _Sweep:
             if record_failure(raw_file.id, step=step, reason=reason, transient=True, redrives=redrives, at=self.now):
                 self.report.recorded.append(raw_file.id)
             return
+        if self.watcher_will_trigger(raw_file):
+            self.report.waiting[raw_file.id] = self.now + self.policy.missing_grace
+            return
         why = f"{step}: its acquisition_handler run {run_id} does not exist (the trigger was lost)"
         if redrives >= self.policy.max_redrives:
             self.report.gave_up.append(raw_file.id)
@@ -255,9 +282,15 @@ class _Sweep:
             log.info("%s: changed while this sweep looked at it: left to the next sweep", raw_file.id)
 
 
-def plan_redrives(settings: Settings, run_state: RunState, now: datetime | None = None) -> RedriveReport:
+def plan_redrives(
+    settings: Settings,
+    run_state: RunState,
+    now: datetime | None = None,
+    *,
+    triggers_pending: TriggersPending | None = None,
+) -> RedriveReport:
     """Decide and claim the re-drives of one sweep (see the module docstring); the caller triggers the runs."""
-    sweep = _Sweep(settings, now or utc_now(), run_state)
+    sweep = _Sweep(settings, now or utc_now(), run_state, triggers_pending)
     for raw_file in handler_unfinished():
         if len(sweep.report.redrives) >= MAX_REDRIVES_PER_SWEEP:
             break  # the next sweep takes the rest
