@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from devtools.local_stack import aws_connection_uri
 from devtools.servers import S3Server, local_s3_client
 from rawvault import keys
 from rawvault.watcher import register_new_raw_files
-from shared.db.interface import get_raw_file, utc_now
+from shared.db.interface import get_raw_file, update_raw_file, utc_now
 from shared.db.models import RawFile
 from shared.settings import get_settings
 from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_triggered
@@ -169,6 +170,74 @@ def test_a_lost_handler_trigger_is_re_driven_and_backed_up(env: PipelineEnv, s3_
     _assert_backed_up(
         lost, local_s3_client(s3_server.endpoint_url), f"{env.settings.backup.s3.bucket_prefix}-fallback", 1
     )
+
+
+def _heartbeat_timeout_callback(dags: dict[str, Any], run_id: str, task_id: str) -> None:
+    """What the scheduler sends for a task whose worker died, run by the dag-processor's own code.
+
+    The request is built as ``SchedulerJobRunner._purge_task_instances_without_heartbeats`` builds it;
+    ``_execute_task_callbacks`` is what the dag-processor runs for it.
+    """
+    import structlog
+    from airflow.api_fastapi.execution_api.datamodels.taskinstance import DagRun as DRDataModel
+    from airflow.api_fastapi.execution_api.datamodels.taskinstance import TIRunContext
+    from airflow.callbacks.callback_requests import TaskCallbackRequest
+    from airflow.dag_processing.processor import _execute_task_callbacks
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(TaskInstance).where(
+            TaskInstance.dag_id == HANDLER, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id
+        )
+        ti = session.scalars(query).one()
+        request = TaskCallbackRequest(
+            filepath=ti.dag_model.relative_fileloc or "",
+            bundle_name=ti.dag_version.bundle_name,
+            bundle_version=None,
+            ti=ti,
+            msg="Task did not emit heartbeat within time limit",
+            task_callback_type=TaskInstanceState.FAILED,
+            context_from_server=TIRunContext(
+                dag_run=DRDataModel.model_validate(ti.dag_run, from_attributes=True),
+                max_tries=ti.max_tries,
+                variables=[],
+                connections=[],
+                xcom_keys_to_clear=[],
+            ),
+        )
+    _execute_task_callbacks(SimpleNamespace(dags=dags), request, structlog.get_logger())
+
+
+def test_a_task_whose_worker_died_is_recorded_by_the_dag_processors_callback(
+    env: PipelineEnv, s3_server: S3Server
+) -> None:
+    dags = load_dags()
+    killed = _name("killed")
+    write_bytes(env.instrument_path(INSTRUMENT) / killed, 2 * MIB, seed=5)
+    assert run_dag(dags[keys.watcher_dag_id(INSTRUMENT)])["__dagrun__"] == "success"
+    handled = _handlers(dags)[killed]
+    assert handled["state"] == "success", handled
+    run_id = _last_run_id(HANDLER)
+    # What a worker SIGKILLed mid-checksum leaves behind: the raw file still checksumming (no callback ran there).
+    update_raw_file(killed, status="checksumming")
+    _heartbeat_timeout_callback(dags, run_id, keys.COMPUTE_CHECKSUM_TASK)
+    _assert_recorded(killed, keys.COMPUTE_CHECKSUM_TASK, True, "its worker was killed or lost")
+    runs = _redrive(dags)  # transient: re-driven; every step finds its work done and the file is moved
+    assert runs[killed]["state"] == "success", runs
+    assert get_raw_file(killed).status == "moved" and get_raw_file(killed).redrive_count == 1
+
+
+def _last_run_id(dag_id: str) -> str:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
+        return session.scalars(query).one()
 
 
 def test_the_redrive_dag_runs_on_the_maintenance_queue_one_at_a_time(env: PipelineEnv) -> None:
