@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from shared.settings.base import FIXES, TYPE_FIXES, SettingsError
 from shared.settings.model import Settings, cross_checks
+from shared.settings.purge import purge_fix
 from shared.settings.sections import INSTRUMENT_PATH_FIX, INSTRUMENT_TYPE_FIX
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -56,6 +57,8 @@ def _fix_for(loc: list[str]) -> str:
             return INSTRUMENT_TYPE_FIX
         if loc[2] == "path":
             return INSTRUMENT_PATH_FIX
+        if loc[2] == "purge" and len(loc) >= 4:
+            return purge_fix(loc[3])
     return FIXES.get(".".join(loc), "")
 
 
