@@ -52,6 +52,8 @@ def _format_errors(source: Path, error: ValidationError) -> str:
 
 
 def _fix_for(loc: list[str]) -> str:
+    while len(loc) > 1 and loc[-1].isdigit():  # an item of a list: the list's fix
+        loc = loc[:-1]
     if len(loc) >= 3 and loc[0] == "instruments":
         if loc[2] == "type":
             return INSTRUMENT_TYPE_FIX

@@ -392,3 +392,22 @@ def test_a_bruker_set_with_a_read_only_method_folder_is_deleted_completely(
     assert not on_share.exists()  # the whole .d, its read-only folders included
     assert on_share.parent.is_dir() and on_share.parent.stat().st_mode == month_mode  # nothing outside the set
     assert get_raw_file(raw_file_id).status == "purged"
+
+
+def test_file_remover_dags_exist_for_enabled_instruments_on_their_queues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instruments = {"thermo1": {"type": "thermo", "path": str(tmp_path / "thermo1"), "purge": {"enabled": False}}}
+    instruments["tims1"] = {"type": "bruker", "path": str(tmp_path / "tims1"), "purge": {"schedule": "0 3 * * *"}}
+    environment = write_pipeline_env(tmp_path, instruments=instruments, purge={"enabled": True, "schedule": "@hourly"})
+    activate(environment, monkeypatch)
+    dags = load_dags()
+    removers = {dag_id: dag for dag_id, dag in dags.items() if dag_id.startswith("file_remover.")}
+    assert sorted(removers) == ["file_remover.tims1", "file_remover.zeno1"]
+    tims = removers["file_remover.tims1"]
+    assert tims.max_active_runs == 1
+    assert tims.schedule == "0 3 * * *"  # the instrument's own
+    (task,) = tims.tasks
+    assert (task.task_id, task.queue, task.retries) == ("purge_backed_up_sets", "test_tims1", 0)
+    assert removers["file_remover.zeno1"].schedule == "@hourly"  # purge: for every other instrument
+    get_settings.cache_clear()

@@ -212,8 +212,13 @@ def delete_set(
             if stat.S_ISDIR(info.st_mode):
                 deletion.delete_files(parent, top, top)
                 folders.append(top)
-            else:
+            elif stat.S_ISREG(info.st_mode):
                 deletion.unlink_checked(parent, top, top)
+            else:
+                raise PurgeDeleteError(
+                    f"{shown(set_folder / top)} is a symbolic link or not a regular file: the purge never deletes "
+                    "through one, nor one"
+                )
         if deletion.result.left:
             raise PurgeDeleteError(
                 f"{', '.join(shown(set_folder / p) for p in deletion.result.left[:5])} appeared after the set was "

@@ -44,8 +44,8 @@ class SetOutcome:
 
 
 def gb(value: float) -> str:
-    """Bytes as decimal GB with two decimals (the unit of purge.min_free_gb)."""
-    return f"{value / GB:.2f} GB"
+    """Bytes in decimal GB (the unit of purge.min_free_gb), below 1 GB in MB."""
+    return f"{value / GB:.2f} GB" if abs(value) >= GB else f"{value / 10**6:.1f} MB"
 
 
 @dataclass

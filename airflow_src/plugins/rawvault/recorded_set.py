@@ -123,16 +123,16 @@ def hash_no_follow(path: Path, listed: os.stat_result | None = None) -> tuple[st
     """MD5 of regular file ``path`` (never through a symlink) and its ``fstat`` after the read.
 
     ``listed``: the ``lstat`` the file was listed with; the file opened must be
-    that inode. Raises :class:`~rawvault.checksum.FileChangedError` when it is
-    another file or changes while it is read, ``OSError`` when it cannot be read.
+    that file, unchanged (the same inode number alone proves nothing: a file
+    deleted and written again often gets it back). Raises
+    :class:`~rawvault.checksum.FileChangedError` when it is another file or
+    changes while it is read, ``OSError`` when it cannot be read.
     """
     descriptor = os.open(path, _OPEN_FLAGS)
     with io.FileIO(descriptor, "rb", closefd=True) as stream:
         before = os.fstat(descriptor)
-        if not stat.S_ISREG(before.st_mode) or (
-            listed is not None and (before.st_dev, before.st_ino) != (listed.st_dev, listed.st_ino)
-        ):
-            raise FileChangedError(f"{shown(path)} was replaced by another file while the set was being checked")
+        if not stat.S_ISREG(before.st_mode) or (listed is not None and identity_of(before) != identity_of(listed)):
+            raise FileChangedError(f"{shown(path)} was replaced or changed while the set was being checked")
         advise_sequential(stream)
         digests = digest_stream(stream, None, size=before.st_size, limit=before.st_size + 1)
         after = os.fstat(descriptor)
