@@ -17,18 +17,25 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devtools.demo_data import make_bruker
 from rawvault import pipeline
 from rawvault.backup import upload_raw_file
 from rawvault.watcher import register_new_raw_files
 from shared.db.interface import get_raw_file
 from shared.settings import Settings
+from tests.airflow_harness import load_dags, ti_states
+from tests.data_factory import MIB, make_thermo
+from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
 
 DAY = 86400
+GB = 10**9
+REPO = Path(__file__).resolve().parents[1]
 
 # --- no root bypass of file permissions (Linux capabilities of the calling thread) ---------------------------
 
@@ -111,3 +118,82 @@ def fill(share: Path, leave_free: int) -> Path:
 
 def free_bytes(path: Path) -> int:
     return os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
+
+
+# --- environments and runs of the DAG tests (a share on a tmpfs, S3 backups) ---------------------------------
+
+S3_BACKUP = {
+    "backup_type": "s3",
+    "s3": {
+        "region": "us-east-1",
+        "bucket_prefix": "rv-purge",
+        "part_size_mb": 5,
+        "auto_create_buckets": True,
+        "upload_retries": 0,
+        "max_concurrency": 2,
+    },
+}
+
+
+def write_share_env(root: Path, share: Path, **purge: Any) -> PipelineEnv:
+    keys = {"enabled": True, "min_free_gb": 0.0, "min_age_days": 1, "max_per_run": 10, "dry_run": False, **purge}
+    return write_pipeline_env(
+        root,
+        backup=S3_BACKUP,
+        instruments={
+            "thermo1": {"type": "thermo", "path": str(share / "thermo1")},
+            "tims1": {"type": "bruker", "path": str(share / "tims1")},
+        },
+        purge={"schedule": "@daily", **keys},
+    )
+
+
+def reconfigure(env: PipelineEnv, share: Path, monkeypatch: pytest.MonkeyPatch, **purge: Any) -> PipelineEnv:
+    new = write_share_env(env.root, share, **purge)
+    activate(new, monkeypatch)
+    return new
+
+
+@dataclass
+class RemoverRun:
+    state: str
+    task_state: str | None
+    report: dict[str, Any] | None
+
+    def decided(self, decision: str) -> list[str]:
+        assert self.report is not None
+        return [entry["raw_file_id"] for entry in self.report["sets"] if entry["decision"] == decision]
+
+
+def run_remover(instrument_id: str) -> RemoverRun:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    dag = load_dags()[f"file_remover.{instrument_id}"]
+    run = dag.test()
+    with create_session() as session:
+        rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, key="return_value")).all()
+        report = XComModel.deserialize_value(rows[0]) if rows else None
+    task_state = ti_states(dag.dag_id, run.run_id).get("purge_backed_up_sets")
+    return RemoverRun(getattr(run.state, "value", run.state), task_state, report)
+
+
+def thermo_sets(env: PipelineEnv, s3: Any, ages: tuple[int, ...], size: int = 6 * MIB) -> list[str]:
+    folder = env.instrument_path("thermo1")
+    ids = []
+    for index, days in enumerate(ages):
+        age_entry(make_thermo(folder, name=f"run{index}_{days}d.raw", size=size, seed=index + 1), days)
+        ids.append(backed_up_and_moved(env.settings, "thermo1", s3))
+    return ids
+
+
+def on_share(env: PipelineEnv, raw_file_id: str) -> Path:
+    raw_file = get_raw_file(raw_file_id)
+    instrument = env.instrument_path(raw_file.instrument_id)
+    return instrument / "Backup" / f"{raw_file.created_at:%Y_%m}" / raw_file.original_name
+
+
+def bruker_set(env: PipelineEnv, s3: Any, name: str, days: float) -> str:
+    folder = make_bruker(env.instrument_path("tims1"), name, main_size=1 * MIB, seed=len(name))
+    age_entry(folder, days)
+    return backed_up_and_moved(env.settings, "tims1", s3)

@@ -20,6 +20,10 @@ import pytest
 
 from devtools.local_stack import aws_connection_uri
 from devtools.servers import S3Server, local_s3_client
+from shared.settings import get_settings
+from tests.airflow_harness import init_airflow_db
+from tests.pipeline_env import PipelineEnv, activate
+from tests.purge_data import write_share_env
 
 SHARE_SIZE_MIB = 64
 
@@ -69,3 +73,14 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
             client.delete_object(Bucket=bucket["Name"], Key=version["Key"], VersionId=version["VersionId"])
         client.delete_bucket(Bucket=bucket["Name"])
     return client
+
+
+@pytest.fixture
+def share_env(
+    tmp_path: Path, small_share: Path, mongo_uri: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[PipelineEnv, Path]]:
+    init_airflow_db()
+    env = write_share_env(tmp_path / "rv", small_share)
+    activate(env, monkeypatch)
+    yield env, small_share
+    get_settings.cache_clear()

@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--concurrency", type=_positive, default=8, help="raw files checked at a time (default 8)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
+    _add_purge_parser(commands)
+    return parser
+
+
+def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
     purge = commands.add_parser(
         "purge",
         help="show what the purge (file_remover) would delete on one instrument, and why every other set is kept",
@@ -135,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--dry-run", action="store_true", help="required: report only (the only mode here)")
     purge.add_argument("--instrument", required=True, help="instrument id (as under instruments: in the settings)")
     purge.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    return parser
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -86,7 +86,7 @@ class _Run:
 
     def s3_target(self, raw_file: RawFile) -> S3Target | None:
         """Where the upload puts this raw file (bucket of its project, backup path as prefix); None without S3."""
-        if not self.settings.s3_enabled:
+        if not (self.settings.s3_enabled and self.policy.requires_s3):
             return None
         from rawvault.backup import project_bucket
 
@@ -176,16 +176,15 @@ class _Run:
             log.error("%s: %s", raw_file.id, reason)
             outcome.decision, outcome.reason, outcome.check = Decision.DELETE_STOPPED, reason, Check.DELETE.value
             return outcome
-        update_raw_file(
-            raw_file.id,
-            expected={"status": RawFileStatus.MOVED.value, "purge_started_at": started_at},
-            status=RawFileStatus.PURGED.value,
-            purged_at=utc_now(),
-        )
+        # No compare-and-set here: the files are gone, so the record must say so whatever changed meanwhile.
+        update_raw_file(raw_file.id, status=RawFileStatus.PURGED.value, purged_at=utc_now())
         self.deleted += 1
         self.free = self.disk_usage(instrument_folder(raw_file, self.settings)).free
         outcome.decision, outcome.freed_bytes = Decision.DELETED, max(0, self.free - free_before)
-        outcome.reason = f"{len(result.files)} file(s) deleted; {_passed(checked, self.policy)}"
+        writable = ""
+        if result.made_writable:
+            writable = f", {len(result.made_writable)} read-only folder(s) of it made writable"
+        outcome.reason = f"{len(result.files)} file(s) deleted{writable}; {_passed(checked, self.policy)}"
         log.info("%s purged from %s: %s", raw_file.id, checked.evidence["share"]["folder"], outcome.reason)
         return outcome
 

@@ -126,6 +126,26 @@ class _SetDeletion:
         os.unlink(name, dir_fd=folder)
         self.result.files.append(relative)
 
+    def delete_tops(self, parent: int, top_names: Sequence[str]) -> list[str]:
+        """Delete the checked files below each top-level entry of the set; return the entries that are folders."""
+        folders = []
+        for top in sorted(set(top_names)):
+            try:
+                info = os.stat(_plain_name(top, "entry"), dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted by a run that stopped midway
+            if stat.S_ISDIR(info.st_mode):
+                self.delete_files(parent, top, top)
+                folders.append(top)
+            elif stat.S_ISREG(info.st_mode):
+                self.unlink_checked(parent, top, top)
+            else:
+                raise PurgeDeleteError(
+                    f"{shown(self.set_folder / top)} is a symbolic link or not a regular file: the purge never "
+                    "deletes through one, nor one"
+                )
+        return folders
+
     def make_writable(self, folder: int, relative: str) -> None:
         info = os.fstat(folder)
         if info.st_mode & _OWNER_RWX == _OWNER_RWX:
@@ -203,22 +223,7 @@ def delete_set(
     set_folder = instrument_folder.joinpath(*within)
     deletion = _SetDeletion(set_folder, checked)
     with _chain(instrument_folder, within) as parent:
-        folders = []
-        for top in sorted(set(top_names)):
-            try:
-                info = os.stat(_plain_name(top, "entry"), dir_fd=parent, follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # deleted by a run that stopped midway
-            if stat.S_ISDIR(info.st_mode):
-                deletion.delete_files(parent, top, top)
-                folders.append(top)
-            elif stat.S_ISREG(info.st_mode):
-                deletion.unlink_checked(parent, top, top)
-            else:
-                raise PurgeDeleteError(
-                    f"{shown(set_folder / top)} is a symbolic link or not a regular file: the purge never deletes "
-                    "through one, nor one"
-                )
+        folders = deletion.delete_tops(parent, top_names)
         if deletion.result.left:
             raise PurgeDeleteError(
                 f"{', '.join(shown(set_folder / p) for p in deletion.result.left[:5])} appeared after the set was "
