@@ -38,6 +38,7 @@ from tests.restore_fixtures import (  # noqa: E402
     files_under,
     leftovers,
     run_cli,
+    simulate_kms_etags,
 )
 from tests.s3_fixtures import (  # noqa: E402
     REGION,
@@ -310,33 +311,6 @@ def test_verify_a_raw_file_recorded_without_s3_key(mongo_uri, env, s3_client) ->
 # ---------------------------------------------------------------------------------- SSE-KMS (simulated)
 
 
-def _simulate_kms_etags(client: Any) -> Any:
-    """Make ``client`` see what AWS shows for SSE-KMS objects: an ETag that is not the MD5 of the content.
-
-    moto keeps the MD5 ETag under SSE-KMS; this rewrites it (deterministically) in every answer that
-    reports ``ServerSideEncryption: aws:kms``, so the KMS code paths run against the real server.
-    """
-
-    real_etags: dict[str, str] = {}
-
-    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("ServerSideEncryption") == "aws:kms" and parsed.get("ETag"):
-            real = parsed["ETag"].strip('"')
-            fake = hashlib.md5(f"kms:{real}".encode()).hexdigest()
-            real_etags[fake] = real
-            parsed["ETag"] = f'"{fake}"'
-
-    def unrewrite_if_match(params: dict[str, Any], **_: Any) -> None:
-        # s3transfer's ranged GETs carry If-Match with the ETag it saw: give moto its own one back.
-        if params.get("IfMatch"):
-            params["IfMatch"] = real_etags.get(params["IfMatch"].strip('"'), params["IfMatch"])
-
-    for operation in ("HeadObject", "GetObject", "PutObject", "CompleteMultipartUpload"):
-        client.meta.events.register(f"after-call.s3.{operation}", rewrite)
-    client.meta.events.register("before-parameter-build.s3.GetObject", unrewrite_if_match)
-    return client
-
-
 def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     mongo_uri, tmp_path, s3_server, monkeypatch
 ) -> None:
@@ -344,7 +318,7 @@ def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     config_path = tmp_path / "kms.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     kms_env = Env(load_settings(config_path), config_path, tmp_path)
-    client = _simulate_kms_etags(make_client(s3_server.endpoint_url))
+    client = simulate_kms_etags(make_client(s3_server.endpoint_url))
     bruker_id, folder, paths = back_up(kms_env, client, "tims1", make_bruker_set)
     head = client.head_object(Bucket=kms_env.bucket(), Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")
     recorded = get_raw_file(bruker_id).file_info[f"{bruker_id}/analysis.tdf"][2]
