@@ -42,7 +42,7 @@ from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.objects import ExpectedObject, check_content
 from rawvault.s3.progress import format_bytes
 from rawvault.s3.readback import BudgetExhaustedError, ByteBudget
-from shared.db.interface import raw_files_by_id, select_uploaded_raw_files
+from shared.db.interface import RawFileNotFoundError, raw_files_by_id, select_uploaded_raw_files
 from shared.db.models import RawFile, utc_now
 from shared.db.scrub import record_scrub_result, select_for_scrub
 
@@ -181,6 +181,10 @@ def record_scrub_results(report: VerifyReport, at: datetime) -> dict[str, str]:
             # S3 failed or the budget ran out: not a finding about the data; the next scrub tries again.
             outcome[raw_file_id] = "not recorded"
             continue
-        record_scrub_result(raw_file_id, drift=[item.line() for item in found], at=at)
+        try:
+            record_scrub_result(raw_file_id, drift=[item.line() for item in found], at=at)
+        except RawFileNotFoundError:  # deleted while it was being scrubbed: nothing to record it on
+            outcome[raw_file_id] = "not recorded"
+            continue
         outcome[raw_file_id] = "drift" if found else "ok"
     return outcome
