@@ -57,6 +57,13 @@ class BackupStatus(StrEnum):
     CLAIMABLE = nonmember(frozenset({COPYING_DONE, UPLOAD_FAILED, UPLOAD_IN_PROGRESS, UPLOAD_DONE}))
 
 
+class ScrubStatus(StrEnum):
+    """What the last scrub (a re-read of the S3 objects and the local backup copies) found."""
+
+    OK = "ok"  # every byte is the recorded data
+    DRIFT = "drift"  # something is missing or differs: scrub_details says what
+
+
 class RawFile(Document):
     """One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
 
@@ -119,6 +126,11 @@ class RawFile(Document):
     purge_checked_at = DateTimeField()
     purge_blocked_reason = StringField()
     purge_evidence = DictField()
+    # Scrubbing (backup_verifier, verify --read-data): when its data were last re-read in S3 and in the
+    # local backup, what that found, and the drift items (one per line). Unset: never scrubbed.
+    scrubbed_at = DateTimeField()
+    scrub_status = StringField(choices=[s.value for s in ScrubStatus])
+    scrub_details = StringField()
 
     # Audit timestamps of this document.
     db_created_at = DateTimeField(default=utc_now)
@@ -126,7 +138,17 @@ class RawFile(Document):
 
     meta = {
         "collection": "raw_file",
-        "indexes": ["instrument_id", "backup_status", "original_name", "-created_at"],
+        "indexes": [
+            "instrument_id",
+            "backup_status",
+            "original_name",
+            "-created_at",
+            # The scrub's selection: upload_done, least recently scrubbed first (never scrubbed sorts first),
+            # oldest acquisition first among equals; a walk of this index, never a sort of the collection.
+            {"fields": ["backup_status", "scrubbed_at", "created_at"]},
+            # The alert check's "drift found by a scrub" candidates.
+            {"fields": ["scrub_status"], "sparse": True},
+        ],
         "strict": False,  # documents written by a newer rawvault still load
     }
 

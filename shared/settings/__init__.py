@@ -9,6 +9,7 @@ types, the registry of fixes), :mod:`.sections` (instruments, locations,
 acquisition, watcher, file mover, Airflow), :mod:`.s3` (backup and S3),
 :mod:`.s3_compat` (S3-compatible stores: compatibility mode, bandwidth windows, Object Lock, lifecycle),
 :mod:`.alerts` (alert channels, thresholds, digest), :mod:`.purge` (deleting backed-up acquisitions from the share),
+:mod:`.scrub` (re-reading stored data),
 :mod:`.model` (the root and the checks across sections), :mod:`.loading`
 (which file, YAML, paths, error messages). A new section gets a module of its
 own that adds its keys' fixes to ``FIXES``, and a field on :class:`Settings`.
@@ -44,6 +45,7 @@ from shared.settings.s3_compat import (
     TransitionSettings,
     longest_resume_hours,
 )
+from shared.settings.scrub import ScrubSettings
 from shared.settings.sections import (
     AcquisitionSettings,
     AirflowSettings,
@@ -81,6 +83,7 @@ __all__ = [
     "PurgePolicy",
     "PurgeSettings",
     "S3Settings",
+    "ScrubSettings",
     "Settings",
     "SettingsError",
     "TransitionSettings",

@@ -22,7 +22,7 @@ from rawvault.alerts.model import Health, Kind, Observation, unknown
 from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
 from rawvault.purge_errors import check_of
-from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from shared.db.models import BackupStatus, RawFile, RawFileStatus, ScrubStatus
 
 SUBJECT_PREFIX = "raw_file:"
 PURGED = "purged"  # RawFile.status of a raw file deleted from the share after a re-checked backup
@@ -247,9 +247,35 @@ def purge_blocked(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
     )
 
 
+def scrub_drift(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """Its last scrub re-read the data in S3 and the local backup and found something missing or different."""
+    if raw_file.scrub_status != ScrubStatus.DRIFT.value:
+        return None
+    scrubbed = raw_file.scrubbed_at
+    link = f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(keys.VERIFIER_DAG_ID, safe='')}" if ctx.ui_base_url else None
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state="scrub_drift",
+        kind=Kind.DATA_DRIFT,
+        title=f"Stored data differs: {raw_file.id} ({raw_file.instrument_id}) failed its scrub",
+        details=_details(
+            raw_file,
+            ("scrubbed", f"{scrubbed:%Y-%m-%d %H:%M} UTC" if scrubbed else "?"),
+            ("found", _reason(raw_file.scrub_details)),
+        ),
+        link=link,
+        hint="One copy no longer holds the recorded data. Keep the good copy: restore from S3 "
+        "(scripts/rawvault.sh restore) or from the local backup, then replace the damaged one; "
+        f"scripts/rawvault.sh verify --read-data --raw-file-id {raw_file.id} re-checks it (a clean result "
+        "sends a recovery).",
+    )
+
+
 Rule = Callable[[RawFile, RuleContext], "Observation | None"]
 # Most urgent first: the first rule that matches names the raw file's state.
 RAW_FILE_RULES: tuple[Rule, ...] = (
+    scrub_drift,
     pipeline_error,
     copying_failed,
     upload_gave_up,
