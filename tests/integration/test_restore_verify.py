@@ -388,44 +388,17 @@ def test_verify_a_raw_file_recorded_without_s3_key(mongo_uri, env, s3_client) ->
     assert item.kind == DriftKind.NOT_RECORDED and "s3_backup_key" in item.detail
 
 
-# ---------------------------------------------------------------------------------- SSE-KMS (simulated)
-
-
-def _simulate_kms_etags(client: Any) -> Any:
-    """Make ``client`` see what AWS shows for SSE-KMS objects: an ETag that is not the MD5 of the content.
-
-    moto keeps the MD5 ETag under SSE-KMS; this rewrites it (deterministically) in every answer that
-    reports ``ServerSideEncryption: aws:kms``, so the KMS code paths run against the real server.
-    """
-
-    real_etags: dict[str, str] = {}
-
-    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("ServerSideEncryption") == "aws:kms" and parsed.get("ETag"):
-            real = parsed["ETag"].strip('"')
-            fake = hashlib.md5(f"kms:{real}".encode()).hexdigest()
-            real_etags[fake] = real
-            parsed["ETag"] = f'"{fake}"'
-
-    def unrewrite_if_match(params: dict[str, Any], **_: Any) -> None:
-        # s3transfer's ranged GETs carry If-Match with the ETag it saw: give moto its own one back.
-        if params.get("IfMatch"):
-            params["IfMatch"] = real_etags.get(params["IfMatch"].strip('"'), params["IfMatch"])
-
-    for operation in ("HeadObject", "GetObject", "PutObject", "CompleteMultipartUpload"):
-        client.meta.events.register(f"after-call.s3.{operation}", rewrite)
-    client.meta.events.register("before-parameter-build.s3.GetObject", unrewrite_if_match)
-    return client
+# ------------------------------------------------------- SSE-KMS (tests.kms_moto_server: AWS's KMS ETags)
 
 
 def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
-    mongo_uri, tmp_path, s3_server, monkeypatch
+    mongo_uri, tmp_path, kms_s3_server, monkeypatch
 ) -> None:
     raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, server_side_encryption="aws:kms")
     config_path = tmp_path / "kms.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     kms_env = Env(load_settings(config_path), config_path, tmp_path)
-    client = _simulate_kms_etags(make_client(s3_server.endpoint_url))
+    client = make_client(kms_s3_server.endpoint_url)  # AWS's SSE-KMS ETags: no MD5, new with every upload
     bruker_id, folder, paths = back_up(kms_env, client, "tims1", make_bruker_set)
     head = client.head_object(Bucket=kms_env.bucket(), Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")
     recorded = get_raw_file(bruker_id).file_info[f"{bruker_id}/analysis.tdf"][2]
@@ -436,7 +409,7 @@ def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     assert set(result.verified.values()) == {"size, MD5, ETag, SHA-256"}
     assert verify_backups(client).ok
 
-    plain = make_client(s3_server.endpoint_url)
+    plain = make_client(kms_s3_server.endpoint_url)
     key = f"tims1/2026_11/{bruker_id}/analysis.tdf"
     body = plain.get_object(Bucket=kms_env.bucket(), Key=key)["Body"].read()
     plain.put_object(Bucket=kms_env.bucket(), Key=key, Body=body[::-1], ServerSideEncryption="aws:kms")

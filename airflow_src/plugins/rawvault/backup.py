@@ -290,9 +290,10 @@ def _done_details(result: UploadResult, run: _Run) -> str:
     """``backup_status_details`` of ``upload_done``: what was uploaded or, for a repair, what was repaired."""
     if run.repair is None:
         resumed = f" ({result.parts_resumed} part(s) resumed from an earlier attempt)" if result.parts_resumed else ""
+        replaced = f" (replaced one of ETag {result.replaced_manifest_etag})" if result.replaced_manifest_etag else ""
         return (
             f"in {result.s3_backup_key}: {len(result.uploaded)} file(s) uploaded{resumed}, "
-            f"{len(result.skipped)} already there, all verified; manifest {result.manifest_key}"
+            f"{len(result.skipped)} already there, all verified; manifest {result.manifest_key}{replaced}"
         )
     done = [f"uploaded again {_listed(result.uploaded)}"] if result.uploaded else []
     if result.replaced_manifest_etag:
