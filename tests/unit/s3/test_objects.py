@@ -168,3 +168,18 @@ def test_head_and_delete_version_on_a_versioned_bucket(fake_s3: Any) -> None:
     assert delete_version(fake_s3, "rv-unit-b", "k", newest) == "the uploaded object was deleted again"
     older = head(fake_s3, "rv-unit-b", "k")
     assert older is not None and older["ContentLength"] == 3  # only the version this run wrote is gone
+
+
+def test_kms_object_uploaded_again_is_proven_by_the_local_file_not_by_the_stale_manifest(tmp_path: Path) -> None:
+    """A repair under SSE-KMS: the new object has a new ETag the old manifest does not know; the upload (which has
+    the local file) proves it by S3's SHA-256, while restore and audit (no file) report the stale record until
+    the manifest is rewritten."""
+    again = kms(ETag='"f00dfeedf00dfeedf00dfeedf00dfeed"', ChecksumSHA256=SHA)
+    with_file = check_object(again, with_manifest(), local_file=local(tmp_path), part_size=1024)
+    assert with_file.ok and with_file.how is VerificationMode.CHECKSUM
+    without_file = check_object(again, with_manifest())
+    assert without_file.kind is VerdictKind.ETAG_DIFFERS and "recorded in the manifest" in without_file.problem
+    rewritten = ExpectedObject(
+        **{**ENTRY.__dict__, "s3_etag": "f00dfeedf00dfeedf00dfeedf00dfeed", "checksum_sha256": SHA}
+    )
+    assert check_object(again, rewritten).how is VerificationMode.MANIFEST
