@@ -309,28 +309,22 @@ def test_kms_existing_objects_without_manifest_are_verified_by_local_checksum(km
     assert {obj.verified_by for obj in result.objects.values()} == {VerificationMode.CHECKSUM}
 
 
-def test_kms_object_uploaded_again_gets_a_new_etag_and_the_manifest_is_replaced(
-    kms_client, kms_bucket, tmp_path
-) -> None:
+def test_kms_object_uploaded_again_gets_a_new_etag_and_the_manifest_is_replaced(kms_client, kms_bucket, tmp_path):
     """Issue 11 finding 2: under SSE-KMS a lost object uploaded again has a new ETag; the manifest must say so."""
     paths = make_bruker_set(tmp_path)
-    info = file_info_of(tmp_path, paths)
+    info, lost, key = file_info_of(tmp_path, paths), paths[1], PREFIX + "N.d.rawvault-manifest.json"
     first = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
-    lost = paths[1]
-    versions = kms_client.list_object_versions(Bucket=kms_bucket, Prefix=PREFIX + lost)["Versions"]
-    for version in versions:  # gone for good
-        kms_client.delete_object(Bucket=kms_bucket, Key=PREFIX + lost, VersionId=version["VersionId"])
+    for version in kms_client.list_object_versions(Bucket=kms_bucket, Prefix=PREFIX + lost)["Versions"]:
+        kms_client.delete_object(Bucket=kms_bucket, Key=PREFIX + lost, VersionId=version["VersionId"])  # for good
 
     repaired = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
 
     assert repaired.uploaded == [lost] and repaired.objects[lost].s3_etag != first.objects[lost].s3_etag
-    key = PREFIX + "N.d.rawvault-manifest.json"
     manifest = json.loads(kms_client.get_object(Bucket=kms_bucket, Key=key)["Body"].read())
     assert manifest["files"][lost]["s3_etag"] == repaired.objects[lost].s3_etag  # describes what is in S3
-    assert repaired.s3_etag == repaired.manifest_etag != first.manifest_etag
-    assert repaired.replaced_manifest_etag == first.manifest_etag
-    manifest_versions = kms_client.list_object_versions(Bucket=kms_bucket, Prefix=key)["Versions"]
-    assert len(manifest_versions) == 2  # versioned bucket: the old manifest stays as the previous version
+    assert repaired.s3_etag == repaired.manifest_etag != first.manifest_etag == repaired.replaced_manifest_etag
+    # Versioned bucket: the old manifest stays as the previous version.
+    assert len(kms_client.list_object_versions(Bucket=kms_bucket, Prefix=key)["Versions"]) == 2
     again = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
     assert again.already_complete and again.s3_etag == repaired.s3_etag  # trusted through the new manifest
 

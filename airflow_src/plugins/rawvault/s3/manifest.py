@@ -210,18 +210,18 @@ def _put(
     condition: dict[str, str],
 ) -> str:
     """One conditional PUT of the manifest (``IfNoneMatch`` or ``IfMatch`` in ``condition``); its ETag."""
-    response = client.put_object(  # type: ignore[call-overload]
-        Bucket=bucket,
-        Key=key,
-        Body=encode(manifest),
-        ContentType="application/json",
-        ChecksumAlgorithm=CHECKSUM_ALGORITHM,
-        StorageClass=MANIFEST_STORAGE_CLASS,
-        Metadata=s3_metadata(metadata),
+    args: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": key,
+        "Body": encode(manifest),
+        "ContentType": "application/json",
+        "ChecksumAlgorithm": CHECKSUM_ALGORITHM,
+        "StorageClass": MANIFEST_STORAGE_CLASS,
+        "Metadata": s3_metadata(metadata),
         **condition,
         **settings.encryption_args(),
-    )
-    return etag_of(response)
+    }
+    return etag_of(client.put_object(**args))
 
 
 def _verified(client: S3Client, bucket: str, key: str, manifest: dict[str, Any], etag: str) -> str:
