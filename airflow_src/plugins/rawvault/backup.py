@@ -328,7 +328,9 @@ def upload_raw_file(
     ``xcom`` carries what compute_checksum and copy_raw_file pushed (``None``:
     the recorded file info and part size, the backup folder of the settings).
     ``client`` defaults to one from the Airflow connection
-    ``backup.s3.aws_conn_id``. Claims the raw file first (:mod:`rawvault.claim`).
+    ``backup.s3.aws_conn_id``. Claims the raw file first (:mod:`rawvault.claim`);
+    one already ``upload_done`` is checked in S3 first, and claimed and repaired
+    only when the set is not complete as recorded (see the module docstring).
     With ``expected_attempts`` (a retry scheduled by backup_sweeper) the claim
     also requires that the raw file still has that many attempts, so a retry
     scheduled for a failure that another run has retried since stops
