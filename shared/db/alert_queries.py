@@ -28,6 +28,7 @@ ALERT_FIELDS = (
     "upload_claim_owner",
     "upload_claim_expires_at",
     "db_updated_at",
+    "purge_blocked_reason",
 )
 _ID_CHUNK = 500
 
@@ -47,7 +48,7 @@ def count_failed() -> int:
 def raw_files_needing_attention(
     *, overdue_before: datetime, lease_expired_before: datetime, protected: Collection[str]
 ) -> list[RawFile]:
-    """Raw files that may be in a bad state: failed, stuck, or created before ``overdue_before`` and unprotected.
+    """Raw files that may be in a bad state: failed, stuck, held back by the purge, or overdue and unprotected.
 
     ``protected`` are the backup statuses that count as a verified backup;
     purged raw files count as protected (their backup was checked before).
@@ -61,7 +62,8 @@ def raw_files_needing_attention(
     overdue = (
         Q(created_at__lte=overdue_before) & Q(backup_status__nin=sorted(protected)) & Q(status__ne="purged")
     )  # $nin also matches raw files without a backup_status yet
-    return list(RawFile.objects(failed | stuck | overdue).only(*ALERT_FIELDS))
+    purge_blocked = Q(purge_blocked_reason__nin=[None, ""])
+    return list(RawFile.objects(failed | stuck | overdue | purge_blocked).only(*ALERT_FIELDS))
 
 
 def raw_files_by_id(raw_file_ids: Iterable[str]) -> dict[str, RawFile]:

@@ -25,6 +25,8 @@ class RawFileStatus(StrEnum):
     MOVING = "moving"
     MOVED = "moved"
     ERROR = "error"
+    # Deleted from the instrument share by the purge (file_remover) after a re-checked backup; still backed up.
+    PURGED = "purged"
 
 
 class BackupStatus(StrEnum):
@@ -76,6 +78,9 @@ class RawFile(Document):
     source_inode = IntField()
     # Modification time (ns) of the main file when it was checksummed: a later one means new content.
     source_mtime_ns = IntField()
+    # Modification time (ns) of every file of the set when it was checksummed, {file_info path: ns}: the
+    # file mover moves a set only while each file still has its size and this time (rawvault.recorded_set).
+    source_mtimes = DictField()
     # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
 
@@ -103,6 +108,17 @@ class RawFile(Document):
     # runs; another run may take over only after it expired (see rawvault.claim).
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
+
+    # The purge (file_remover.<instrument>, rawvault.purge): deleting the moved set from the instrument share
+    # after every check passed again. purge_started_at is written before the first delete, so a run that dies
+    # midway is finished by the next one; purged_at and status=purged when the set is gone. purge_evidence says
+    # what was checked and found (share, local copy, S3 objects and manifest); a set held back by a failed
+    # check has the reason ("<check>: <what>") in purge_blocked_reason until a later check passes.
+    purge_started_at = DateTimeField()
+    purged_at = DateTimeField()
+    purge_checked_at = DateTimeField()
+    purge_blocked_reason = StringField()
+    purge_evidence = DictField()
 
     # Audit timestamps of this document.
     db_created_at = DateTimeField(default=utc_now)

@@ -8,7 +8,7 @@ One module per concern: :mod:`.base` (the strict section model, shared field
 types, the registry of fixes), :mod:`.sections` (instruments, locations,
 acquisition, watcher, file mover, Airflow), :mod:`.s3` (backup and S3),
 :mod:`.s3_compat` (S3-compatible stores: compatibility mode, bandwidth windows, Object Lock, lifecycle),
-:mod:`.alerts` (alert channels, thresholds, digest),
+:mod:`.alerts` (alert channels, thresholds, digest), :mod:`.purge` (deleting backed-up acquisitions from the share),
 :mod:`.model` (the root and the checks across sections), :mod:`.loading`
 (which file, YAML, paths, error messages). A new section gets a module of its
 own that adds its keys' fixes to ``FIXES``, and a field on :class:`Settings`.
@@ -28,6 +28,7 @@ from shared.settings.loading import (
     settings_path,
 )
 from shared.settings.model import Settings
+from shared.settings.purge import PurgeOverrides, PurgePolicy, PurgeSettings, purge_policy
 from shared.settings.s3 import (
     DEFAULT_PART_SIZE_MB,
     STORAGE_CLASSES,
@@ -76,6 +77,9 @@ __all__ = [
     "LifecycleSettings",
     "LocationSettings",
     "ObjectLockSettings",
+    "PurgeOverrides",
+    "PurgePolicy",
+    "PurgeSettings",
     "S3Settings",
     "Settings",
     "SettingsError",
@@ -85,5 +89,6 @@ __all__ = [
     "load_settings",
     "longest_resume_hours",
     "parse_settings",
+    "purge_policy",
     "settings_path",
 ]

@@ -1,10 +1,11 @@
-"""rawvault's command line: restore a raw file from S3, audit the S3 backups.
+"""rawvault's command line: restore a raw file from S3, audit the S3 backups, preview the purge.
 
 Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
 
     python -m rawvault.cli restore <raw_file_id> <target_folder> [--from-manifest s3://<bucket>/<key>]
     python -m rawvault.cli verify [--instrument X] [--project P] [--raw-file-id ID]
                                   [--since YYYY-MM-DD] [--sample N] [--json]
+    python -m rawvault.cli purge --dry-run --instrument X [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -13,9 +14,9 @@ Airflow metadata database). Results go to stdout, progress and log lines to
 stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
-replaced, or a different file in the way) or verify found drift; 2 the command
-could not run (arguments, settings, database, credentials, unknown raw file
-or manifest).
+replaced, or a different file in the way), verify found drift, or the purge
+would keep a set because a check failed; 2 the command could not run
+(arguments, settings, database, credentials, unknown raw file or manifest).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge}")
 
     restore = commands.add_parser(
         "restore",
@@ -122,7 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, help="seed of the random sample (reproducible choice)")
     verify.add_argument("--concurrency", type=_positive, default=8, help="raw files checked at a time (default 8)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+    _add_purge_parser(commands)
     return parser
+
+
+def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
+    purge = commands.add_parser(
+        "purge",
+        help="show what the purge (file_remover) would delete on one instrument, and why every other set is kept",
+        description="Run every check of the purge on the instrument's moved sets (the share and the local backup "
+        "read again, S3 checked by HEAD) and print what a run would delete and why each other set is kept. Deletes "
+        "nothing and writes nothing: deleting is the file_remover.<instrument> DAG's job. Exits 1 when a check "
+        "keeps a set.",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="required: report only (the only mode here)")
+    purge.add_argument("--instrument", required=True, help="instrument id (as under instruments: in the settings)")
+    purge.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -236,6 +253,42 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
     return (EXIT_OK if report.ok else EXIT_FAILED), output
 
 
+def _purge(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.purge import PurgeNotPossibleError, purge_instrument
+    from shared.db.interface import DatabaseError, is_database_error
+    from shared.settings import SettingsError, get_settings, purge_policy
+
+    if not args.dry_run:
+        raise CannotRunError(
+            "the command line only previews a purge: add --dry-run. Deleting is done by the "
+            f"file_remover.{args.instrument} DAG (purge.enabled, purge.dry_run: false)"
+        )
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        raise CannotRunError(str(error)) from None
+    if args.instrument not in settings.instruments:
+        known = ", ".join(sorted(settings.instruments))
+        raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
+    client = None
+    if settings.s3_enabled and purge_policy(settings, args.instrument).requires_s3:
+        client = _client(settings, 10)
+    try:
+        report = purge_instrument(args.instrument, settings, dry_run=True, record=False, client=client)
+    except (PurgeNotPossibleError, DatabaseError) as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if is_database_error(error):
+            reason = f"cannot read the raw files from the database: {type(error).__name__}: {error}"
+            raise CannotRunError(reason) from None
+        raise
+    output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
+    return (EXIT_FAILED if report.held_back else EXIT_OK), output
+
+
+COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -245,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             _configure_logging(args.verbose)
-            code, output = _restore(args) if args.command == "restore" else _verify(args)
+            code, output = COMMANDS[args.command](args)
     except CannotRunError as error:
         print(f"rawvault {args.command}: cannot run: {error}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -21,6 +21,7 @@ from rawvault import keys
 from rawvault.alerts.model import Health, Kind, Observation, unknown
 from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
+from rawvault.purge_errors import check_of
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
 
 SUBJECT_PREFIX = "raw_file:"
@@ -225,6 +226,27 @@ def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None
     )
 
 
+def purge_blocked(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """A moved set the purge keeps because a check failed (purge_blocked_reason: "<check>: <reason>")."""
+    reason = raw_file.purge_blocked_reason
+    if not reason or raw_file.status != RawFileStatus.MOVED.value:
+        return None
+    check = check_of(reason) or "unknown"
+    dag_id = keys.file_remover_dag_id(raw_file.instrument_id)
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state=f"purge_blocked:{check}",  # one message per failing check, not per run that finds it again
+        kind=Kind.FAILED_BACKUP,
+        title=f"Purge held back: {raw_file.id} ({raw_file.instrument_id}): the {check} check failed",
+        details=_details(raw_file, ("check", check), ("reason", _reason(reason))),
+        link=f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}" if ctx.ui_base_url else None,
+        hint=f"{dag_id} keeps this set on the share until every check passes again. Fix what the reason names "
+        "(a damaged local or S3 copy: back the raw file up again; a changed or extra file on the share: find out "
+        "who wrote it); the next run checks again.",
+    )
+
+
 Rule = Callable[[RawFile, RuleContext], "Observation | None"]
 # Most urgent first: the first rule that matches names the raw file's state.
 RAW_FILE_RULES: tuple[Rule, ...] = (
@@ -234,6 +256,7 @@ RAW_FILE_RULES: tuple[Rule, ...] = (
     upload_failed,
     upload_stuck,
     deadline_breached,
+    purge_blocked,
 )
 
 

@@ -158,6 +158,7 @@ def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str
         size = sum(int(entry[0]) for entry in file_info.values() if entry)
     created_at = _as_utc(doc.get("created_at"))
     updated_at = _as_utc(doc.get("db_updated_at"))
+    purged_at = _as_utc(doc.get("purged_at"))
     age_seconds = (now - created_at).total_seconds() if created_at else None
     backup_status = doc.get("backup_status")
     raw_file_id = str(doc["_id"])
@@ -183,6 +184,9 @@ def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str
         "s3_upload_attempts": doc.get("s3_upload_attempts") or 0,
         "created_at": created_at.isoformat() if created_at else None,
         "updated_at": updated_at.isoformat() if updated_at else None,
+        # The purge (file_remover): when the set was deleted from the share, or why it is kept.
+        "purged_at": purged_at.isoformat() if purged_at else None,
+        "purge_blocked_reason": doc.get("purge_blocked_reason"),
         "age_seconds": age_seconds,
         "age": format_age(age_seconds),
         "acquisition_runs_path": acquisition_runs_path(instrument_id, raw_file_id),
