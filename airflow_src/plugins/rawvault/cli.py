@@ -207,13 +207,13 @@ def _settings() -> Settings:
 
 
 def _client(settings: Settings, max_pool_connections: int) -> S3Client:
-    from rawvault.s3.client import s3_client_from_connection
+    from rawvault.s3.client import s3_client_for
     from rawvault.s3.errors import S3BackupError
 
     s3 = settings.backup.s3
     assert s3 is not None  # _settings() made sure
     try:
-        return s3_client_from_connection(s3.aws_conn_id, s3.region, max_pool_connections)
+        return s3_client_for(s3, max_pool_connections)
     except S3BackupError as error:
         raise CannotRunError(str(error)) from None
 
