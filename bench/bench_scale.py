@@ -152,7 +152,7 @@ def current_queries(now: Any, share: list[str]) -> dict[str, Callable[[], Any]]:
     }  # fmt: skip
 
 
-def run_worker(kind: str, uri: str, rounds: int) -> None:
+def run_worker(kind: str, uri: str, rounds: int, rows: list[str] | None = None) -> None:
     """Time every query of one version (``sys.path`` set by the caller); print ``{row: [seconds...]}``.
 
     Each query of the working tree runs once untimed first; the reference's
@@ -169,6 +169,8 @@ def run_worker(kind: str, uri: str, rounds: int) -> None:
     database = MongoClient(uri).get_default_database()
     share = share_names(database, INSTRUMENT)
     table = (reference_queries if kind == "reference" else current_queries)(NOW, share)
+    if rows:  # in the table's order: verify_fetch needs the ids verify_select read
+        table = {name: query for name, query in table.items() if name in rows}
     assert INSTRUMENT in INSTRUMENTS
     timings: dict[str, list[float]] = {}
     next(iter(table.values()))()  # warm-up: the server's cache, the connection, the indexes on first use
@@ -211,6 +213,8 @@ def seed(server_uri: str, size: int) -> str:
     uri = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
     database = MongoClient(uri).get_default_database()
     if database.bench_meta.find_one({"_id": "seed", "size": size, "version": SEED_VERSION}):
+        for spec in LEGACY_INDEXES:  # the working tree drops them when it connects; the reference's plans need them
+            database.raw_file.create_index(spec, background=False)
         return uri
     database.client.drop_database(name)
     started = time.perf_counter()
@@ -221,11 +225,11 @@ def seed(server_uri: str, size: int) -> str:
     return uri
 
 
-def run(kind: str, source: Path, uri: str, rounds: int) -> dict[str, list[float]]:
-    """One worker subprocess on ``source``'s code; its timings."""
+def run(kind: str, source: Path, uri: str, rounds: int, rows: list[str] | None = None) -> dict[str, list[float]]:
+    """One worker subprocess on ``source``'s code; its timings (of ``rows`` only, if given)."""
     code = (
         f"import sys; sys.path[:0] = [{str(source)!r}, {str(source / 'airflow_src' / 'plugins')!r}, {str(BENCH)!r}]; "
-        f"import bench_scale; bench_scale.run_worker({kind!r}, {uri!r}, {rounds})"
+        f"import bench_scale; bench_scale.run_worker({kind!r}, {uri!r}, {rounds}, {rows!r})"
     )
     done = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -237,7 +241,7 @@ def _median(runs: list[float] | None, scale: int = 1) -> float | None:
 
 def _row(result: dict[str, dict[str, list[float]]], key: str) -> tuple[float | None, float | None]:
     """Today's and now's median of one row (a sample: the reference fetched it one raw file per query)."""
-    reference, current = result.get("reference", {}), result["current"]
+    reference, current = result.get("reference", {}), result.get("current", {})
     if key != "verify_sample":
         return _median(reference.get(key)), _median(current.get(key))
     select, fetch = _median(reference.get("verify_select")), _median(reference.get("verify_fetch"))
@@ -264,7 +268,7 @@ def report(results: dict[int, dict[str, dict[str, list[float]]]]) -> None:
         lines.append(line)
     for size in sizes:
         today = sum(_median(results[size].get("reference", {}).get(k)) or 0 for k in ("list", "counts"))
-        now = sum(_median(results[size]["current"].get(k)) or 0 for k in ("list", "counts"))
+        now = sum(_median(results[size].get("current", {}).get(k)) or 0 for k in ("list", "counts"))
         lines.append([f"page load (list + chips) {size // 1000}k", f"{today:.2f} s", f"{now:.3f} s",
                       f"{today / now:.0f}x" if today and now else "-"])  # fmt: skip
     widths = [max(len(str(line[i])) for line in lines if i < len(line)) for i in range(len(header))]
@@ -279,27 +283,45 @@ def main() -> None:
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="commit of today's code (default: %(default)s)")
     parser.add_argument("--reference-rounds", type=int, default=None, help="timed runs of the reference (slow)")
     parser.add_argument("--no-reference", action="store_true", help="time the working tree only")
+    parser.add_argument(
+        "--reference-rows",
+        nargs="+",
+        help="time only these queries of the reference (e.g. list "
+        "counts watcher sweeper_pending verify_select verify_fetch: the rest takes an hour at 300k)",
+    )
     parser.add_argument("--seed-only", action="store_true", help="seed the data sets (untimed preparation) and stop")
+    parser.add_argument(
+        "--only",
+        choices=["reference", "current"],
+        help="time one side; the other's timings are "
+        "kept from bench/results/bench_scale.json (the reference takes minutes per query at 300k)",
+    )
     args = parser.parse_args()
     sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "airflow_src" / "plugins"), str(BENCH)]
     from devtools.servers import MongoServer
 
     STORE.mkdir(parents=True, exist_ok=True)
     source = None if args.no_reference else reference_source(args.reference)
+    saved = RESULTS / "bench_scale.json"
+    kept = json.loads(saved.read_text()) if args.only and saved.exists() else {}
     results: dict[int, dict[str, dict[str, list[float]]]] = {}
     with MongoServer(storage_path=STORE / "data", log_path=STORE / "mongo.log") as server:
         for size in sorted(args.sizes):
             uri = seed(server.uri, size)
             if args.seed_only:
                 continue
-            results[size] = {}
-            if source is not None:  # first: the current code drops the reference's indexes when it connects
+            results[size] = kept.get(str(size), {}) if args.only else {}
+            if source is not None and args.only != "current":  # first: the working tree drops its indexes
                 print(f"{size:,}: reference {args.reference} ...", flush=True)
-                results[size]["reference"] = run("reference", source, uri, args.reference_rounds or args.rounds)
-            print(f"{size:,}: working tree ...", flush=True)
-            results[size]["current"] = run("current", REPO_ROOT, uri, args.rounds)
+                results[size]["reference"] = run(
+                    "reference", source, uri, args.reference_rounds or args.rounds, args.reference_rows
+                )
+            if args.only != "reference":
+                print(f"{size:,}: working tree ...", flush=True)
+                results[size]["current"] = run("current", REPO_ROOT, uri, args.rounds)
+            # After each size: an interrupted run keeps the sizes it finished.
+            saved.write_text(json.dumps({**kept, **{str(n): timings for n, timings in results.items()}}, indent=1))
     if results:
-        (RESULTS / "bench_scale.json").write_text(json.dumps(results, indent=1))
         report(results)
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from shared.db.backups_counts import count
 from shared.db.interface import connect_db
-from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from shared.db.models import BackupStatus, RawFile, RawFileStatus, ScrubStatus
 from shared.db.predicates import (
     ALL_BACKUP_STATUSES,
     PURGED_STATUS,
@@ -34,6 +34,8 @@ ALERT_FIELDS = (
     "size",
     "status",
     "status_details",
+    "redrive_count",  # the link to a re-driven handler's latest run
+    "error_transient",  # a transient pipeline error is re-driven: the hint says so
     "created_at",
     "backup_status",
     "backup_status_details",
@@ -42,6 +44,10 @@ ALERT_FIELDS = (
     "upload_claim_owner",
     "upload_claim_expires_at",
     "db_updated_at",
+    "purge_blocked_reason",
+    "scrub_status",
+    "scrub_details",
+    "scrubbed_at",
 )
 _ID_CHUNK = 500
 # The status nearly every raw file ends in: counted as the total minus the others.
@@ -55,7 +61,9 @@ def count_failed() -> int:
 
 
 def raw_files_needing_attention(*, overdue_before: datetime, lease_expired_before: datetime, s3: bool) -> list[RawFile]:
-    """Raw files that may be in a bad state: failed, stuck, or created before ``overdue_before`` and unprotected.
+    """Raw files that may be in a bad state: failed, stuck, held back, drifted, or overdue and unprotected.
+
+    Held back: the purge keeps the set because a check failed; drifted: a scrub found the data differs.
 
     Unprotected: without a verified backup (``s3``: a verified S3 copy), not
     purged (its backup was checked before). The alert rules decide from these
@@ -72,6 +80,10 @@ def raw_files_needing_attention(*, overdue_before: datetime, lease_expired_befor
     overdue = RawFile.objects(__raw__=unprotected_query(s3=s3, overdue_before=overdue_before)).only(*ALERT_FIELDS)
     for raw_file in overdue:
         if is_unprotected(raw_file, s3=s3, overdue_before=overdue_before):
+            found.setdefault(raw_file.id, raw_file)
+    # Both fields are set on few raw files and indexed sparse: "$gt ''" (a string, not empty) reads only those.
+    for query in ({"purge_blocked_reason": {"$gt": ""}}, {"scrub_status": ScrubStatus.DRIFT.value}):
+        for raw_file in RawFile.objects(__raw__=query).only(*ALERT_FIELDS):
             found.setdefault(raw_file.id, raw_file)
     return list(found.values())
 
@@ -99,7 +111,7 @@ def _counts(field: str, small: Sequence[str | None], terminal: str) -> dict[str,
 def counts_by_status() -> dict[str, int]:
     """How many raw files have each ``status`` (``moved``: the total minus the others)."""
     connect_db()
-    small = [status.value for status in RawFileStatus if status.value != _TERMINAL_STATUS] + [PURGED_STATUS]
+    small = [status.value for status in RawFileStatus if status.value != _TERMINAL_STATUS]
     return _counts("status", small, _TERMINAL_STATUS)
 
 

@@ -188,7 +188,7 @@ def update_raw_file(raw_file_id: str, *, expected: dict[str, Any] | None = None,
 
 
 def list_raw_files_on_share(instrument_id: str, names: Iterable[str]) -> list[RawFile]:
-    """The instrument's registrations of these share names not moved off the share, oldest first.
+    """The instrument's registrations of these share names not moved (or purged) off the share, oldest first.
 
     Only the names now on the share: the instrument's history (years of raw
     files, failed ones among them) is never read.
@@ -201,7 +201,8 @@ def list_raw_files_on_share(instrument_id: str, names: Iterable[str]) -> list[Ra
         found += RawFile.objects(instrument_id=instrument_id, original_name__in=chunk).only(
             "id", "original_name", "instrument_type", "source_inode", "source_mtime_ns", "status", "created_at"
         )
-    on_share = [raw_file for raw_file in found if raw_file.status != RawFileStatus.MOVED.value]
+    off_share = (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value)
+    on_share = [raw_file for raw_file in found if raw_file.status not in off_share]
     return sorted(on_share, key=lambda raw_file: (raw_file.created_at, raw_file.id))
 
 

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime
 from enum import StrEnum, nonmember
 
-from mongoengine import DateTimeField, DictField, Document, FloatField, IntField, StringField
+from mongoengine import BooleanField, DateTimeField, DictField, Document, FloatField, IntField, StringField
 
 
 def utc_now() -> datetime:
@@ -26,6 +26,8 @@ class RawFileStatus(StrEnum):
     MOVING = "moving"
     MOVED = "moved"
     ERROR = "error"
+    # Deleted from the instrument share by the purge (file_remover) after a re-checked backup; still backed up.
+    PURGED = "purged"
 
 
 class BackupStatus(StrEnum):
@@ -60,6 +62,13 @@ class BackupStatus(StrEnum):
     PROTECTED_LOCAL = nonmember(frozenset({COPYING_DONE, UPLOAD_IN_PROGRESS, UPLOAD_DONE, UPLOAD_FAILED, SKIPPED}))
 
 
+class ScrubStatus(StrEnum):
+    """What the last scrub (a re-read of the S3 objects and the local backup copies) found."""
+
+    OK = "ok"  # every byte is the recorded data
+    DRIFT = "drift"  # something is missing or differs: scrub_details says what
+
+
 class RawFile(Document):
     """One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
 
@@ -81,8 +90,22 @@ class RawFile(Document):
     source_inode = IntField()
     # Modification time (ns) of the main file when it was checksummed: a later one means new content.
     source_mtime_ns = IntField()
+    # Modification time (ns) of every file of the set when it was checksummed, {file_info path: ns}: the
+    # file mover moves a set only while each file still has its size and this time (rawvault.recorded_set).
+    source_mtimes = DictField()
     # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
+
+    # The last failed task of the acquisition handler (status error, "<step>: <reason>" in status_details):
+    # its task id, when it failed and whether the cause is transient (rawvault.failures decides); written
+    # only by rawvault.failures.record_failure. acquisition_redrive re-drives transient ones with backoff.
+    error_step = StringField()
+    error_at = DateTimeField()
+    error_transient = BooleanField()
+    # Re-drives of the acquisition handler so far (each a new run id, keys.handler_run_id) and the last one's
+    # time; acquisition_redrive claims the next with a compare-and-set on this count.
+    redrive_count = IntField(default=0)
+    redriven_at = DateTimeField()
 
     # Last size of the main file seen by monitor_acquisition, and since when it has had it.
     monitor_size = IntField()
@@ -111,6 +134,22 @@ class RawFile(Document):
     # A random number in [0, 1) given at insert: verify takes its random sample as a run of these keys
     # from a random point, through an index, without reading or sorting every id.
     sample_key = FloatField(default=random.random)
+
+    # The purge (file_remover.<instrument>, rawvault.purge): deleting the moved set from the instrument share
+    # after every check passed again. purge_started_at is written before the first delete, so a run that dies
+    # midway is finished by the next one; purged_at and status=purged when the set is gone. purge_evidence says
+    # what was checked and found (share, local copy, S3 objects and manifest); a set held back by a failed
+    # check has the reason ("<check>: <what>") in purge_blocked_reason until a later check passes.
+    purge_started_at = DateTimeField()
+    purged_at = DateTimeField()
+    purge_checked_at = DateTimeField()
+    purge_blocked_reason = StringField()
+    purge_evidence = DictField()
+    # Scrubbing (backup_verifier, verify --read-data): when its data were last re-read in S3 and in the
+    # local backup, what that found, and the drift items (one per line). Unset: never scrubbed.
+    scrubbed_at = DateTimeField()
+    scrub_status = StringField(choices=[s.value for s in ScrubStatus])
+    scrub_details = StringField()
 
     # Audit timestamps of this document.
     db_created_at = DateTimeField(default=utc_now)
@@ -141,18 +180,27 @@ class RawFile(Document):
             # Stuck counts (in progress, not updated since), the sweeper's never-uploaded and recent failures,
             # the digest's uploads of the last day.
             {"fields": ["backup_status", "db_updated_at", "status"]},
+            # The purge: an instrument's moved raw files, oldest first.
+            {"fields": ["instrument_id", "status", "created_at", "id"]},
             # The sweeper: failed uploads it may still retry.
             {"fields": ["backup_status", "s3_upload_attempts"]},
             # verify's random sample of upload_done raw files.
             {"fields": ["backup_status", "sample_key"]},
+            # The scrub's selection: upload_done, least recently scrubbed first (never scrubbed sorts first),
+            # oldest acquisition first among equals; a walk of this index, never a sort of the collection.
+            {"fields": ["backup_status", "scrubbed_at", "created_at"]},
+            # The alert check's "drift found by a scrub" and "purge held back" candidates (few: sparse).
+            {"fields": ["scrub_status"], "sparse": True},
+            {"fields": ["purge_blocked_reason"], "sparse": True},
         ],
         "strict": False,  # documents written by a newer rawvault still load
     }
 
 
 # Indexes earlier versions created that no query uses any more (each a prefix of one above, or unused):
-# dropped by shared.db.interface.connect_db (shared.db.indexes) once per process.
-LEGACY_RAW_FILE_INDEXES = ("instrument_id_1", "backup_status_1", "original_name_1", "created_at_-1")
+# dropped by shared.db.interface.connect_db once per process. status_1 (acquisition_redrive's): the index
+# (status, backup_status, created_at, _id) starts with status.
+LEGACY_RAW_FILE_INDEXES = ("instrument_id_1", "backup_status_1", "original_name_1", "created_at_-1", "status_1")
 
 
 class Project(Document):

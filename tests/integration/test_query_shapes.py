@@ -234,3 +234,34 @@ def test_a_verify_sample_reads_through_indexes_only(recorder: CommandRecorder) -
     # The sample in a few queries, not one per raw file, and never every id of every upload_done raw file.
     assert len(query_commands(commands)) <= 4, "\n".join(map(str, commands))
     assert documents_read(commands) <= 2 * 5, "\n".join(f"{c} -> {c.returned}" for c in commands)
+
+
+# --- the purge, the re-drive, the scrub and the coverage report (their reads in shared/db) -------------
+
+
+def other_reads() -> dict[str, object]:
+    from shared.db.coverage import unprotected_raw_files
+    from shared.db.purge import purge_candidates
+    from shared.db.redrive_queries import handler_unfinished, redrive_counts
+    from shared.db.scrub import count_not_scrubbed_since, select_for_scrub
+
+    return {
+        "purge candidates": lambda: purge_candidates("tims1"),
+        "re-drive: unfinished handlers": handler_unfinished,
+        "re-drive: counts": lambda: redrive_counts(["20261120_1200_P0_0.raw", "no-such.raw"]),
+        "scrub: selection": lambda: select_for_scrub(budget_bytes=10**5, due_before=NOW - timedelta(days=30)),
+        "scrub: not scrubbed since": lambda: count_not_scrubbed_since(NOW - timedelta(days=30)),
+        "coverage": lambda: unprotected_raw_files(s3=True, overdue_before=NOW - timedelta(hours=24)),
+        "coverage of one instrument": lambda: unprotected_raw_files(
+            s3=True, overdue_before=NOW - timedelta(hours=24), instrument="zeno1"
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(other_reads()))
+def test_the_purge_redrive_scrub_and_coverage_read_through_indexes_only(recorder: CommandRecorder, name: str) -> None:
+    read = other_reads()[name]
+    RawFile.objects(backup_status="upload_done").limit(3).update(set__scrubbed_at=NOW - timedelta(days=40))
+    with recorder.recording() as commands:
+        read()  # type: ignore[operator]
+    assert_indexed(commands, name)

@@ -2,13 +2,14 @@
 
 The selection (filters: instrument, project, raw file id, created since a
 date) is a read of :mod:`shared.db.interface`; the checks are
-:mod:`rawvault.s3.drift` (``head_object`` only, nothing downloaded).
+:mod:`rawvault.s3.drift` (``head_object`` only, nothing downloaded). Scrubbing,
+which re-reads the data, is :mod:`rawvault.scrub`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,54 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8  # raw files checked at a time: head_object is latency-bound, not bandwidth-bound
+
+
+@dataclass
+class Selection:
+    """The raw files an audit checks: their ids (oldest first), how many matched the filters, the filters."""
+
+    raw_file_ids: list[str]
+    matched: int
+    filters: dict[str, str]
+    raw_files: list[Any] | None = None  # a sample's documents, already read whole (None: read them by id)
+
+
+def select_raw_files(
+    *,
+    instrument: str | None = None,
+    project: str | None = None,
+    raw_file_id: str | None = None,
+    since: date | datetime | None = None,
+    sample: int | None = None,
+    seed: int | None = None,
+    fallback_project_id: str = "_FALLBACK",
+) -> Selection:
+    """The ``upload_done`` raw files matching the filters, or a random ``sample`` of them (``seed``: reproducible)."""
+    if sample is not None and sample < 0:
+        raise ValueError(f"sample must be 0 or more raw files, got {sample}")
+    filters = {
+        name: str(value)
+        for name, value in {
+            "instrument": instrument,
+            "project": project,
+            "raw_file_id": raw_file_id,
+            "since": since,
+            "sample": sample,
+        }.items()
+        if value is not None
+    }
+    if sample:
+        # Drawn by the database through an index (shared.db.uploaded): never every id of every raw file.
+        chosen = sample_uploaded_raw_files(
+            sample, seed=seed, instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
+            fallback_project_id=fallback_project_id,
+        )  # fmt: skip
+        return Selection([raw_file.id for raw_file in chosen.raw_files], chosen.matched, filters, chosen.raw_files)
+    ids = uploaded_raw_file_ids(
+        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
+        fallback_project_id=fallback_project_id,
+    )  # fmt: skip
+    return Selection(ids, len(ids), filters)
 
 
 def verify_backups(
@@ -42,37 +91,20 @@ def verify_backups(
     (``None`` or 0: all) checks that many, chosen at random (``seed`` makes the
     choice reproducible); ``concurrency`` raw files are checked at a time. Raises
     :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses the
-    credentials; everything else found is in the report.
+    credentials; everything else found is in the report. Re-reading the data
+    (scrubbing) is :func:`rawvault.scrub.scrub_backups`.
     """
-    if sample is not None and sample < 0:
-        raise ValueError(f"sample must be 0 or more raw files, got {sample}")
-    filters = {
-        name: str(value)
-        for name, value in {
-            "instrument": instrument,
-            "project": project,
-            "raw_file_id": raw_file_id,
-            "since": since,
-            "sample": sample,
-        }.items()
-        if value is not None
-    }
-    raw_files: Iterable[Any]
-    if sample:
-        # Drawn by the database through an index (shared.db.uploaded): never every id of every raw file.
-        chosen = sample_uploaded_raw_files(
-            sample, seed=seed, instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
-            fallback_project_id=fallback_project_id,
-        )  # fmt: skip
-        matched, raw_files = chosen.matched, chosen.raw_files
-    else:
-        ids = uploaded_raw_file_ids(
-            instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
-            fallback_project_id=fallback_project_id,
-        )  # fmt: skip
-        matched, raw_files = len(ids), raw_files_by_id(ids)
-    report = VerifyReport(matched=matched, filters=filters)
-    log.info("verifying %s upload_done raw file(s) against S3%s", matched, f" (sample of {sample})" if sample else "")
+    selection = select_raw_files(
+        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since, sample=sample, seed=seed,
+        fallback_project_id=fallback_project_id,
+    )  # fmt: skip
+    report = VerifyReport(matched=selection.matched, filters=selection.filters)
+    log.info(
+        "verifying %s upload_done raw file(s) against S3%s",
+        selection.matched,
+        f" (sample of {sample})" if sample else "",
+    )
+    raw_files = selection.raw_files if selection.raw_files is not None else raw_files_by_id(selection.raw_file_ids)
     verify_raw_files(raw_files, client, report, concurrency=concurrency)
     log.info("%s", report.summary())
     return report

@@ -9,6 +9,7 @@ from rawvault.checksum import checksum_files
 from rawvault.file_mover import move_raw_file
 from rawvault.local_backup import copy_raw_file_set
 from rawvault.locations import backup_folder, instrument_folder, raw_file_path
+from rawvault.recorded_set import confirm_mtimes, mtimes_of
 from shared.db.interface import get_raw_file, update_raw_file
 from shared.db.models import BackupStatus, RawFileStatus
 from shared.instrument_types import INSTRUMENT_TYPES
@@ -29,7 +30,7 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
     different one means the files changed, which fails instead of overwriting.
     """
     raw_file = get_raw_file(raw_file_id)
-    if raw_file.status == RawFileStatus.MOVED.value:
+    if raw_file.status in (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value):
         raise FileInfoMismatchError(
             f"raw file {raw_file_id!r} was moved off the instrument share already; its recorded file_info stands "
             "(nothing to checksum again)"
@@ -47,7 +48,10 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
     try:
         members = instrument_type.files_in_set(raw_file_path(raw_file, settings))
         relative_paths = [member.relative_to(source_root).as_posix() for member in members]
+        mtimes_before = mtimes_of(source_root, relative_paths)
         file_info = checksum_files(source_root, relative_paths, settings.part_size_bytes)
+        # The times the content had while it was read: the file mover compares them (rawvault.recorded_set).
+        source_mtimes = confirm_mtimes(source_root, mtimes_before)
         main_file = instrument_type.main_file(raw_file_path(raw_file, settings))
         main_mtime_ns = main_file.stat().st_mtime_ns if main_file.exists() else None
     except Exception as error:
@@ -64,6 +68,7 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
     update_raw_file(
         raw_file_id,
         file_info=file_info,
+        source_mtimes=source_mtimes,
         etag_part_size=settings.part_size_bytes,
         source_mtime_ns=raw_file.source_mtime_ns or main_mtime_ns,
         size=sum(size for size, _md5, _etag in file_info.values()),
@@ -126,8 +131,8 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
 def move_on_share(raw_file_id: str, settings: Settings) -> None:
     """Move the acquisition aside on the instrument share; record ``status=moved``."""
     raw_file = get_raw_file(raw_file_id)
-    if raw_file.status == RawFileStatus.MOVED.value:
-        log.info("%s was moved already", raw_file_id)
+    if raw_file.status in (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value):
+        log.info("%s was %s already", raw_file_id, raw_file.status)
         return
     update_raw_file(raw_file_id, status=RawFileStatus.MOVING.value)
     try:

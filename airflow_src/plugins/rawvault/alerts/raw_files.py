@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -21,7 +21,9 @@ from rawvault import keys
 from rawvault.alerts.model import Health, Kind, Observation, unknown
 from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
-from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from rawvault.purge_errors import check_of
+from rawvault.redrive import GAVE_UP_MARK as REDRIVE_GAVE_UP_MARK
+from shared.db.models import BackupStatus, RawFile, RawFileStatus, ScrubStatus
 from shared.db.predicates import PURGED_STATUS, is_unprotected, protected_statuses
 
 SUBJECT_PREFIX = "raw_file:"
@@ -78,7 +80,9 @@ def split_step(details: str | None) -> tuple[str, str]:
 
 def _link(raw_file: RawFile, step: str, ctx: RuleContext) -> str | None:
     dag, task = STEP_TASKS.get(step, (HANDLER_DAG, None))
-    return task_log_url(ctx.ui_base_url, dag(raw_file.instrument_id), run_id_for(raw_file.id), task)
+    # A re-driven handler's latest run is "...__redrive<N>"; the file mover is started once, under run_id_for.
+    run_id = keys.handler_run_id(raw_file.id, raw_file.redrive_count or 0) if dag is HANDLER_DAG else None
+    return task_log_url(ctx.ui_base_url, dag(raw_file.instrument_id), run_id or run_id_for(raw_file.id), task)
 
 
 def _reason(text: str | None) -> str:
@@ -110,6 +114,25 @@ def _failed(raw_file: RawFile, ctx: RuleContext, state: str, step: str, reason: 
     )
 
 
+def redrive_gave_up(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """status=error and acquisition_redrive stopped starting its handler again ("gave up after N re-drives")."""
+    if raw_file.status != RawFileStatus.ERROR.value:
+        return None
+    step, reason = split_step(raw_file.status_details)
+    if not reason.startswith(REDRIVE_GAVE_UP_MARK):
+        return None
+    task = STEP_TASKS.get(step, (None, step or "the red task"))[1]
+    observation = _failed(
+        raw_file,
+        ctx,
+        f"redrive_gave_up:{step or 'unknown'}",
+        step,
+        reason,
+        f"acquisition_redrive no longer starts it again: fix the cause, then clear {task} of this run.",
+    )
+    return replace(observation, title=f"Re-drives given up: {raw_file.id} ({raw_file.instrument_id}) at {step or '?'}")
+
+
 def pipeline_error(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
     """status=error: a pipeline step failed (step and reason from status_details)."""
     if raw_file.status != RawFileStatus.ERROR.value:
@@ -117,6 +140,12 @@ def pipeline_error(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
     step, reason = split_step(raw_file.status_details)
     task = STEP_TASKS.get(step, (None, step or "the red task"))[1]
     hint = f"Fix the cause named in the reason, then clear {task} of this run in the Airflow UI."
+    if raw_file.error_transient:
+        hint = (
+            f"The cause may go away by itself: acquisition_redrive starts the handler again with backoff "
+            f"(re-drives so far: {raw_file.redrive_count or 0}); a recovery message follows once it is backed up. "
+            + hint
+        )
     return _failed(raw_file, ctx, f"pipeline_error:{step or 'unknown'}", step, reason, hint)
 
 
@@ -209,15 +238,64 @@ def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None
     )
 
 
+def purge_blocked(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """A moved set the purge keeps because a check failed (purge_blocked_reason: "<check>: <reason>")."""
+    reason = raw_file.purge_blocked_reason
+    if not reason or raw_file.status != RawFileStatus.MOVED.value:
+        return None
+    check = check_of(reason) or "unknown"
+    dag_id = keys.file_remover_dag_id(raw_file.instrument_id)
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state=f"purge_blocked:{check}",  # one message per failing check, not per run that finds it again
+        kind=Kind.FAILED_BACKUP,
+        title=f"Purge held back: {raw_file.id} ({raw_file.instrument_id}): the {check} check failed",
+        details=_details(raw_file, ("check", check), ("reason", _reason(reason))),
+        link=f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}" if ctx.ui_base_url else None,
+        hint=f"{dag_id} keeps this set on the share until every check passes again. Fix what the reason names "
+        "(a damaged local or S3 copy: back the raw file up again; a changed or extra file on the share: find out "
+        "who wrote it); the next run checks again.",
+    )
+
+
+def scrub_drift(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """Its last scrub re-read the data in S3 and the local backup and found something missing or different."""
+    if raw_file.scrub_status != ScrubStatus.DRIFT.value:
+        return None
+    scrubbed = raw_file.scrubbed_at
+    link = f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(keys.VERIFIER_DAG_ID, safe='')}" if ctx.ui_base_url else None
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state="scrub_drift",
+        kind=Kind.DATA_DRIFT,
+        title=f"Stored data differs: {raw_file.id} ({raw_file.instrument_id}) failed its scrub",
+        details=_details(
+            raw_file,
+            ("scrubbed", f"{scrubbed:%Y-%m-%d %H:%M} UTC" if scrubbed else "?"),
+            ("found", _reason(raw_file.scrub_details)),
+        ),
+        link=link,
+        hint="One copy no longer holds the recorded data. Keep the good copy: restore from S3 "
+        "(scripts/rawvault.sh restore) or from the local backup, then replace the damaged one; "
+        f"scripts/rawvault.sh verify --read-data --raw-file-id {raw_file.id} re-checks it (a clean result "
+        "sends a recovery).",
+    )
+
+
 Rule = Callable[[RawFile, RuleContext], "Observation | None"]
 # Most urgent first: the first rule that matches names the raw file's state.
 RAW_FILE_RULES: tuple[Rule, ...] = (
+    scrub_drift,
+    redrive_gave_up,
     pipeline_error,
     copying_failed,
     upload_gave_up,
     upload_failed,
     upload_stuck,
     deadline_breached,
+    purge_blocked,
 )
 
 

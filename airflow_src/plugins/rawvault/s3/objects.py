@@ -17,6 +17,12 @@ ask it. The rule, in order:
    ETag must still be the recorded ones (``checksum``); without one (restore,
    audit) the object cannot be verified by its metadata alone.
 
+Its other half, :func:`check_content`, decides whether the bytes of an object
+read back (a restore's download, a scrub's re-read) are the recorded file:
+size, MD5 and the ETag recomputed with the recorded part size, and S3's
+SHA-256 when one is recorded and was computed. Metadata can be stale or
+forged; the bytes cannot.
+
 Plain functions of a boto3 client; no Airflow, no database.
 """
 
@@ -31,9 +37,17 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from rawvault.digests import digest_file, split_checksum
-from rawvault.s3.errors import LocalFileChangedError, classify, is_not_found
+from rawvault.digests import Digests, digest_file, split_checksum
+from rawvault.s3.errors import (
+    LocalFileChangedError,
+    botocore_cause,
+    classify,
+    error_code,
+    is_access_error,
+    is_not_found,
+)
 from rawvault.s3.keys import s3_url
+from rawvault.s3.permissions import POLICY_FILE, resource_arn
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -57,9 +71,9 @@ def head(client: S3Client, bucket: str, key: str, version_id: str | None = None)
     except ClientError as error:
         if is_not_found(error):
             return None
-        raise classify(error, f"checking {s3_url(bucket, key)}") from error
+        raise classify(error, f"checking {s3_url(bucket, key)}", bucket=bucket, key=key) from error
     except Exception as error:
-        raise classify(error, f"checking {s3_url(bucket, key)}") from error
+        raise classify(error, f"checking {s3_url(bucket, key)}", bucket=bucket, key=key) from error
 
 
 def etag_of(response: Mapping[str, Any]) -> str:
@@ -92,7 +106,15 @@ def delete_version(client: S3Client, bucket: str, key: str, response: Mapping[st
         client.delete_object(**args)  # type: ignore[arg-type]
     except Exception as error:
         log.warning("could not delete the unverified object s3://%s/%s: %s", bucket, key, error)
-        return f"deleting the unverified object failed ({type(error).__name__}): delete s3://{bucket}/{key} by hand"
+        cause = botocore_cause(error) or error
+        why = type(error).__name__
+        if is_access_error(cause):
+            action = "s3:DeleteObjectVersion" if version else "s3:DeleteObject"
+            why = (
+                f"{error_code(cause) or 'access denied'}: the IAM identity lacks {action} on "
+                f"{resource_arn('delete_object', bucket, key)}, see {POLICY_FILE}"
+            )
+        return f"deleting the unverified object failed ({why}): delete s3://{bucket}/{key} by hand"
     log.warning("deleted the unverified object s3://%s/%s (version %s)", bucket, key, version or "-")
     return "the uploaded object was deleted again"
 
@@ -103,6 +125,7 @@ class VerificationMode(StrEnum):
     ETAG = "etag"
     CHECKSUM = "checksum"
     MANIFEST = "manifest"
+    CONTENT = "content"  # the object's bytes were read back and hashed
 
 
 class VerdictKind(StrEnum):
@@ -113,6 +136,7 @@ class VerdictKind(StrEnum):
     SIZE_DIFFERS = "size differs"
     ETAG_DIFFERS = "ETag differs"
     CHECKSUM_DIFFERS = "checksum differs"
+    CONTENT_DIFFERS = "content differs"  # its bytes, read back, are not the recorded file
     CANNOT_VERIFY = "cannot be verified"
 
 
@@ -255,3 +279,31 @@ def _against_local_file(
             expected=digests.sha256 or "", actual=value or "",
         )  # fmt: skip
     return ObjectVerdict(VerdictKind.OK, VerificationMode.CHECKSUM)
+
+
+def check_content(digests: Digests, expected: ExpectedObject, *, sha256: bool = False) -> ObjectVerdict:
+    """Whether the bytes read back from an object (their ``digests``) are the recorded file ``expected``.
+
+    ``digests`` were computed with the recorded part size; with ``sha256`` (and a
+    SHA-256 recorded in the manifest) S3's SHA-256, composite for multipart, is
+    compared too. Every difference is named in ``problem``.
+    """
+    differences: list[tuple[str, str, str]] = []  # (what, found, recorded)
+    if digests.size != expected.size:
+        differences.append(("size", f"{digests.size} bytes", str(expected.size)))
+    if digests.md5 != expected.md5:
+        differences.append(("MD5", digests.md5, expected.md5))
+    if digests.etag != expected.etag:
+        differences.append(("ETag", digests.etag, expected.etag))
+    if sha256 and expected.checksum_sha256:
+        recorded, recorded_parts = split_checksum(expected.checksum_sha256)
+        if digests.sha256 != recorded or (recorded_parts is not None and recorded_parts != (digests.parts or 1)):
+            differences.append(("SHA-256", digests.sha256 or "-", expected.checksum_sha256))
+    if not differences:
+        return ObjectVerdict(VerdictKind.OK, VerificationMode.CONTENT)
+    what, found, recorded = differences[0]
+    return ObjectVerdict(
+        VerdictKind.CONTENT_DIFFERS,
+        problem="the downloaded data has " + "; ".join(f"{w} {f}, recorded {r}" for w, f, r in differences),
+        expected=f"{what} {recorded}", actual=f"{what} {found}",
+    )  # fmt: skip

@@ -4,7 +4,7 @@ No Airflow imports: the caller (:mod:`rawvault.ui.api`) says which
 instruments the user may read (:class:`PageView`). The MongoDB queries (three
 groups: failed, stuck, the rest; keyset paging; counts that never scan) are
 :mod:`shared.db.backups_view` and :mod:`shared.db.backups_counts`; here each
-raw document becomes a table row and a page position an opaque cursor.
+page position becomes an opaque cursor (each raw document a table row: :mod:`rawvault.ui.rows`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
 
-from rawvault.keys import handler_dag_id
+from rawvault.alerts.raw_files import subject_of
+from rawvault.ui.rows import (  # the row formatting; re-exported for callers of this module
+    acquisition_runs_path,
+    format_age,
+    format_size,
+    raw_file_row,
+)
+from shared.db.alerts import last_alerts
 from shared.db.backups_counts import backup_status_counts, projects_of_instruments
 from shared.db.backups_view import (
     NOT_STARTED,
@@ -34,7 +40,7 @@ from shared.db.backups_view import (
 from shared.db.interface import get_projects
 from shared.db.keyset import Key
 from shared.db.models import BackupStatus, RawFileStatus
-from shared.db.predicates import GROUPS, PIPELINE_ERROR_STATUS, REST_GROUP, STUCK_GROUP
+from shared.db.predicates import GROUPS, REST_GROUP, STUCK_GROUP
 
 ENV_VAR_STUCK_AFTER_HOURS = "RAWVAULT_UI_STUCK_AFTER_HOURS"
 DEFAULT_STUCK_AFTER_HOURS = 6.0
@@ -184,95 +190,6 @@ def stuck_after_from_env() -> timedelta:
     return timedelta(hours=hours)
 
 
-def format_size(size: int | None) -> str:
-    """``size`` in bytes as B, KiB, MiB, GiB or TiB with one decimal; an empty string when unknown."""
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def format_age(seconds: float | None) -> str:
-    """A coarse age: ``45 s``, ``12 min``, ``5 h``, ``3 d``."""
-    if seconds is None:
-        return ""
-    seconds = max(0.0, seconds)
-    for limit, divisor, unit in ((60, 1, "s"), (3600, 60, "min"), (86400, 3600, "h")):
-        if seconds < limit:
-            return f"{int(seconds // divisor)} {unit}"
-    return f"{int(seconds // 86400)} d"
-
-
-def acquisition_runs_path(instrument_id: str, raw_file_id: str) -> str:
-    """Path, relative to the Airflow UI's base URL, of the handler runs whose conf names this raw file.
-
-    The Airflow 3 UI's DAG runs tab (``dags/<dag_id>/runs``) filters with
-    ``conf_contains``; the quoted id matches the conf value exactly where JSON
-    writes it unchanged (plain ASCII without quotes or backslashes).
-    """
-    dag_id = handler_dag_id(instrument_id)
-    plain = raw_file_id.isascii() and raw_file_id.isprintable() and not set(raw_file_id) & {'"', "\\"}
-    needle = f'"{raw_file_id}"' if plain else raw_file_id
-    return f"dags/{quote(dag_id, safe='')}/runs?{urlencode({'conf_contains': needle})}"
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str, Any]:
-    """One table row from a raw ``raw_file`` document (no mongoengine defaults filled in).
-
-    The document has the columns of ``shared.db.backups_view.ROW_PROJECTION``
-    (``file_count`` and a set's ``size`` computed by MongoDB) or is whole.
-
-    ``stuck`` comes from the query group the document was found in, so the row
-    and the sort always agree.
-    """
-    file_info = doc.get("file_info") or {}
-    size = doc.get("size")
-    if size is None and file_info:
-        size = sum(int(entry[0]) for entry in file_info.values() if entry)
-    file_count = doc["file_count"] if "file_count" in doc else len(file_info)
-    created_at = _as_utc(doc.get("created_at"))
-    updated_at = _as_utc(doc.get("db_updated_at"))
-    age_seconds = (now - created_at).total_seconds() if created_at else None
-    backup_status = doc.get("backup_status")
-    raw_file_id = str(doc["_id"])
-    instrument_id = doc.get("instrument_id") or ""
-    return {
-        "id": raw_file_id,
-        "original_name": doc.get("original_name"),
-        "instrument_id": instrument_id,
-        "instrument_type": doc.get("instrument_type"),
-        "project_id": doc.get("project_id"),
-        "size": size,
-        "size_human": format_size(size),
-        "file_count": file_count,
-        "status": doc.get("status"),
-        "status_details": doc.get("status_details"),
-        "backup_status": backup_status,
-        "backup_status_details": doc.get("backup_status_details"),
-        "failed": backup_status in BackupStatus.FAILED or doc.get("status") == PIPELINE_ERROR_STATUS,
-        "pipeline_error": doc.get("status") == PIPELINE_ERROR_STATUS,
-        "stuck": stuck,
-        "s3_backup_key": doc.get("s3_backup_key"),
-        "s3_etag": doc.get("s3_etag"),
-        "s3_upload_attempts": doc.get("s3_upload_attempts") or 0,
-        "created_at": created_at.isoformat() if created_at else None,
-        "updated_at": updated_at.isoformat() if updated_at else None,
-        "age_seconds": age_seconds,
-        "age": format_age(age_seconds),
-        "acquisition_runs_path": acquisition_runs_path(instrument_id, raw_file_id),
-    }
-
-
 def list_raw_files(
     filters: RawFileFilter | None = None,
     *,
@@ -297,9 +214,13 @@ def list_raw_files(
     now = now or datetime.now(UTC)
     stuck_after = stuck_after or stuck_after_from_env()
     page = page_of_raw_files(filters, view.context(now, stuck_after), start=start, forward=forward, limit=limit)
+    alerts = last_alerts(subject_of(str(doc["_id"])) for doc, _group in page.rows)  # one read for the page
     return RawFilePage(
         limit=limit,
-        items=[raw_file_row(doc, now=now, stuck=group == STUCK_GROUP) for doc, group in page.rows],
+        items=[
+            raw_file_row(doc, now=now, stuck=group == STUCK_GROUP, last_alert=alerts.get(subject_of(str(doc["_id"]))))
+            for doc, group in page.rows
+        ],
         stuck_after_hours=stuck_after.total_seconds() / 3600,
         next_cursor=encode_cursor(page.next, forward=True) if page.next else None,
         previous_cursor=encode_cursor(page.previous, forward=False) if page.previous else None,
