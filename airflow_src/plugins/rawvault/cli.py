@@ -7,6 +7,8 @@ Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
                                   [--since YYYY-MM-DD] [--sample N] [--json]
                                   [--read-data [--budget-gb N] [--no-record]]
     python -m rawvault.cli purge --dry-run --instrument X [--json]
+    python -m rawvault.cli buckets probe (--bucket B | --all) [--json]
+    python -m rawvault.cli buckets apply-lifecycle [--bucket B] [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -15,8 +17,9 @@ Airflow metadata database). Results go to stdout, progress and log lines to
 stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
-replaced, or a different file in the way), verify found drift, or the purge
-would keep a set because a check failed; 2 the command could not run
+replaced, or a different file in the way), verify found drift, the purge
+would keep a set because a check failed, or a bucket could not be probed or
+given its lifecycle rules (:mod:`rawvault.cli_buckets`); 2 the command could not run
 (arguments, settings, database, credentials, unknown raw file or manifest).
 """
 
@@ -31,8 +34,9 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from rawvault.cli_buckets import add_buckets_parser
 from shared.s3_limits import MIB
 
 if TYPE_CHECKING:
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,buckets}")
 
     restore = commands.add_parser(
         "restore",
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_verify_command(commands)
     _add_purge_parser(commands)
+    add_buckets_parser(commands)
     return parser
 
 
@@ -206,14 +211,14 @@ def _settings() -> Settings:
     return settings
 
 
-def _client(settings: Settings, max_pool_connections: int) -> S3Client:
+def _client(settings: Settings, max_pool_connections: int, extra_config: Any = None) -> S3Client:
     from rawvault.s3.client import s3_client_for
     from rawvault.s3.errors import S3BackupError
 
     s3 = settings.backup.s3
     assert s3 is not None  # _settings() made sure
     try:
-        return s3_client_for(s3, max_pool_connections)
+        return s3_client_for(s3, max_pool_connections, extra_config=extra_config)
     except S3BackupError as error:
         raise CannotRunError(str(error)) from None
 
@@ -275,6 +280,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
             report = verify_backups(
                 client, **filters, since=args.since, sample=args.sample, seed=args.seed,
                 fallback_project_id=settings.watcher.fallback_project_id, concurrency=concurrency,
+                object_lock=settings.backup.s3.object_lock if settings.backup.s3 else None,
             )  # fmt: skip
     except (DatabaseError, S3AccessDeniedError) as error:
         raise CannotRunError(str(error)) from None
@@ -328,7 +334,22 @@ def _purge(args: argparse.Namespace) -> tuple[int, str]:
     return (EXIT_FAILED if report.held_back else EXIT_OK), output
 
 
-COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge}
+def _buckets(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.cli_buckets import BucketsCannotRunError, run_buckets
+    from shared.db.interface import DatabaseError, is_database_error
+
+    settings = _settings()
+    try:
+        return run_buckets(args, settings, lambda extra: _client(settings, 10, extra))
+    except (BucketsCannotRunError, DatabaseError) as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if is_database_error(error):
+            raise CannotRunError(f"cannot read or record in the database: {type(error).__name__}: {error}") from None
+        raise
+
+
+COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "buckets": _buckets}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
