@@ -360,7 +360,7 @@ def test_backup_verifier_dag_green_then_red_on_drift(mongo_uri, tmp_path, s3_ser
     dags = load_dags()
     dag = dags["backup_verifier"]
     task = dag.get_task("verify_backups")
-    assert task.queue == "test_s3_uploader" and dag.schedule == "@weekly"
+    assert task.queue == "test_rawvault_maintenance" and dag.schedule == "@weekly"  # never behind uploads
 
     assert run_dag(dag, {"sample": 0}) == {"verify_backups": "success", "__dagrun__": "success"}
 

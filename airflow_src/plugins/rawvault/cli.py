@@ -1,4 +1,4 @@
-"""rawvault's command line: restore a raw file from S3, audit the S3 backups, preview the purge.
+"""rawvault's command line: restore from S3, audit the S3 backups, preview the purge, list unprotected raw files.
 
 Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
 
@@ -7,8 +7,8 @@ Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
                                   [--since YYYY-MM-DD] [--sample N] [--json]
                                   [--read-data [--budget-gb N] [--no-record]]
     python -m rawvault.cli purge --dry-run --instrument X [--json]
-    python -m rawvault.cli buckets probe (--bucket B | --all) [--json]
-    python -m rawvault.cli buckets apply-lifecycle [--bucket B] [--json]
+    python -m rawvault.cli coverage [--instrument X] [--json]
+    python -m rawvault.cli buckets (probe (--bucket B | --all) | apply-lifecycle [--bucket B]) [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -18,8 +18,8 @@ stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
 replaced, or a different file in the way), verify found drift, the purge
-would keep a set because a check failed, or a bucket could not be probed or
-given its lifecycle rules (:mod:`rawvault.cli_buckets`); 2 the command could not run
+would keep a set because a check failed, coverage found unprotected raw
+files, or a bucket failed (:mod:`rawvault.cli_buckets`); 2 the command could not run
 (arguments, settings, database, credentials, unknown raw file or manifest).
 """
 
@@ -34,25 +34,22 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from rawvault.cli_buckets import add_buckets_parser
+from rawvault.cli_buckets import add_buckets_parser, buckets_command
+from rawvault.cli_common import CannotRunError
+from rawvault.cli_common import s3_client as _client
+from rawvault.cli_common import s3_settings as _settings
 from shared.s3_limits import MIB
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-    from shared.settings import Settings
+    pass
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_RUN = 2
 
 log = logging.getLogger("rawvault.cli")
-
-
-class CannotRunError(RuntimeError):
-    """The command cannot start: the message says what to fix."""
 
 
 def _date(text: str) -> date:
@@ -88,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,buckets}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,coverage,buckets}")
 
     restore = commands.add_parser(
         "restore",
@@ -115,8 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_verify_command(commands)
     _add_purge_parser(commands)
+    _add_coverage_parser(commands)
     add_buckets_parser(commands)
     return parser
+
+
+def _add_coverage_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``coverage`` subcommand: raw files past backup.deadline_hours without a verified backup."""
+    coverage = commands.add_parser(
+        "coverage",
+        help="list raw files past backup.deadline_hours without a verified backup (exit 1 when any)",
+        description="List every raw file acquired more than backup.deadline_hours ago without a verified S3 copy "
+        "(backup_type local: without a verified local copy), with its status, backup status, age and reason. "
+        "Exits 1 when there is any, 0 when there is none.",
+    )
+    coverage.add_argument("--instrument", help="only raw files of this instrument id")
+    coverage.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
 def _add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -194,33 +205,6 @@ def _configure_logging(verbose: bool) -> None:
     if not verbose:
         for noisy in ("airflow", "botocore", "boto3", "s3transfer", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
-def _settings() -> Settings:
-    from shared.settings import SettingsError, get_settings
-
-    try:
-        settings = get_settings()
-    except SettingsError as error:
-        raise CannotRunError(str(error)) from None
-    if settings.backup.s3 is None:
-        raise CannotRunError(
-            f"{settings.source} has no backup.s3 section (backup_type {settings.backup.backup_type!r}): "
-            "there is no S3 backup to restore or verify; select the environment with RAWVAULT_ENV or RAWVAULT_CONFIG"
-        )
-    return settings
-
-
-def _client(settings: Settings, max_pool_connections: int, extra_config: Any = None) -> S3Client:
-    from rawvault.s3.client import s3_client_for
-    from rawvault.s3.errors import S3BackupError
-
-    s3 = settings.backup.s3
-    assert s3 is not None  # _settings() made sure
-    try:
-        return s3_client_for(s3, max_pool_connections, extra_config=extra_config)
-    except S3BackupError as error:
-        raise CannotRunError(str(error)) from None
 
 
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
@@ -334,22 +318,34 @@ def _purge(args: argparse.Namespace) -> tuple[int, str]:
     return (EXIT_FAILED if report.held_back else EXIT_OK), output
 
 
-def _buckets(args: argparse.Namespace) -> tuple[int, str]:
-    from rawvault.cli_buckets import BucketsCannotRunError, run_buckets
+def _coverage(args: argparse.Namespace) -> tuple[int, str]:
+    """Raw files past the deadline without a verified backup: exit 1 when there is any (any backup type)."""
+    from rawvault.coverage import coverage_report
     from shared.db.interface import DatabaseError, is_database_error
+    from shared.settings import SettingsError, get_settings
 
-    settings = _settings()
     try:
-        return run_buckets(args, settings, lambda extra: _client(settings, 10, extra))
-    except (BucketsCannotRunError, DatabaseError) as error:
+        settings = get_settings()
+    except SettingsError as error:
+        raise CannotRunError(str(error)) from None
+    if args.instrument and args.instrument not in settings.instruments:
+        known = ", ".join(sorted(settings.instruments))
+        raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
+    try:
+        report = coverage_report(settings, instrument=args.instrument)
+    except DatabaseError as error:
         raise CannotRunError(str(error)) from None
     except Exception as error:
         if is_database_error(error):
-            raise CannotRunError(f"cannot read or record in the database: {type(error).__name__}: {error}") from None
+            raise CannotRunError(
+                f"cannot read the raw files from the database: {type(error).__name__}: {error}"
+            ) from None
         raise
+    output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
+    return (EXIT_OK if report.ok else EXIT_FAILED), output
 
 
-COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "buckets": _buckets}
+COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage": _coverage, "buckets": buckets_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

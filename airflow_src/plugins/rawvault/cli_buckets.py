@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rawvault.cli_common import CannotRunError, s3_client, s3_settings
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -33,10 +35,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-
-
-class BucketsCannotRunError(RuntimeError):
-    """The buckets command cannot start: the message says what to fix."""
 
 
 def add_buckets_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,15 +83,38 @@ class _Outcome:
         return code, "\n".join(lines)
 
 
+def buckets_command(args: argparse.Namespace) -> tuple[int, str]:
+    """``rawvault.cli buckets``: the settings and client as every command gets them; ``(exit code, output)``."""
+    settings = s3_settings()
+    return run_buckets(args, settings, lambda extra: s3_client(settings, 10, extra))
+
+
 def run_buckets(args: argparse.Namespace, settings: Settings, make_client: ClientFactory) -> tuple[int, str]:
-    """Run ``buckets probe`` or ``buckets apply-lifecycle``; ``(exit code, output)``."""
+    """Run ``buckets probe`` or ``buckets apply-lifecycle``; ``(exit code, output)``.
+
+    Raises :class:`~rawvault.cli_common.CannotRunError` when it cannot run (settings, database).
+    """
+    from shared.db.interface import DatabaseError, is_database_error
+
+    try:
+        return _run(args, settings, make_client)
+    except DatabaseError as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if is_database_error(error):
+            reason = f"cannot read or record in the database: {type(error).__name__}: {error}"
+            raise CannotRunError(reason) from None
+        raise
+
+
+def _run(args: argparse.Namespace, settings: Settings, make_client: ClientFactory) -> tuple[int, str]:
     from rawvault.stores import project_buckets
 
     names = [args.bucket] if args.bucket else project_buckets(settings)
     client = make_client(None)
     action = _probe if args.action == "probe" else _apply_lifecycle
     if args.action == "apply-lifecycle" and (settings.backup.s3 is None or settings.backup.s3.lifecycle is None):
-        raise BucketsCannotRunError(
+        raise CannotRunError(
             f"{settings.source} sets no backup.s3.lifecycle: there are no rules to apply; add the section first"
         )
     outcome = _Outcome()
