@@ -119,12 +119,32 @@ def _run(args: argparse.Namespace, settings: Settings, make_client: ClientFactor
         )
     outcome = _Outcome()
     for name in names:
-        outcome.buckets[name] = action(client, name, settings, make_client)
+        missing = _missing(client, name, named=bool(args.bucket))
+        outcome.buckets[name] = missing or action(client, name, settings, make_client)
     return outcome.render(args.json)
 
 
 def _failure(error: Exception) -> dict[str, Any]:
     return {"ok": False, "result": f"FAILED: {error}"}
+
+
+def _missing(client: S3Client, bucket: str, *, named: bool) -> dict[str, Any] | None:
+    """The row of a bucket that does not exist (or cannot be checked), else ``None``.
+
+    A project bucket that does not exist yet is skipped (it is created, probed and given its rules at its first
+    upload); one named with ``--bucket`` is a failure (a typo must not pass as done).
+    """
+    from rawvault.s3.errors import classify, is_not_found
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as error:
+        if not is_not_found(error):
+            return _failure(classify(error, f"checking bucket {bucket!r}", bucket=bucket))
+        if named:
+            return {"ok": False, "result": "FAILED: the bucket does not exist (check the name)"}
+        return {"ok": True, "result": "does not exist yet: skipped (it is set up at its first upload)"}
+    return None
 
 
 def _probe(client: S3Client, bucket: str, settings: Settings, make_client: ClientFactory) -> dict[str, Any]:
@@ -150,17 +170,11 @@ def _probe(client: S3Client, bucket: str, settings: Settings, make_client: Clien
 
 
 def _apply_lifecycle(client: S3Client, bucket: str, settings: Settings, _make: Callable[..., Any]) -> dict[str, Any]:
-    from rawvault.s3.errors import S3BackupError, classify, is_not_found
+    from rawvault.s3.errors import S3BackupError
     from rawvault.s3.retention import apply_lifecycle
 
     s3 = settings.backup.s3
     assert s3 is not None and s3.lifecycle is not None
-    try:
-        client.head_bucket(Bucket=bucket)
-    except Exception as error:
-        if is_not_found(error):
-            return {"ok": True, "result": "does not exist yet: skipped (auto-created buckets get the rules)"}
-        return _failure(classify(error, f"checking bucket {bucket!r}", bucket=bucket))
     try:
         rules = apply_lifecycle(client, bucket, s3.lifecycle)
     except S3BackupError as error:
