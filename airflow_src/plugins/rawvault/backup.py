@@ -340,21 +340,16 @@ def upload_raw_file(
 ) -> UploadResult:
     """Upload raw file ``raw_file_id`` from its local backup folder to S3 and record the outcome.
 
-    ``xcom`` carries what compute_checksum and copy_raw_file pushed (``None``:
-    the recorded file info and part size, the backup folder of the settings).
-    ``client`` defaults to one from the Airflow connection
-    ``backup.s3.aws_conn_id``; ``client_factory(extra_config)`` makes one for a
-    store that needs another botocore config (default: from the connection;
-    tests pass their own). Claims the raw file first (:mod:`rawvault.claim`);
-    one already ``upload_done`` is checked in S3 first, and claimed and repaired
-    only when the set is not complete as recorded (see the module docstring).
-    With ``expected_attempts`` (a retry scheduled by backup_sweeper) the claim
-    also requires that the raw file still has that many attempts, so a retry
-    scheduled for a failure that another run has retried since stops
-    (:class:`~rawvault.claim.UploadSupersededError`). Raises the
-    :class:`~rawvault.s3.errors.S3BackupError` (or other error) after
-    recording ``upload_failed``; ``UploadInProgressError``,
-    ``UploadSupersededError`` and ``UploadClaimLostError`` record nothing.
+    ``xcom`` carries what compute_checksum and copy_raw_file pushed (``None``: the recorded file info and
+    part size, the backup folder of the settings). ``client`` defaults to one from the Airflow connection
+    ``backup.s3.aws_conn_id``; ``client_factory(extra_config)`` makes one for a store that needs another
+    botocore config (default: from the connection). Claims the raw file first (:mod:`rawvault.claim`);
+    one already ``upload_done`` is checked in S3 first, and claimed and repaired only when the set is not
+    complete as recorded (see the module docstring). With ``expected_attempts`` (a retry scheduled by
+    backup_sweeper) the claim also requires that the raw file still has that many attempts, so a retry
+    scheduled for a failure that another run has retried since stops (:class:`~rawvault.claim.UploadSupersededError`).
+    Raises the :class:`~rawvault.s3.errors.S3BackupError` (or other error) after recording ``upload_failed``;
+    ``UploadInProgressError``, ``UploadSupersededError`` and ``UploadClaimLostError`` record nothing.
     """
     s3 = settings.backup.s3
     if not settings.s3_enabled or s3 is None:

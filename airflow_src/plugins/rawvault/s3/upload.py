@@ -134,14 +134,11 @@ def upload_file_set(
     skips it), and so does an unfinished multipart upload stopped by a
     transient failure (a retry resumes it).
 
-    ``multipart_uploads`` maps keys to the upload ids of unfinished multipart
-    uploads recorded by an earlier run (preferred when resuming);
-    ``on_multipart_upload(key, upload_id or None)`` is called when one is
-    started/resumed or completed/aborted; ``guard()`` is called before every
-    request that changes S3 and raises to stop the upload (the caller lost
-    its claim on the raw file). ``capabilities``: what the bucket's store can
-    do (``None``: AWS). ``bandwidth_status()`` describes the bandwidth limit
-    and throughput for the progress lines.
+    ``multipart_uploads`` maps keys to the upload ids of unfinished multipart uploads recorded by an earlier
+    run (preferred when resuming); ``on_multipart_upload(key, upload_id or None)`` is called when one is
+    started/resumed or completed/aborted; ``guard()`` is called before every request that changes S3 and
+    raises to stop the upload (the caller lost its claim on the raw file). ``capabilities``: what the
+    bucket's store can do (``None``: AWS); ``bandwidth_status()``: the limit and throughput, for progress.
     """
     settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
