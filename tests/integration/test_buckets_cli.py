@@ -23,6 +23,7 @@ from shared.db.s3_stores import load_store_capabilities  # noqa: E402
 from tests.s3_fixtures import S3Backend, backend_of, make_settings, unique_prefix  # noqa: E402
 
 pytest_plugins = ["tests.s3_fixtures"]
+pytestmark = pytest.mark.slow  # about 25 s: two probes of a store and the buckets commands
 
 LIFECYCLE = {"abort_incomplete_multipart_days": 7, "noncurrent_version_expiration_days": 30}
 
