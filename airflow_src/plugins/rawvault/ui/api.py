@@ -201,7 +201,7 @@ async def login_redirect_for_page(request: Request, error: StarletteHTTPExceptio
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
 
-def require_every_dag(view: queries.PageView = Depends(caller_view)) -> None:
+def require_every_dag(view: ViewDep) -> None:
     """The S3 stores (every project's buckets) are for callers who may read the runs of every DAG: else 403."""
     if view.readable is not None:
         raise HTTPException(
