@@ -219,6 +219,8 @@ def test_an_alert_check_and_the_digest_read_through_indexes_only(recorder: Comma
 class _AllPresent:
     """An S3 client whose every object is there with the recorded size and ETag (verify reads only the DB here)."""
 
+    meta = SimpleNamespace(endpoint_url="http://127.0.0.1:9")  # the store's record is looked up by endpoint
+
     def head_object(self, Bucket: str, Key: str, **kwargs) -> dict:  # noqa: N803 - boto3's names
         number = int(Key.rsplit("/", 1)[-1].split(".")[0]) if Key.endswith(".raw") else 0
         return {"ContentLength": 10, "ETag": f'"{number:032x}"'}
@@ -232,7 +234,9 @@ def test_a_verify_sample_reads_through_indexes_only(recorder: CommandRecorder) -
     assert len(report.raw_file_ids) == 5 and report.matched == RawFile.objects(backup_status="upload_done").count()
     assert_indexed(commands, "verify sample")
     # The sample in a few queries, not one per raw file, and never every id of every upload_done raw file.
-    assert len(query_commands(commands)) <= 4, "\n".join(map(str, commands))
+    # (Plus one s3_store point lookup per bucket: the store's recorded ETag shape.)
+    on_raw_file = [command for command in query_commands(commands) if command.collection == "raw_file"]
+    assert len(on_raw_file) <= 4, "\n".join(map(str, commands))
     assert documents_read(commands) <= 2 * 5, "\n".join(f"{c} -> {c.returned}" for c in commands)
 
 
