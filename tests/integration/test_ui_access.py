@@ -118,3 +118,13 @@ def test_a_user_who_may_read_no_instrument_gets_an_empty_page(server: UiServer) 
     assert status == 200 and counts["total"] == 0 and counts["instruments"] == [] and counts["projects"] == []
     status, body, _ = get(server, "carol", "")  # the page itself: a login is enough, it then shows nothing
     assert status == 200 and "<title>Backups" in body
+
+
+def test_the_s3_stores_are_only_for_users_of_every_dag(server: UiServer) -> None:
+    """The stores name every project's buckets: a user of one instrument, or of none, gets 403; bob gets them."""
+    for user in ("alice", "carol"):
+        status, body, _ = get(server, user, "stores", dag_id="acquisition_handler.thermo1")
+        assert status == 403, body
+        assert "every DAG" in json.dumps(body)
+    status, body, _ = get(server, "bob", "stores")
+    assert status == 200 and "stores" in body
