@@ -116,7 +116,7 @@ def stage_raw_file_set(
         discard_staging(final)
     to_stage = {path for path, final in finals.items() if not final.exists()}
     needed = sum(safe_join(source_root, path).stat().st_size for path in to_stage)
-    check_free_space(target_root, needed, f"the staged copy of {len(to_stage)} files")
+    check_free_space(target_root, needed, f"staging {len(to_stage)} file{'' if len(to_stage) == 1 else 's'}")
     result = StagedSet()
     try:
         for path in paths:
