@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import logging
 import os
 import re
@@ -39,7 +40,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 from rawvault.safe_files import fsync_dir
 from shared.s3_limits import MIB
@@ -240,7 +240,7 @@ class StagedCopy:
 
 
 @contextmanager
-def locked_for_reading(path: Path) -> Iterator[IO[bytes]]:
+def locked_for_reading(path: Path) -> Iterator[io.FileIO]:
     """``path`` opened unbuffered for reading, under a shared lock (a concurrent discard leaves it alone)."""
     with path.open("rb", buffering=0) as stream:
         with suppress(OSError):
