@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import random
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -101,12 +102,14 @@ class CallCounter:
     def __init__(self, client: Any) -> None:
         self.calls: Counter[str] = Counter()
         self.keys: list[tuple[str, str]] = []
+        self._lock = threading.Lock()  # the files of a set upload side by side
         for operation in self.OPERATIONS:
             client.meta.events.register(f"before-parameter-build.s3.{operation}", self._record)
 
     def _record(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
-        self.calls[model.name] += 1
-        self.keys.append((model.name, params.get("Key", "")))
+        with self._lock:
+            self.calls[model.name] += 1
+            self.keys.append((model.name, params.get("Key", "")))
 
     def keys_of(self, operation: str) -> list[str]:
         """Keys ``operation`` was called for, in order."""

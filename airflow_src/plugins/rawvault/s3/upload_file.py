@@ -9,7 +9,9 @@ bucket); an object that existed before is never deleted.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,11 +66,20 @@ class UploadedObject:
 
 @dataclass
 class MultipartHooks:
-    """What a multipart upload needs from the caller: recorded upload ids, a recorder, the guard."""
+    """What an upload needs from the caller: recorded upload ids, a recorder, the guard, the set's part slots.
+
+    ``part_pool`` runs every request that sends data (a single PUT, each part
+    of a multipart upload): the files of a set share it, so at most its
+    number of threads are in flight; ``None``: each multipart upload has a
+    pool of its own and a PUT runs in the calling thread. ``stop`` is the
+    set's stop event (set on its first failure).
+    """
 
     known: dict[str, str]
     on_upload_id: UploadIdCallback | None
     guard: Callable[[], None]
+    part_pool: Executor | None = None
+    stop: threading.Event | None = None
 
 
 def expected_object(entry: RecordedFile, key: str, manifest_entry: Mapping[str, Any] | None = None) -> ExpectedObject:
@@ -193,7 +204,12 @@ def _send(
         **settings.encryption_args(),
     }
     if multipart_parts(entry.size, part_size) is None:
-        put_file(client, bucket, key, source, entry.size, object_args, progress, what=entry.path)
+        if hooks.part_pool is None:
+            put_file(client, bucket, key, source, entry.size, object_args, progress, what=entry.path)
+        else:  # a part slot of the set, like any part
+            hooks.part_pool.submit(
+                put_file, client, bucket, key, source, entry.size, object_args, progress, what=entry.path
+            ).result()
         return 0, 0
     outcome = upload_multipart(
         client,
@@ -209,6 +225,8 @@ def _send(
         on_upload_id=hooks.on_upload_id,
         guard=hooks.guard,
         kms=settings.kms,
+        part_pool=hooks.part_pool,
+        stop=hooks.stop,
     )
     return outcome.parts_uploaded, outcome.parts_resumed
 
