@@ -251,7 +251,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         get_settings.cache_clear()
         client = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=LOCAL_S3_KEY,
                               aws_secret_access_key=LOCAL_S3_KEY, region_name=LOCAL_S3_REGION,
-                              config=client_config(args.concurrency + 4))  # fmt: skip
+                              config=client_config(2 * args.concurrency + 4))  # fmt: skip
         client.create_bucket(Bucket=BUCKET)
         aws_config = work / "aws-config"
         chunk, parallel = args.part_size_mib * MIB, args.concurrency

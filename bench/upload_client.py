@@ -44,7 +44,7 @@ def upload_with_rawvault(args: argparse.Namespace, file_info: dict[str, list]) -
     from rawvault.s3.upload import upload_file_set
 
     upload_file_set(
-        _client(args.endpoint, args.concurrency + 4),  # type: ignore[arg-type]
+        _client(args.endpoint, 2 * args.concurrency + 4),  # type: ignore[arg-type]
         bucket=args.bucket,
         key_prefix=args.prefix,
         source_folder=args.root,

@@ -159,7 +159,8 @@ def _client(settings: Settings) -> S3Client:
 
     s3 = settings.backup.s3
     assert s3 is not None
-    return s3_client_from_connection(s3.aws_conn_id, s3.region, s3.max_concurrency + 4)
+    # A connection per part slot and per file in flight (its HEAD, create, complete), plus a few.
+    return s3_client_from_connection(s3.aws_conn_id, s3.region, 2 * s3.max_concurrency + 4)
 
 
 def _reason(error: BaseException) -> str:
