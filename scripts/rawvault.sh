@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# rawvault's command line (restore, verify); see README.md "Restore and verify".
+# rawvault's command line (restore, verify, purge preview); see README.md "Restore and verify" and "Purge".
 #   bash scripts/rawvault.sh restore <raw_file_id> <target_folder> [--from-manifest s3://<bucket>/<key>]
 #   bash scripts/rawvault.sh verify [--instrument X] [--project P] [--since YYYY-MM-DD] [--sample N]
+#   bash scripts/rawvault.sh purge --dry-run --instrument X [--json]
 # Reads RAWVAULT_ENV or RAWVAULT_CONFIG, RAWVAULT_MONGO_URI and the Airflow AWS connection
-# (e.g. AIRFLOW_CONN_AWS_DEFAULT). Exit codes: 0 ok, 1 restore failed or drift found, 2 cannot run.
+# (e.g. AIRFLOW_CONN_AWS_DEFAULT). Exit codes: 0 ok, 1 restore failed, drift found or a purge check failed,
+# 2 cannot run.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$repo:$repo/airflow_src/plugins${PYTHONPATH:+:$PYTHONPATH}"

@@ -99,6 +99,30 @@ def alert_records(subjects: Iterable[str]) -> dict[str, AlertRecord]:
     return found
 
 
+def last_alerts(subjects: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The last announced state of each of these subjects that has one (for the Backups page), by subject.
+
+    Only the state, its kind, when it began, the last bad state and the
+    message's title are read, in batches of the given ids.
+    """
+    connect_db()
+    subjects = list(subjects)
+    found: dict[str, dict[str, Any]] = {}
+    fields = ("id", "state", "kind", "changed_at", "last_bad_state", "last_bad_at", "message.title")
+    for start in range(0, len(subjects), _ID_CHUNK):
+        chunk = AlertRecord.objects(id__in=subjects[start : start + _ID_CHUNK]).only(*fields)
+        for record in chunk:
+            found[record.id] = {
+                "state": record.state,
+                "kind": record.kind,
+                "changed_at": record.changed_at,
+                "last_bad_state": record.last_bad_state,
+                "last_bad_at": record.last_bad_at,
+                "title": (record.message or {}).get("title"),
+            }
+    return found
+
+
 def record_new_alert(
     subject: str,
     *,
@@ -265,6 +289,7 @@ __all__ = [
     "expire_delivery",
     "finish_delivery",
     "fresh_delivery",
+    "last_alerts",
     "latest_record",
     "open_alert_records",
     "record_new_alert",

@@ -166,9 +166,10 @@ def update_raw_file(raw_file_id: str, *, expected: dict[str, Any] | None = None,
 
 
 def list_raw_files_on_share(instrument_id: str) -> list[RawFile]:
-    """The instrument's raw files not moved off its share, oldest first (only what the watcher compares)."""
+    """The instrument's raw files not moved (or purged) off its share, oldest first (only what the watcher compares)."""
     connect_db()
-    on_share = RawFile.objects(instrument_id=instrument_id, status__ne=RawFileStatus.MOVED.value).only(
+    off_share = [RawFileStatus.MOVED.value, RawFileStatus.PURGED.value]
+    on_share = RawFile.objects(instrument_id=instrument_id, status__nin=off_share).only(
         "id", "original_name", "instrument_type", "source_inode", "source_mtime_ns", "status", "created_at"
     )
     return list(on_share.order_by("created_at"))

@@ -25,6 +25,8 @@ class RawFileStatus(StrEnum):
     MOVING = "moving"
     MOVED = "moved"
     ERROR = "error"
+    # Deleted from the instrument share by the purge (file_remover) after a re-checked backup; still backed up.
+    PURGED = "purged"
 
 
 class BackupStatus(StrEnum):
@@ -55,6 +57,13 @@ class BackupStatus(StrEnum):
     CLAIMABLE = nonmember(frozenset({COPYING_DONE, UPLOAD_FAILED, UPLOAD_IN_PROGRESS, UPLOAD_DONE}))
 
 
+class ScrubStatus(StrEnum):
+    """What the last scrub (a re-read of the S3 objects and the local backup copies) found."""
+
+    OK = "ok"  # every byte is the recorded data
+    DRIFT = "drift"  # something is missing or differs: scrub_details says what
+
+
 class RawFile(Document):
     """One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
 
@@ -76,6 +85,9 @@ class RawFile(Document):
     source_inode = IntField()
     # Modification time (ns) of the main file when it was checksummed: a later one means new content.
     source_mtime_ns = IntField()
+    # Modification time (ns) of every file of the set when it was checksummed, {file_info path: ns}: the
+    # file mover moves a set only while each file still has its size and this time (rawvault.recorded_set).
+    source_mtimes = DictField()
     # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
 
@@ -107,13 +119,39 @@ class RawFile(Document):
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
 
+    # The purge (file_remover.<instrument>, rawvault.purge): deleting the moved set from the instrument share
+    # after every check passed again. purge_started_at is written before the first delete, so a run that dies
+    # midway is finished by the next one; purged_at and status=purged when the set is gone. purge_evidence says
+    # what was checked and found (share, local copy, S3 objects and manifest); a set held back by a failed
+    # check has the reason ("<check>: <what>") in purge_blocked_reason until a later check passes.
+    purge_started_at = DateTimeField()
+    purged_at = DateTimeField()
+    purge_checked_at = DateTimeField()
+    purge_blocked_reason = StringField()
+    purge_evidence = DictField()
+    # Scrubbing (backup_verifier, verify --read-data): when its data were last re-read in S3 and in the
+    # local backup, what that found, and the drift items (one per line). Unset: never scrubbed.
+    scrubbed_at = DateTimeField()
+    scrub_status = StringField(choices=[s.value for s in ScrubStatus])
+    scrub_details = StringField()
+
     # Audit timestamps of this document.
     db_created_at = DateTimeField(default=utc_now)
     db_updated_at = DateTimeField(default=utc_now)
 
     meta = {
         "collection": "raw_file",
-        "indexes": ["instrument_id", "backup_status", "original_name", "-created_at"],
+        "indexes": [
+            "instrument_id",
+            "backup_status",
+            "original_name",
+            "-created_at",
+            # The scrub's selection: upload_done, least recently scrubbed first (never scrubbed sorts first),
+            # oldest acquisition first among equals; a walk of this index, never a sort of the collection.
+            {"fields": ["backup_status", "scrubbed_at", "created_at"]},
+            # The alert check's "drift found by a scrub" candidates.
+            {"fields": ["scrub_status"], "sparse": True},
+        ],
         "strict": False,  # documents written by a newer rawvault still load
     }
 

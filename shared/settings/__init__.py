@@ -8,7 +8,8 @@ One module per concern: :mod:`.base` (the strict section model, shared field
 types, the registry of fixes), :mod:`.sections` (instruments, locations,
 acquisition, watcher, file mover, Airflow), :mod:`.s3` (backup and S3),
 :mod:`.s3_compat` (S3-compatible stores: compatibility mode, bandwidth windows, Object Lock, lifecycle),
-:mod:`.alerts` (alert channels, thresholds, digest),
+:mod:`.alerts` (alert channels, thresholds, digest), :mod:`.purge` (deleting backed-up acquisitions from the share),
+:mod:`.scrub` (re-reading stored data),
 :mod:`.model` (the root and the checks across sections), :mod:`.loading`
 (which file, YAML, paths, error messages). A new section gets a module of its
 own that adds its keys' fixes to ``FIXES``, and a field on :class:`Settings`.
@@ -28,6 +29,7 @@ from shared.settings.loading import (
     settings_path,
 )
 from shared.settings.model import Settings
+from shared.settings.purge import PurgeOverrides, PurgePolicy, PurgeSettings, purge_policy
 from shared.settings.s3 import (
     DEFAULT_PART_SIZE_MB,
     STORAGE_CLASSES,
@@ -43,6 +45,7 @@ from shared.settings.s3_compat import (
     TransitionSettings,
     longest_resume_hours,
 )
+from shared.settings.scrub import ScrubSettings
 from shared.settings.sections import (
     AcquisitionSettings,
     AirflowSettings,
@@ -76,7 +79,11 @@ __all__ = [
     "LifecycleSettings",
     "LocationSettings",
     "ObjectLockSettings",
+    "PurgeOverrides",
+    "PurgePolicy",
+    "PurgeSettings",
     "S3Settings",
+    "ScrubSettings",
     "Settings",
     "SettingsError",
     "TransitionSettings",
@@ -85,5 +92,6 @@ __all__ = [
     "load_settings",
     "longest_resume_hours",
     "parse_settings",
+    "purge_policy",
     "settings_path",
 ]

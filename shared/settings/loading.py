@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from shared.settings.base import FIXES, TYPE_FIXES, SettingsError
 from shared.settings.model import Settings, cross_checks
+from shared.settings.purge import purge_fix
 from shared.settings.sections import INSTRUMENT_PATH_FIX, INSTRUMENT_TYPE_FIX
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -51,11 +52,15 @@ def _format_errors(source: Path, error: ValidationError) -> str:
 
 
 def _fix_for(loc: list[str]) -> str:
+    while len(loc) > 1 and loc[-1].isdigit():  # an item of a list: the list's fix
+        loc = loc[:-1]
     if len(loc) >= 3 and loc[0] == "instruments":
         if loc[2] == "type":
             return INSTRUMENT_TYPE_FIX
         if loc[2] == "path":
             return INSTRUMENT_PATH_FIX
+        if loc[2] == "purge" and len(loc) >= 4:
+            return purge_fix(loc[3])
     return FIXES.get(".".join(loc), "")
 
 

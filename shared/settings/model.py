@@ -10,6 +10,7 @@ from shared.bucket_names import bucket_name
 from shared.s3_limits import MIB
 from shared.settings.alerts import AlertSettings, alert_cross_checks
 from shared.settings.base import Section
+from shared.settings.purge import PurgeSettings, purge_cross_checks
 from shared.settings.s3 import DEFAULT_PART_SIZE_MB, BackupSettings
 from shared.settings.s3_compat import compat_cross_checks, zone
 from shared.settings.sections import (
@@ -36,6 +37,7 @@ class Settings(Section):
     # The facility's IANA time zone: backup.s3.bandwidth windows are read in it.
     timezone: str = "UTC"
     alerts: AlertSettings = AlertSettings()
+    purge: PurgeSettings = PurgeSettings()
     source: Path = Path("<memory>")  # the YAML file these settings came from
 
     @field_validator("timezone")
@@ -140,4 +142,5 @@ def cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
             )
         problems += compat_cross_checks(s3.storage_class, s3.max_upload_attempts, s3.upload_timeout_hours, s3.lifecycle)
     problems += alert_cross_checks(settings)
+    problems += purge_cross_checks(settings)
     return problems

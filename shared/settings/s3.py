@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from shared.s3_limits import MIB, S3_MAX_PART_MB, S3_MAX_PARTS, S3_MIN_PART_MB
 from shared.settings.base import CRON_FIX, FIXES, CronExpression, Section
 from shared.settings.s3_compat import BandwidthSettings, LifecycleSettings, ObjectLockSettings
+from shared.settings.scrub import ScrubSettings
 
 DEFAULT_PART_SIZE_MB = 64
 
@@ -114,6 +115,8 @@ class BackupSettings(Section):
     # A raw file acquired longer ago than this without a verified backup (S3: upload_done; local:
     # copying_done) is overdue: alerted once (rawvault.alerts) and counted by the coverage check.
     deadline_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0
+    # backup_verifier re-reads the data of this many raw files per run (see shared.settings.scrub).
+    scrub: ScrubSettings = ScrubSettings()
 
     @field_validator("s3", mode="after")
     @classmethod

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings.base import CRON_FIX, FIXES, CronExpression, FolderPath, Section
+from shared.settings.purge import PurgeOverrides
 
 INSTRUMENT_TYPE_FIX = f"set it to one of {', '.join(sorted(INSTRUMENT_TYPES))}"
 INSTRUMENT_PATH_FIX = "set it to the folder the instrument writes its raw files to"
@@ -19,6 +20,10 @@ FIXES.update(
         "watcher.schedule": CRON_FIX,
         "instruments": "list each instrument as <instrument_id>: {type: ..., path: ...}",
         "locations.backup": "set it to the root folder of the local backup",
+        "file_mover.verify": (
+            "use size_mtime (every file keeps the size and modification time it had when checksummed) or rehash "
+            "(every file's MD5 is computed again)"
+        ),
     }
 )
 
@@ -28,6 +33,7 @@ class InstrumentSettings(Section):
 
     type: str
     path: FolderPath
+    purge: PurgeOverrides | None = None  # this instrument's own purge keys (shared.settings.purge)
 
     @field_validator("type")
     @classmethod
@@ -63,6 +69,9 @@ class FileMoverSettings(Section):
 
     delay_minutes: float = 60.0
     target_folder: str = "Backup"
+    # How the mover makes sure the set on the share is still the one backed up (rawvault.recorded_set):
+    # size_mtime: each file's size and modification time as recorded at checksum time; rehash: a fresh MD5.
+    verify: Literal["size_mtime", "rehash"] = "size_mtime"
 
     @field_validator("target_folder")
     @classmethod

@@ -7,40 +7,41 @@ restored and audited with the library functions and the command line
 
 from __future__ import annotations
 
-import filecmp
 import hashlib
 import io
-import os
-import subprocess
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from botocore.response import StreamingBody
 
-pytest.register_assert_rewrite("tests.s3_fixtures")  # imported here before pytest loads it as a plugin
+pytest.register_assert_rewrite("tests.s3_fixtures", "tests.restore_fixtures")  # imported before pytest loads them
 
 from devtools.local_stack import aws_connection_uri  # noqa: E402
-from devtools.servers import S3Server  # noqa: E402
 from rawvault.audit import verify_backups  # noqa: E402
-from rawvault.backup import XcomFileInfo, upload_raw_file  # noqa: E402
 from rawvault.restore import restore_raw_file  # noqa: E402
 from rawvault.s3.download import (  # noqa: E402
-    TEMP_SUFFIX,
     RestoreConflictError,
     RestoreSourceError,
     RestoreVerificationError,
 )
 from rawvault.s3.drift import DriftKind  # noqa: E402
 from shared.db.interface import create_project, create_raw_file, get_raw_file, update_raw_file  # noqa: E402
-from shared.settings import Settings, get_settings, load_settings  # noqa: E402
+from shared.settings import load_settings  # noqa: E402
+from tests.restore_fixtures import (  # noqa: E402
+    CREATED,
+    THERMO,
+    Env,
+    assert_identical_tree,
+    back_up,
+    files_under,
+    leftovers,
+    run_cli,
+    simulate_kms_etags,
+)
 from tests.s3_fixtures import (  # noqa: E402
-    PART,
     REGION,
-    file_info_of,
     make_bruker_set,
     make_client,
     make_thermo_file,
@@ -48,89 +49,8 @@ from tests.s3_fixtures import (  # noqa: E402
     unique_prefix,
 )
 
-pytest_plugins = ["tests.s3_fixtures"]
+pytest_plugins = ["tests.s3_fixtures", "tests.restore_fixtures"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CLI = REPO_ROOT / "scripts" / "rawvault.sh"
-CREATED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-THERMO = "20261122_thermo1_sample.raw"
-BRUKER = "20261122_tims1_sample.d"
-
-
-@dataclass
-class Env:
-    settings: Settings
-    config_path: Path
-    root: Path
-
-    def bucket(self, project: str = "fallback") -> str:
-        return f"{self.settings.backup.s3.bucket_prefix}-{project}"
-
-
-@pytest.fixture
-def env(tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Env:
-    """A settings file of its own (unique bucket prefix), selected through RAWVAULT_CONFIG, and the AWS connection."""
-    raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, max_concurrency=4)
-    config_path = tmp_path / "rawvault.test.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("RAWVAULT_CONFIG", str(config_path))
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(s3_server.endpoint_url, REGION))
-    get_settings.cache_clear()
-    yield Env(load_settings(config_path), config_path, tmp_path)
-    get_settings.cache_clear()
-
-
-def back_up(
-    env: Env, client: Any, instrument_id: str, make: Any, *, project_id: str | None = None, created: datetime = CREATED
-) -> tuple[str, Path, list[str]]:
-    """Register a raw file with its local backup copy and upload it to S3 with the real upload step."""
-    base = f"{instrument_id}/{created:%Y_%m}"
-    folder = env.settings.locations.backup / base
-    made = make(folder)
-    paths = [made] if isinstance(made, str) else made
-    info = file_info_of(folder, paths)
-    raw_file = create_raw_file(
-        paths[0].split("/")[0],
-        instrument_id=instrument_id,
-        created_at=created,
-        project_id=project_id,
-        file_info=info,
-        etag_part_size=PART,
-        backup_status="copying_done",
-    )
-    xcom = XcomFileInfo(file_info=info, part_size=PART, backup_folder=folder)
-    upload_raw_file(raw_file.id, env.settings, xcom=xcom, client=client, progress_interval=5)
-    assert get_raw_file(raw_file.id).backup_status == "upload_done"
-    return raw_file.id, folder, paths
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
-
-
-def assert_identical_tree(source: Path, paths: list[str], target: Path) -> None:
-    """``target`` holds exactly ``paths``, each byte-identical to the one under ``source``."""
-    assert files_under(target) == sorted(paths)
-    for path in paths:
-        assert filecmp.cmp(source / path, target / path, shallow=False), path
-
-
-def leftovers(folder: Path) -> list[str]:
-    return [path for path in files_under(folder) if path.endswith(TEMP_SUFFIX)] if folder.exists() else []
-
-
-def run_cli(*args: str, env_overrides: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
-    """``scripts/rawvault.sh ARGS`` as a real subprocess with this test's environment."""
-    environment = dict(os.environ)
-    for name, value in (env_overrides or {}).items():
-        if value is None:
-            environment.pop(name, None)
-        else:
-            environment[name] = value
-    return subprocess.run(
-        ["bash", str(CLI), *args], env=environment, capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 # ---------------------------------------------------------------------------------------------- restore
@@ -391,33 +311,6 @@ def test_verify_a_raw_file_recorded_without_s3_key(mongo_uri, env, s3_client) ->
 # ---------------------------------------------------------------------------------- SSE-KMS (simulated)
 
 
-def _simulate_kms_etags(client: Any) -> Any:
-    """Make ``client`` see what AWS shows for SSE-KMS objects: an ETag that is not the MD5 of the content.
-
-    moto keeps the MD5 ETag under SSE-KMS; this rewrites it (deterministically) in every answer that
-    reports ``ServerSideEncryption: aws:kms``, so the KMS code paths run against the real server.
-    """
-
-    real_etags: dict[str, str] = {}
-
-    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("ServerSideEncryption") == "aws:kms" and parsed.get("ETag"):
-            real = parsed["ETag"].strip('"')
-            fake = hashlib.md5(f"kms:{real}".encode()).hexdigest()
-            real_etags[fake] = real
-            parsed["ETag"] = f'"{fake}"'
-
-    def unrewrite_if_match(params: dict[str, Any], **_: Any) -> None:
-        # s3transfer's ranged GETs carry If-Match with the ETag it saw: give moto its own one back.
-        if params.get("IfMatch"):
-            params["IfMatch"] = real_etags.get(params["IfMatch"].strip('"'), params["IfMatch"])
-
-    for operation in ("HeadObject", "GetObject", "PutObject", "CompleteMultipartUpload"):
-        client.meta.events.register(f"after-call.s3.{operation}", rewrite)
-    client.meta.events.register("before-parameter-build.s3.GetObject", unrewrite_if_match)
-    return client
-
-
 def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     mongo_uri, tmp_path, s3_server, monkeypatch
 ) -> None:
@@ -425,7 +318,7 @@ def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     config_path = tmp_path / "kms.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     kms_env = Env(load_settings(config_path), config_path, tmp_path)
-    client = _simulate_kms_etags(make_client(s3_server.endpoint_url))
+    client = simulate_kms_etags(make_client(s3_server.endpoint_url))
     bruker_id, folder, paths = back_up(kms_env, client, "tims1", make_bruker_set)
     head = client.head_object(Bucket=kms_env.bucket(), Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")
     recorded = get_raw_file(bruker_id).file_info[f"{bruker_id}/analysis.tdf"][2]

@@ -76,12 +76,29 @@ def _raw_file(hours_ago: float = 2, **fields: Any) -> RawFile:
             "ok",
         ),
         ({"status": "queued", "hours_ago": 1}, S3, "unknown", "ok"),
+        # A scrub found the stored data missing or different; a clean scrub is healthy again.
+        ({"backup_status": "upload_done", "scrub_status": "drift", "scrub_details": "x"}, S3, "bad", "scrub_drift"),
+        ({"backup_status": "upload_done", "scrub_status": "ok"}, S3, "healthy", "ok"),
     ],
 )
 def test_raw_file_alert_state(fields: dict[str, Any], ctx: RuleContext, health: str, state: str) -> None:
     hours_ago = fields.pop("hours_ago", 2)
     observation = raw_file_alert_state(_raw_file(hours_ago, **fields), ctx)
     assert (observation.subject, observation.health.value, observation.state) == ("raw_file:x.raw", health, state)
+
+
+def test_scrub_drift_names_what_was_found_and_how_to_recheck() -> None:
+    raw_file = _raw_file(
+        backup_status="upload_done", scrub_status="drift", scrubbed_at=NOW - timedelta(hours=1),
+        scrub_details="x.raw: local copy differs: /backup/thermo1/2026_11/x.raw (expected MD5 a, found MD5 b)",
+    )  # fmt: skip
+    observation = raw_file_alert_state(raw_file, S3)
+    assert observation.kind == "data_drift" and observation.severity == "error"
+    assert observation.title == "Stored data differs: x.raw (thermo1) failed its scrub"
+    details = dict(observation.details)
+    assert details["scrubbed"] == "2026-11-22 11:00 UTC" and "local copy differs" in details["found"]
+    assert "verify --read-data --raw-file-id x.raw" in observation.hint
+    assert observation.link == "https://af.example/dags/backup_verifier"
 
 
 def test_a_failed_step_links_to_its_task_log_and_names_step_and_reason() -> None:

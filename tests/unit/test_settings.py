@@ -140,6 +140,18 @@ def test_environment_variables_expand_in_paths(monkeypatch: pytest.MonkeyPatch) 
             "backup.s3.stale_upload_minutes",
             "raise upload_retry_delay_minutes",
         ),
+        # Scrubbing: a budget of GB per run (0: off) and a period the weekly verifier can keep.
+        (
+            lambda d: d["backup"].update(scrub={"budget_gb_per_run": -1}),
+            "backup.scrub.budget_gb_per_run",
+            "0: no scrubbing",
+        ),
+        (
+            lambda d: d["backup"].update(scrub={"period_days": 3}),
+            "backup.scrub.period_days",
+            "backup_verifier runs weekly",
+        ),
+        (lambda d: d["backup"].update(scrub={"budget_gb": 5}), "backup.scrub.budget_gb", "unknown key (misspelt?)"),
         # Instrument folders and the backup never share or nest.
         (
             lambda d: d["instruments"]["thermo1"].update(path="/etc/rawvault/instruments/tims1"),
@@ -166,6 +178,15 @@ def test_invalid_settings_name_file_key_and_fix(change: Any, key: str, fix: str)
     assert str(SOURCE) in message
     assert f"  {key}:" in message
     assert fix in message
+
+
+def test_scrub_defaults_and_budget_in_bytes() -> None:
+    scrub = parse_settings(_with(lambda d: None), SOURCE).backup.scrub
+    assert (scrub.budget_gb_per_run, scrub.period_days, scrub.enabled) == (50.0, 90.0, True)
+    raw = _with(lambda d: d["backup"].update(scrub={"budget_gb_per_run": 1.5, "period_days": 7}))
+    assert parse_settings(raw, SOURCE).backup.scrub.budget_bytes == 1_500_000_000
+    off = _with(lambda d: d["backup"].update(scrub={"budget_gb_per_run": 0}))
+    assert not parse_settings(off, SOURCE).backup.scrub.enabled
 
 
 @pytest.mark.parametrize("schedule", ["*/5 * * * *", "0 3 * * MON-FRI", "@daily", " 15 * * * * "])

@@ -240,6 +240,43 @@ def test_row_fields(mongo_uri: str) -> None:
     assert row["s3_etag"] == "abc-2"
     assert row["created_at"] == "2026-11-20T10:30:00+00:00"
     assert row["acquisition_runs_path"] == "dags/acquisition_handler.tims1/runs?conf_contains=%22big.d%22"
+    assert (row["scrub_status"], row["scrubbed_at"], row["scrub_details"], row["last_alert"]) == (None,) * 4
+
+
+def test_rows_carry_the_last_scrub_and_the_last_alert(mongo_uri: str) -> None:
+    """Issue 12 item 3: last scrub time and result, and the raw file's last alert, read once per page."""
+    from shared.db.alerts import record_new_alert, record_state_change
+
+    for name, status in (("drifted.raw", "drift"), ("clean.raw", "ok"), ("never.raw", None)):
+        RawFile(
+            id=name, original_name=name, instrument_id="thermo1", status="moved", created_at=NOW - timedelta(hours=1),
+            backup_status="upload_done", scrub_status=status, scrubbed_at=NOW - timedelta(hours=2) if status else None,
+            scrub_details="drifted.raw: local copy differs: /backup/x (expected MD5 a, found MD5 b)"
+            if status == "drift" else None,
+        ).save(force_insert=True)  # fmt: skip
+    message = {"title": "Stored data differs: drifted.raw (thermo1) failed its scrub"}
+    record_new_alert("raw_file:drifted.raw", state="scrub_drift", kind="data_drift", message=message,
+                     deliveries={}, now=NOW - timedelta(minutes=30))  # fmt: skip
+    record_new_alert("raw_file:clean.raw", state="upload_failed", kind="failed_backup", message={"title": "x"},
+                     deliveries={}, now=NOW - timedelta(days=2))  # fmt: skip
+    recovered = {"title": "clean.raw recovered"}
+    record_state_change("raw_file:clean.raw", expected_version=1, state="ok", kind="failed_backup",
+                        message=recovered, deliveries={}, now=NOW - timedelta(days=1))  # fmt: skip
+
+    rows = {row["id"]: row for row in list_raw_files(now=NOW).items}
+
+    drifted = rows["drifted.raw"]
+    assert drifted["scrub_status"] == "drift" and drifted["scrubbed_at"] == "2026-11-20T10:00:00+00:00"
+    assert "local copy differs" in drifted["scrub_details"]
+    assert drifted["last_alert"] == {
+        "state": "scrub_drift", "kind": "data_drift", "open": True, "at": "2026-11-20T11:30:00+00:00",
+        "title": message["title"], "last_bad_state": "scrub_drift", "last_bad_at": "2026-11-20T11:30:00+00:00",
+    }  # fmt: skip
+    clean = rows["clean.raw"]
+    assert clean["scrub_status"] == "ok" and clean["last_alert"]["open"] is False
+    assert clean["last_alert"]["state"] == "ok" and clean["last_alert"]["last_bad_state"] == "upload_failed"
+    assert clean["last_alert"]["title"] == "clean.raw recovered"
+    assert rows["never.raw"]["scrub_status"] is None and rows["never.raw"]["last_alert"] is None
 
 
 @pytest.mark.parametrize(

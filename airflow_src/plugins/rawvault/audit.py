@@ -2,13 +2,15 @@
 
 The selection (filters: instrument, project, raw file id, created since a
 date) is a read of :mod:`shared.db.interface`; the checks are
-:mod:`rawvault.s3.drift` (``head_object`` only, nothing downloaded).
+:mod:`rawvault.s3.drift` (``head_object`` only, nothing downloaded). Scrubbing,
+which re-reads the data, is :mod:`rawvault.scrub`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
@@ -23,8 +25,16 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8  # raw files checked at a time: head_object is latency-bound, not bandwidth-bound
 
 
-def verify_backups(
-    client: S3Client,
+@dataclass
+class Selection:
+    """The raw files an audit checks: their ids (oldest first), how many matched the filters, the filters."""
+
+    raw_file_ids: list[str]
+    matched: int
+    filters: dict[str, str]
+
+
+def select_raw_files(
     *,
     instrument: str | None = None,
     project: str | None = None,
@@ -33,16 +43,8 @@ def verify_backups(
     sample: int | None = None,
     seed: int | None = None,
     fallback_project_id: str = "_FALLBACK",
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> VerifyReport:
-    """Check every ``upload_done`` raw file matching the filters (or a random ``sample`` of them) against S3.
-
-    ``since`` keeps raw files created on or after that day (UTC). ``sample``
-    (``None`` or 0: all) checks that many, chosen at random (``seed`` makes the
-    choice reproducible); ``concurrency`` raw files are checked at a time. Raises
-    :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses the
-    credentials; everything else found is in the report.
-    """
+) -> Selection:
+    """The ``upload_done`` raw files matching the filters, or a random ``sample`` of them (``seed``: reproducible)."""
     if sample is not None and sample < 0:
         raise ValueError(f"sample must be 0 or more raw files, got {sample}")
     filters = {
@@ -68,8 +70,40 @@ def verify_backups(
         rng = random.Random(seed)  # noqa: S311 - choosing a sample to audit, not a secret
         chosen = set(rng.sample(ids, min(sample, len(ids))))
         ids = [rid for rid in ids if rid in chosen]
-    report = VerifyReport(matched=matched, filters=filters)
-    log.info("verifying %s upload_done raw file(s) against S3%s", matched, f" (sample of {sample})" if sample else "")
-    verify_raw_files(raw_files_by_id(ids), client, report, concurrency=concurrency)
+    return Selection(ids, matched, filters)
+
+
+def verify_backups(
+    client: S3Client,
+    *,
+    instrument: str | None = None,
+    project: str | None = None,
+    raw_file_id: str | None = None,
+    since: date | datetime | None = None,
+    sample: int | None = None,
+    seed: int | None = None,
+    fallback_project_id: str = "_FALLBACK",
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> VerifyReport:
+    """Check every ``upload_done`` raw file matching the filters (or a random ``sample`` of them) against S3.
+
+    ``since`` keeps raw files created on or after that day (UTC). ``sample``
+    (``None`` or 0: all) checks that many, chosen at random (``seed`` makes the
+    choice reproducible); ``concurrency`` raw files are checked at a time. Raises
+    :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses the
+    credentials; everything else found is in the report. Re-reading the data
+    (scrubbing) is :func:`rawvault.scrub.scrub_backups`.
+    """
+    selection = select_raw_files(
+        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since, sample=sample, seed=seed,
+        fallback_project_id=fallback_project_id,
+    )  # fmt: skip
+    report = VerifyReport(matched=selection.matched, filters=selection.filters)
+    log.info(
+        "verifying %s upload_done raw file(s) against S3%s",
+        selection.matched,
+        f" (sample of {sample})" if sample else "",
+    )
+    verify_raw_files(raw_files_by_id(selection.raw_file_ids), client, report, concurrency=concurrency)
     log.info("%s", report.summary())
     return report

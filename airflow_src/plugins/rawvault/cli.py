@@ -1,10 +1,12 @@
-"""rawvault's command line: restore a raw file from S3, audit the S3 backups.
+"""rawvault's command line: restore a raw file from S3, audit the S3 backups, preview the purge.
 
 Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
 
     python -m rawvault.cli restore <raw_file_id> <target_folder> [--from-manifest s3://<bucket>/<key>]
     python -m rawvault.cli verify [--instrument X] [--project P] [--raw-file-id ID]
                                   [--since YYYY-MM-DD] [--sample N] [--json]
+                                  [--read-data [--budget-gb N] [--no-record]]
+    python -m rawvault.cli purge --dry-run --instrument X [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -13,9 +15,9 @@ Airflow metadata database). Results go to stdout, progress and log lines to
 stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
-replaced, or a different file in the way) or verify found drift; 2 the command
-could not run (arguments, settings, database, credentials, unknown raw file
-or manifest).
+replaced, or a different file in the way), verify found drift, or the purge
+would keep a set because a check failed; 2 the command could not run
+(arguments, settings, database, credentials, unknown raw file or manifest).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge}")
 
     restore = commands.add_parser(
         "restore",
@@ -107,11 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress-interval", type=float, default=5.0, help="seconds between progress lines (default 5)"
     )
 
+    _add_verify_command(commands)
+    _add_purge_parser(commands)
+    return parser
+
+
+def _add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``verify`` subcommand and its options."""
     verify = commands.add_parser(
         "verify",
-        help="check the S3 backups of upload_done raw files with head_object",
+        help="check the S3 backups of upload_done raw files with head_object (--read-data: re-read the data)",
         description="Check every upload_done raw file (or those matching the filters, or a random sample) "
         "against S3: each file's object exists with the recorded size and ETag, and the manifest exists. "
+        "With --read-data, also download every object (ranged GETs) and re-hash it, and re-hash the local "
+        "backup copies, against the recorded checksums (scrubbing; the result is recorded on each raw file). "
         "Exits 1 when anything is missing or different.",
     )
     verify.add_argument("--instrument", help="only raw files of this instrument id")
@@ -120,9 +131,47 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--since", type=_date, help="only raw files created on or after YYYY-MM-DD (UTC)")
     verify.add_argument("--sample", type=_non_negative, help="check N raw files chosen at random (0: all)")
     verify.add_argument("--seed", type=int, help="seed of the random sample (reproducible choice)")
-    verify.add_argument("--concurrency", type=_positive, default=8, help="raw files checked at a time (default 8)")
+    verify.add_argument(
+        "--concurrency", type=_positive, help="raw files checked at a time (default 8; 2 with --read-data)"
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    return parser
+    verify.add_argument(
+        "--read-data",
+        action="store_true",
+        help="scrub: download and re-hash the S3 objects (MD5, ETag, SHA-256) and re-hash the local backup copies",
+    )
+    verify.add_argument(
+        "--budget-gb",
+        type=_positive_gb,
+        help="with --read-data: read at most this many GB, least recently scrubbed raw files first",
+    )
+    verify.add_argument(
+        "--no-record", action="store_true", help="with --read-data: do not record the results on the raw files"
+    )
+
+
+def _positive_gb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of GB")
+    return value
+
+
+def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
+    purge = commands.add_parser(
+        "purge",
+        help="show what the purge (file_remover) would delete on one instrument, and why every other set is kept",
+        description="Run every check of the purge on the instrument's moved sets (the share and the local backup "
+        "read again, S3 checked by HEAD) and print what a run would delete and why each other set is kept. Deletes "
+        "nothing and writes nothing: deleting is the file_remover.<instrument> DAG's job. Exits 1 when a check "
+        "keeps a set.",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="required: report only (the only mode here)")
+    purge.add_argument("--instrument", required=True, help="instrument id (as under instruments: in the settings)")
+    purge.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -203,22 +252,30 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
 def _verify(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.audit import verify_backups
     from rawvault.s3.errors import S3AccessDeniedError
+    from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, scrub_backups
     from shared.db.interface import DatabaseError, is_database_error
+    from shared.settings.alerts import GB
 
+    if (args.budget_gb or args.no_record) and not args.read_data:
+        raise CannotRunError("--budget-gb and --no-record go with --read-data")
+    if args.budget_gb and args.sample:
+        raise CannotRunError("--budget-gb chooses the least recently scrubbed raw files: leave out --sample")
     settings = _settings()
-    client = _client(settings, args.concurrency + 2)
+    concurrency = args.concurrency or (DEFAULT_SCRUB_CONCURRENCY if args.read_data else 8)
+    client = _client(settings, concurrency + 2)
+    filters = {"instrument": args.instrument, "project": args.project, "raw_file_id": args.raw_file_id}
     try:
-        report = verify_backups(
-            client,
-            instrument=args.instrument,
-            project=args.project,
-            raw_file_id=args.raw_file_id,
-            since=args.since,
-            sample=args.sample,
-            seed=args.seed,
-            fallback_project_id=settings.watcher.fallback_project_id,
-            concurrency=args.concurrency,
-        )
+        if args.read_data:
+            report = scrub_backups(
+                client, settings, **filters, since=args.since, sample=args.sample, seed=args.seed,
+                budget_bytes=int(args.budget_gb * GB) if args.budget_gb else None, concurrency=concurrency,
+                record=not args.no_record,
+            )  # fmt: skip
+        else:
+            report = verify_backups(
+                client, **filters, since=args.since, sample=args.sample, seed=args.seed,
+                fallback_project_id=settings.watcher.fallback_project_id, concurrency=concurrency,
+            )  # fmt: skip
     except (DatabaseError, S3AccessDeniedError) as error:
         raise CannotRunError(str(error)) from None
     except Exception as error:
@@ -227,13 +284,51 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
                 f"cannot read the raw files from the database: {type(error).__name__}: {error}"
             ) from None
         raise
-    if args.raw_file_id and not report.raw_file_ids:
+    if args.raw_file_id and not report.raw_file_ids and not report.notes:
         raise CannotRunError(
             f"raw file {args.raw_file_id!r} is not in the database with backup_status upload_done (and the other "
             "filters): only uploaded raw files have an S3 backup to verify"
         )
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
-    return (EXIT_OK if report.ok else EXIT_FAILED), output
+    return (EXIT_OK if report.ok and not report.notes else EXIT_FAILED), output
+
+
+def _purge(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.purge import PurgeNotPossibleError, purge_instrument
+    from shared.db.interface import DatabaseError, is_database_error
+    from shared.settings import SettingsError, get_settings, purge_policy
+
+    if not args.dry_run:
+        raise CannotRunError(
+            "the command line only previews a purge: add --dry-run. Deleting is done by the "
+            f"file_remover.{args.instrument} DAG (purge.enabled, purge.dry_run: false)"
+        )
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        raise CannotRunError(str(error)) from None
+    if args.instrument not in settings.instruments:
+        known = ", ".join(sorted(settings.instruments))
+        raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
+    client = None
+    if settings.s3_enabled and purge_policy(settings, args.instrument).requires_s3:
+        client = _client(settings, 10)
+    try:
+        report = purge_instrument(args.instrument, settings, dry_run=True, record=False, client=client)
+    except (PurgeNotPossibleError, DatabaseError) as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if is_database_error(error):
+            reason = f"cannot read the raw files from the database: {type(error).__name__}: {error}"
+            raise CannotRunError(reason) from None
+        raise
+    output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
+    return (EXIT_FAILED if report.held_back else EXIT_OK), output
+
+
+COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -245,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             _configure_logging(args.verbose)
-            code, output = _restore(args) if args.command == "restore" else _verify(args)
+            code, output = COMMANDS[args.command](args)
     except CannotRunError as error:
         print(f"rawvault {args.command}: cannot run: {error}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -1,9 +1,13 @@
 """Move a backed-up acquisition aside on the instrument share.
 
-An acquisition is moved only when its local backup is verified and every file
-on the share still matches the recorded sizes: a file re-created under the
-same name is never moved as if it were the backed-up one. Re-running after a
-completed or partial move finishes the job without error.
+An acquisition is moved only when its local backup is verified and the set on
+the share is still exactly the one that was checksummed
+(:func:`rawvault.recorded_set.check_recorded_set`: the same files, no symlink,
+each with its recorded size and modification time, or with
+``file_mover.verify: rehash`` its recorded MD5): a file re-created under the
+same name, or a side file rewritten in place, is never moved as if it were the
+backed-up one. Re-running after a completed or partial move finishes the job
+without error.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 
 from rawvault.locations import backup_folder, instrument_folder, move_target_folder
 from rawvault.locations import raw_file_path as raw_file_location
+from rawvault.recorded_set import Verify, check_recorded_set, record_of
 from shared.db.models import BackupStatus, RawFile
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.settings import Settings
@@ -45,7 +50,7 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
     source_root = instrument_folder(raw_file, settings)
     target_root = move_target_folder(raw_file, settings)
     _check_backup_copies(raw_file, settings)
-    _check_share_matches_backup(raw_file, settings)
+    _check_registered_identity(raw_file, settings)
 
     plan = MovePlan()
     top_level = {Path(relative_path).parts[0] for relative_path in raw_file.file_info}
@@ -62,6 +67,9 @@ def plan_move(raw_file: RawFile, settings: Settings) -> MovePlan:
             plan.already_moved.append(target)
         else:
             raise MoveRefusedError(f"{source} is missing from the share and not at {target} either: nothing to move")
+    # Whatever part of the set is still to move, and whatever a run before moved already, is the recorded one.
+    _check_set_is_recorded(raw_file, settings, source_root, [source.name for source, _ in plan.moves])
+    _check_set_is_recorded(raw_file, settings, target_root, [target.name for target in plan.already_moved])
     return plan
 
 
@@ -77,38 +85,45 @@ def _check_backup_copies(raw_file: RawFile, settings: Settings) -> None:
             )
 
 
-def _check_share_matches_backup(raw_file: RawFile, settings: Settings) -> None:
-    """The files of the set on the share are exactly the recorded ones, with the recorded sizes."""
-    source_root = instrument_folder(raw_file, settings)
+def _check_registered_identity(raw_file: RawFile, settings: Settings) -> None:
+    """The raw file's entry on the share is the one registered: same inode (and main file time, unless rehashing)."""
     raw_file_path = raw_file_location(raw_file, settings)
     instrument_type = INSTRUMENT_TYPES[settings.instruments[raw_file.instrument_id].type]
     main_file = instrument_type.main_file(raw_file_path)
+    # A rehash proves the content, so a main file that was only touched may move.
+    by_time = settings.file_mover.verify == Verify.SIZE_MTIME.value and raw_file.source_mtime_ns
     if raw_file_path.exists() and (
         (raw_file.source_inode and raw_file_path.stat().st_ino != raw_file.source_inode)
-        or (
-            raw_file.source_mtime_ns and main_file.exists() and main_file.stat().st_mtime_ns != raw_file.source_mtime_ns
-        )
+        or (by_time and main_file.exists() and main_file.stat().st_mtime_ns != raw_file.source_mtime_ns)
     ):
         raise MoveRefusedError(
             f"{raw_file_path} is not the file that was registered and backed up as {raw_file.id!r} (it was deleted "
             "and created again, or overwritten, under the same name): not moved. The watcher registers the new one "
             "by itself"
         )
-    present = {p.relative_to(source_root).as_posix(): p for p in instrument_type.set_members(raw_file_path)}
-    unknown = sorted(set(present) - set(raw_file.file_info))
-    if unknown:
+
+
+def _check_set_is_recorded(raw_file: RawFile, settings: Settings, root: Path, top_names: list[str]) -> None:
+    """The files below ``root/<top_names>`` are exactly the recorded ones (rawvault.recorded_set)."""
+    if not top_names:
+        return
+    instrument_type = INSTRUMENT_TYPES[settings.instruments[raw_file.instrument_id].type]
+    main_file = instrument_type.main_file(Path(raw_file.original_name)).as_posix()
+    verify = Verify(settings.file_mover.verify)
+    check = check_recorded_set(
+        root,
+        record_of(raw_file, main_file, only_top=top_names),
+        verify=verify,
+        instrument_type=instrument_type,
+        raw_file_name=raw_file.original_name,
+    )
+    if not check.ok:
         raise MoveRefusedError(
-            f"{raw_file_path} holds files that were not backed up ({', '.join(unknown[:5])}"
-            f"{' ...' if len(unknown) > 5 else ''}): a new acquisition may have been written under the same name; "
-            "not moved. Check the share, then register the new files"
+            f"{check.summary()}: the set on the share is not the one backed up as {raw_file.id!r} "
+            f"(compared by {'MD5' if verify is Verify.REHASH else 'size and modification time'}), so it was not "
+            "moved. If a new acquisition was written under this name, let the watcher register it; if the files "
+            "were only touched, set file_mover.verify: rehash and clear move_raw_file"
         )
-    for relative_path, path in present.items():
-        size = raw_file.file_info[relative_path][0]
-        if path.stat().st_size != size:
-            raise MoveRefusedError(
-                f"{path} is {path.stat().st_size} bytes on the share but {size} bytes were backed up: a different "
-                "file now has this name; not moved"
-            )
 
 
 def move_raw_file(raw_file: RawFile, settings: Settings) -> MovePlan:

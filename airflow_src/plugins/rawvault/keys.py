@@ -17,7 +17,7 @@ from datetime import timedelta
 WATCHER_DAG_PREFIX = "instrument_watcher"
 HANDLER_DAG_PREFIX = "acquisition_handler"
 FILE_MOVER_DAG_PREFIX = "file_mover"
-FILE_REMOVER_DAG_PREFIX = "file_remover"  # reserved for the purge (DESIGN.md), no DAG yet
+FILE_REMOVER_DAG_PREFIX = "file_remover"  # the purge (DESIGN.md): only for instruments with purge.enabled
 
 # --- DAG ids of the DAGs that exist once (S3 backups only)
 SWEEPER_DAG_ID = "backup_sweeper"
@@ -44,7 +44,7 @@ def file_mover_dag_id(instrument_id: str) -> str:
 
 
 def file_remover_dag_id(instrument_id: str) -> str:
-    """``file_remover.<instrument_id>``: the purge's DAG (reserved name, see DESIGN.md)."""
+    """``file_remover.<instrument_id>``: deletes moved acquisitions from the share after re-checking their backup."""
     return f"{FILE_REMOVER_DAG_PREFIX}.{instrument_id}"
 
 
@@ -61,6 +61,8 @@ START_FILE_MOVER_TASK = "start_file_mover"
 # file_mover.<id>
 WAIT_BEFORE_MOVING_TASK = "wait_before_moving"
 MOVE_RAW_FILE_TASK = "move_raw_file"
+# file_remover.<id>
+PURGE_BACKED_UP_SETS_TASK = "purge_backed_up_sets"
 # backup_sweeper
 FIND_BACKUPS_TO_RETRY_TASK = "find_backups_to_retry"
 TRIGGER_UPLOAD_RETRY_TASK = "trigger_upload_retry"

@@ -8,6 +8,7 @@ from pathlib import Path
 from rawvault.file_mover import move_raw_file
 from rawvault.local_backup import discard_staged_set, publish_raw_file_set, stage_raw_file_set
 from rawvault.locations import backup_folder, instrument_folder, raw_file_path
+from rawvault.recorded_set import confirm_mtimes, mtimes_of
 from rawvault.staging import new_staging_token
 from shared.db.interface import get_raw_file, update_raw_file
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
@@ -40,28 +41,28 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
     target = backup_folder(raw_file, settings)
     token = new_staging_token()
     update_raw_file(raw_file_id, status=RawFileStatus.CHECKSUMMING.value)
+    relative_paths: list[str] = []
     try:
         members = instrument_type.files_in_set(raw_file_path(raw_file, settings))
         relative_paths = [member.relative_to(source_root).as_posix() for member in members]
+        mtimes_before = mtimes_of(source_root, relative_paths)
         staged = stage_raw_file_set(source_root, relative_paths, target, settings.part_size_bytes, token)
+        # The times the content had while it was read: the file mover compares them (rawvault.recorded_set).
+        source_mtimes = confirm_mtimes(source_root, mtimes_before)
         main_file = instrument_type.main_file(raw_file_path(raw_file, settings))
         main_mtime_ns = main_file.stat().st_mtime_ns if main_file.exists() else None
     except Exception as error:
+        discard_staged_set(target, relative_paths, token)  # none of this run's staged copies is ever used
         update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
         raise
     file_info = staged.file_info
     if raw_file.file_info and raw_file.file_info != file_info:
         discard_staged_set(target, file_info, token)
-        differing = _differences(raw_file.file_info, file_info)
-        _fail_checksum(
-            raw_file_id,
-            f"the files of raw file {raw_file_id!r} differ from the ones checksummed before ({', '.join(differing[:5])}"
-            f"{' ...' if len(differing) > 5 else ''}); the recorded file_info was not overwritten. If the "
-            "acquisition was rewritten on purpose, register it as a new raw file",
-        )
+        _fail_changed(raw_file, file_info)
     update_raw_file(
         raw_file_id,
         file_info=file_info,
+        source_mtimes=source_mtimes,
         etag_part_size=settings.part_size_bytes,
         staging_token=token,
         source_mtime_ns=raw_file.source_mtime_ns or main_mtime_ns,
@@ -83,7 +84,7 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
 
 def _refuse_checksum(raw_file: RawFile, settings: Settings) -> None:
     """Refuse a raw file moved off the share, or one recorded with another part size (before reading)."""
-    if raw_file.status == RawFileStatus.MOVED.value:
+    if raw_file.status in (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value):
         raise FileInfoMismatchError(
             f"raw file {raw_file.id!r} was moved off the instrument share already; its recorded file_info stands "
             "(nothing to checksum again)"
@@ -95,6 +96,16 @@ def _refuse_checksum(raw_file: RawFile, settings: Settings) -> None:
             f"say {settings.part_size_bytes}: set backup.s3.part_size_mb back to "
             f"{raw_file.etag_part_size // MIB} while this raw file is backed up",
         )
+
+
+def _fail_changed(raw_file: RawFile, file_info: dict[str, list]) -> None:
+    differing = _differences(raw_file.file_info, file_info)
+    _fail_checksum(
+        raw_file.id,
+        f"the files of raw file {raw_file.id!r} differ from the ones checksummed before ({', '.join(differing[:5])}"
+        f"{' ...' if len(differing) > 5 else ''}); the recorded file_info was not overwritten. If the "
+        "acquisition was rewritten on purpose, register it as a new raw file",
+    )
 
 
 def _fail_checksum(raw_file_id: str, message: str) -> None:
@@ -153,8 +164,8 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
 def move_on_share(raw_file_id: str, settings: Settings) -> None:
     """Move the acquisition aside on the instrument share; record ``status=moved``."""
     raw_file = get_raw_file(raw_file_id)
-    if raw_file.status == RawFileStatus.MOVED.value:
-        log.info("%s was moved already", raw_file_id)
+    if raw_file.status in (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value):
+        log.info("%s was %s already", raw_file_id, raw_file.status)
         return
     update_raw_file(raw_file_id, status=RawFileStatus.MOVING.value)
     try:

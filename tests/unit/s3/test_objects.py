@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from rawvault.digests import digest_stream
 from rawvault.s3.errors import LocalFileChangedError
 from rawvault.s3.objects import (
     ExpectedObject,
     VerdictKind,
     VerificationMode,
+    check_content,
     check_object,
     delete_version,
     etag_of,
@@ -168,3 +170,41 @@ def test_head_and_delete_version_on_a_versioned_bucket(fake_s3: Any) -> None:
     assert delete_version(fake_s3, "rv-unit-b", "k", newest) == "the uploaded object was deleted again"
     older = head(fake_s3, "rv-unit-b", "k")
     assert older is not None and older["ContentLength"] == 3  # only the version this run wrote is gone
+
+
+# --- check_content: the bytes read back from an object ---------------------------------------------------------
+
+
+def digests_of(data: bytes, part_size: int = 8, *, sha256: bool = False) -> Any:
+    import io
+
+    return digest_stream(io.BytesIO(data), part_size, size=len(data), sha256=sha256)
+
+
+def test_content_read_back_that_is_the_recorded_file_is_ok() -> None:
+    verdict = check_content(digests_of(DATA, part_size=len(DATA)), ENTRY)
+    assert verdict.ok and verdict.how is VerificationMode.CONTENT
+
+
+def test_content_of_the_same_size_with_other_bytes_differs_and_names_md5_and_etag() -> None:
+    other = bytes(b ^ 1 for b in DATA)
+    verdict = check_content(digests_of(other, part_size=len(DATA)), ENTRY)
+    assert verdict.kind is VerdictKind.CONTENT_DIFFERS
+    assert f"MD5 {hashlib.md5(other).hexdigest()}, recorded {MD5}" in verdict.problem
+    assert "ETag" in verdict.problem and "size" not in verdict.problem
+    assert verdict.expected == f"MD5 {MD5}"
+
+
+def test_content_with_a_wrong_sha256_differs_only_when_sha256_is_checked() -> None:
+    entry = ExpectedObject(**{**ENTRY.__dict__, "checksum_sha256": "AAAA"})
+    digests = digests_of(DATA, part_size=len(DATA), sha256=True)
+    assert check_content(digests, entry).ok  # not asked to compare the SHA-256
+    verdict = check_content(digests, entry, sha256=True)
+    assert verdict.kind is VerdictKind.CONTENT_DIFFERS and f"SHA-256 {SHA}, recorded AAAA" in verdict.problem
+    assert check_content(digests, ExpectedObject(**{**ENTRY.__dict__, "checksum_sha256": SHA}), sha256=True).ok
+
+
+def test_content_shorter_than_recorded_differs_by_size() -> None:
+    verdict = check_content(digests_of(DATA[:-1], part_size=len(DATA)), ENTRY)
+    assert verdict.kind is VerdictKind.CONTENT_DIFFERS
+    assert verdict.problem.startswith(f"the downloaded data has size {len(DATA) - 1} bytes, recorded {len(DATA)}")

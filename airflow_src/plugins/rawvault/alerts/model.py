@@ -26,6 +26,7 @@ class Kind(StrEnum):
     FAILED_BACKUP = "failed_backup"
     STUCK_UPLOAD = "stuck_upload"
     DEADLINE = "deadline"
+    DATA_DRIFT = "data_drift"  # a scrub re-read the stored data and found it missing or different
     LOW_FREE_SPACE = "low_free_space"
     DIGEST = "digest"
     SUMMARY = "summary"
@@ -35,6 +36,7 @@ SEVERITY: dict[str, str] = {
     Kind.FAILED_BACKUP: "error",
     Kind.STUCK_UPLOAD: "error",
     Kind.DEADLINE: "warning",
+    Kind.DATA_DRIFT: "error",
     Kind.LOW_FREE_SPACE: "warning",
     Kind.DIGEST: "info",
     Kind.SUMMARY: "info",

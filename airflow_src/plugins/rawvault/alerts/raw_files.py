@@ -21,7 +21,8 @@ from rawvault import keys
 from rawvault.alerts.model import Health, Kind, Observation, unknown
 from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
-from shared.db.models import BackupStatus, RawFile, RawFileStatus
+from rawvault.purge_errors import check_of
+from shared.db.models import BackupStatus, RawFile, RawFileStatus, ScrubStatus
 
 SUBJECT_PREFIX = "raw_file:"
 PURGED = "purged"  # RawFile.status of a raw file deleted from the share after a re-checked backup
@@ -225,15 +226,63 @@ def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None
     )
 
 
+def purge_blocked(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """A moved set the purge keeps because a check failed (purge_blocked_reason: "<check>: <reason>")."""
+    reason = raw_file.purge_blocked_reason
+    if not reason or raw_file.status != RawFileStatus.MOVED.value:
+        return None
+    check = check_of(reason) or "unknown"
+    dag_id = keys.file_remover_dag_id(raw_file.instrument_id)
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state=f"purge_blocked:{check}",  # one message per failing check, not per run that finds it again
+        kind=Kind.FAILED_BACKUP,
+        title=f"Purge held back: {raw_file.id} ({raw_file.instrument_id}): the {check} check failed",
+        details=_details(raw_file, ("check", check), ("reason", _reason(reason))),
+        link=f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}" if ctx.ui_base_url else None,
+        hint=f"{dag_id} keeps this set on the share until every check passes again. Fix what the reason names "
+        "(a damaged local or S3 copy: back the raw file up again; a changed or extra file on the share: find out "
+        "who wrote it); the next run checks again.",
+    )
+
+
+def scrub_drift(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """Its last scrub re-read the data in S3 and the local backup and found something missing or different."""
+    if raw_file.scrub_status != ScrubStatus.DRIFT.value:
+        return None
+    scrubbed = raw_file.scrubbed_at
+    link = f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(keys.VERIFIER_DAG_ID, safe='')}" if ctx.ui_base_url else None
+    return Observation(
+        subject_of(raw_file.id),
+        Health.BAD,
+        state="scrub_drift",
+        kind=Kind.DATA_DRIFT,
+        title=f"Stored data differs: {raw_file.id} ({raw_file.instrument_id}) failed its scrub",
+        details=_details(
+            raw_file,
+            ("scrubbed", f"{scrubbed:%Y-%m-%d %H:%M} UTC" if scrubbed else "?"),
+            ("found", _reason(raw_file.scrub_details)),
+        ),
+        link=link,
+        hint="One copy no longer holds the recorded data. Keep the good copy: restore from S3 "
+        "(scripts/rawvault.sh restore) or from the local backup, then replace the damaged one; "
+        f"scripts/rawvault.sh verify --read-data --raw-file-id {raw_file.id} re-checks it (a clean result "
+        "sends a recovery).",
+    )
+
+
 Rule = Callable[[RawFile, RuleContext], "Observation | None"]
 # Most urgent first: the first rule that matches names the raw file's state.
 RAW_FILE_RULES: tuple[Rule, ...] = (
+    scrub_drift,
     pipeline_error,
     copying_failed,
     upload_gave_up,
     upload_failed,
     upload_stuck,
     deadline_breached,
+    purge_blocked,
 )
 
 

@@ -13,10 +13,12 @@
 - :mod:`~rawvault.s3.multipart_resume`, :mod:`~rawvault.s3.multipart`: resumable multipart uploads.
 - :mod:`~rawvault.s3.upload_file`, :mod:`~rawvault.s3.upload`: one file, and one set all-or-nothing.
 - :mod:`~rawvault.s3.manifest`: the manifest object that marks a complete set (build, read, write).
-- :mod:`~rawvault.s3.download`, :mod:`~rawvault.s3.archive`: verified download of a set (the S3 half of restore).
+- :mod:`~rawvault.s3.download`, :mod:`~rawvault.s3.archive`: verified download of a set (the S3 half of restore);
+  :mod:`~rawvault.s3.restore_target`: the target folder, walked without following links, and its temporary files.
 - :mod:`~rawvault.s3.drift`: the S3 half of the audit (drift items and report).
+- :mod:`~rawvault.s3.readback`: scrubbing, an object's bytes read back and hashed within a byte budget.
 - :mod:`~rawvault.s3.progress`: progress lines.
 
 The use cases that join MongoDB and S3 live beside the pipeline: :mod:`rawvault.backup`,
-:mod:`rawvault.restore`, :mod:`rawvault.audit` (and :mod:`rawvault.claim`).
+:mod:`rawvault.restore`, :mod:`rawvault.audit`, :mod:`rawvault.scrub` (and :mod:`rawvault.claim`).
 """

@@ -1,4 +1,4 @@
-"""Drift between the recorded backups and S3, found with ``head_object`` (no download): the S3 half of the audit.
+"""Drift between the recorded backups and S3, found with ``head_object`` (and by re-reading): the S3 half of the audit.
 
 For every given raw file (``upload_done``; see :mod:`rawvault.audit` for the
 selection) :func:`verify_raw_files` checks:
@@ -11,6 +11,14 @@ selection) :func:`verify_raw_files` checks:
 - the manifest ``<key_prefix><raw_file_id>.rawvault-manifest.json`` exists,
   and for a multi-file set its ETag is the recorded ``s3_etag``.
 
+With :class:`ReadData` (scrubbing, ``verify --read-data``) every object whose
+metadata looks right is also read back in ranged GETs of one upload part each
+and hashed (:func:`rawvault.s3.readback.read_back`): MD5 and ETag, and S3's
+SHA-256 when the manifest recorded one, within the run's byte budget; bytes
+that are not the recorded file are ``content differs (S3)``, which a store
+reporting a stale or forged ETag cannot hide. ``ReadData.also`` adds checks of
+the same raw file outside S3 (the local backup copies, by the caller).
+
 Every finding is a :class:`DriftItem`; the :class:`VerifyReport` says what was
 checked and renders a table. Only authentication/permission errors stop the
 audit (nothing could be checked); other S3 errors become ``error`` items.
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -33,6 +41,8 @@ from rawvault.s3.errors import S3AccessDeniedError, S3BackupError
 from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.keys import S3UrlError, object_key, parse_s3_url, s3_url
 from rawvault.s3.objects import ExpectedObject, ObjectVerdict, VerdictKind, check_object, etag_of, head
+from rawvault.s3.progress import format_bytes
+from rawvault.s3.readback import ByteBudget, read_back
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -50,6 +60,7 @@ class RecordedBackup(Protocol):
     s3_backup_key: str | None
     s3_etag: str | None
     file_info: Mapping[str, Any] | None
+    etag_part_size: int | None
 
 
 class DriftKind(StrEnum):
@@ -61,7 +72,14 @@ class DriftKind(StrEnum):
     CHECKSUM_DIFFERS = "checksum differs"
     MANIFEST_MISSING = "manifest missing"
     NOT_RECORDED = "not recorded"  # upload_done, but no s3_backup_key or file_info to check against
+    CONTENT_DIFFERS = "content differs (S3)"  # read back: its bytes are not the recorded file
+    LOCAL_DIFFERS = "local copy differs"  # the local backup copy's bytes are not the recorded file
+    LOCAL_MISSING = "local copy missing"
     ERROR = "error"  # S3 failed or the object cannot be verified
+
+
+# Found by re-reading the data (scrubbing) rather than by metadata.
+READ_DATA_KINDS = frozenset({DriftKind.CONTENT_DIFFERS, DriftKind.LOCAL_DIFFERS, DriftKind.LOCAL_MISSING})
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,10 @@ class VerifyReport:
     drift: list[DriftItem] = field(default_factory=list)
     matched: int = 0  # raw files that matched the filters, before sampling
     filters: dict[str, Any] = field(default_factory=dict)
+    read_data: bool = False  # objects and local copies were re-read (scrubbing)
+    bytes_read_s3: int = 0
+    bytes_read_local: int = 0
+    notes: list[str] = field(default_factory=list)  # what the selection left out and why
 
     @property
     def ok(self) -> bool:
@@ -110,7 +132,14 @@ class VerifyReport:
         if self.matched > len(self.raw_file_ids):
             checked += f" (a random sample of the {self.matched} matching)"
         checked += f", {self.objects_checked} object(s)"
+        if self.read_data:
+            checked += (
+                f", re-read {format_bytes(self.bytes_read_s3)} from S3 and {format_bytes(self.bytes_read_local)} "
+                "from the local backup"
+            )
         if self.ok:
+            if self.read_data:
+                return f"{checked}: every byte is the recorded data"
             return f"{checked}: all present with the recorded size and ETag"
         return (
             f"{checked}: {len(self.drift)} problem(s) in {len(self.drifted_raw_file_ids)} raw file(s) "
@@ -142,6 +171,10 @@ class VerifyReport:
             "raw_files_matched": self.matched,
             "objects_checked": self.objects_checked,
             "filters": self.filters,
+            "read_data": self.read_data,
+            "bytes_read_s3": self.bytes_read_s3,
+            "bytes_read_local": self.bytes_read_local,
+            "notes": self.notes,
             "drift": [{**asdict(item), "kind": item.kind.value} for item in self.drift],
         }
 
@@ -151,18 +184,33 @@ _DRIFT_OF = {
     VerdictKind.SIZE_DIFFERS: DriftKind.SIZE_DIFFERS,
     VerdictKind.ETAG_DIFFERS: DriftKind.ETAG_DIFFERS,
     VerdictKind.CHECKSUM_DIFFERS: DriftKind.CHECKSUM_DIFFERS,
+    VerdictKind.CONTENT_DIFFERS: DriftKind.CONTENT_DIFFERS,
     VerdictKind.CANNOT_VERIFY: DriftKind.ERROR,
 }
+
+ExtraCheck = Callable[[RecordedBackup], tuple[list[DriftItem], int]]  # (items, bytes read) of one raw file
+
+
+@dataclass
+class ReadData:
+    """Scrubbing: re-read the objects within ``budget``; ``also`` checks each raw file elsewhere (its local copy)."""
+
+    budget: ByteBudget
+    fallback_part_size: int
+    also: ExtraCheck | None = None
 
 
 class _RawFileCheck:
     """The checks of one raw file; the manifest is read only when a KMS object needs it."""
 
-    def __init__(self, raw_file: RecordedBackup, client: S3Client) -> None:
+    def __init__(self, raw_file: RecordedBackup, client: S3Client, read: ReadData | None = None) -> None:
         self.raw_file = raw_file
         self.client = client
+        self.read = read
         self.items: list[DriftItem] = []
         self.objects = 0
+        self.bytes_read_s3 = 0
+        self.bytes_read_local = 0
         self._manifest: dict[str, Any] | None = None
         self._manifest_read = False
 
@@ -200,6 +248,10 @@ class _RawFileCheck:
         self.check_manifest(bucket, manifest_key, single)
         for path, entry in recorded.items():
             self.check_object(bucket, keys[path], entry, manifest_key, single)
+        if self.read is not None and self.read.also is not None:
+            items, count = self.read.also(raw_file)
+            self.items.extend(items)
+            self.bytes_read_local += count
 
     def head(self, bucket: str, key: str, path: str) -> tuple[bool, dict[str, Any] | None]:
         self.objects += 1
@@ -232,21 +284,49 @@ class _RawFileCheck:
             return
         expected = ExpectedObject(entry.path, key, entry.size, entry.md5, entry.etag)
         verdict = check_object(response, expected)
-        if verdict.kind is VerdictKind.CANNOT_VERIFY:
-            # SSE-KMS: compare with what S3 reported when the object was uploaded and verified.
+        if verdict.kind is VerdictKind.CANNOT_VERIFY or self.read is not None:
+            # SSE-KMS: compare with what S3 reported when the object was uploaded and verified; scrubbing
+            # also compares the bytes with the SHA-256 recorded there.
             listed = self.manifest_files(bucket, manifest_key).get(entry.path) or {}
             s3_etag = listed.get("s3_etag") or (self.raw_file.s3_etag if single else None)
             expected = ExpectedObject(
                 entry.path, key, entry.size, entry.md5, entry.etag, s3_etag, listed.get("checksum_sha256") or None
             )
             verdict = check_object(response, expected)
+        if (
+            self.read is not None
+            and response is not None
+            and verdict.kind in (VerdictKind.OK, VerdictKind.CANNOT_VERIFY)
+        ):
+            verdict = self.read_back(bucket, response, expected)
         if not verdict.ok:
             self.report(verdict, entry.path, s3_url(bucket, key))
+
+    def read_back(self, bucket: str, response: dict[str, Any], expected: ExpectedObject) -> ObjectVerdict:
+        """The verdict on the object's bytes (scrubbing); an S3 failure or the budget is an ``error`` item."""
+        assert self.read is not None
+        part_size = self.raw_file.etag_part_size or self.manifest_part_size() or self.read.fallback_part_size
+        try:
+            verdict, count = read_back(
+                self.client, bucket, response, expected, part_size=part_size, budget=self.read.budget, sha256=True
+            )
+        except S3AccessDeniedError:
+            raise
+        except S3BackupError as error:
+            return ObjectVerdict(VerdictKind.CANNOT_VERIFY, problem=str(error))
+        self.bytes_read_s3 += count
+        return verdict
+
+    def manifest_part_size(self) -> int | None:
+        part_size = (self._manifest or {}).get("part_size")
+        return part_size if isinstance(part_size, int) and part_size > 0 else None
 
     def report(self, verdict: ObjectVerdict, path: str, url: str) -> None:
         kind = _DRIFT_OF[verdict.kind]
         if kind is DriftKind.ERROR:
             self.add(kind, path, url, detail=verdict.problem)
+        elif kind is DriftKind.CONTENT_DIFFERS:  # every difference found in the bytes, as the detail
+            self.add(kind, path, url, verdict.expected, verdict.actual, f"read back: {verdict.problem}")
         else:
             self.add(kind, path, url, verdict.expected, verdict.actual, verdict.note)
 
@@ -259,17 +339,18 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 def verify_raw_files(
     raw_files: Iterable[RecordedBackup | None], client: S3Client, report: VerifyReport | None = None, *,
-    concurrency: int = 1,
+    concurrency: int = 1, read: ReadData | None = None,
 ) -> VerifyReport:  # fmt: skip
     """Check ``raw_files`` (``RawFile`` documents; ``None`` ones are skipped) against S3; add to ``report``.
 
     ``concurrency`` raw files are checked at a time (boto3 clients are thread-safe); the report keeps
-    the order of ``raw_files``.
+    the order of ``raw_files``. With ``read``, their data are re-read too (see the module docstring).
     """
     report = report or VerifyReport()
+    report.read_data = report.read_data or read is not None
 
     def check(raw_file: RecordedBackup) -> _RawFileCheck:
-        checker = _RawFileCheck(raw_file, client)
+        checker = _RawFileCheck(raw_file, client, read)
         checker.run()
         return checker
 
@@ -278,6 +359,8 @@ def verify_raw_files(
             for checker in pool.map(check, batch):
                 report.raw_file_ids.append(checker.raw_file.id)
                 report.objects_checked += checker.objects
+                report.bytes_read_s3 += checker.bytes_read_s3
+                report.bytes_read_local += checker.bytes_read_local
                 report.drift.extend(checker.items)
                 for item in checker.items:
                     log.warning("drift: %s", item.line())

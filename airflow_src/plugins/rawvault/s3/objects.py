@@ -17,6 +17,12 @@ ask it. The rule, in order:
    ETag must still be the recorded ones (``checksum``); without one (restore,
    audit) the object cannot be verified by its metadata alone.
 
+Its other half, :func:`check_content`, decides whether the bytes of an object
+read back (a restore's download, a scrub's re-read) are the recorded file:
+size, MD5 and the ETag recomputed with the recorded part size, and S3's
+SHA-256 when one is recorded and was computed. Metadata can be stale or
+forged; the bytes cannot.
+
 Plain functions of a boto3 client; no Airflow, no database.
 """
 
@@ -31,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from rawvault.digests import digest_file, split_checksum
+from rawvault.digests import Digests, digest_file, split_checksum
 from rawvault.s3.errors import LocalFileChangedError, classify, is_not_found
 from rawvault.s3.keys import s3_url
 
@@ -103,6 +109,7 @@ class VerificationMode(StrEnum):
     ETAG = "etag"
     CHECKSUM = "checksum"
     MANIFEST = "manifest"
+    CONTENT = "content"  # the object's bytes were read back and hashed
 
 
 class VerdictKind(StrEnum):
@@ -113,6 +120,7 @@ class VerdictKind(StrEnum):
     SIZE_DIFFERS = "size differs"
     ETAG_DIFFERS = "ETag differs"
     CHECKSUM_DIFFERS = "checksum differs"
+    CONTENT_DIFFERS = "content differs"  # its bytes, read back, are not the recorded file
     CANNOT_VERIFY = "cannot be verified"
 
 
@@ -255,3 +263,31 @@ def _against_local_file(
             expected=digests.sha256 or "", actual=value or "",
         )  # fmt: skip
     return ObjectVerdict(VerdictKind.OK, VerificationMode.CHECKSUM)
+
+
+def check_content(digests: Digests, expected: ExpectedObject, *, sha256: bool = False) -> ObjectVerdict:
+    """Whether the bytes read back from an object (their ``digests``) are the recorded file ``expected``.
+
+    ``digests`` were computed with the recorded part size; with ``sha256`` (and a
+    SHA-256 recorded in the manifest) S3's SHA-256, composite for multipart, is
+    compared too. Every difference is named in ``problem``.
+    """
+    differences: list[tuple[str, str, str]] = []  # (what, found, recorded)
+    if digests.size != expected.size:
+        differences.append(("size", f"{digests.size} bytes", str(expected.size)))
+    if digests.md5 != expected.md5:
+        differences.append(("MD5", digests.md5, expected.md5))
+    if digests.etag != expected.etag:
+        differences.append(("ETag", digests.etag, expected.etag))
+    if sha256 and expected.checksum_sha256:
+        recorded, recorded_parts = split_checksum(expected.checksum_sha256)
+        if digests.sha256 != recorded or (recorded_parts is not None and recorded_parts != (digests.parts or 1)):
+            differences.append(("SHA-256", digests.sha256 or "-", expected.checksum_sha256))
+    if not differences:
+        return ObjectVerdict(VerdictKind.OK, VerificationMode.CONTENT)
+    what, found, recorded = differences[0]
+    return ObjectVerdict(
+        VerdictKind.CONTENT_DIFFERS,
+        problem="the downloaded data has " + "; ".join(f"{w} {f}, recorded {r}" for w, f, r in differences),
+        expected=f"{what} {recorded}", actual=f"{what} {found}",
+    )  # fmt: skip

@@ -12,7 +12,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from rawvault.alerts.raw_files import subject_of
 from rawvault.keys import handler_dag_id
+from shared.db.alerts import OK_STATE, last_alerts
 from shared.db.backups_view import (
     NOT_STARTED,
     PIPELINE_ERROR,
@@ -146,11 +148,34 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str, Any]:
+def _iso(value: datetime | None) -> str | None:
+    value = _as_utc(value)
+    return value.isoformat() if value else None
+
+
+def last_alert_field(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row's ``last_alert``: the state last announced for the raw file (``open``: not resolved), or None."""
+    if record is None:
+        return None
+    return {
+        "state": record["state"],
+        "kind": record.get("kind") or None,
+        "open": record["state"] != OK_STATE,
+        "at": _iso(record.get("changed_at")),
+        "title": record.get("title"),
+        "last_bad_state": record.get("last_bad_state"),
+        "last_bad_at": _iso(record.get("last_bad_at")),
+    }
+
+
+def raw_file_row(
+    doc: dict[str, Any], *, now: datetime, stuck: bool, last_alert: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One table row from a raw ``raw_file`` document (no mongoengine defaults filled in).
 
     ``stuck`` comes from the query group the document was found in, so the row
-    and the sort always agree.
+    and the sort always agree; ``last_alert`` is the raw file's alert ledger
+    record (:func:`shared.db.alerts.last_alerts`).
     """
     file_info = doc.get("file_info") or {}
     size = doc.get("size")
@@ -158,6 +183,7 @@ def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str
         size = sum(int(entry[0]) for entry in file_info.values() if entry)
     created_at = _as_utc(doc.get("created_at"))
     updated_at = _as_utc(doc.get("db_updated_at"))
+    purged_at = _as_utc(doc.get("purged_at"))
     age_seconds = (now - created_at).total_seconds() if created_at else None
     backup_status = doc.get("backup_status")
     raw_file_id = str(doc["_id"])
@@ -183,9 +209,17 @@ def raw_file_row(doc: dict[str, Any], *, now: datetime, stuck: bool) -> dict[str
         "s3_upload_attempts": doc.get("s3_upload_attempts") or 0,
         "created_at": created_at.isoformat() if created_at else None,
         "updated_at": updated_at.isoformat() if updated_at else None,
+        # The purge (file_remover): when the set was deleted from the share, or why it is kept.
+        "purged_at": purged_at.isoformat() if purged_at else None,
+        "purge_blocked_reason": doc.get("purge_blocked_reason"),
         "age_seconds": age_seconds,
         "age": format_age(age_seconds),
         "acquisition_runs_path": acquisition_runs_path(instrument_id, raw_file_id),
+        # Scrubbing (backup_verifier, verify --read-data): the last re-read of the data in S3 and the local backup.
+        "scrub_status": doc.get("scrub_status"),  # ok | drift | None (never scrubbed)
+        "scrub_details": doc.get("scrub_details"),
+        "scrubbed_at": _iso(doc.get("scrubbed_at")),
+        "last_alert": last_alert_field(last_alert),
     }
 
 
@@ -206,11 +240,15 @@ def list_raw_files(
     now = now or datetime.now(UTC)
     stuck_after = stuck_after or stuck_after_from_env()
     total, documents = page_of_raw_files(filters, cutoff=now - stuck_after, offset=offset, limit=limit)
+    alerts = last_alerts(subject_of(str(doc["_id"])) for doc, _stuck in documents)  # one read for the page
     return RawFilePage(
         total=total,
         offset=offset,
         limit=limit,
-        items=[raw_file_row(doc, now=now, stuck=stuck) for doc, stuck in documents],
+        items=[
+            raw_file_row(doc, now=now, stuck=stuck, last_alert=alerts.get(subject_of(str(doc["_id"]))))
+            for doc, stuck in documents
+        ],
         stuck_after_hours=stuck_after.total_seconds() / 3600,
         generated_at=now,
     )
