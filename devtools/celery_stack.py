@@ -1,22 +1,18 @@
 """Airflow with the CeleryExecutor, as in a deployment: Redis, PostgreSQL, Airflow components, Celery workers.
 
-Used by the end-to-end test (``tests/integration/test_celery_e2e.py``); everything
-binds 127.0.0.1 on free ports and runs as its own process group with its PID in
-``<run dir>/pids`` (see :mod:`devtools.local_stack`), so :func:`stop_celery_stack`
-(or ``python -m devtools.local_stack stop <run dir>``) ends it all.
+Used by the end-to-end test (``tests/integration/test_celery_e2e.py``) and the
+load run (``bench/load_celery.py``); everything binds 127.0.0.1 on free ports
+and runs as its own process group with its PID in ``<run dir>/pids`` (see
+:mod:`devtools.local_stack`), so :func:`stop_celery_stack` (or
+``python -m devtools.local_stack stop <run dir>``) ends it all.
 
-- Redis (Debian ``redis-server``) is the Celery broker; nothing is persisted.
-- PostgreSQL (Debian ``postgresql``) is a private cluster in a temporary folder
-  (owned by the ``postgres`` user when we are root: PostgreSQL refuses to run as
-  root); it holds the Airflow metadata DB and the Celery result backend.
+- Redis and a private PostgreSQL cluster (:mod:`devtools.stack_servers`).
 - The scheduler, dag-processor, api-server and one ``airflow celery worker`` per
-  :class:`CeleryWorker`, each serving only its ``--queues``.
-
-Airflow records a task instance's ``hostname`` from ``[core] hostname_callable``,
-not from the Celery node name: workers on one machine would all report the same
-FQDN. Each worker here therefore reports its Celery node name (see
-:func:`worker_hostname`), so a test can tell from the task instances which worker
-ran what.
+  :class:`CeleryWorker`, each serving only its ``--queues``
+  (:mod:`devtools.celery_workers`; :func:`rawvault_workers`: instruments and
+  file mover, ``s3_uploader``, ``rawvault_maintenance``, as deployed). A worker
+  can be killed and started again (:func:`kill_worker`, :func:`restart_worker`).
+- :class:`AirflowApi` talks to the api-server (:mod:`devtools.airflow_api`).
 """
 
 from __future__ import annotations
@@ -24,282 +20,43 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from devtools.local_stack import (
-    StackPaths,
-    StackState,
-    airflow_env,
-    run_airflow,
-    start_process,
-    stop_stack,
+from devtools.airflow_api import AirflowApi, ApiError
+from devtools.celery_workers import (
+    WORKER_HOSTNAME_ENV,
+    WORKER_PREFIX,
+    CeleryWorker,
+    kill_process_tree,
+    node_name,
+    pid_file,
+    rawvault_workers,
+    ready_count,
+    start_worker,
+    worker_hostname,
 )
-from devtools.servers import HOST, VENV_BIN, free_port
+from devtools.local_stack import StackPaths, StackState, airflow_env, run_airflow, start_process, stop_stack
+from devtools.servers import HOST, VENV_BIN
+from devtools.stack_servers import (
+    PG_ROOT_FILE,
+    POSTGRES,
+    REDIS,
+    PostgresCluster,
+    start_postgres,
+    start_redis,
+    tail,
+)
 
-WORKER_HOSTNAME_ENV = "RAWVAULT_WORKER_HOSTNAME"
-REDIS = "redis"
-POSTGRES = "postgres"
 SCHEDULER = "airflow-scheduler"
 DAG_PROCESSOR = "airflow-dag-processor"
 API_SERVER = "airflow-api-server"
-WORKER_PREFIX = "celery-worker-"
-POSTGRES_OS_USER = "postgres"
-DB_NAME = "airflow"
-DB_ROLE = "airflow"
 ADMIN_USER = "admin"
-_PG_ROOT_FILE = "postgres-root"  # in the run dir: where the private cluster lives, for cleanup
-
-
-def worker_hostname() -> str:
-    """``[core] hostname_callable`` of the stack's workers: the worker's Celery node name.
-
-    Falls back to the FQDN (Airflow's default) outside a worker started here.
-    """
-    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
-
-
-@dataclass(frozen=True)
-class CeleryWorker:
-    """One ``airflow celery worker``: its process name, Celery node name and queues."""
-
-    name: str
-    node: str
-    queues: tuple[str, ...]
-    concurrency: int = 2
-
-    @property
-    def process_name(self) -> str:
-        return f"{WORKER_PREFIX}{self.name}"
-
-
-def node_name(label: str) -> str:
-    """A Celery node name ``<label>@<this host>`` (what ``--celery-hostname <label>@%h`` gives)."""
-    return f"{label}@{socket.gethostname()}"
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a text file ('' if it does not exist)."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-# ---------------------------------------------------------------- Redis
-
-
-def start_redis(paths: StackPaths, timeout: float = 30.0) -> str:
-    """Start Redis on a free 127.0.0.1 port (no persistence); return its URL."""
-    binary = shutil.which("redis-server")
-    if not binary:
-        raise RuntimeError(
-            "redis-server is not installed: run `apt-get install redis-server` (scripts/setup.sh installs it)"
-        )
-    port = free_port()
-    workdir = paths.run_dir / "redis"
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = [
-        binary,
-        "--bind", HOST,
-        "--port", str(port),
-        "--protected-mode", "yes",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(workdir),
-        "--daemonize", "no",
-    ]  # fmt: skip
-    process = start_process(paths, REDIS, command, dict(os.environ))
-    url = f"redis://{HOST}:{port}/0"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {process.returncode}:\n{tail(paths.logs / 'redis.log')}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
-                return url
-        time.sleep(0.2)
-    raise RuntimeError(f"redis-server did not answer on {HOST}:{port} within {timeout:.0f} s")
-
-
-# ---------------------------------------------------------------- PostgreSQL
-
-
-def postgres_bin_dir() -> Path:
-    """Folder with ``initdb`` and ``postgres`` (the newest Debian ``/usr/lib/postgresql/<v>/bin``, else PATH)."""
-
-    def version(path: Path) -> tuple[int, ...]:
-        return tuple(int(n) for n in re.findall(r"\d+", path.parent.parent.name)) or (0,)
-
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=version)
-    if candidates:
-        return candidates[-1].parent
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    raise RuntimeError(
-        "the PostgreSQL server is not installed (no initdb): run `apt-get install postgresql` "
-        "(scripts/setup.sh installs it)"
-    )
-
-
-@dataclass
-class PostgresCluster:
-    """A private PostgreSQL cluster: data and socket folder under ``root``, TCP on 127.0.0.1:``port``."""
-
-    root: Path
-    port: int
-
-    def uri(self, driver: str = "postgresql+psycopg2") -> str:
-        return f"{driver}://{DB_ROLE}@{HOST}:{self.port}/{DB_NAME}"
-
-
-def _as_postgres_user(command: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return command
-    return ["runuser", "-u", POSTGRES_OS_USER, "--", *command]
-
-
-def start_postgres(paths: StackPaths, timeout: float = 60.0) -> PostgresCluster:
-    """Create and start a private PostgreSQL cluster with database ``airflow`` (trust auth, loopback only)."""
-    bin_dir = postgres_bin_dir()
-    # Not under the run dir: pytest's temporary folders are 0700 root, which the postgres user cannot enter.
-    root = Path(tempfile.mkdtemp(prefix="rawvault-pg-"))
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    (paths.run_dir / _PG_ROOT_FILE).write_text(str(root))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    user = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam(POSTGRES_OS_USER)
-        except KeyError as error:
-            raise RuntimeError(
-                f"there is no {POSTGRES_OS_USER!r} user to run PostgreSQL as (it refuses to run as root): "
-                "install the Debian postgresql package, which creates it"
-            ) from error
-        for path in (root, sockets):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-        user = POSTGRES_OS_USER
-    initdb = _as_postgres_user(
-        [
-            str(bin_dir / "initdb"),
-            "-D", str(data),
-            "-U", DB_ROLE,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-            "--no-instructions",
-        ]
-    )  # fmt: skip
-    result = subprocess.run(initdb, cwd=root, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    port = free_port()
-    command = [
-        str(bin_dir / "postgres"),
-        "-D", str(data),
-        "-p", str(port),
-        "-k", str(sockets),
-        "-c", f"listen_addresses={HOST}",
-        # A throw-away test cluster: durability buys nothing here.
-        "-c", "fsync=off",
-        "-c", "synchronous_commit=off",
-        "-c", "full_page_writes=off",
-        "-c", "max_connections=200",
-    ]  # fmt: skip
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    process = start_process(paths, POSTGRES, command, env, user=user, cwd=root)
-    cluster = PostgresCluster(root=root, port=port)
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"postgres exited with {process.returncode}:\n{tail(paths.logs / 'postgres.log')}")
-        try:
-            import psycopg2
-
-            connection = psycopg2.connect(host=HOST, port=port, user=DB_ROLE, dbname="postgres", connect_timeout=2)
-        except Exception as error:  # not accepting connections yet
-            last_error = str(error)
-            time.sleep(0.3)
-            continue
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(f"CREATE DATABASE {DB_NAME}")
-        finally:
-            connection.close()
-        return cluster
-    raise RuntimeError(f"postgres did not accept connections within {timeout:.0f} s ({last_error})")
-
-
-# ---------------------------------------------------------------- the Airflow REST API
-
-
-class AirflowApi:
-    """A small client of the Airflow 3 REST API (``/api/v2``) with a simple-auth-manager token."""
-
-    def __init__(self, base_url: str, username: str, password: str) -> None:
-        import httpx
-
-        self._client = httpx.Client(base_url=base_url, timeout=30.0)
-        self._username, self._password = username, password
-        self._token: str | None = None
-
-    def token(self) -> str:
-        """A JWT from ``POST /auth/token`` (201 ``{"access_token": ...}``)."""
-        response = self._client.post("/auth/token", json={"username": self._username, "password": self._password})
-        if response.status_code != 201:
-            raise RuntimeError(f"POST /auth/token answered {response.status_code}: {response.text[:500]}")
-        return response.json()["access_token"]
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call ``path`` with the token (fetched again once on 401); return the JSON body or raise."""
-        for attempt in range(2):
-            if self._token is None:
-                self._token = self.token()
-            response = self._client.request(method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
-            if response.status_code == 401 and attempt == 0:
-                self._token = None
-                continue
-            if response.status_code >= 400:
-                raise ApiError(method, path, response.status_code, response.text)
-            return response.json() if response.content else None
-        raise AssertionError("unreachable")
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params or None)
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        return self.request("POST", path, json=body)
-
-    def patch(self, path: str, body: dict[str, Any]) -> Any:
-        return self.request("PATCH", path, json=body)
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class ApiError(RuntimeError):
-    """The Airflow REST API answered with an error status."""
-
-    def __init__(self, method: str, path: str, status: int, text: str) -> None:
-        super().__init__(f"{method} {path} answered {status}: {text[:1000]}")
-        self.status = status
 
 
 # ---------------------------------------------------------------- the stack
@@ -407,22 +164,7 @@ def start_celery_stack(
             ),
         }
         for worker in workers:
-            worker_env = {
-                **env,
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
-                WORKER_HOSTNAME_ENV: worker.node,
-            }
-            command = [
-                airflow, "celery", "worker",
-                "--queues", ",".join(worker.queues),
-                "--celery-hostname", worker.node,
-                "--concurrency", str(worker.concurrency),
-                "--pid", str(paths.run_dir / f"{worker.process_name}.airflow-pid"),
-                # The log server binds every interface (host "" in airflow.utils.serve_logs), and two
-                # workers on one host would collide on its port; all task logs are local files here anyway.
-                "--skip-serve-logs",
-            ]  # fmt: skip
-            processes[worker.process_name] = start_process(paths, worker.process_name, command, worker_env)
+            processes[worker.process_name] = start_worker(paths, env, worker)
         stack = CeleryStack(
             paths=paths,
             state=state,
@@ -464,6 +206,24 @@ def _wait_until_ready(stack: CeleryStack, deadline: float) -> None:
                 f"the Celery stack was not ready in time: health {health}, workers not ready: "
                 f"{sorted(pending_workers) or 'none'}\n{stack.log_tails()}"
             )
+        time.sleep(1)
+
+
+def kill_worker(stack: CeleryStack, worker: CeleryWorker, sig: int = signal.SIGKILL) -> int:
+    """Kill a worker and every process below it (its running tasks too), as a crash or an OOM kill would."""
+    return kill_process_tree(stack.processes[worker.process_name], sig)
+
+
+def restart_worker(stack: CeleryStack, worker: CeleryWorker, timeout: float = 180.0) -> None:
+    """Start a killed worker again (same queues and node name) and wait until it says it is ready."""
+    ready_before = ready_count(stack.paths, worker)
+    pid_file(stack.paths, worker).unlink(missing_ok=True)  # Celery refuses to start over a PID file left behind
+    stack.processes[worker.process_name] = start_worker(stack.paths, stack.env, worker)
+    deadline = time.monotonic() + timeout
+    while ready_count(stack.paths, worker) <= ready_before:
+        stack.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{worker.process_name} was not ready again within {timeout:.0f} s")
         time.sleep(1)
 
 
@@ -531,7 +291,7 @@ def stop_celery_stack(paths: StackPaths, timeout: float = 60.0) -> StopReport:
     for pid in survivors:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    pg_root_file = paths.run_dir / _PG_ROOT_FILE
+    pg_root_file = paths.run_dir / PG_ROOT_FILE
     if pg_root_file.exists():
         shutil.rmtree(pg_root_file.read_text().strip(), ignore_errors=True)
         pg_root_file.unlink()
@@ -541,14 +301,20 @@ def stop_celery_stack(paths: StackPaths, timeout: float = 60.0) -> StopReport:
 
 
 __all__ = [
+    "ADMIN_USER",
+    "WORKER_HOSTNAME_ENV",
+    "WORKER_PREFIX",
     "AirflowApi",
     "ApiError",
     "CeleryStack",
     "CeleryWorker",
     "PostgresCluster",
     "StopReport",
+    "kill_worker",
     "node_name",
+    "rawvault_workers",
     "recorded_pids",
+    "restart_worker",
     "start_celery_stack",
     "start_postgres",
     "start_redis",

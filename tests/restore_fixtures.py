@@ -6,7 +6,6 @@ Use from a test module with ``pytest_plugins = ["tests.s3_fixtures", "tests.rest
 from __future__ import annotations
 
 import filecmp
-import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -126,30 +125,3 @@ def start_cli(*args: str, env_overrides: dict[str, str | None] | None = None) ->
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def simulate_kms_etags(client: Any) -> Any:
-    """Make ``client`` see what AWS shows for SSE-KMS objects: an ETag that is not the MD5 of the content.
-
-    moto keeps the MD5 ETag under SSE-KMS; this rewrites it (deterministically) in every answer that
-    reports ``ServerSideEncryption: aws:kms``, so the KMS code paths run against the real server.
-    """
-
-    real_etags: dict[str, str] = {}
-
-    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("ServerSideEncryption") == "aws:kms" and parsed.get("ETag"):
-            real = parsed["ETag"].strip('"')
-            fake = hashlib.md5(f"kms:{real}".encode()).hexdigest()
-            real_etags[fake] = real
-            parsed["ETag"] = f'"{fake}"'
-
-    def unrewrite_if_match(params: dict[str, Any], **_: Any) -> None:
-        # s3transfer's ranged GETs carry If-Match with the ETag it saw: give moto its own one back.
-        if params.get("IfMatch"):
-            params["IfMatch"] = real_etags.get(params["IfMatch"].strip('"'), params["IfMatch"])
-
-    for operation in ("HeadObject", "GetObject", "PutObject", "CompleteMultipartUpload"):
-        client.meta.events.register(f"after-call.s3.{operation}", rewrite)
-    client.meta.events.register("before-parameter-build.s3.GetObject", unrewrite_if_match)
-    return client

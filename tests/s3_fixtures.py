@@ -7,6 +7,12 @@ Two S3 implementations: ``s3_server`` (moto, AWS-like) and ``rclone_s3_server``
 :class:`devtools.servers.RcloneS3Server`). A test that takes ``s3_backend`` (or
 ``backend_bucket``) runs once against each, with ids ``moto`` and ``rclone``.
 
+SSE-KMS: ``kms_s3_server`` is moto's server answering like AWS under SSE-KMS
+(:mod:`tests.kms_moto_server`): every object written with ``aws:kms`` gets a new
+random ETag, also for the same bytes uploaded again; ``kms_client``/``kms_bucket``
+use it. :func:`rewrite_kms_checksums` changes what HeadObject reports as
+SHA-256 on one client, for the cases S3 itself never shows (no or a wrong checksum).
+
 Expected checksums are computed here with hashlib, independently of the code
 under test: a file of at most ``part_size`` bytes has ETag = its MD5 hex; a
 larger one ``md5(concatenated part MD5 digests)-<parts>``.
@@ -18,6 +24,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -30,7 +37,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from devtools.servers import RcloneS3Server, S3Server
+from devtools.servers import HOST, RcloneS3Server, S3Server
 from rawvault.s3.client import client_config
 from shared.settings import Settings, parse_settings
 
@@ -148,6 +155,50 @@ def s3_server() -> Iterator[S3Server]:
     """A moto S3 server over HTTP for the whole session (tests use buckets of their own)."""
     with S3Server() as server:
         yield server
+
+
+class KmsS3Server(S3Server):
+    """moto's S3 server with AWS's SSE-KMS ETags: a new random ETag for every object written with ``aws:kms``."""
+
+    name = "s3-kms"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).with_name("kms_moto_server.py")), "-H", HOST, "-p", str(self.port)]
+
+
+@pytest.fixture(scope="session")
+def kms_s3_server() -> Iterator[KmsS3Server]:
+    """The SSE-KMS S3 server for the whole session (tests use buckets of their own)."""
+    with KmsS3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def kms_client(kms_s3_server: KmsS3Server) -> Any:
+    """A fresh boto3 client for the SSE-KMS S3 server."""
+    return make_client(kms_s3_server.endpoint_url)
+
+
+@pytest.fixture
+def kms_bucket(kms_client: Any) -> str:
+    """A new, empty, versioned bucket on the SSE-KMS S3 server."""
+    name = f"rv-kms-{uuid.uuid4().hex[:12]}"
+    kms_client.create_bucket(Bucket=name)
+    kms_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def rewrite_kms_checksums(client: Any, checksum: str | None) -> None:
+    """Make ``client``'s HeadObject report ``checksum`` (``None``: no SHA-256 at all) for every SSE-KMS object."""
+
+    def rewrite(parsed: dict[str, Any], **_kwargs: Any) -> None:
+        if parsed.get("ServerSideEncryption") == "aws:kms" and "ETag" in parsed:
+            if checksum is None:
+                parsed.pop("ChecksumSHA256", None)
+            else:
+                parsed["ChecksumSHA256"] = checksum
+
+    client.meta.events.register("after-call.s3.HeadObject", rewrite)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from airflow.sdk import DAG, Param
 from rawvault import keys
 from rawvault.impl import tasks
 from rawvault.impl.dag_defaults import dag_kwargs
+from rawvault.impl.handler_failures import record_handler_failure
 from shared.settings import get_settings
 
 DOC = """
@@ -19,6 +20,8 @@ Backs up one acquisition (conf: `{"raw_file_id": ...}`, set by `instrument_watch
 `monitor_acquisition` waits for it to finish, `compute_checksum` records size, MD5 and
 S3 ETag of every file, `copy_raw_file` makes the verified local copy; then `upload_to_s3`
 (S3 backups only) and `start_file_mover` run side by side. Retry any failed task by clearing it.
+A failed task (after its retries) is recorded on the RawFile (`status=error`, step, reason, time, transient
+or not); `acquisition_redrive` starts a transient one again as a new run (`...__redrive<N>`).
 """
 
 settings = get_settings()
@@ -35,6 +38,9 @@ for instrument_id in settings.instruments:
         user_defined_macros={keys.RUN_ID_MACRO: keys.run_id_for},
         **dag_kwargs(settings, instrument_id, queue=instrument_id, doc_md=DOC),
     ):
+        # Every pipeline task records its final failure on the RawFile (upload_to_s3 records its own).
+        recorded = {"on_failure_callback": record_handler_failure}
+        step_timeout = timedelta(hours=settings.acquisition.step_timeout_hours)
         monitor = PythonSensor(
             task_id=keys.MONITOR_ACQUISITION_TASK,
             python_callable=tasks.monitor_acquisition,
@@ -42,9 +48,20 @@ for instrument_id in settings.instruments:
             mode="reschedule",
             poke_interval=settings.acquisition.poke_interval_seconds,
             timeout=settings.acquisition.timeout_hours * 3600,
+            **recorded,
         )
-        checksum = PythonOperator(task_id=keys.COMPUTE_CHECKSUM_TASK, python_callable=tasks.compute_checksum)
-        copy = PythonOperator(task_id=keys.COPY_RAW_FILE_TASK, python_callable=tasks.copy_raw_file)
+        checksum = PythonOperator(
+            task_id=keys.COMPUTE_CHECKSUM_TASK,
+            python_callable=tasks.compute_checksum,
+            execution_timeout=step_timeout,
+            **recorded,
+        )
+        copy = PythonOperator(
+            task_id=keys.COPY_RAW_FILE_TASK,
+            python_callable=tasks.copy_raw_file,
+            execution_timeout=step_timeout,
+            **recorded,
+        )
         if settings.file_mover.delay_minutes < 0:
             start_mover = PythonOperator(task_id=keys.START_FILE_MOVER_TASK, python_callable=tasks.file_mover_disabled)
         else:
@@ -54,6 +71,7 @@ for instrument_id in settings.instruments:
                 conf={keys.RAW_FILE_ID_KEY: keys.RAW_FILE_ID_TEMPLATE},
                 trigger_run_id=keys.RUN_ID_TEMPLATE,
                 skip_when_already_exists=True,
+                **recorded,
             )
         monitor >> checksum >> copy >> start_mover
 

@@ -31,7 +31,7 @@ if settings.s3_enabled:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=default_args(settings, keys.S3_UPLOADER_QUEUE),
+        default_args=default_args(settings, keys.MAINTENANCE_QUEUE),  # never behind long uploads
         tags=["rawvault", "verify"],
         doc_md=DOC,
         params={

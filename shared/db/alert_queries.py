@@ -20,6 +20,8 @@ ALERT_FIELDS = (
     "size",
     "status",
     "status_details",
+    "redrive_count",  # the link to a re-driven handler's latest run
+    "error_transient",  # a transient pipeline error is re-driven: the hint says so
     "created_at",
     "backup_status",
     "backup_status_details",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum, nonmember
 
-from mongoengine import DateTimeField, DictField, Document, IntField, StringField
+from mongoengine import BooleanField, DateTimeField, DictField, Document, IntField, StringField
 
 
 def utc_now() -> datetime:
@@ -91,6 +91,17 @@ class RawFile(Document):
     # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
 
+    # The last failed task of the acquisition handler (status error, "<step>: <reason>" in status_details):
+    # its task id, when it failed and whether the cause is transient (rawvault.failures decides); written
+    # only by rawvault.failures.record_failure. acquisition_redrive re-drives transient ones with backoff.
+    error_step = StringField()
+    error_at = DateTimeField()
+    error_transient = BooleanField()
+    # Re-drives of the acquisition handler so far (each a new run id, keys.handler_run_id) and the last one's
+    # time; acquisition_redrive claims the next with a compare-and-set on this count.
+    redrive_count = IntField(default=0)
+    redriven_at = DateTimeField()
+
     # Last size of the main file seen by monitor_acquisition, and since when it has had it.
     monitor_size = IntField()
     monitor_size_since = DateTimeField()
@@ -146,6 +157,8 @@ class RawFile(Document):
             "backup_status",
             "original_name",
             "-created_at",
+            # acquisition_redrive reads the raw files in the handler's intermediate states and errors.
+            "status",
             # The scrub's selection: upload_done, least recently scrubbed first (never scrubbed sorts first),
             # oldest acquisition first among equals; a walk of this index, never a sort of the collection.
             {"fields": ["backup_status", "scrubbed_at", "created_at"]},

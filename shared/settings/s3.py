@@ -36,6 +36,10 @@ FIXES.update(
         ),
         "backup.s3.storage_class": f"use one of {', '.join(STORAGE_CLASSES)}",
         "backup.s3.server_side_encryption": "use AES256 or aws:kms (with kms_key_id)",
+        "backup.s3.expected_bucket_owner": (
+            "write the 12-digit AWS account id that owns the buckets in quotes, e.g. '111122223333' "
+            "(aws sts get-caller-identity), or remove the key for a store without AWS accounts"
+        ),
         "backup.s3.max_upload_attempts": (
             "use a whole number from 1 to 100 (attempts of one raw file's upload in total)"
         ),
@@ -61,6 +65,8 @@ class S3Settings(Section):
     storage_class: Literal[STORAGE_CLASSES] = "STANDARD"  # type: ignore[valid-type]
     server_side_encryption: Literal["AES256", "aws:kms"] | None = "AES256"
     kms_key_id: str | None = None
+    # The AWS account that must own every bucket (sent as ExpectedBucketOwner); strongly recommended on AWS.
+    expected_bucket_owner: str | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     upload_retries: Annotated[int, Field(ge=0, le=20)] = 3
     upload_retry_delay_minutes: Annotated[float, Field(ge=0)] = 15.0
@@ -85,6 +91,20 @@ class S3Settings(Section):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("expected_bucket_owner", mode="before")
+    @classmethod
+    def _aws_account_id(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML reads an unquoted account id as a number, which loses its leading zeros.
+            if len(str(value)) == 12:
+                return str(value)
+            raise ValueError(f"got the number {value}: quote the account id so that its leading zeros stay")
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{12}", value):
+            raise ValueError(f"{value!r} is not an AWS account id (12 digits)")
         return value
 
     @field_validator("bucket_prefix")

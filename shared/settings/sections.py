@@ -18,6 +18,10 @@ INSTRUMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 FIXES.update(
     {
         "watcher.schedule": CRON_FIX,
+        "acquisition.redrive_schedule": CRON_FIX,
+        "acquisition.max_redrives": "use a whole number from 0 (never re-drive) to 100",
+        "acquisition.redrive_delay_minutes": "use minutes from 0 to 1440 (the first wait, doubled per re-drive)",
+        "acquisition.step_timeout_hours": "use hours above 0 (at most 720): the longest checksum or copy of one try",
         "instruments": "list each instrument as <instrument_id>: {type: ..., path: ...}",
         "locations.backup": "set it to the root folder of the local backup",
         "file_mover.verify": (
@@ -50,11 +54,19 @@ class LocationSettings(Section):
 
 
 class AcquisitionSettings(Section):
-    """When an acquisition counts as finished."""
+    """When an acquisition counts as finished, and how often a failed acquisition handler is started again."""
 
     poke_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
     size_stable_seconds: Annotated[float, Field(ge=0)] = 300.0
     timeout_hours: Annotated[float, Field(gt=0)] = 48.0
+    # acquisition_redrive: how often it looks, how many times it starts a raw file's handler again after a
+    # transient failure or a lost run, and the first wait after a failure (doubled per re-drive, at most 6 h).
+    redrive_schedule: CronExpression = "*/10 * * * *"
+    max_redrives: Annotated[int, Field(ge=0, le=100)] = 6
+    redrive_delay_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 15.0
+    # execution_timeout of one try of compute_checksum and of copy_raw_file: a read hung on a dead share fails
+    # (and is re-driven) instead of holding its worker slot for ever.
+    step_timeout_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
 
 
 class WatcherSettings(Section):

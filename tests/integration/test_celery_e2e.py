@@ -1,12 +1,19 @@
-"""End to end with the CeleryExecutor, as deployed: Redis broker, PostgreSQL metadata DB, two Celery workers.
+"""End to end with the CeleryExecutor, as deployed: Redis broker, PostgreSQL metadata DB, three Celery workers.
 
-One worker serves the instrument queues and the file mover, the other only
-``<prefix>s3_uploader``. A Thermo acquisition goes through the watcher, the
-acquisition handler and the file mover. Its bucket does not exist (and
-``auto_create_buckets`` is off), so ``upload_to_s3`` fails visibly while the
-file mover still runs; the task instances show which worker ran which task.
-Then the bucket is created and the failed task is cleared through the REST API,
-as the UI's "Clear" does, and the rerun uploads the file.
+One worker serves the instrument queues and the file mover, one only
+``<prefix>s3_uploader``, one only ``<prefix>rawvault_maintenance`` (sweeper,
+re-drive, verifier, alerts). S3 is reached through a TCP proxy that can slow
+uploads down (``devtools.proxy``).
+
+1. A Thermo acquisition goes through the watcher, the acquisition handler and
+   the file mover. Its bucket does not exist (and ``auto_create_buckets`` is
+   off), so ``upload_to_s3`` fails visibly while the file mover still runs; the
+   task instances show which worker ran which task. Then the bucket is created
+   and the failed task is cleared through the REST API, as the UI's "Clear"
+   does, and the rerun uploads the file.
+2. Two slow uploads fill ``s3_upload_pool`` (and the uploader worker) for
+   minutes; meanwhile ``backup_sweeper`` runs twice to the end on the
+   maintenance worker: housekeeping never waits behind uploads.
 """
 
 from __future__ import annotations
@@ -25,23 +32,26 @@ from devtools.celery_stack import (
     ApiError,
     CeleryStack,
     CeleryWorker,
-    node_name,
+    rawvault_workers,
     recorded_pids,
     start_celery_stack,
     stop_celery_stack,
 )
 from devtools.local_stack import StackPaths, StackState, start_data_servers
+from devtools.proxy import TcpProxy
 from devtools.servers import free_port, local_s3_client
-from rawvault.keys import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
+from rawvault import keys
+from rawvault.keys import FILE_MOVER_QUEUE, MAINTENANCE_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from rawvault.locations import move_target_folder
 from rawvault.s3.buckets import bucket_name
 from shared.db import interface
+from shared.db.interface import create_raw_file
 from shared.db.models import RawFile
 from shared.settings import load_settings
-from tests.data_factory import MIB, make_thermo
+from tests.data_factory import MIB, make_thermo, write_bytes
 from tests.pipeline_env import PipelineEnv, write_pipeline_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 INSTRUMENT = "thermo1"
 PREFIX = "e2e_"
@@ -60,9 +70,15 @@ T = TypeVar("T")
 class E2E:
     stack: CeleryStack
     pipeline: PipelineEnv
-    s3: Any
+    s3: Any  # a client of the S3 server itself (not through the proxy)
     instrument_worker: CeleryWorker
     s3_worker: CeleryWorker
+    maintenance_worker: CeleryWorker | None = None
+    proxy: TcpProxy | None = None  # between the stack and the S3 server
+
+    @property
+    def workers(self) -> list[CeleryWorker]:
+        return [w for w in (self.instrument_worker, self.s3_worker, self.maintenance_worker) if w is not None]
 
 
 def _write_settings(root: Path) -> PipelineEnv:
@@ -101,47 +117,47 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def e2e(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[E2E]:
-    """The whole stack; stopped afterwards, with a check that no process of it is left."""
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    """The whole stack, shared by this module's tests; stopped afterwards, with a check that no process is left."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
     paths = StackPaths(tmp_path / "run")
-    try:
-        mongo, s3_server = start_data_servers(paths)
-        pipeline = _write_settings(tmp_path / "env")
-        monkeypatch.setenv("RAWVAULT_CONFIG", str(pipeline.config_path))
-        monkeypatch.setenv(interface.ENV_VAR_MONGO_URI, mongo.uri)
-        interface.connect_db(mongo.uri)
-        interface.create_project(PROJECT)
-        state = StackState(mongo_uri=mongo.uri, s3_endpoint=s3_server.endpoint_url, api_port=free_port())
-        settings = pipeline.settings
-        instrument_worker = CeleryWorker(
-            name="instrument",
-            node=node_name("instrument-worker"),
-            queues=(*(settings.queue(i) for i in settings.instruments), settings.queue(FILE_MOVER_QUEUE)),
-        )
-        s3_worker = CeleryWorker(name="s3", node=node_name("s3-worker"), queues=(settings.queue(S3_UPLOADER_QUEUE),))
-        started = time.monotonic()
-        stack = start_celery_stack(
-            paths,
-            state,
-            rawvault_env={"RAWVAULT_CONFIG": str(pipeline.config_path)},
-            workers=[instrument_worker, s3_worker],
-            pools={S3_UPLOAD_POOL: 2},
-        )
-        print(f"celery stack ready in {time.monotonic() - started:.0f} s ({paths.run_dir})")
-        s3 = local_s3_client(state.s3_endpoint)
-        yield E2E(stack, pipeline, s3, instrument_worker, s3_worker)
-        stack.api.close()
-    finally:
-        pids = recorded_pids(paths)
-        stopping = time.monotonic()
-        report = stop_celery_stack(paths)
-        print(f"stack stopped in {time.monotonic() - stopping:.0f} s")
-        interface.reset_connection()
-        left = {name: pid for name, pid in pids.items() if _group_alive(pid)}
-        assert not left, f"processes of the stack still run after stopping it: {left}"
-        assert not report.survivors, f"processes outlived the stop of their process group: {report.survivors}"
-        assert set(report.stopped) == set(pids), f"stopped {report.stopped}, recorded {sorted(pids)}"
+    proxy: TcpProxy | None = None
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        try:
+            mongo, s3_server = start_data_servers(paths)
+            proxy = TcpProxy(s3_server.port).start()
+            pipeline = _write_settings(tmp_path / "env")
+            monkeypatch.setenv("RAWVAULT_CONFIG", str(pipeline.config_path))
+            monkeypatch.setenv(interface.ENV_VAR_MONGO_URI, mongo.uri)
+            interface.connect_db(mongo.uri)
+            interface.create_project(PROJECT)
+            state = StackState(mongo_uri=mongo.uri, s3_endpoint=proxy.endpoint_url, api_port=free_port())
+            instrument_worker, s3_worker, maintenance_worker = rawvault_workers(pipeline.settings)
+            started = time.monotonic()
+            stack = start_celery_stack(
+                paths,
+                state,
+                rawvault_env={"RAWVAULT_CONFIG": str(pipeline.config_path)},
+                workers=[instrument_worker, s3_worker, maintenance_worker],
+                pools={S3_UPLOAD_POOL: 2},
+            )
+            print(f"celery stack ready in {time.monotonic() - started:.0f} s ({paths.run_dir})")
+            s3 = local_s3_client(s3_server.endpoint_url)
+            yield E2E(stack, pipeline, s3, instrument_worker, s3_worker, maintenance_worker, proxy)
+            stack.api.close()
+        finally:
+            if proxy is not None:
+                proxy.stop()
+            pids = recorded_pids(paths)
+            stopping = time.monotonic()
+            report = stop_celery_stack(paths)
+            print(f"stack stopped in {time.monotonic() - stopping:.0f} s")
+            interface.reset_connection()
+            left = {name: pid for name, pid in pids.items() if _group_alive(pid)}
+            assert not left, f"processes of the stack still run after stopping it: {left}"
+            assert not report.survivors, f"processes outlived the stop of their process group: {report.survivors}"
+            assert set(report.stopped) == set(pids), f"stopped {report.stopped}, recorded {sorted(pids)}"
 
 
 # ---------------------------------------------------------------- helpers
@@ -158,9 +174,7 @@ def _wait(e2e: E2E, what: str, probe: Callable[[], T | None], timeout: float, de
         if time.monotonic() > deadline:
             pytest.fail(
                 f"timed out after {timeout:.0f} s waiting for {what}\n{details()}\n"
-                + e2e.stack.log_tails(
-                    ["airflow-scheduler", *(w.process_name for w in (e2e.instrument_worker, e2e.s3_worker))]
-                ),
+                + e2e.stack.log_tails(["airflow-scheduler", *(w.process_name for w in e2e.workers)]),
                 pytrace=False,
             )
         time.sleep(2)
@@ -335,3 +349,95 @@ def test_celery_routes_by_queue_and_a_cleared_upload_reruns(e2e: E2E) -> None:
     head = e2e.s3.head_object(Bucket=bucket, Key=f"{key_prefix}{raw_file_id}")
     assert head["ContentLength"] == size == 12 * MIB
     assert head["ETag"].strip('"') == raw_file.s3_etag.strip('"') == etag.strip('"'), (head["ETag"], describe)
+
+
+# ---------------------------------------------------------------- housekeeping beside full uploads
+
+SLOW_UPLOAD_BYTES_PER_SECOND = 96 * 1024  # two 8 MiB uploads share it: about three minutes
+
+
+def _register_copied(settings: Any, name: str, size: int, seed: int) -> str:
+    """A raw file with its verified local copy and recorded checksums, as copy_raw_file leaves it."""
+    from datetime import UTC, datetime
+
+    from tests.s3_fixtures import file_info_of
+
+    created = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    folder = settings.locations.backup / INSTRUMENT / "2026_11"
+    write_bytes(folder / name, size, seed=seed)
+    create_raw_file(
+        name,
+        instrument_id=INSTRUMENT,
+        created_at=created,
+        project_id=PROJECT,
+        file_info=file_info_of(folder, [name]),
+        etag_part_size=5 * MIB,
+        backup_status="copying_done",
+    )
+    return name
+
+
+def _trigger(e2e: E2E, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    run = e2e.stack.api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+    return run["dag_run_id"]
+
+
+def _run_state(e2e: E2E, dag_id: str, run_id: str) -> str:
+    return e2e.stack.api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+
+def test_the_sweep_runs_to_the_end_while_two_uploads_fill_the_upload_pool(e2e: E2E) -> None:
+    settings = e2e.pipeline.settings
+    bucket = bucket_name(BUCKET_PREFIX, PROJECT)
+    if bucket not in {b["Name"] for b in e2e.s3.list_buckets()["Buckets"]}:
+        e2e.s3.create_bucket(Bucket=bucket)
+    _wait(e2e, "the DAGs to be serialised", lambda: all(_dag_known(e2e, d) for d in (
+        keys.UPLOAD_RETRY_DAG_ID, keys.SWEEPER_DAG_ID)), 120, lambda: "")  # fmt: skip
+    names = [_register_copied(settings, f"20261122_{INSTRUMENT}_{PROJECT}_slow{n}.raw", 8 * MIB, n) for n in (1, 2)]
+    assert e2e.proxy is not None and e2e.maintenance_worker is not None
+    e2e.proxy.throttle(SLOW_UPLOAD_BYTES_PER_SECOND)
+    try:
+        upload_runs = {name: _trigger(e2e, keys.UPLOAD_RETRY_DAG_ID, {"raw_file_id": name}) for name in names}
+
+        def uploading() -> bool:
+            states = [_task_instances(e2e, keys.UPLOAD_RETRY_DAG_ID, run_id).get(keys.UPLOAD_TO_S3_TASK, {})
+                      for run_id in upload_runs.values()]  # fmt: skip
+            return all(ti.get("state") == "running" for ti in states)
+
+        def describe_uploads() -> str:
+            return "\n".join(_describe(e2e, keys.UPLOAD_RETRY_DAG_ID, run, name) for name, run in upload_runs.items())
+
+        _wait(e2e, "both uploads to run", uploading, 180, describe_uploads)
+        pool = e2e.stack.api.get(f"/api/v2/pools/{S3_UPLOAD_POOL}")
+        assert (pool["slots"], pool["running_slots"], pool["open_slots"]) == (2, 2, 0), pool
+        started = time.monotonic()
+
+        sweeps = []
+        for _ in range(2):  # two whole runs (max_active_runs is 1): each ends while the pool stays full
+            run_id = _trigger(e2e, keys.SWEEPER_DAG_ID)
+            _wait(e2e, f"{keys.SWEEPER_DAG_ID} run {run_id} to finish", lambda run_id=run_id: _run_state(
+                e2e, keys.SWEEPER_DAG_ID, run_id) in FINISHED_RUN_STATES, 180, lambda: "")  # fmt: skip
+            sweeps.append(run_id)
+            assert uploading(), "an upload ended before the sweeps: slow the proxy down further"
+        print(f"two sweeps ran in {time.monotonic() - started:.0f} s while both uploads held the pool")
+        for run_id in sweeps:
+            tis = _task_instances(e2e, keys.SWEEPER_DAG_ID, run_id)
+            assert _run_state(e2e, keys.SWEEPER_DAG_ID, run_id) == "success", tis
+            _assert_ran_on(tis, [keys.FIND_BACKUPS_TO_RETRY_TASK], settings.queue(MAINTENANCE_QUEUE),
+                           e2e.maintenance_worker)  # fmt: skip
+        for name in names:  # the sweeps left the live uploads alone
+            assert _raw_file(name).backup_status == "upload_in_progress"
+    finally:
+        e2e.proxy.throttle(None)
+
+    for name, run_id in upload_runs.items():
+        _wait(e2e, f"the upload of {name} to finish", lambda run_id=run_id: _run_state(
+            e2e, keys.UPLOAD_RETRY_DAG_ID, run_id) in FINISHED_RUN_STATES, 300, lambda: "")  # fmt: skip
+        describe = _describe(e2e, keys.UPLOAD_RETRY_DAG_ID, run_id, name)
+        assert _run_state(e2e, keys.UPLOAD_RETRY_DAG_ID, run_id) == "success", describe
+        _assert_ran_on(_task_instances(e2e, keys.UPLOAD_RETRY_DAG_ID, run_id), [keys.UPLOAD_TO_S3_TASK],
+                       settings.queue(S3_UPLOADER_QUEUE), e2e.s3_worker)  # fmt: skip
+        raw_file = _raw_file(name)
+        assert raw_file.backup_status == "upload_done", describe
+        head = e2e.s3.head_object(Bucket=bucket, Key=f"{raw_file.backup_base_path}/{name}")
+        assert head["ETag"].strip('"') == raw_file.file_info[name][2] == raw_file.s3_etag

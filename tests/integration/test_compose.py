@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rawvault.keys import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
+from rawvault.keys import FILE_MOVER_QUEUE, MAINTENANCE_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from shared.settings import Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +48,13 @@ REQUIRED_SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "MONGO_ROOT_PASSWORD"
 # Secrets without ${...:?}, each for a reason: the AWS connection may be defined in the UI instead;
 # MinIO's (profile "minio") is checked by the minio service, as compose checks inactive profiles too.
 OPTIONAL_SECRETS = {"AIRFLOW_CONN_AWS_DEFAULT", "MINIO_ROOT_PASSWORD"}
+# The alert channels' connections: optional (alerts off, or connections defined in the UI), maintenance worker only.
+ALERT_CONNECTIONS = ("AIRFLOW_CONN_RAWVAULT_SMTP", "AIRFLOW_CONN_RAWVAULT_SLACK", "AIRFLOW_CONN_RAWVAULT_WEBHOOK")
+OPTIONAL_SECRETS |= set(ALERT_CONNECTIONS)
 INTERNAL_NETWORK = "backend"
 # Services that may also be on a network with a route outside the host, and why.
-EXTRA_NETWORKS = {"api-server": {"ui"}, "worker-s3-uploader": {"egress"}}  # the published UI port; uploads to S3
+# The published UI port; uploads to S3; the verifier (S3) and the alert channels (SMTP, Slack, webhooks).
+EXTRA_NETWORKS = {"api-server": {"ui"}, "worker-s3-uploader": {"egress"}, "worker-maintenance": {"egress"}}
 
 
 def _docker_compose() -> str:
@@ -289,6 +293,7 @@ def test_one_worker_per_queue(services: dict[str, dict[str, Any]], settings: Set
         *(settings.queue(instrument_id) for instrument_id in settings.instruments),
         settings.queue(FILE_MOVER_QUEUE),
         settings.queue(S3_UPLOADER_QUEUE),
+        settings.queue(MAINTENANCE_QUEUE),
     }
     by_queue = _workers_by_queue(services)
     assert set(by_queue) == expected, f"worker queues {sorted(by_queue)} != queues of the DAGs {sorted(expected)}"
@@ -329,6 +334,23 @@ def test_s3_worker_serves_only_its_queue_with_a_read_only_backup(
     assert mounts.get(backup) is True, f"{name} must mount the backup {backup} read-only: {mounts}"
     shares = {str(instrument.path) for instrument in settings.instruments.values()}
     assert not shares & set(mounts), f"{name} must not see the instrument shares"
+
+
+def test_maintenance_worker_serves_only_housekeeping_with_read_only_data(
+    services: dict[str, dict[str, Any]], settings: Settings, filled: dict[str, str]
+) -> None:
+    (name,) = _workers_by_queue(services)[settings.queue(MAINTENANCE_QUEUE)]
+    assert _queues(services[name]) == ["rawvault_maintenance"], "housekeeping must never wait behind uploads"
+    mounts = _mounts(services[name])
+    for instrument_id, instrument in settings.instruments.items():  # free space of every share, never written
+        assert mounts.get(str(instrument.path)) is True, f"{name} must mount the share of {instrument_id} read-only"
+    assert mounts.get(str(settings.locations.backup)) is True, f"{name} must mount the backup read-only"
+    env = services[name]["environment"]
+    for connection in ALERT_CONNECTIONS:  # the channels' secrets, only where alerts are sent from
+        assert env[connection] == filled[connection], connection
+        others = [other for other in services if other != name and connection in services[other].get("environment", {})]
+        assert not others, f"{connection} must reach only {name}, not {others}"
+    assert env["AIRFLOW__API__BASE_URL"] == "http://localhost:8080"  # links in alerts (AIRFLOW_UI_BASE_URL)
 
 
 def test_minio_is_only_in_a_profile(services: dict[str, dict[str, Any]]) -> None:

@@ -545,7 +545,8 @@ def test_s3_worker_cannot_starve_the_instrument_tasks(tmp_path, monkeypatch) -> 
         watcher = dags[f"instrument_watcher.{instrument_id}"]
         assert {task.queue for task in watcher.tasks} == {f"test_{instrument_id}"}
     sweeper = dags["backup_sweeper"]
-    assert sweeper.get_task("find_backups_to_retry").queue == "test_s3_uploader"
+    # Housekeeping has its own queue: two long uploads never hold back a sweep.
+    assert sweeper.get_task("find_backups_to_retry").queue == "test_rawvault_maintenance"
     assert sweeper.get_task("trigger_upload_retry").partial_kwargs["trigger_dag_id"] == "s3_upload_retry"
     retry = dags["s3_upload_retry"].get_task("upload_to_s3")
     assert (retry.queue, retry.pool) == ("test_s3_uploader", "s3_upload_pool")

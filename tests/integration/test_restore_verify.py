@@ -38,7 +38,6 @@ from tests.restore_fixtures import (  # noqa: E402
     files_under,
     leftovers,
     run_cli,
-    simulate_kms_etags,
 )
 from tests.s3_fixtures import (  # noqa: E402
     REGION,
@@ -308,17 +307,17 @@ def test_verify_a_raw_file_recorded_without_s3_key(mongo_uri, env, s3_client) ->
     assert item.kind == DriftKind.NOT_RECORDED and "s3_backup_key" in item.detail
 
 
-# ---------------------------------------------------------------------------------- SSE-KMS (simulated)
+# ------------------------------------------------------- SSE-KMS (tests.kms_moto_server: AWS's KMS ETags)
 
 
 def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
-    mongo_uri, tmp_path, s3_server, monkeypatch
+    mongo_uri, tmp_path, kms_s3_server, monkeypatch
 ) -> None:
     raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, server_side_encryption="aws:kms")
     config_path = tmp_path / "kms.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     kms_env = Env(load_settings(config_path), config_path, tmp_path)
-    client = simulate_kms_etags(make_client(s3_server.endpoint_url))
+    client = make_client(kms_s3_server.endpoint_url)  # AWS's SSE-KMS ETags: no MD5, new with every upload
     bruker_id, folder, paths = back_up(kms_env, client, "tims1", make_bruker_set)
     head = client.head_object(Bucket=kms_env.bucket(), Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")
     recorded = get_raw_file(bruker_id).file_info[f"{bruker_id}/analysis.tdf"][2]
@@ -329,7 +328,7 @@ def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     assert set(result.verified.values()) == {"size, MD5, ETag, SHA-256"}
     assert verify_backups(client).ok
 
-    plain = make_client(s3_server.endpoint_url)
+    plain = make_client(kms_s3_server.endpoint_url)
     key = f"tims1/2026_11/{bruker_id}/analysis.tdf"
     body = plain.get_object(Bucket=kms_env.bucket(), Key=key)["Body"].read()
     plain.put_object(Bucket=kms_env.bucket(), Key=key, Body=body[::-1], ServerSideEncryption="aws:kms")
@@ -361,7 +360,7 @@ def test_backup_verifier_dag_green_then_red_on_drift(mongo_uri, tmp_path, s3_ser
     dags = load_dags()
     dag = dags["backup_verifier"]
     task = dag.get_task("verify_backups")
-    assert task.queue == "test_s3_uploader" and dag.schedule == "@weekly"
+    assert task.queue == "test_rawvault_maintenance" and dag.schedule == "@weekly"  # never behind uploads
 
     assert run_dag(dag, {"sample": 0}) == {"verify_backups": "success", "__dagrun__": "success"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.s3_fixtures import (  # noqa: E402
     make_thermo_file,
     multipart_uploads,
     object_keys,
+    rewrite_kms_checksums,
     write_file,
 )
 
@@ -121,7 +121,7 @@ def test_bruker_set_every_etag_and_manifest(s3_client, bucket, tmp_path) -> None
     assert {p: [f["size"], f["md5"], f["etag"]] for p, f in manifest["files"].items()} == info
     assert all(f["key"] == "tims1/2026_11/" + p for p, f in manifest["files"].items())
     assert result.s3_etag == response["ETag"].strip('"')  # a set's s3_etag is its manifest's ETag
-    assert manifest["completed_at"].endswith("Z")
+    assert "completed_at" not in manifest  # a pure function of the set: the same set gives the same manifest
 
 
 def test_rerun_after_success_uploads_nothing(s3_client, bucket, counter, tmp_path) -> None:
@@ -283,79 +283,81 @@ def test_progress_is_logged(s3_client, bucket, tmp_path, caplog) -> None:
 
 
 # --- SSE-KMS: S3's ETag is not an MD5, verification by SHA-256 checksum ---------------------------------
-
-
-def simulate_kms_etags(client: Any, *, checksum: str | None = "keep") -> None:
-    """Make HeadObject answer like S3 under SSE-KMS: an ETag that is no MD5 of the content (stable per object)."""
-
-    def rewrite(parsed: dict[str, Any], **_kwargs: Any) -> None:
-        if "ETag" in parsed and not parsed.get("ContentType", "").startswith("application/json"):
-            parsed["ETag"] = '"' + hashlib.sha1(parsed["ETag"].encode()).hexdigest()[:32] + '"'
-            parsed["ServerSideEncryption"] = "aws:kms"
-            if checksum is None:
-                parsed.pop("ChecksumSHA256", None)
-            elif checksum != "keep":
-                parsed["ChecksumSHA256"] = checksum
-
-    client.meta.events.register("after-call.s3.HeadObject", rewrite)
-
+# kms_client talks to moto's server answering like AWS under SSE-KMS: a new random ETag for every upload.
 
 KMS = ObjectSettings(server_side_encryption="aws:kms", kms_key_id="alias/rawvault-test", max_concurrency=4)
 
 
-def test_kms_objects_are_verified_by_checksum(s3_client, bucket, counter, tmp_path) -> None:
+def test_kms_objects_are_verified_by_checksum(kms_client, kms_bucket, tmp_path) -> None:
     paths = make_bruker_set(tmp_path)
     info = file_info_of(tmp_path, paths)
-    simulate_kms_etags(s3_client)
-    result = upload(s3_client, bucket, tmp_path, info, "N.d", object_settings=KMS)
+    result = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
     assert {obj.verified_by for obj in result.objects.values()} == {VerificationMode.CHECKSUM}
     assert all(obj.s3_etag != obj.etag for obj in result.objects.values())
-    raw = make_client(s3_client.meta.endpoint_url).head_object(Bucket=bucket, Key=PREFIX + paths[3])
+    raw = make_client(kms_client.meta.endpoint_url).head_object(Bucket=kms_bucket, Key=PREFIX + paths[3])
     assert raw["ServerSideEncryption"] == "aws:kms" and "rawvault-test" in raw["SSEKMSKeyId"]
 
-    counter.reset()  # a re-run trusts the manifest written after verification
-    again = upload(s3_client, bucket, tmp_path, info, "N.d", object_settings=KMS)
-    assert counter.writes == 0 and again.already_complete
+    counter = CallCounter(kms_client)  # a re-run trusts the manifest written after verification
+    again = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
+    assert counter.writes == 0 and again.already_complete and again.s3_etag == result.s3_etag
     assert {obj.verified_by for obj in again.objects.values()} == {VerificationMode.MANIFEST}
 
 
-def test_kms_existing_objects_without_manifest_are_verified_by_local_checksum(s3_client, bucket, tmp_path) -> None:
+def test_kms_existing_objects_without_manifest_are_verified_by_local_checksum(kms_client, kms_bucket, tmp_path) -> None:
     paths = make_bruker_set(tmp_path)
     info = file_info_of(tmp_path, paths)
-    simulate_kms_etags(s3_client)
-    upload(s3_client, bucket, tmp_path, info, "N.d", object_settings=KMS)
-    s3_client.delete_object(Bucket=bucket, Key=PREFIX + "N.d.rawvault-manifest.json")
-    result = upload(s3_client, bucket, tmp_path, info, "N.d", object_settings=KMS)
+    upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
+    kms_client.delete_object(Bucket=kms_bucket, Key=PREFIX + "N.d.rawvault-manifest.json")
+    result = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
     assert result.uploaded == [] and result.manifest_written
     assert {obj.verified_by for obj in result.objects.values()} == {VerificationMode.CHECKSUM}
 
 
-def test_kms_checksum_mismatch_fails_and_deletes_the_upload(s3_client, bucket, tmp_path) -> None:
+def test_kms_object_uploaded_again_gets_a_new_etag_and_the_manifest_is_replaced(kms_client, kms_bucket, tmp_path):
+    """Issue 11 finding 2: under SSE-KMS a lost object uploaded again has a new ETag; the manifest must say so."""
+    paths = make_bruker_set(tmp_path)
+    info, lost, key = file_info_of(tmp_path, paths), paths[1], PREFIX + "N.d.rawvault-manifest.json"
+    first = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
+    for version in kms_client.list_object_versions(Bucket=kms_bucket, Prefix=PREFIX + lost)["Versions"]:
+        kms_client.delete_object(Bucket=kms_bucket, Key=PREFIX + lost, VersionId=version["VersionId"])  # for good
+
+    repaired = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
+
+    assert repaired.uploaded == [lost] and repaired.objects[lost].s3_etag != first.objects[lost].s3_etag
+    manifest = json.loads(kms_client.get_object(Bucket=kms_bucket, Key=key)["Body"].read())
+    assert manifest["files"][lost]["s3_etag"] == repaired.objects[lost].s3_etag  # describes what is in S3
+    assert repaired.s3_etag == repaired.manifest_etag != first.manifest_etag == repaired.replaced_manifest_etag
+    # Versioned bucket: the old manifest stays as the previous version.
+    assert len(kms_client.list_object_versions(Bucket=kms_bucket, Prefix=key)["Versions"]) == 2
+    again = upload(kms_client, kms_bucket, tmp_path, info, "N.d", object_settings=KMS)
+    assert again.already_complete and again.s3_etag == repaired.s3_etag  # trusted through the new manifest
+
+
+def test_kms_checksum_mismatch_fails_and_deletes_the_upload(kms_client, kms_bucket, tmp_path) -> None:
     name = make_thermo_file(tmp_path)
     info = file_info_of(tmp_path, [name])
-    simulate_kms_etags(s3_client, checksum="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=-3")
+    rewrite_kms_checksums(kms_client, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=-3")
     with pytest.raises(VerificationError, match=r"SHA-256 checksum .* differs.*deleted again"):
-        upload(s3_client, bucket, tmp_path, info, name, object_settings=KMS)
-    assert object_keys(s3_client, bucket) == []
+        upload(kms_client, kms_bucket, tmp_path, info, name, object_settings=KMS)
+    assert object_keys(kms_client, kms_bucket) == []
 
 
-def test_kms_without_checksum_is_never_silently_accepted(s3_client, bucket, tmp_path) -> None:
+def test_kms_without_checksum_is_never_silently_accepted(kms_client, kms_bucket, tmp_path) -> None:
     write_file(tmp_path / "a.raw", 1000, 1)
     info = file_info_of(tmp_path, ["a.raw"])
-    simulate_kms_etags(s3_client, checksum=None)
+    rewrite_kms_checksums(kms_client, None)
     with pytest.raises(VerificationError, match="no SHA-256 checksum"):
-        upload(s3_client, bucket, tmp_path, info, "a.raw", object_settings=KMS)
-    assert object_keys(s3_client, bucket) == []
+        upload(kms_client, kms_bucket, tmp_path, info, "a.raw", object_settings=KMS)
+    assert object_keys(kms_client, kms_bucket) == []
 
 
-def test_kms_local_file_changed_is_detected(s3_client, bucket, tmp_path) -> None:
+def test_kms_local_file_changed_is_detected(kms_client, kms_bucket, tmp_path) -> None:
     write_file(tmp_path / "a.raw", 1000, 1)
     info = file_info_of(tmp_path, ["a.raw"])
     write_file(tmp_path / "a.raw", 1000, 2)  # same size, other content
-    simulate_kms_etags(s3_client)
     with pytest.raises(LocalFileChangedError, match=r"changed after checksumming.*deleted again"):
-        upload(s3_client, bucket, tmp_path, info, "a.raw", object_settings=KMS)
-    assert object_keys(s3_client, bucket) == []
+        upload(kms_client, kms_bucket, tmp_path, info, "a.raw", object_settings=KMS)
+    assert object_keys(kms_client, kms_bucket) == []
 
 
 # --- the S3 server goes away in the middle of an upload --------------------------------------------------

@@ -25,7 +25,7 @@ from rawvault.scrub import scrub_backups  # noqa: E402
 from shared.db.interface import get_raw_file, update_raw_file  # noqa: E402
 from shared.db.models import utc_now  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
-from tests.restore_fixtures import BRUKER, THERMO, Env, back_up, run_cli, simulate_kms_etags  # noqa: E402
+from tests.restore_fixtures import BRUKER, THERMO, Env, back_up, run_cli  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
     MIB,
     REGION,
@@ -130,13 +130,13 @@ def test_read_data_sees_what_a_store_with_stale_metadata_hides_from_head(mongo_u
     assert get_raw_file(bruker_id).scrub_status == "drift"
 
 
-def test_read_data_under_sse_kms_compares_the_manifests_sha256(mongo_uri, tmp_path, s3_server) -> None:
-    """SSE-KMS (simulated: the ETag is no MD5) and a store answering HEAD with the manifest's ETag and SHA-256."""
+def test_read_data_under_sse_kms_compares_the_manifests_sha256(mongo_uri, tmp_path, kms_s3_server) -> None:
+    """SSE-KMS (AWS's ETags: no MD5, new per upload) and a store answering HEAD with the manifest's ETag and SHA-256."""
     raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, server_side_encryption="aws:kms")
     config_path = tmp_path / "kms.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     kms_env = Env(load_settings(config_path), config_path, tmp_path)
-    client = simulate_kms_etags(make_client(s3_server.endpoint_url))
+    client = make_client(kms_s3_server.endpoint_url)
     bruker_id, _folder, _ = back_up(kms_env, client, "tims1", make_bruker_set)
     assert scrub_backups(client, kms_env.settings).ok
 
@@ -145,7 +145,7 @@ def test_read_data_under_sse_kms_compares_the_manifests_sha256(mongo_uri, tmp_pa
         client.get_object(Bucket=kms_env.bucket(), Key=f"tims1/2026_11/{bruker_id}{MANIFEST}")["Body"].read()
     )
     recorded = manifest["files"][f"{BRUKER}/analysis.tdf_bin"]
-    plain = make_client(s3_server.endpoint_url)
+    plain = make_client(kms_s3_server.endpoint_url)
     body = plain.get_object(Bucket=kms_env.bucket(), Key=key)["Body"].read()
     plain.put_object(Bucket=kms_env.bucket(), Key=key, Body=same_size_other_bytes(body), ServerSideEncryption="aws:kms")
 

@@ -28,7 +28,7 @@ import pytest
 from devtools.celery_stack import ADMIN_USER, CeleryWorker, node_name, start_celery_stack, stop_celery_stack
 from devtools.local_stack import StackPaths, StackState, aws_connection_uri, start_data_servers
 from devtools.servers import free_port, local_s3_client
-from rawvault.keys import FILE_MOVER_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
+from rawvault.keys import FILE_MOVER_QUEUE, MAINTENANCE_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from rawvault.s3.buckets import bucket_name
 from shared.db import interface
 from tests.data_factory import make_thermo
@@ -176,7 +176,9 @@ def _start_stack(paths: StackPaths, root: Path, monkeypatch: pytest.MonkeyPatch,
         node=node_name("instrument-worker"),
         queues=(settings.queue(INSTRUMENT), settings.queue(FILE_MOVER_QUEUE)),
     )
-    s3_worker = CeleryWorker(name="s3", node=node_name("s3-worker"), queues=(settings.queue(S3_UPLOADER_QUEUE),))
+    # backup_verifier runs on the maintenance queue: this stack's S3 worker serves it too (one worker less).
+    s3_queues = (settings.queue(S3_UPLOADER_QUEUE), settings.queue(MAINTENANCE_QUEUE))
+    s3_worker = CeleryWorker(name="s3", node=node_name("s3-worker"), queues=s3_queues)
     aws = aws_connection_uri(
         s3_server.endpoint_url, access_key_id=ACCESS_KEY_ID, secret_access_key=secret["AWS secret access key"]
     )

@@ -2,8 +2,9 @@
 
 Every boto3 S3 call in the ``rawvault`` package is found in the source (``x.<operation>(...)``,
 ``get_paginator("<operation>")``, the managed transfers) and mapped to the IAM actions AWS
-requires for it. A new S3 call without a row in :data:`ACTIONS_OF` fails here, and so
-does a policy that grants more or less than the calls need.
+requires for it by :data:`rawvault.s3.permissions.ACTIONS_OF` (the table the access-denied
+messages name the missing permission from). A new S3 call without a row there fails here,
+and so does a policy that grants more or less than the calls need.
 """
 
 from __future__ import annotations
@@ -16,38 +17,11 @@ import boto3
 import pytest
 
 from devtools.iam_s3 import OPTIONAL_SID_PREFIX, POLICY_PATH, load_policy
+from rawvault.s3 import permissions
 
 PACKAGE = Path(__file__).resolve().parents[2] / "airflow_src" / "plugins" / "rawvault"
-# boto3 S3 operation -> the IAM actions AWS checks for it (docs: "Actions, resources, and condition keys for
-# Amazon S3" and each API's "Permissions" section). Reads and deletes of a version need the *Version action.
-ACTIONS_OF: dict[str, set[str]] = {
-    "head_bucket": {"s3:ListBucket"},
-    "list_multipart_uploads": {"s3:ListBucketMultipartUploads"},
-    "list_parts": {"s3:ListMultipartUploadParts"},
-    "abort_multipart_upload": {"s3:AbortMultipartUpload"},
-    "create_multipart_upload": {"s3:PutObject"},
-    "upload_part": {"s3:PutObject"},
-    "complete_multipart_upload": {"s3:PutObject"},
-    "put_object": {"s3:PutObject"},
-    "head_object": {"s3:GetObject", "s3:GetObjectVersion"},
-    "get_object": {"s3:GetObject", "s3:GetObjectVersion"},
-    "download_fileobj": {"s3:GetObject", "s3:GetObjectVersion"},
-    "delete_object": {"s3:DeleteObject", "s3:DeleteObjectVersion"},
-    # Only with backup.s3.auto_create_buckets: the statement OptionalAutoCreateBuckets.
-    "create_bucket": {"s3:CreateBucket", "s3:PutBucketOwnershipControls"},  # ObjectOwnership=BucketOwnerEnforced
-    "put_public_access_block": {"s3:PutBucketPublicAccessBlock"},
-    "put_bucket_versioning": {"s3:PutBucketVersioning"},
-    "put_bucket_encryption": {"s3:PutEncryptionConfiguration"},
-    "put_bucket_tagging": {"s3:PutBucketTagging"},
-    "delete_bucket": {"s3:DeleteBucket"},  # rolls back a half-configured new bucket
-    # Only with backup.s3.object_lock: the statement OptionalObjectLock.
-    "put_object_lock_configuration": {"s3:PutBucketObjectLockConfiguration"},
-    "get_object_lock_configuration": {"s3:GetBucketObjectLockConfiguration"},
-    "put_object_retention": {"s3:PutObjectRetention"},
-    # Only with backup.s3.lifecycle: the statement OptionalLifecycle.
-    "get_bucket_lifecycle_configuration": {"s3:GetLifecycleConfiguration"},
-    "put_bucket_lifecycle_configuration": {"s3:PutLifecycleConfiguration"},
-}
+# boto3 S3 operation -> the IAM actions AWS checks for it: the product's table (access-denied messages name them).
+ACTIONS_OF = {operation: set(actions) for operation, actions in permissions.ACTIONS_OF.items()}
 # Operations needed only with an opt-in setting -> the optional statement of docs/iam-policy.json that grants them.
 OPTIONAL_STATEMENT_OF = {
     **dict.fromkeys(
@@ -107,8 +81,8 @@ def test_every_s3_call_in_the_code_has_its_iam_actions() -> None:
     calls = s3_calls_in_code()
     unknown = {name: places for name, places in calls.items() if name not in ACTIONS_OF}
     assert not unknown, (
-        f"rawvault calls S3 operations this test does not know: {unknown}. Add each to ACTIONS_OF with the IAM "
-        "actions AWS requires, to docs/iam-policy.json and to the README's IAM section"
+        f"rawvault calls S3 operations this test does not know: {unknown}. Add each to rawvault.s3.permissions."
+        "ACTIONS_OF with the IAM actions AWS requires, to docs/iam-policy.json and to the README's IAM section"
     )
     unused = sorted(set(ACTIONS_OF) - set(calls))
     assert not unused, f"ACTIONS_OF lists operations rawvault no longer calls: {unused}; drop them and their actions"
@@ -152,3 +126,8 @@ def test_the_readme_lists_the_policy_actions() -> None:
     missing = sorted(action for action in granted if f"`{action}`" not in section)
     assert not missing, f"README's IAM section does not mention {missing}"
     assert "docs/iam-policy.json" in section
+
+
+def test_the_policy_file_the_messages_name_is_the_shipped_one() -> None:
+    assert Path(__file__).resolve().parents[2] / permissions.POLICY_FILE == POLICY_PATH
+    assert set(permissions.BUCKET_OPERATIONS) <= set(permissions.ACTIONS_OF)

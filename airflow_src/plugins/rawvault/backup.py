@@ -32,9 +32,19 @@ and the boto3 library (:mod:`rawvault.s3`):
   multipart upload is resumed (only missing parts are sent; see
   :mod:`rawvault.s3.multipart`). Its upload id is recorded in
   ``s3_multipart_uploads`` ({key: upload id}) while it is unfinished.
-- A raw file that is already ``upload_done`` with its manifest and recorded
-  ETag in S3 is not claimed at all: the run returns ``already_complete`` and
-  leaves the document as it is (two GET/HEAD requests, nothing uploaded).
+- **Repair.** For a raw file already ``upload_done`` the run first checks the
+  whole set in S3 without claiming it
+  (:func:`~rawvault.s3.file_set.check_complete_set`: the manifest and a HEAD
+  of every object). When every object holds its file, the manifest describes
+  them and ``s3_etag`` is the recorded one, it returns ``already_complete``
+  and leaves the document as it is. Otherwise it claims the raw file
+  (``upload_in_progress``, details "repairing the S3 backup: <what is
+  wrong>"), uploads what is missing, fails on an object that differs (never
+  overwritten), replaces a manifest that no longer describes the objects, and
+  records ``upload_done`` with the new ``s3_etag`` and details saying what it
+  repaired, in the same claim-guarded write; a repair that fails records
+  ``upload_failed`` with the reason, like any upload. An unreachable S3
+  during the first check fails the run and leaves ``upload_done`` as it is.
 
 When MongoDB cannot be reached to record the outcome, the run fails with
 :class:`~rawvault.claim.UploadNotRecordedError` (the data in S3 is complete
@@ -56,11 +66,19 @@ from rawvault import claim as claims
 from rawvault.claim import MAX_DETAILS_CHARS, Claim, UploadClaimLostError, UploadNotRecordedError
 from rawvault.locations import backup_base_path, backup_folder
 from rawvault.s3.buckets import bucket_name, check_no_bucket_collisions, ensure_bucket
-from rawvault.s3.errors import BucketNameError, FileInfoError, PartSizeMismatchError, S3BackupError, S3PermanentError
+from rawvault.s3.errors import (
+    BucketNameError,
+    BucketOwnerMismatchError,
+    FileInfoError,
+    PartSizeMismatchError,
+    S3BackupError,
+    S3PermanentError,
+)
+from rawvault.s3.file_set import UploadResult, check_complete_set
 from rawvault.s3.keys import key_prefix_for
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS
 from rawvault.s3.put import ObjectSettings
-from rawvault.s3.upload import UploadResult, upload_file_set, verify_complete_set
+from rawvault.s3.upload import upload_file_set
 from shared.db.interface import get_projects, get_raw_file
 from shared.db.models import BackupStatus, RawFile
 from shared.settings import Settings
@@ -154,13 +172,17 @@ def upload_target(raw_file: RawFile, settings: Settings, xcom: XcomFileInfo) -> 
     return UploadTarget(bucket, key_prefix, part_size, source_folder, metadata)
 
 
-def _client(settings: Settings) -> S3Client:
-    from rawvault.s3.client import s3_client_from_connection
+def _client(settings: Settings, given: S3Client | None) -> S3Client:
+    """The client of the upload (``given``, else one from the connection), sending the expected bucket owner."""
+    from rawvault.s3.client import expect_bucket_owner, s3_client_for
 
     s3 = settings.backup.s3
     assert s3 is not None
-    # A connection per part slot and per file in flight (its HEAD, create, complete), plus a few.
-    return s3_client_from_connection(s3.aws_conn_id, s3.region, 2 * s3.max_concurrency + 4)
+    if given is None:
+        # A connection per part slot and per file in flight (its HEAD, create, complete), plus a few.
+        return s3_client_for(s3, 2 * s3.max_concurrency + 4)
+    expect_bucket_owner(given, s3.expected_bucket_owner)
+    return given
 
 
 def _reason(error: BaseException) -> str:
@@ -179,6 +201,8 @@ class _Run:
     target: UploadTarget | None = None
     files: dict[str, Any] = field(default_factory=dict)
     problem: BaseException | None = None
+    repair: str | None = None  # upload_done, but S3 does not hold the set as recorded: what is wrong
+    _client_ready: bool = False
 
     def set_args(self) -> dict[str, Any]:
         """The set's bucket, key prefix, file info, part size, raw file id and metadata, as S3 calls take them."""
@@ -193,32 +217,38 @@ class _Run:
         }
 
     def s3_client(self) -> S3Client:
-        if self.client is None:
-            self.client = _client(self.settings)
+        """The run's S3 client (made once; every request carries the expected bucket owner, when set)."""
+        if not self._client_ready:
+            self.client, self._client_ready = _client(self.settings, self.client), True
+        assert self.client is not None
         return self.client
 
 
 def _already_done(run: _Run) -> UploadResult | None:
-    """For an ``upload_done`` raw file: the complete set as its manifest records it, if S3 confirms it (else None)."""
+    """For an ``upload_done`` raw file: the set, if S3 holds all of it as recorded; else ``None`` (repair it)."""
     raw_file = run.raw_file
-    if not (raw_file.s3_backup_key and raw_file.s3_etag):
-        return None
     if run.problem is not None:
         if not isinstance(run.problem, S3BackupError):
             raise run.problem
         log.warning("%s: upload_done, but %s: uploading again", raw_file.id, run.problem)
         return None
-    # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed.
-    result = verify_complete_set(run.s3_client(), **run.set_args())
-    if result is None or (result.s3_backup_key, result.s3_etag) != (raw_file.s3_backup_key, raw_file.s3_etag):
-        log.warning(
-            "%s: recorded as upload_done in %s, but S3 does not hold the complete set with ETag %s: uploading again",
-            raw_file.id,
-            raw_file.s3_backup_key,
-            raw_file.s3_etag,
-        )
+    # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed. A bucket of another
+    # account is the exception: the claimed run checks the bucket and records why the backup is not safe.
+    try:
+        state = check_complete_set(run.s3_client(), **run.set_args())
+    except BucketOwnerMismatchError as error:
+        run.repair = str(error)
         return None
-    return result
+    recorded = (raw_file.s3_backup_key, raw_file.s3_etag)
+    found = (state.result.s3_backup_key, state.result.s3_etag)
+    if state.complete and found == recorded:
+        return state.result
+    if not state.complete:
+        run.repair = state.summary()
+    else:
+        run.repair = f"S3 holds the complete set at {found[0]} with s3_etag {found[1]}, but {recorded} is recorded"
+    log.warning("%s: recorded as upload_done in %s, but %s: repairing the set", raw_file.id, recorded[0], run.repair)
+    return None
 
 
 def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
@@ -253,13 +283,34 @@ def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
     return result
 
 
-def _record_done(claim: Claim, result: UploadResult) -> None:
-    resumed = f" ({result.parts_resumed} part(s) resumed from an earlier attempt)" if result.parts_resumed else ""
-    details = (
-        f"in {result.s3_backup_key}: {len(result.uploaded)} file(s) uploaded{resumed}, "
-        f"{len(result.skipped)} already there, all verified; manifest {result.manifest_key}"
+def _listed(paths: list[str], limit: int = 10) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _done_details(result: UploadResult, run: _Run) -> str:
+    """``backup_status_details`` of ``upload_done``: what was uploaded or, for a repair, what was repaired."""
+    if run.repair is None:
+        resumed = f" ({result.parts_resumed} part(s) resumed from an earlier attempt)" if result.parts_resumed else ""
+        replaced = f" (replaced one of ETag {result.replaced_manifest_etag})" if result.replaced_manifest_etag else ""
+        return (
+            f"in {result.s3_backup_key}: {len(result.uploaded)} file(s) uploaded{resumed}, "
+            f"{len(result.skipped)} already there, all verified; manifest {result.manifest_key}{replaced}"
+        )
+    done = [f"uploaded again {_listed(result.uploaded)}"] if result.uploaded else []
+    if result.replaced_manifest_etag:
+        done.append(f"manifest rewritten (ETag {result.replaced_manifest_etag} -> {result.manifest_etag})")
+    elif result.manifest_written:
+        done.append(f"manifest written again (ETag {result.manifest_etag})")
+    if run.raw_file.s3_etag != result.s3_etag:
+        done.append(f"s3_etag {run.raw_file.s3_etag} -> {result.s3_etag}")
+    return (
+        f"repaired in {result.s3_backup_key}: {'; '.join(done) or 'nothing to change'}; all {len(result.objects)} "
+        f"file(s) verified. Found before the repair: {run.repair}"
     )
-    if not claims.record_done(claim, details, result.s3_backup_key, result.s3_etag):
+
+
+def _record_done(claim: Claim, result: UploadResult, run: _Run) -> None:
+    if not claims.record_done(claim, _done_details(result, run), result.s3_backup_key, result.s3_etag):
         claim.mark_lost("another run took over its claim before the outcome was recorded")
         claim.check()
 
@@ -278,7 +329,9 @@ def upload_raw_file(
     ``xcom`` carries what compute_checksum and copy_raw_file pushed (``None``:
     the recorded file info and part size, the backup folder of the settings).
     ``client`` defaults to one from the Airflow connection
-    ``backup.s3.aws_conn_id``. Claims the raw file first (:mod:`rawvault.claim`).
+    ``backup.s3.aws_conn_id``. Claims the raw file first (:mod:`rawvault.claim`);
+    one already ``upload_done`` is checked in S3 first, and claimed and repaired
+    only when the set is not complete as recorded (see the module docstring).
     With ``expected_attempts`` (a retry scheduled by backup_sweeper) the claim
     also requires that the raw file still has that many attempts, so a retry
     scheduled for a failure that another run has retried since stops
@@ -299,16 +352,17 @@ def upload_raw_file(
         run.target = upload_target(run.raw_file, settings, xcom)
     except Exception as error:  # recorded as upload_failed once the claim is held
         run.problem = error
-    if run.raw_file.backup_status == BackupStatus.UPLOAD_DONE.value:
+    if run.raw_file.backup_status == BackupStatus.UPLOAD_DONE.value and run.raw_file.s3_backup_key:
         done = _already_done(run)
         if done is not None:
             log.info("%s: already upload_done and complete in %s: nothing to do", raw_file_id, done.s3_backup_key)
             return done
-    claim = claims.claim(run.raw_file, timedelta(minutes=s3.stale_upload_minutes), expected_attempts)
+    activity = "uploading to S3" if run.repair is None else f"repairing the S3 backup ({run.repair})"
+    claim = claims.claim(run.raw_file, timedelta(minutes=s3.stale_upload_minutes), expected_attempts, activity)
     try:
         with claims.Heartbeat(claim):
             result = _upload(run, claim, progress_interval)
-        _record_done(claim, result)
+        _record_done(claim, result, run)
     except (UploadClaimLostError, UploadNotRecordedError) as error:
         log.error("%s: %s", raw_file_id, error)
         raise

@@ -215,8 +215,13 @@ def _in_progress_error(raw_file: RawFile, lease: timedelta) -> UploadInProgressE
     )
 
 
-def claim(raw_file: RawFile, lease: timedelta, expected_attempts: int | None = None) -> Claim:
+def claim(
+    raw_file: RawFile, lease: timedelta, expected_attempts: int | None = None, activity: str = "uploading to S3"
+) -> Claim:
     """Claim ``raw_file`` (as read) for one upload attempt; see the module docstring.
+
+    ``activity`` opens the ``backup_status_details`` while the claim is held
+    (e.g. "repairing the S3 backup: ..." for a set recorded ``upload_done``).
 
     Raises :class:`UploadNotReadyError` (no verified local copy, or the status
     changed meanwhile), :class:`UploadInProgressError` (another run holds it)
@@ -245,7 +250,7 @@ def claim(raw_file: RawFile, lease: timedelta, expected_attempts: int | None = N
         raw_file.id,
         expected=expected,
         backup_status=BackupStatus.UPLOAD_IN_PROGRESS.value,
-        backup_status_details=f"uploading to S3 (attempt {attempt}, run {owner})",
+        backup_status_details=f"{activity} (attempt {attempt}, run {owner})"[:MAX_DETAILS_CHARS],
         s3_upload_attempts=attempt,
         s3_upload_attempted_at=now,
         upload_claim_owner=owner,

@@ -1,4 +1,4 @@
-"""rawvault's command line: restore a raw file from S3, audit the S3 backups, preview the purge.
+"""rawvault's command line: restore from S3, audit the S3 backups, preview the purge, list unprotected raw files.
 
 Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
 
@@ -7,6 +7,7 @@ Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
                                   [--since YYYY-MM-DD] [--sample N] [--json]
                                   [--read-data [--budget-gb N] [--no-record]]
     python -m rawvault.cli purge --dry-run --instrument X [--json]
+    python -m rawvault.cli coverage [--instrument X] [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -15,8 +16,9 @@ Airflow metadata database). Results go to stdout, progress and log lines to
 stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
-replaced, or a different file in the way), verify found drift, or the purge
-would keep a set because a check failed; 2 the command could not run
+replaced, or a different file in the way), verify found drift, the purge
+would keep a set because a check failed, or coverage found unprotected raw
+files; 2 the command could not run
 (arguments, settings, database, credentials, unknown raw file or manifest).
 """
 
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,coverage}")
 
     restore = commands.add_parser(
         "restore",
@@ -111,7 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_verify_command(commands)
     _add_purge_parser(commands)
+    _add_coverage_parser(commands)
     return parser
+
+
+def _add_coverage_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``coverage`` subcommand: raw files past backup.deadline_hours without a verified backup."""
+    coverage = commands.add_parser(
+        "coverage",
+        help="list raw files past backup.deadline_hours without a verified backup (exit 1 when any)",
+        description="List every raw file acquired more than backup.deadline_hours ago without a verified S3 copy "
+        "(backup_type local: without a verified local copy), with its status, backup status, age and reason. "
+        "Exits 1 when there is any, 0 when there is none.",
+    )
+    coverage.add_argument("--instrument", help="only raw files of this instrument id")
+    coverage.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
 def _add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -207,13 +223,13 @@ def _settings() -> Settings:
 
 
 def _client(settings: Settings, max_pool_connections: int) -> S3Client:
-    from rawvault.s3.client import s3_client_from_connection
+    from rawvault.s3.client import s3_client_for
     from rawvault.s3.errors import S3BackupError
 
     s3 = settings.backup.s3
     assert s3 is not None  # _settings() made sure
     try:
-        return s3_client_from_connection(s3.aws_conn_id, s3.region, max_pool_connections)
+        return s3_client_for(s3, max_pool_connections)
     except S3BackupError as error:
         raise CannotRunError(str(error)) from None
 
@@ -328,7 +344,34 @@ def _purge(args: argparse.Namespace) -> tuple[int, str]:
     return (EXIT_FAILED if report.held_back else EXIT_OK), output
 
 
-COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge}
+def _coverage(args: argparse.Namespace) -> tuple[int, str]:
+    """Raw files past the deadline without a verified backup: exit 1 when there is any (any backup type)."""
+    from rawvault.coverage import coverage_report
+    from shared.db.interface import DatabaseError, is_database_error
+    from shared.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        raise CannotRunError(str(error)) from None
+    if args.instrument and args.instrument not in settings.instruments:
+        known = ", ".join(sorted(settings.instruments))
+        raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
+    try:
+        report = coverage_report(settings, instrument=args.instrument)
+    except DatabaseError as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if is_database_error(error):
+            raise CannotRunError(
+                f"cannot read the raw files from the database: {type(error).__name__}: {error}"
+            ) from None
+        raise
+    output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
+    return (EXIT_OK if report.ok else EXIT_FAILED), output
+
+
+COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage": _coverage}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ VERIFIER_DAG_ID = "backup_verifier"
 # --- DAG ids of the housekeeping DAGs (on the maintenance queue)
 ALERTS_DAG_ID = "backup_alerts"
 DIGEST_DAG_ID = "backup_digest"
+REDRIVE_DAG_ID = "acquisition_redrive"  # starts acquisition handlers again (every backup type)
 
 
 def watcher_dag_id(instrument_id: str) -> str:
@@ -68,6 +69,9 @@ FIND_BACKUPS_TO_RETRY_TASK = "find_backups_to_retry"
 TRIGGER_UPLOAD_RETRY_TASK = "trigger_upload_retry"
 # backup_verifier
 VERIFY_BACKUPS_TASK = "verify_backups"
+# acquisition_redrive
+FIND_ACQUISITIONS_TO_REDRIVE_TASK = "find_acquisitions_to_redrive"
+REDRIVE_HANDLER_TASK = "redrive_acquisition_handler"
 # backup_alerts, backup_digest
 CHECK_ALERTS_TASK = "check_alerts"
 SEND_DIGEST_TASK = "send_digest"
@@ -92,6 +96,15 @@ RUN_ID_TEMPLATE = f"{{{{ {RUN_ID_MACRO}(params.{RAW_FILE_ID_KEY}) }}}}"
 # upload_to_s3 and of backup_sweeper's backoff, one value so the sweeper never races Airflow's own retry.
 MAX_UPLOAD_RETRY_DELAY = timedelta(hours=6)
 
+# The longest wait before acquisition_redrive starts a failed acquisition handler again (its backoff's cap).
+MAX_REDRIVE_DELAY = timedelta(hours=6)
+
+# The handler tasks whose failure is recorded on the RawFile (status error) and may be re-driven; upload_to_s3
+# records its own outcome through the upload claim (backup_status upload_failed) and backup_sweeper retries it.
+HANDLER_PIPELINE_TASKS = (MONITOR_ACQUISITION_TASK, COMPUTE_CHECKSUM_TASK, COPY_RAW_FILE_TASK, START_FILE_MOVER_TASK)
+REDRIVE_SUFFIX = "__redrive"
+_REDRIVE_RE = re.compile(rf"{REDRIVE_SUFFIX}(\d+)$")
+
 # Airflow accepts run ids of [A-Za-z0-9_.~:+-] (its default [scheduler] allowed_run_id_pattern), without "..",
 # at most 250 characters (its ID_LEN).
 _RUN_ID_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_.~:+-]")
@@ -113,3 +126,18 @@ def run_id_for(raw_file_id: str) -> str:
 def retry_run_id(raw_file_id: str, attempts: int, retry_round: int = 0) -> str:
     """The ``s3_upload_retry`` run id of attempt ``attempts + 1`` of a raw file (``retry_round`` > 0: re-triggered)."""
     return f"{run_id_for(raw_file_id)}__attempt{attempts + 1}" + (f"__{retry_round}" if retry_round else "")
+
+
+def handler_run_id(raw_file_id: str, redrives: int = 0) -> str:
+    """The ``acquisition_handler`` run id of a raw file's attempt: :func:`run_id_for` first, then ``__redrive<N>``.
+
+    Each re-drive by ``acquisition_redrive`` is a new deterministic run id, so
+    a re-drive is never triggered twice and never collides with the first run.
+    """
+    return run_id_for(raw_file_id) + (f"{REDRIVE_SUFFIX}{redrives}" if redrives > 0 else "")
+
+
+def redrive_of_run_id(run_id: str | None) -> int:
+    """Which re-drive a handler run id belongs to (0: the first run, or a run triggered by hand)."""
+    match = _REDRIVE_RE.search(run_id or "")
+    return int(match.group(1)) if match else 0

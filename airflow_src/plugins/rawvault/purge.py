@@ -56,11 +56,11 @@ class PurgeNotPossibleError(RuntimeError):
 
 
 def _s3_client(settings: Settings) -> S3Client:
-    from rawvault.s3.client import s3_client_from_connection
+    from rawvault.s3.client import s3_client_for
 
     s3 = settings.backup.s3
     assert s3 is not None
-    return s3_client_from_connection(s3.aws_conn_id, s3.region)
+    return s3_client_for(s3)  # with backup.s3.expected_bucket_owner on every request
 
 
 @dataclass

@@ -87,9 +87,19 @@ class SweepReport:
         return [retry.raw_file_id for retry in self.retries]
 
 
+def capped_backoff(attempts: int, base_minutes: float, cap: timedelta) -> timedelta:
+    """``base_minutes x 2^attempts``, at most ``cap``, for any attempt count (never an OverflowError)."""
+    if base_minutes <= 0:
+        return timedelta(0)
+    # Doubling in floats and capping before a timedelta is built: 2^attempts minutes overflow a timedelta
+    # from about 37 attempts at 15 minutes (max_upload_attempts allows 100). 2^64 is past any cap.
+    minutes = base_minutes * 2.0 ** min(max(attempts, 0), 64)
+    return min(timedelta(minutes=min(minutes, cap.total_seconds() / 60)), cap)
+
+
 def backoff(attempts: int, base_minutes: float) -> timedelta:
     """How long after an attempt failed the sweeper retries a raw file with ``attempts`` attempts."""
-    return min(timedelta(minutes=base_minutes) * 2 ** max(attempts, 0), MAX_BACKOFF)
+    return capped_backoff(attempts, base_minutes, MAX_BACKOFF)
 
 
 def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:

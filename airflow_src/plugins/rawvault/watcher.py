@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rawvault.keys import handler_run_id
 from shared.db.interface import create_raw_file, get_projects, list_raw_files_on_share, queued_raw_file_ids
 from shared.db.models import RawFile, RawFileStatus
+from shared.db.redrive_queries import redrive_counts
 from shared.instrument_types import INSTRUMENT_TYPES, InstrumentType, is_ignored_name
 from shared.settings import Settings
 
@@ -142,3 +144,15 @@ def raw_files_to_start(instrument_id: str, settings: Settings) -> list[str]:
     registered = register_new_raw_files(instrument_id, settings)
     queued = queued_raw_file_ids(instrument_id)
     return registered + [raw_file_id for raw_file_id in queued if raw_file_id not in registered]
+
+
+def handler_starts(instrument_id: str, settings: Settings) -> list[tuple[str, str]]:
+    """``(raw file id, acquisition_handler run id)`` to trigger: :func:`raw_files_to_start`, each under its attempt.
+
+    A raw file re-driven by ``acquisition_redrive`` is ``queued`` again with
+    its re-drive count: its run id is that attempt's (``__redrive<N>``), so the
+    watcher and the re-drive trigger the same run and never a second one.
+    """
+    raw_file_ids = raw_files_to_start(instrument_id, settings)
+    redrives = redrive_counts(raw_file_ids)
+    return [(raw_file_id, handler_run_id(raw_file_id, redrives.get(raw_file_id, 0))) for raw_file_id in raw_file_ids]

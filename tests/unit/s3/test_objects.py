@@ -208,3 +208,18 @@ def test_content_shorter_than_recorded_differs_by_size() -> None:
     verdict = check_content(digests_of(DATA[:-1], part_size=len(DATA)), ENTRY)
     assert verdict.kind is VerdictKind.CONTENT_DIFFERS
     assert verdict.problem.startswith(f"the downloaded data has size {len(DATA) - 1} bytes, recorded {len(DATA)}")
+
+
+def test_kms_object_uploaded_again_is_proven_by_the_local_file_not_by_the_stale_manifest(tmp_path: Path) -> None:
+    """A repair under SSE-KMS: the new object has a new ETag the old manifest does not know; the upload (which has
+    the local file) proves it by S3's SHA-256, while restore and audit (no file) report the stale record until
+    the manifest is rewritten."""
+    again = kms(ETag='"f00dfeedf00dfeedf00dfeedf00dfeed"', ChecksumSHA256=SHA)
+    with_file = check_object(again, with_manifest(), local_file=local(tmp_path), part_size=1024)
+    assert with_file.ok and with_file.how is VerificationMode.CHECKSUM
+    without_file = check_object(again, with_manifest())
+    assert without_file.kind is VerdictKind.ETAG_DIFFERS and "recorded in the manifest" in without_file.problem
+    rewritten = ExpectedObject(
+        **{**ENTRY.__dict__, "s3_etag": "f00dfeedf00dfeedf00dfeedf00dfeed", "checksum_sha256": SHA}
+    )
+    assert check_object(again, rewritten).how is VerificationMode.MANIFEST

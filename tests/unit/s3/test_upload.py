@@ -7,10 +7,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from rawvault.s3.errors import ExistingObjectMismatchError, LocalFileChangedError
-from rawvault.s3.upload import VerificationMode, upload_file_set, verify_complete_set
+from rawvault.s3.file_set import MANIFEST_ENTRY, check_complete_set
+from rawvault.s3.upload import VerificationMode, upload_file_set
 from shared.s3_limits import MIB
 
 pytest_plugins = ["tests.unit.fakes"]
@@ -75,19 +77,35 @@ def test_every_file_then_the_manifest_last(s3: Any, tmp_path: Path) -> None:
         assert (head["ContentLength"], head["ETag"].strip('"')) == (size, etag)
 
 
-def test_a_complete_set_uploads_nothing_and_is_confirmed_cheaply(s3: Any, tmp_path: Path) -> None:
+def check(client: Any, info: dict[str, list]) -> Any:
+    return check_complete_set(client, bucket=BUCKET, key_prefix=PREFIX, file_info=info, part_size=PART,
+                              raw_file_id="N.d")  # fmt: skip
+
+
+def test_a_complete_set_uploads_nothing_and_is_confirmed_without_writing(s3: Any, tmp_path: Path) -> None:
     info = write_set(tmp_path)
     first = upload(s3, tmp_path, info)
     calls = writes_of(s3)
     again = upload(s3, tmp_path, info)
     assert calls == [] and again.already_complete and again.s3_etag == first.s3_etag
-    confirmed = verify_complete_set(
-        s3, bucket=BUCKET, key_prefix=PREFIX, file_info=info, part_size=PART, raw_file_id="N.d"
-    )
-    assert confirmed is not None and confirmed.s3_etag == first.s3_etag
+    confirmed = check(s3, info)
+    assert confirmed.complete and confirmed.result.s3_etag == first.s3_etag and calls == []
     s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}N.d.rawvault-manifest.json")
-    assert verify_complete_set(s3, bucket=BUCKET, key_prefix=PREFIX, file_info=info, part_size=PART,
-                               raw_file_id="N.d") is None  # fmt: skip
+    assert check(s3, info).problems == {MANIFEST_ENTRY: "missing"}
+
+
+def test_the_check_of_a_complete_set_heads_every_object(s3: Any, tmp_path: Path) -> None:
+    """Issue 11 item 1: the manifest alone is not proof; a set with a lost object is not complete."""
+    info = write_set(tmp_path)
+    upload(s3, tmp_path, info)
+    other = boto3.client("s3", region_name="us-east-1")  # s3 refuses overwrites since the upload
+    other.delete_object(Bucket=BUCKET, Key=f"{PREFIX}N.d/small.tdf")
+    other.put_object(Bucket=BUCKET, Key=f"{PREFIX}N.d/empty", Body=b"not empty")
+    state = check(s3, info)
+    assert not state.complete
+    assert set(state.problems) == {"N.d/small.tdf", "N.d/empty"}
+    assert "missing" in state.problems["N.d/small.tdf"] and "size differs" in state.problems["N.d/empty"]
+    assert sorted(state.result.objects) == ["N.d/big.tdf_bin"]  # what still holds its file
 
 
 def test_a_different_object_stops_the_set_before_anything_is_written(s3: Any, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -22,6 +22,8 @@ from rawvault.alerts.model import Health, Kind, Observation, unknown
 from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
 from rawvault.purge_errors import check_of
+from rawvault.redrive import GAVE_UP_MARK as REDRIVE_GAVE_UP_MARK
+from shared.db.coverage import protected_statuses  # THE rule of what counts as a verified backup
 from shared.db.models import BackupStatus, RawFile, RawFileStatus, ScrubStatus
 
 SUBJECT_PREFIX = "raw_file:"
@@ -61,21 +63,6 @@ def subject_of(raw_file_id: str) -> str:
     return f"{SUBJECT_PREFIX}{raw_file_id}"
 
 
-def protected_statuses(s3: bool) -> frozenset[str]:
-    """Backup statuses that count as a verified backup: ``upload_done`` with S3, a verified local copy without."""
-    if s3:
-        return frozenset({BackupStatus.UPLOAD_DONE.value, BackupStatus.SKIPPED.value})
-    return frozenset(
-        {
-            BackupStatus.COPYING_DONE.value,
-            BackupStatus.UPLOAD_IN_PROGRESS.value,
-            BackupStatus.UPLOAD_DONE.value,
-            BackupStatus.UPLOAD_FAILED.value,
-            BackupStatus.SKIPPED.value,
-        }
-    )
-
-
 def task_log_url(base_url: str | None, dag_id: str, run_id: str, task_id: str | None = None) -> str | None:
     """The Airflow UI page of a task of a DAG run (its log), or of the run without ``task_id``."""
     if not base_url:
@@ -93,7 +80,9 @@ def split_step(details: str | None) -> tuple[str, str]:
 
 def _link(raw_file: RawFile, step: str, ctx: RuleContext) -> str | None:
     dag, task = STEP_TASKS.get(step, (HANDLER_DAG, None))
-    return task_log_url(ctx.ui_base_url, dag(raw_file.instrument_id), run_id_for(raw_file.id), task)
+    # A re-driven handler's latest run is "...__redrive<N>"; the file mover is started once, under run_id_for.
+    run_id = keys.handler_run_id(raw_file.id, raw_file.redrive_count or 0) if dag is HANDLER_DAG else None
+    return task_log_url(ctx.ui_base_url, dag(raw_file.instrument_id), run_id or run_id_for(raw_file.id), task)
 
 
 def _reason(text: str | None) -> str:
@@ -125,6 +114,25 @@ def _failed(raw_file: RawFile, ctx: RuleContext, state: str, step: str, reason: 
     )
 
 
+def redrive_gave_up(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
+    """status=error and acquisition_redrive stopped starting its handler again ("gave up after N re-drives")."""
+    if raw_file.status != RawFileStatus.ERROR.value:
+        return None
+    step, reason = split_step(raw_file.status_details)
+    if not reason.startswith(REDRIVE_GAVE_UP_MARK):
+        return None
+    task = STEP_TASKS.get(step, (None, step or "the red task"))[1]
+    observation = _failed(
+        raw_file,
+        ctx,
+        f"redrive_gave_up:{step or 'unknown'}",
+        step,
+        reason,
+        f"acquisition_redrive no longer starts it again: fix the cause, then clear {task} of this run.",
+    )
+    return replace(observation, title=f"Re-drives given up: {raw_file.id} ({raw_file.instrument_id}) at {step or '?'}")
+
+
 def pipeline_error(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
     """status=error: a pipeline step failed (step and reason from status_details)."""
     if raw_file.status != RawFileStatus.ERROR.value:
@@ -132,6 +140,12 @@ def pipeline_error(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
     step, reason = split_step(raw_file.status_details)
     task = STEP_TASKS.get(step, (None, step or "the red task"))[1]
     hint = f"Fix the cause named in the reason, then clear {task} of this run in the Airflow UI."
+    if raw_file.error_transient:
+        hint = (
+            f"The cause may go away by itself: acquisition_redrive starts the handler again with backoff "
+            f"(re-drives so far: {raw_file.redrive_count or 0}); a recovery message follows once it is backed up. "
+            + hint
+        )
     return _failed(raw_file, ctx, f"pipeline_error:{step or 'unknown'}", step, reason, hint)
 
 
@@ -276,6 +290,7 @@ Rule = Callable[[RawFile, RuleContext], "Observation | None"]
 # Most urgent first: the first rule that matches names the raw file's state.
 RAW_FILE_RULES: tuple[Rule, ...] = (
     scrub_drift,
+    redrive_gave_up,
     pipeline_error,
     copying_failed,
     upload_gave_up,

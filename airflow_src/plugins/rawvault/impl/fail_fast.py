@@ -5,7 +5,9 @@ move, an S3 credentials or permission problem: retrying would burn the task's
 retries (hours of backoff for an upload) on the same answer. Such a task fails
 at once with the error's type and message; a person looks, fixes and clears it.
 A file that changed *while* it was read (an acquisition still writing a side
-file) is not listed here: it is retried like any transient error.
+file) is not listed here: it is retried like any transient error. The list is
+:data:`rawvault.failures.PERMANENT_ERRORS`, which also decides that such a
+failure of the acquisition handler is never re-driven.
 """
 
 from __future__ import annotations
@@ -16,25 +18,9 @@ from typing import ParamSpec, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from rawvault.acquisition import AcquisitionGoneError, WrongInstrumentError
-from rawvault.checksum import TooManyPartsError
-from rawvault.file_mover import MoveRefusedError
-from rawvault.local_backup import BackupConflictError, CopyVerificationError
-from rawvault.pipeline import FileInfoMismatchError
-from rawvault.s3.errors import S3PermanentError
-from shared.instrument_types import RawFileSetError
+from rawvault.failures import PERMANENT_ERRORS
 
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    AcquisitionGoneError,
-    WrongInstrumentError,
-    BackupConflictError,
-    CopyVerificationError,
-    TooManyPartsError,
-    RawFileSetError,
-    MoveRefusedError,
-    FileInfoMismatchError,
-    S3PermanentError,
-)
+__all__ = ["PERMANENT_ERRORS", "fail_fast"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

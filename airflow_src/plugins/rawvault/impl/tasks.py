@@ -16,7 +16,7 @@ from rawvault import pipeline, watcher
 from rawvault.acquisition import acquisition_finished
 from rawvault.impl.context import raw_file_id_from
 from rawvault.impl.fail_fast import fail_fast
-from rawvault.keys import COMPUTE_CHECKSUM_TASK, COPY_RAW_FILE_TASK, RAW_FILE_ID_KEY, run_id_for
+from rawvault.keys import COMPUTE_CHECKSUM_TASK, COPY_RAW_FILE_TASK, RAW_FILE_ID_KEY
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 @fail_fast
 def register_new_raw_files(instrument_id: str, **context: Any) -> list[dict[str, Any]]:
     """Register new raw files; return the acquisition handler's trigger arguments per raw file to start."""
-    raw_file_ids = watcher.raw_files_to_start(instrument_id, get_settings())
-    return [{"conf": {RAW_FILE_ID_KEY: rid}, "trigger_run_id": run_id_for(rid)} for rid in raw_file_ids]
+    starts = watcher.handler_starts(instrument_id, get_settings())
+    return [{"conf": {RAW_FILE_ID_KEY: rid}, "trigger_run_id": run_id} for rid, run_id in starts]
 
 
 @fail_fast

@@ -74,7 +74,7 @@ def _scrub(client: Any, settings: Any, params: dict[str, Any]) -> tuple[Any, int
 def verify_backups(**context: Any) -> dict[str, Any]:
     """Check a random sample of the upload_done raw files against S3 and scrub (DAG params: sample, scrub, ...)."""
     from rawvault.audit import verify_backups as verify
-    from rawvault.s3.client import s3_client_from_connection
+    from rawvault.s3.client import s3_client_for
 
     params = context.get("params") or {}
     settings = get_settings()
@@ -82,7 +82,7 @@ def verify_backups(**context: Any) -> dict[str, Any]:
     if not settings.s3_enabled or s3 is None:
         raise AirflowFailException("backup.backup_type is not 's3': there are no S3 backups to verify")
     sample = params.get("sample", VERIFIER_SAMPLE)
-    client = s3_client_from_connection(s3.aws_conn_id, s3.region)
+    client = s3_client_for(s3)
     report = verify(
         client,
         instrument=params.get("instrument") or None,

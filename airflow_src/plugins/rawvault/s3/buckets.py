@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from rawvault.s3.errors import (
+    EXPECTED_OWNER_FIELD,
     BucketMissingError,
     BucketNameCollisionError,
     BucketNameError,
@@ -95,6 +96,8 @@ def ensure_bucket(
         client.head_bucket(Bucket=name)
         return False
     except ClientError as error:
+        if error.response.get("Error", {}).get(EXPECTED_OWNER_FIELD):
+            raise classify(error, f"checking bucket {name!r}", bucket=name) from None  # another account's?
         if is_access_error(error):
             raise S3AccessDeniedError(
                 f"access denied to bucket {name!r} (HeadBucket answered {error_code(error)}): the Airflow AWS "
@@ -103,9 +106,9 @@ def ensure_bucket(
                 "or the bucket belongs to another AWS account (bucket names are global)"
             ) from None
         if not is_not_found(error):
-            raise classify(error, f"checking bucket {name!r}") from error
+            raise classify(error, f"checking bucket {name!r}", bucket=name) from error
     except Exception as error:
-        raise classify(error, f"checking bucket {name!r}") from error
+        raise classify(error, f"checking bucket {name!r}", bucket=name) from error
 
     if not auto_create:
         raise BucketMissingError(
@@ -132,9 +135,9 @@ def _create_bucket(
                 "backup.s3.bucket_prefix"
             ) from None
         if error_code(error) != "BucketAlreadyOwnedByYou":  # created concurrently by another task: configure it too
-            raise classify(error, f"creating bucket {name!r}") from error
+            raise classify(error, f"creating bucket {name!r}", bucket=name) from error
     except Exception as error:
-        raise classify(error, f"creating bucket {name!r}") from error
+        raise classify(error, f"creating bucket {name!r}", bucket=name) from error
     try:
         client.put_public_access_block(
             Bucket=name,
@@ -154,7 +157,7 @@ def _create_bucket(
             Bucket=name, Tagging={"TagSet": [{"Key": MANAGED_BY_TAG[0], "Value": MANAGED_BY_TAG[1]}]}
         )
     except Exception as error:
-        failure = classify(error, f"configuring new bucket {name!r}")
+        failure = classify(error, f"configuring new bucket {name!r}", bucket=name)
         try:
             client.delete_bucket(Bucket=name)
             note = "the new bucket was deleted again, a retry starts clean"

@@ -13,20 +13,30 @@ else takes a client, so it runs with a plain boto3 client in tests.
 - Flexible checksums: botocore computes a checksum of every request body that
   supports one and S3 validates it (``request_checksum_calculation=when_supported``);
   the uploader asks for SHA-256 explicitly.
+- Bucket owner: with ``backup.s3.expected_bucket_owner`` every request of the
+  client that takes ``ExpectedBucketOwner`` (botocore's S3 model: every bucket
+  and object operation but CreateBucket and ListBuckets) carries it
+  (:func:`expect_bucket_owner`, one event handler; s3transfer's downloads go
+  through the same client), so S3 refuses (403) to read or write a bucket of
+  another account; such a refusal becomes a
+  :class:`~rawvault.s3.errors.BucketOwnerMismatchError`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from botocore.config import Config
 
-from rawvault.s3.errors import S3PermanentError
+from rawvault.s3.errors import EXPECTED_OWNER_FIELD, S3PermanentError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from shared.settings import S3Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,42 @@ def client_config(
     )
 
 
+OWNER_PARAMETER = "ExpectedBucketOwner"
+_OWNER_CONTEXT = "rawvault_expected_bucket_owner"
+AWS_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+
+
+def expect_bucket_owner(client: Any, account_id: str | None) -> None:
+    """Send ``ExpectedBucketOwner=account_id`` with every request of ``client`` whose operation takes it.
+
+    Idempotent (one handler per client). A 403 answer to such a request gets
+    the owner noted in its error (``EXPECTED_OWNER_FIELD``), so
+    :func:`~rawvault.s3.errors.classify` can say that the bucket may belong to
+    another account. ``None`` (stores without AWS accounts) does nothing.
+    """
+    if not account_id:
+        return
+    if not AWS_ACCOUNT_ID.fullmatch(account_id):
+        raise S3PermanentError(
+            f"expected bucket owner {account_id!r} is not an AWS account id: set backup.s3.expected_bucket_owner to "
+            "the 12 digits of the account that owns the buckets"
+        )
+
+    def add_owner(params: dict[str, Any], model: Any, context: dict[str, Any], **_kwargs: Any) -> None:
+        shape = model.input_shape
+        if shape is not None and OWNER_PARAMETER in shape.members:
+            params.setdefault(OWNER_PARAMETER, account_id)
+            context[_OWNER_CONTEXT] = params[OWNER_PARAMETER]
+
+    def note_owner(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_kwargs: Any) -> None:
+        if getattr(http_response, "status_code", None) == 403 and context.get(_OWNER_CONTEXT):
+            parsed.setdefault("Error", {})[EXPECTED_OWNER_FIELD] = context[_OWNER_CONTEXT]
+
+    events = client.meta.events
+    events.register("before-parameter-build.s3", add_owner, unique_id="rawvault-expected-bucket-owner")
+    events.register("after-call.s3", note_owner, unique_id="rawvault-expected-bucket-owner-error")
+
+
 def redact_url(url: str | None) -> str:
     """``url`` without any ``user:password@`` part, for logs."""
     if not url:
@@ -81,12 +127,14 @@ def s3_client_from_connection(
     max_attempts: int = MAX_ATTEMPTS,
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     read_timeout: float = READ_TIMEOUT_SECONDS,
+    expected_bucket_owner: str | None = None,
 ) -> S3Client:
     """A boto3 S3 client with the credentials and endpoint of Airflow connection ``aws_conn_id``.
 
     A missing connection is an error (rawvault takes credentials only from
     the Airflow connection). ``config_kwargs`` in the connection's extra are
     applied on top of rawvault's client config (e.g. ``{"s3": {"addressing_style": "path"}}``).
+    With ``expected_bucket_owner`` every request carries it (:func:`expect_bucket_owner`).
     """
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from airflow.providers.common.compat.sdk import AirflowNotFoundException
@@ -112,6 +160,7 @@ def s3_client_from_connection(
     if connection_config is not None:
         config = config.merge(connection_config)
     client = hook.get_client_type(region_name=region, config=config)
+    expect_bucket_owner(client, expected_bucket_owner)
     log.info(
         "S3 client from Airflow connection %r: endpoint %s, region %s, retries %s x%d",
         aws_conn_id,
@@ -121,3 +170,17 @@ def s3_client_from_connection(
         max_attempts,
     )
     return client
+
+
+def s3_client_for(s3: S3Settings, max_pool_connections: int = 10, **options: Any) -> S3Client:
+    """The client of a ``backup.s3`` section: its connection, region and expected bucket owner.
+
+    ``options`` are the keyword arguments of :func:`s3_client_from_connection` (retries, timeouts).
+    """
+    return s3_client_from_connection(
+        s3.aws_conn_id,
+        s3.region,
+        max_pool_connections,
+        expected_bucket_owner=s3.expected_bucket_owner,
+        **options,
+    )

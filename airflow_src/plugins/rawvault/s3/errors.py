@@ -13,6 +13,12 @@ Two families:
 upload when the error stops it: a resumable error (transient failures, a lost
 claim, an interruption) keeps it so that the next run resumes it; any other
 error aborts it (see :mod:`rawvault.s3.multipart`).
+
+An access error names what is missing: bad credentials say so; a refused
+operation names the IAM action(s) it needs on the bucket or object
+(:mod:`rawvault.s3.permissions`, the table the policy test checks); a 403 to a
+request that carried ``ExpectedBucketOwner`` (:func:`rawvault.s3.client.expect_bucket_owner`
+marks it in the error) is a :class:`BucketOwnerMismatchError`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
+
+from rawvault.s3.permissions import POLICY_FILE, missing_permission
 
 
 class S3BackupError(RuntimeError):
@@ -46,6 +54,10 @@ class S3TransientError(S3BackupError):
 
 class S3AccessDeniedError(S3PermanentError):
     """Authentication or authorisation failed (wrong keys, missing IAM permission, foreign bucket)."""
+
+
+class BucketOwnerMismatchError(S3AccessDeniedError):
+    """S3 refused a request that required the bucket to belong to ``backup.s3.expected_bucket_owner``."""
 
 
 class BucketNameError(S3PermanentError, ValueError):
@@ -96,26 +108,26 @@ class LocalFileChangedError(VerificationError):
 CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 NO_SUCH_UPLOAD = "NoSuchUpload"
 
-# Error codes S3 (and S3-compatible servers) use for bad credentials or missing permissions.
-ACCESS_ERROR_CODES = frozenset(
+# Error codes S3 (and S3-compatible servers) use for bad credentials: the keys, not a permission, are wrong.
+CREDENTIAL_ERROR_CODES = frozenset(
     {
-        "AccessDenied",
         "AccountProblem",
         "AllAccessDisabled",
         "ExpiredToken",
-        "Forbidden",
         "InvalidAccessKeyId",
         "InvalidClientTokenId",
         "InvalidSecurity",
         "InvalidToken",
-        "KMS.AccessDeniedException",
-        "KMS.DisabledException",
         "NotSignedUp",
         "SignatureDoesNotMatch",
         "TokenRefreshRequired",
-        "403",
     }
 )
+KMS_ERROR_CODES = frozenset({"KMS.AccessDeniedException", "KMS.DisabledException"})
+# ... plus those of a missing permission: every authentication or authorisation error.
+ACCESS_ERROR_CODES = CREDENTIAL_ERROR_CODES | KMS_ERROR_CODES | {"AccessDenied", "Forbidden", "403"}
+# Where rawvault.s3.client.expect_bucket_owner notes, in a refused request's error, the owner it required.
+EXPECTED_OWNER_FIELD = "RawvaultExpectedBucketOwner"
 # Codes botocore already retried (throttling and server errors): retrying later may help.
 TRANSIENT_ERROR_CODES = frozenset(
     {
@@ -177,11 +189,46 @@ def botocore_cause(error: BaseException) -> BaseException | None:
     return None
 
 
-def classify(error: BaseException, action: str) -> S3BackupError:
+def _access_error(cause: ClientError, action: str, bucket: str | None, key: str | None) -> S3AccessDeniedError:
+    """The access error of a refused request, naming what is missing: keys, owner, KMS key or IAM action."""
+    code = error_code(cause) or str(http_status(cause))
+    message = cause.response.get("Error", {}).get("Message", "") or str(cause)
+    refused = f"{action}: access denied by S3 ({code}: {message}) to {cause.operation_name}"
+    if code in CREDENTIAL_ERROR_CODES:
+        return S3AccessDeniedError(
+            f"{refused}; the credentials are not valid: check the access key and secret of the Airflow AWS "
+            "connection named in backup.s3.aws_conn_id"
+        )
+    if code in KMS_ERROR_CODES:
+        return S3AccessDeniedError(
+            f"{refused}; the IAM identity may not use the KMS key (kms:GenerateDataKey to write, kms:Decrypt to "
+            f"read), or the key is disabled: see the statement OptionalSseKms of {POLICY_FILE}"
+        )
+    lacking = missing_permission(cause.operation_name, bucket, key)
+    owner = cause.response.get("Error", {}).get(EXPECTED_OWNER_FIELD)
+    if owner:
+        named = f"bucket {bucket!r}" if bucket else "the bucket"
+        return BucketOwnerMismatchError(
+            f"{refused} although it was sent with ExpectedBucketOwner={owner} (backup.s3.expected_bucket_owner): "
+            f"{named} belongs to another AWS account than {owner} (S3 answers 403 without naming the owner; bucket "
+            "names are global, anyone may have created it), or the IAM identity lacks "
+            f"{lacking or 'a permission'} (see {POLICY_FILE}). Nothing is written to a bucket of another account: "
+            "check the bucket's owner, then choose another backup.s3.bucket_prefix or fix expected_bucket_owner"
+        )
+    if lacking:
+        return S3AccessDeniedError(f"{refused}; the IAM identity lacks {lacking} (see {POLICY_FILE})")
+    return S3AccessDeniedError(
+        f"{refused}; check the access key and secret of the Airflow AWS connection and that its IAM identity has "
+        f"the permissions of {POLICY_FILE} on this bucket"
+    )
+
+
+def classify(error: BaseException, action: str, *, bucket: str | None = None, key: str | None = None) -> S3BackupError:
     """Translate a boto3/botocore error into an :class:`S3BackupError` with a readable message.
 
-    ``action`` says what was being done, e.g. ``"uploading s3://bucket/key"``.
-    Errors that are already :class:`S3BackupError` are returned unchanged.
+    ``action`` says what was being done, e.g. ``"uploading s3://bucket/key"``;
+    ``bucket`` and ``key`` (when known) name the resource in an access-denied
+    message. Errors that are already :class:`S3BackupError` are returned unchanged.
     """
     if isinstance(error, S3BackupError):
         return error
@@ -192,15 +239,10 @@ def classify(error: BaseException, action: str) -> S3BackupError:
             "role in the Airflow AWS connection named in backup.s3.aws_conn_id"
         )
     if isinstance(cause, ClientError):
+        if is_access_error(cause):
+            return _access_error(cause, action, bucket, key)
         code = error_code(cause) or str(http_status(cause))
         message = cause.response.get("Error", {}).get("Message", "") or str(cause)
-        if is_access_error(cause):
-            return S3AccessDeniedError(
-                f"{action}: access denied by S3 ({code}: {message}); check the access key and secret of the "
-                "Airflow AWS connection and that its IAM identity may use this bucket (s3:ListBucket, "
-                "s3:GetObject, s3:PutObject, s3:AbortMultipartUpload, s3:ListBucketMultipartUploads, "
-                "s3:ListMultipartUploadParts, plus kms:GenerateDataKey/kms:Decrypt with SSE-KMS)"
-            )
         status = http_status(cause) or 0
         if code in TRANSIENT_ERROR_CODES or status >= 500:
             return S3TransientError(f"{action}: S3 failed after retries ({code}: {message}); retry later")

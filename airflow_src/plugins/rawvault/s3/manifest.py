@@ -19,29 +19,48 @@ data went to a cold storage class). Content (``format: rawvault-manifest/1``)::
           "s3_etag": "<ETag S3 reports>", "checksum_sha256": "<S3's SHA-256, base64>",
           "verified_by": "etag" | "checksum"
         }, ...
-      },
-      "completed_at": "2026-11-22T08:00:00Z"
+      }
     }
 
+**A pure function of the set**: the recorded files and what S3 reports for
+each object; no wall-clock time (manifests written before had ``completed_at``,
+which is ignored). The same set in the same objects gives the same bytes, so a
+re-run writes nothing and, where the ETag is the MD5 of the content, a
+manifest written again has the same ETag.
+
 Two manifests describe the same set when format, raw file id, part size and
-every file's key, size, MD5 and recorded ETag agree (S3's ETag, checksum and
-the time may differ between uploads).
+every file's key, size, MD5 and recorded ETag agree (:func:`same_set`). One
+describes the objects in S3 when every file's ``s3_etag`` and
+``checksum_sha256`` are the ones S3 reports now (:func:`stale_files` lists
+those that are not).
 
 This module builds, encodes and decodes manifests and reads and writes them
-in S3 (never replacing one).
+in S3. :func:`write` never replaces an object (``If-None-Match: *``). The
+manifest is the one object rawvault may replace, and only through
+:func:`replace`: when a repair changed objects of the set, conditional on the
+old manifest's ETag (``If-Match``: S3 refuses the write if another writer
+changed it since it was read; a new version of the key in a versioned
+bucket), after every object was verified. Both read what they wrote back and
+compare it before returning its ETag.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
 from rawvault.digests import CHECKSUM_ALGORITHM
-from rawvault.s3.errors import ExistingObjectMismatchError, classify, is_conflict, is_not_found
+from rawvault.s3.errors import (
+    ExistingObjectMismatchError,
+    S3TransientError,
+    VerificationError,
+    classify,
+    is_conflict,
+    is_not_found,
+)
 from rawvault.s3.keys import s3_url, validate_relative_path
 from rawvault.s3.objects import etag_of
 from rawvault.s3.put import ObjectSettings, s3_metadata
@@ -53,6 +72,16 @@ MANIFEST_FORMAT = "rawvault-manifest/1"
 MANIFEST_SUFFIX = ".rawvault-manifest.json"
 MANIFEST_STORAGE_CLASS: Final = "STANDARD"
 _IDENTITY_FILE_FIELDS = ("key", "size", "md5", "etag")
+# What S3 reports for an object: a manifest whose files record other values no longer describes S3.
+_S3_FILE_FIELDS = ("s3_etag", "checksum_sha256")
+
+
+class ManifestUnreadableError(ValueError):
+    """The object where a manifest belongs is not a rawvault manifest."""
+
+
+class ManifestChangedError(S3TransientError):
+    """The manifest changed in S3 between reading it and replacing it (another writer); nothing was replaced."""
 
 
 def manifest_key(key_prefix: str, raw_file_id: str) -> str:
@@ -64,7 +93,7 @@ def manifest_key(key_prefix: str, raw_file_id: str) -> str:
 
 
 def encode(manifest: dict[str, Any]) -> bytes:
-    """The manifest as UTF-8 JSON (sorted keys, indented: small and diff-able)."""
+    """The manifest as UTF-8 JSON (sorted keys, indented: small, diff-able and the same bytes every time)."""
     return (json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -97,6 +126,25 @@ def same_set(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return identity(a) == identity(b)
 
 
+def stale_files(existing: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The files for which ``existing`` records other S3 values (ETag, SHA-256) than ``current`` (sorted).
+
+    ``current`` is the manifest of the objects S3 holds now; an empty list
+    means ``existing`` still describes them and is kept as it is.
+    """
+    old_files, new_files = existing.get("files") or {}, current.get("files") or {}
+    return sorted(
+        path
+        for path in {*old_files, *new_files}
+        if any((old_files.get(path) or {}).get(f) != (new_files.get(path) or {}).get(f) for f in _S3_FILE_FIELDS)
+    )
+
+
+def _equivalent(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same set, same objects: what another run wrote meanwhile serves as well as ``b``."""
+    return same_set(a, b) and not stale_files(a, b)
+
+
 def build(
     *,
     raw_file_id: str,
@@ -106,7 +154,10 @@ def build(
     metadata: Mapping[str, str],
     files: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """A manifest of the set whose ``files`` map paths to ``key``, ``size``, ``md5``, ``etag`` (and S3's values)."""
+    """A manifest of the set whose ``files`` map paths to ``key``, ``size``, ``md5``, ``etag`` (and S3's values).
+
+    A pure function of its arguments (no time, nothing random): see the module docstring.
+    """
     return {
         "format": MANIFEST_FORMAT,
         "raw_file_id": raw_file_id,
@@ -117,13 +168,8 @@ def build(
         "metadata": dict(metadata),
         "file_count": len(files),
         "total_size": sum(int(entry["size"]) for entry in files.values()),
-        "files": {path: dict(entry) for path, entry in files.items()},
-        "completed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "files": {path: dict(entry) for path, entry in sorted(files.items())},
     }
-
-
-class ManifestUnreadableError(ValueError):
-    """The object where a manifest belongs is not a rawvault manifest."""
 
 
 def read(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
@@ -138,13 +184,56 @@ def read(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] 
     except ClientError as error:
         if is_not_found(error):
             return None
-        raise classify(error, f"reading manifest {s3_url(bucket, key)}") from error
+        raise classify(error, f"reading manifest {s3_url(bucket, key)}", bucket=bucket, key=key) from error
     except Exception as error:
-        raise classify(error, f"reading manifest {s3_url(bucket, key)}") from error
+        raise classify(error, f"reading manifest {s3_url(bucket, key)}", bucket=bucket, key=key) from error
     try:
         return decode(body), etag_of(response)
     except ValueError as error:
         raise ManifestUnreadableError(f"{s3_url(bucket, key)} is not a readable rawvault manifest ({error})") from None
+
+
+def _read_or_none(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
+    try:
+        return read(client, bucket, key)
+    except ManifestUnreadableError:
+        return None
+
+
+def _put(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    manifest: dict[str, Any],
+    settings: ObjectSettings,
+    metadata: Mapping[str, str],
+    condition: dict[str, str],
+) -> str:
+    """One conditional PUT of the manifest (``IfNoneMatch`` or ``IfMatch`` in ``condition``); its ETag."""
+    args: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": key,
+        "Body": encode(manifest),
+        "ContentType": "application/json",
+        "ChecksumAlgorithm": CHECKSUM_ALGORITHM,
+        "StorageClass": MANIFEST_STORAGE_CLASS,
+        "Metadata": s3_metadata(metadata),
+        **condition,
+        **settings.encryption_args(),
+    }
+    return etag_of(client.put_object(**args))
+
+
+def _verified(client: S3Client, bucket: str, key: str, manifest: dict[str, Any], etag: str) -> str:
+    """Read the manifest just written back: it must be ``manifest`` (with ``etag``, when S3 gave one); its ETag."""
+    found = _read_or_none(client, bucket, key)
+    if found is None or found[0] != manifest or (etag and found[1] != etag):
+        what = "nothing readable" if found is None else f"another manifest (ETag {found[1]})"
+        raise VerificationError(
+            f"the manifest just written to {s3_url(bucket, key)} (ETag {etag or '?'}) reads back as {what}: another "
+            "writer replaced it meanwhile, or the store does not keep what it acknowledged; run the upload again"
+        )
+    return found[1]
 
 
 def write(
@@ -157,33 +246,62 @@ def write(
 ) -> str:
     """Write ``manifest`` at ``key`` unless an object is there (``If-None-Match``); return its S3 ETag.
 
-    A manifest another run wrote first is fine when it describes the same set;
+    A manifest another run wrote first is fine when it is the same manifest;
     anything else there raises :class:`~rawvault.s3.errors.ExistingObjectMismatchError`.
+    What was written is read back and compared.
     """
+    where = s3_url(bucket, key)
     try:
-        response = client.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=encode(manifest),
-            ContentType="application/json",
-            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
-            StorageClass=MANIFEST_STORAGE_CLASS,
-            Metadata=s3_metadata(metadata),
-            IfNoneMatch="*",
-            **settings.encryption_args(),  # type: ignore[arg-type]
-        )
+        etag = _put(client, bucket, key, manifest, settings, metadata, {"IfNoneMatch": "*"})
     except ClientError as error:
         if not is_conflict(error):
-            raise classify(error, f"writing manifest s3://{bucket}/{key}") from error
-        try:
-            existing = read(client, bucket, key)
-        except ManifestUnreadableError:
-            existing = None
-        if existing is not None and same_set(existing[0], manifest):
+            raise classify(error, f"writing manifest {where}", bucket=bucket, key=key) from error
+        existing = _read_or_none(client, bucket, key)
+        if existing is not None and _equivalent(existing[0], manifest):
             return existing[1]
         raise ExistingObjectMismatchError(
-            f"a different manifest appeared at s3://{bucket}/{key} during the upload; it was not overwritten"
+            f"a different manifest appeared at {where} during the upload; it was not overwritten"
         ) from None
     except Exception as error:
-        raise classify(error, f"writing manifest s3://{bucket}/{key}") from error
-    return etag_of(response)
+        raise classify(error, f"writing manifest {where}", bucket=bucket, key=key) from error
+    return _verified(client, bucket, key, manifest, etag)
+
+
+def replace(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    manifest: dict[str, Any],
+    *,
+    old_etag: str,
+    settings: ObjectSettings,
+    metadata: Mapping[str, str],
+) -> str:
+    """Replace the manifest at ``key`` (read with ETag ``old_etag``) by ``manifest``; return the new ETag.
+
+    Only after every object of the set was verified (the caller's duty): the
+    new manifest describes them. The PUT carries ``If-Match: old_etag``, so S3
+    refuses it when another writer changed the manifest since it was read
+    (:class:`ManifestChangedError`, unless that writer wrote this same
+    manifest); a manifest that vanished meanwhile is written as new. In a
+    versioned bucket the old manifest stays as the previous version. What was
+    written is read back and compared.
+    """
+    where = s3_url(bucket, key)
+    try:
+        etag = _put(client, bucket, key, manifest, settings, metadata, {"IfMatch": f'"{old_etag}"'})
+    except ClientError as error:
+        if is_not_found(error):
+            return write(client, bucket, key, manifest, settings, metadata)
+        if not is_conflict(error):
+            raise classify(error, f"replacing manifest {where}", bucket=bucket, key=key) from error
+        current = _read_or_none(client, bucket, key)
+        if current is not None and _equivalent(current[0], manifest):
+            return current[1]
+        raise ManifestChangedError(
+            f"the manifest {where} changed while this run repaired the set (it had ETag {old_etag}, now "
+            f"{current[1] if current else 'unreadable'}): another writer; nothing was replaced, run the upload again"
+        ) from None
+    except Exception as error:
+        raise classify(error, f"replacing manifest {where}", bucket=bucket, key=key) from error
+    return _verified(client, bucket, key, manifest, etag)

@@ -339,7 +339,7 @@ def _stopped(
     if not isinstance(error, Exception):  # interrupted (task timeout, SIGTERM, Ctrl-C)
         log.warning("%s: interrupted (%s); %s", target, type(error).__name__, kept)
         return error
-    failure = classify(error, f"uploading to {target}")
+    failure = classify(error, f"uploading to {target}", bucket=bucket, key=key)
     if failure.resumable:
         log.warning("%s: %s; %s", target, failure, kept)
         return _with_note(failure, kept)

@@ -141,7 +141,7 @@ def resume_or_start(
             Bucket=bucket, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM, **create_args
         )
     except Exception as error:
-        raise classify(error, f"starting the multipart upload of {target}") from error
+        raise classify(error, f"starting the multipart upload of {target}", bucket=bucket, key=key) from error
     upload_id = response["UploadId"]
     log.info("%s: started multipart upload %s (%d parts)", target, upload_id, len(plan))
     record(key, upload_id)
@@ -153,7 +153,9 @@ def _candidates(client: S3Client, bucket: str, key: str, known_upload_id: str | 
     try:
         candidates = unfinished_uploads(client, bucket, key)
     except Exception as error:
-        failure = classify(error, f"listing the unfinished multipart uploads of s3://{bucket}/{key}")
+        failure = classify(
+            error, f"listing the unfinished multipart uploads of s3://{bucket}/{key}", bucket=bucket, key=key
+        )
         if failure.resumable:
             raise failure from error
         log.warning("%s; resuming only the recorded upload %s, if any", failure, known_upload_id or "-")
@@ -184,9 +186,13 @@ def _choose_resumable(
                 except ClientError as error:
                     if error_code(error) == NO_SUCH_UPLOAD:
                         continue  # gone meanwhile
-                    raise classify(error, f"listing the parts of multipart upload {upload_id} of {target}") from error
+                    raise classify(
+                        error, f"listing the parts of multipart upload {upload_id} of {target}", bucket=bucket, key=key
+                    ) from error
                 except Exception as error:
-                    raise classify(error, f"listing the parts of multipart upload {upload_id} of {target}") from error
+                    raise classify(
+                        error, f"listing the parts of multipart upload {upload_id} of {target}", bucket=bucket, key=key
+                    ) from error
                 reason = layout_problem(parts, plan)
                 if reason is None:
                     chosen = (upload_id, parts)

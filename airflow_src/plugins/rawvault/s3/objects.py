@@ -38,8 +38,16 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from rawvault.digests import Digests, digest_file, split_checksum
-from rawvault.s3.errors import LocalFileChangedError, classify, is_not_found
+from rawvault.s3.errors import (
+    LocalFileChangedError,
+    botocore_cause,
+    classify,
+    error_code,
+    is_access_error,
+    is_not_found,
+)
 from rawvault.s3.keys import s3_url
+from rawvault.s3.permissions import POLICY_FILE, resource_arn
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,9 +71,9 @@ def head(client: S3Client, bucket: str, key: str, version_id: str | None = None)
     except ClientError as error:
         if is_not_found(error):
             return None
-        raise classify(error, f"checking {s3_url(bucket, key)}") from error
+        raise classify(error, f"checking {s3_url(bucket, key)}", bucket=bucket, key=key) from error
     except Exception as error:
-        raise classify(error, f"checking {s3_url(bucket, key)}") from error
+        raise classify(error, f"checking {s3_url(bucket, key)}", bucket=bucket, key=key) from error
 
 
 def etag_of(response: Mapping[str, Any]) -> str:
@@ -98,7 +106,15 @@ def delete_version(client: S3Client, bucket: str, key: str, response: Mapping[st
         client.delete_object(**args)  # type: ignore[arg-type]
     except Exception as error:
         log.warning("could not delete the unverified object s3://%s/%s: %s", bucket, key, error)
-        return f"deleting the unverified object failed ({type(error).__name__}): delete s3://{bucket}/{key} by hand"
+        cause = botocore_cause(error) or error
+        why = type(error).__name__
+        if is_access_error(cause):
+            action = "s3:DeleteObjectVersion" if version else "s3:DeleteObject"
+            why = (
+                f"{error_code(cause) or 'access denied'}: the IAM identity lacks {action} on "
+                f"{resource_arn('delete_object', bucket, key)}, see {POLICY_FILE}"
+            )
+        return f"deleting the unverified object failed ({why}): delete s3://{bucket}/{key} by hand"
     log.warning("deleted the unverified object s3://%s/%s (version %s)", bucket, key, version or "-")
     return "the uploaded object was deleted again"
 

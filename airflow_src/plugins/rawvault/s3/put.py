@@ -72,10 +72,15 @@ def s3_metadata(values: Mapping[str, str]) -> dict[str, str]:
 
 
 def forbid_overwrites(client: S3Client) -> None:
-    """Make every PutObject/CompleteMultipartUpload of ``client`` conditional on the key being free."""
+    """Make every PutObject/CompleteMultipartUpload of ``client`` conditional on the key being free.
+
+    A write that is conditional already on the object it replaces (``IfMatch``: only the manifest's
+    replacement, :func:`rawvault.s3.manifest.replace`) keeps its own condition.
+    """
 
     def if_none_match(params: dict[str, Any], **_kwargs: Any) -> None:
-        params.setdefault("IfNoneMatch", "*")
+        if "IfMatch" not in params:
+            params.setdefault("IfNoneMatch", "*")
 
     for operation in OVERWRITING_OPERATIONS:
         client.meta.events.register(
@@ -119,10 +124,10 @@ def put_file(
                 f"another object appeared at {target} during the upload of {what}; S3 refused to replace it "
                 "(rawvault never overwrites backup data): find out where it came from"
             ) from error
-        raise classify(error, f"uploading {what} to {target}") from error
+        raise classify(error, f"uploading {what} to {target}", bucket=bucket, key=key) from error
     except OSError as error:
         raise LocalFileChangedError(
             f"cannot read the local backup copy {source} of {what} ({error.strerror}): run copy_raw_file again"
         ) from error
     except Exception as error:
-        raise classify(error, f"uploading {what} to {target}") from error
+        raise classify(error, f"uploading {what} to {target}", bucket=bucket, key=key) from error

@@ -23,8 +23,19 @@
    the unfinished multipart upload for the next run to resume; any other
    failure aborts it. The first failure stops the set (nothing starts after
    it; interrupted multipart uploads are kept) and is raised.
-3. **Manifest** (:mod:`rawvault.s3.manifest`), written last: its presence
-   means the set is complete.
+3. **Manifest** (:mod:`rawvault.s3.manifest`), written last, after every
+   object is verified: its presence means the set is complete, and it always
+   describes what is in S3. A set without one gets one (``If-None-Match``).
+   An existing manifest that still records the S3 ETag and SHA-256 of every
+   object is kept as it is (a re-run writes nothing, ``s3_etag`` stays); one
+   that records others (an object was uploaded again, e.g. a repair under
+   SSE-KMS, where every upload gives a new ETag) is replaced, conditional on
+   its ETag (a new version of the key in a versioned bucket).
+
+The read-only check of a set recorded as complete (the manifest and a HEAD
+of every object, no local file read) is :func:`rawvault.s3.file_set.check_complete_set`:
+a run for an ``upload_done`` raw file asks it first and, when something is
+missing or the manifest is stale, repairs the set with :func:`upload_file_set`.
 
 Verification after each upload (and for objects found in phase 1), explicit
 per object in :attr:`UploadedObject.verified_by`:
@@ -51,16 +62,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rawvault.s3 import manifest as manifest_mod
-from rawvault.s3.errors import ExistingObjectMismatchError, UnsafePathError
-from rawvault.s3.file_info import RecordedFile, check_part_size, parse_file_info
-from rawvault.s3.keys import object_key, s3_url, validate_key_prefix
+from rawvault.s3.errors import ExistingObjectMismatchError
+from rawvault.s3.file_info import RecordedFile, check_part_size
+from rawvault.s3.file_set import SetLayout, SetState, UploadResult, check_complete_set, read_set_manifest
+from rawvault.s3.keys import s3_url
 from rawvault.s3.multipart_resume import UploadIdCallback
-from rawvault.s3.objects import VerificationMode, check_object, head
+from rawvault.s3.objects import VerificationMode, head
 from rawvault.s3.parallel import upload_side_by_side
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, format_bytes
 from rawvault.s3.put import ObjectSettings, forbid_overwrites
@@ -78,104 +89,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ObjectSettings",
+    "SetState",
     "UploadResult",
     "UploadedObject",
     "VerificationMode",
+    "check_complete_set",
     "upload_file_set",
-    "verify_complete_set",
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class UploadResult:
-    """What :func:`upload_file_set` did."""
-
-    bucket: str
-    key_prefix: str
-    raw_file_id: str
-    manifest_key: str
-    objects: dict[str, UploadedObject] = field(default_factory=dict)
-    manifest_etag: str = ""
-    manifest_written: bool = False
-
-    @property
-    def uploaded(self) -> list[str]:
-        """Paths uploaded in this run."""
-        return [path for path, obj in self.objects.items() if obj.uploaded]
-
-    @property
-    def skipped(self) -> list[str]:
-        """Paths that were in S3 already (verified)."""
-        return [path for path, obj in self.objects.items() if not obj.uploaded]
-
-    @property
-    def bytes_uploaded(self) -> int:
-        """Bytes of the files uploaded in this run."""
-        return sum(obj.size for obj in self.objects.values() if obj.uploaded)
-
-    @property
-    def parts_resumed(self) -> int:
-        """Parts of multipart uploads that an earlier run had stored and this run completed."""
-        return sum(obj.parts_resumed for obj in self.objects.values())
-
-    @property
-    def already_complete(self) -> bool:
-        """The set was complete in S3 before this run (nothing was written)."""
-        return not self.uploaded and not self.manifest_written
-
-    @property
-    def s3_backup_key(self) -> str:
-        """``s3://<bucket>/<key_prefix>``: every path ``p`` is at ``<key_prefix><p>``."""
-        return f"s3://{self.bucket}/{self.key_prefix}"
-
-    @property
-    def s3_etag(self) -> str:
-        """A single file's S3 ETag; for a set of several files, the S3 ETag of its manifest."""
-        if len(self.objects) == 1:
-            return next(iter(self.objects.values())).s3_etag
-        return self.manifest_etag
-
-
-@dataclass(frozen=True)
-class _SetLayout:
-    """A validated set: its recorded files by path, their keys and the manifest key."""
-
-    recorded: dict[str, RecordedFile]
-    keys: dict[str, str]
-    manifest_key: str
-
-    @classmethod
-    def of(cls, key_prefix: str, file_info: Mapping[str, Any], raw_file_id: str) -> _SetLayout:
-        validate_key_prefix(key_prefix)
-        recorded = parse_file_info(file_info)
-        keys = {path: object_key(key_prefix, path) for path in recorded}
-        manifest_key = manifest_mod.manifest_key(key_prefix, raw_file_id)
-        if manifest_key in keys.values():
-            raise UnsafePathError(f"file_info path {manifest_key!r} collides with the manifest key of the raw file")
-        return cls(recorded, keys, manifest_key)
-
-    def manifest(
-        self, result: UploadResult, part_size: int, metadata: Mapping[str, str], objects: Mapping[str, UploadedObject]
-    ) -> dict[str, Any]:
-        """The set's manifest; with ``objects``, what S3 reported for each (omitted: only the identity)."""
-        files: dict[str, dict[str, Any]] = {}
-        for path, entry in self.recorded.items():
-            files[path] = {"key": self.keys[path], "size": entry.size, "md5": entry.md5, "etag": entry.etag}
-            obj = objects.get(path)
-            if obj is not None:
-                files[path].update(
-                    {
-                        "s3_etag": obj.s3_etag,
-                        "checksum_sha256": obj.checksum_sha256,
-                        "verified_by": obj.verified_by.value,
-                    }
-                )
-        return manifest_mod.build(
-            raw_file_id=result.raw_file_id, bucket=result.bucket, key_prefix=result.key_prefix, part_size=part_size,
-            metadata=metadata, files=files,
-        )  # fmt: skip
 
 
 def upload_file_set(
@@ -209,14 +131,14 @@ def upload_file_set(
     its claim on the raw file).
     """
     settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
-    layout = _SetLayout.of(key_prefix, file_info, raw_file_id)
+    layout = SetLayout.of(key_prefix, file_info, raw_file_id)
     for entry in layout.recorded.values():
         check_part_size(entry, part_size)
     result = UploadResult(bucket, key_prefix, raw_file_id, layout.manifest_key)
     # Phase 1: check everything before uploading anything.
-    existing_manifest, existing_etag = _existing_manifest(client, result, layout, part_size, metadata)
+    existing = _existing_manifest(client, result, layout, part_size, metadata)
     to_upload = _check_phase(
-        client, result, layout, source_folder, part_size, existing_manifest, settings.max_concurrency
+        client, result, layout, source_folder, part_size, existing[0] if existing else None, settings.max_concurrency
     )
 
     # Phase 2: upload and verify, side by side; the first failure stops the set.
@@ -228,17 +150,40 @@ def upload_file_set(
         )
     )
 
-    # Phase 3: the manifest, last.
+    # Phase 3: the manifest, last: every object is verified now.
     result.objects = {path: result.objects[path] for path in layout.recorded}
-    if existing_manifest is None:
-        check()
-        manifest = layout.manifest(result, part_size, metadata, result.objects)
-        result.manifest_etag = manifest_mod.write(client, bucket, layout.manifest_key, manifest, settings, metadata)
-        result.manifest_written = True
-    else:
-        result.manifest_etag = existing_etag
+    manifest = layout.manifest(result, part_size, metadata, result.objects)
+    _put_manifest(client, result, manifest, existing, settings, metadata, check)
     _log_complete(result)
     return result
+
+
+def _put_manifest(
+    client: S3Client,
+    result: UploadResult,
+    manifest: dict[str, Any],
+    existing: tuple[dict[str, Any], str] | None,
+    settings: ObjectSettings,
+    metadata: Mapping[str, str],
+    check: Callable[[], None],
+) -> None:
+    """Write the manifest of the verified objects, replace one that records others, keep one that describes them."""
+    bucket, key = result.bucket, result.manifest_key
+    if existing is not None:
+        stale = manifest_mod.stale_files(existing[0], manifest)
+        if not stale:
+            result.manifest_etag = existing[1]
+            return
+        log.info("%s: the manifest records other S3 ETags or checksums for %s: replacing it", key, ", ".join(stale))
+        check()
+        result.manifest_etag = manifest_mod.replace(
+            client, bucket, key, manifest, old_etag=existing[1], settings=settings, metadata=metadata
+        )
+        result.replaced_manifest_etag = existing[1]
+    else:
+        check()
+        result.manifest_etag = manifest_mod.write(client, bucket, key, manifest, settings, metadata)
+    result.manifest_written = True
 
 
 def _log_complete(result: UploadResult) -> None:
@@ -249,14 +194,14 @@ def _log_complete(result: UploadResult) -> None:
         len(result.uploaded),
         len(result.skipped),
         result.manifest_key,
-        " written" if result.manifest_written else " already there",
+        " replaced" if result.replaced_manifest_etag else " written" if result.manifest_written else " already there",
     )
 
 
 def _upload_phase(
     client: S3Client,
     result: UploadResult,
-    layout: _SetLayout,
+    layout: SetLayout,
     to_upload: list[RecordedFile],
     source_folder: Path,
     part_size: int,
@@ -285,25 +230,14 @@ def _upload_phase(
     return uploaded
 
 
-def _read_manifest(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
-    """The manifest at ``key`` and its ETag, ``None`` when there is none; anything else there fails."""
-    try:
-        return manifest_mod.read(client, bucket, key)
-    except manifest_mod.ManifestUnreadableError as error:
-        raise ExistingObjectMismatchError(
-            f"s3://{bucket}/{key} is where the raw file's manifest belongs, but it holds something else ({error}): "
-            "rawvault never overwrites it; move it away by hand"
-        ) from None
-
-
 def _existing_manifest(
-    client: S3Client, result: UploadResult, layout: _SetLayout, part_size: int, metadata: Mapping[str, str]
-) -> tuple[dict[str, Any] | None, str]:
-    """The set's manifest already in S3 (``None``, ``""`` when there is none); one of another set fails."""
+    client: S3Client, result: UploadResult, layout: SetLayout, part_size: int, metadata: Mapping[str, str]
+) -> tuple[dict[str, Any], str] | None:
+    """The set's manifest already in S3 and its ETag (``None`` when there is none); one of another set fails."""
     bucket, key = result.bucket, layout.manifest_key
-    found = _read_manifest(client, bucket, key)
+    found = read_set_manifest(client, bucket, key)
     if found is None:
-        return None, ""
+        return None
     if not manifest_mod.same_set(found[0], layout.manifest(result, part_size, metadata, {})):
         raise ExistingObjectMismatchError(
             f"s3://{bucket}/{key} is the manifest of a different set than raw file {result.raw_file_id!r} "
@@ -316,7 +250,7 @@ def _existing_manifest(
 def _check_phase(
     client: S3Client,
     result: UploadResult,
-    layout: _SetLayout,
+    layout: SetLayout,
     source_folder: Path,
     part_size: int,
     existing_manifest: Mapping[str, Any] | None,
@@ -354,47 +288,3 @@ def _check_phase(
         format_bytes(sum(obj.size for obj in result.objects.values())),
     )
     return to_upload
-
-
-def verify_complete_set(
-    client: S3Client,
-    *,
-    bucket: str,
-    key_prefix: str,
-    file_info: Mapping[str, Any],
-    part_size: int,
-    raw_file_id: str,
-    metadata: Mapping[str, str] | None = None,
-) -> UploadResult | None:
-    """The set as recorded by its manifest when it is complete in S3, else ``None``; cheap, uploads nothing.
-
-    One GET of the manifest (written only after every file was verified),
-    which must describe this set; for a raw file of one file, one HEAD of
-    that object, which must hold the file by :func:`~rawvault.s3.objects.check_object`
-    with the manifest's record. S3 errors are raised (classified), so an
-    unreachable S3 is never taken for an incomplete set.
-    """
-    layout = _SetLayout.of(key_prefix, file_info, raw_file_id)
-    result = UploadResult(
-        bucket=bucket, key_prefix=key_prefix, raw_file_id=raw_file_id, manifest_key=layout.manifest_key
-    )
-    found = _read_manifest(client, bucket, layout.manifest_key)
-    expected_identity = layout.manifest(result, part_size, dict(metadata or {}), {})
-    if found is None or not manifest_mod.same_set(found[0], expected_identity):
-        return None
-    for path, entry in layout.recorded.items():
-        listed = found[0]["files"][path]
-        s3_etag = str(listed.get("s3_etag") or "")
-        if not s3_etag:
-            return None
-        result.objects[path] = UploadedObject(
-            path, layout.keys[path], entry.size, entry.md5, entry.etag, s3_etag, listed.get("checksum_sha256"),
-            VerificationMode.MANIFEST, False,
-        )  # fmt: skip
-    if len(layout.recorded) == 1:
-        ((path, entry),) = layout.recorded.items()
-        expected = expected_object(entry, layout.keys[path], found[0]["files"][path])
-        if not check_object(head(client, bucket, expected.key), expected).ok:
-            return None
-    result.manifest_etag = found[1]
-    return result
