@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 pytest.register_assert_rewrite("tests.s3_fixtures")
 
 from rawvault.s3.errors import S3AccessDeniedError  # noqa: E402
-from rawvault.s3.upload import ObjectSettings, upload_file_set  # noqa: E402
+from rawvault.s3.upload import ObjectSettings, check_complete_set, upload_file_set  # noqa: E402
 from tests.s3_fixtures import KIB, MIB, PART, file_info_of, multipart_uploads, object_keys, write_file  # noqa: E402
 
 pytest_plugins = ["tests.s3_fixtures"]
@@ -114,3 +114,21 @@ def test_the_first_failure_stops_the_set_and_is_the_error_raised(s3_client: Any,
     # The large file's upload, if it had started, is kept for the next run or aborted; never left half-known.
     for upload in multipart_uploads(s3_client, bucket):
         assert upload["Key"] == PREFIX + "run.d/analysis.tdf_bin"
+
+
+def test_the_check_of_a_complete_set_heads_its_objects_side_by_side(
+    s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    paths = _set(tmp_path, small_files=10)
+    info = file_info_of(tmp_path, paths)
+    _upload(s3_client, bucket, tmp_path, info, concurrency=3)
+    heads = InFlight(s3_client, ("HeadObject",))
+
+    state = check_complete_set(
+        s3_client, bucket=bucket, key_prefix=PREFIX, file_info=info, part_size=PART, raw_file_id="run.d",
+        concurrency=3,
+    )  # fmt: skip
+
+    assert state.complete and sorted(state.result.objects) == paths
+    assert heads.total == len(paths)
+    assert 1 < heads.most <= 3  # one after another before (a repair check of a large Bruker set waited on each)

@@ -235,7 +235,9 @@ def _already_done(run: _Run) -> UploadResult | None:
     # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed. A bucket of another
     # account is the exception: the claimed run checks the bucket and records why the backup is not safe.
     try:
-        state = check_complete_set(run.s3_client(), **run.set_args())
+        s3 = run.settings.backup.s3
+        assert s3 is not None
+        state = check_complete_set(run.s3_client(), **run.set_args(), concurrency=s3.max_concurrency)
     except BucketOwnerMismatchError as error:
         run.repair = str(error)
         return None

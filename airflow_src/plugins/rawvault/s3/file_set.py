@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +163,7 @@ def check_complete_set(
     part_size: int,
     raw_file_id: str,
     metadata: Mapping[str, str] | None = None,
+    concurrency: int = 8,
 ) -> SetState:
     """Whether the set recorded as complete is complete in S3; reads the manifest and HEADs every object.
 
@@ -171,7 +173,8 @@ def check_complete_set(
     ETag and SHA-256. Writes nothing and reads no local file: an object only
     the local file could prove (SSE-KMS, the manifest does not vouch for it)
     is a problem for the upload to settle. S3 errors are raised (classified),
-    so an unreachable S3 is never taken for an incomplete set.
+    so an unreachable S3 is never taken for an incomplete set. The HEADs go
+    ``concurrency`` at a time.
     """
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
     result = UploadResult(bucket, key_prefix, raw_file_id, layout.manifest_key)
@@ -181,9 +184,13 @@ def check_complete_set(
     except ExistingObjectMismatchError as error:
         found, state.problems[MANIFEST_ENTRY] = None, str(error)
     listed = found[0].get("files") or {} if found else {}
+    expectations = {
+        path: expected_object(entry, layout.keys[path], listed.get(path)) for path, entry in layout.recorded.items()
+    }
+    heads = _head_all(client, bucket, [expected.key for expected in expectations.values()], concurrency)
     for path, entry in layout.recorded.items():
-        expected = expected_object(entry, layout.keys[path], listed.get(path))
-        response = head(client, bucket, expected.key)
+        expected = expectations[path]
+        response = heads[expected.key]
         verdict = check_object(response, expected)
         if not verdict.ok or response is None:
             state.problems[path] = verdict.problem
@@ -204,3 +211,9 @@ def check_complete_set(
             state.problems[MANIFEST_ENTRY] = f"records other S3 ETags or checksums for {', '.join(stale)}"
     result.manifest_etag = found[1] if found else ""
     return state
+
+
+def _head_all(client: S3Client, bucket: str, keys: list[str], concurrency: int) -> dict[str, dict[str, Any] | None]:
+    """``head()`` of every key, ``concurrency`` at a time (a set of many small files waits for none of them)."""
+    with ThreadPoolExecutor(max(1, min(concurrency, len(keys) or 1)), thread_name_prefix="rawvault-head") as pool:
+        return dict(zip(keys, pool.map(lambda key: head(client, bucket, key), keys), strict=True))
