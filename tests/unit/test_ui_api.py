@@ -8,6 +8,8 @@ from fastapi import HTTPException
 from rawvault.ui import api, queries
 from shared.db import interface
 
+pytest_plugins = ["tests.unit.fakes"]
+
 
 def _refuse(*args: object, **kwargs: object) -> None:
     raise interface.DB_ERRORS[0]("No servers found yet")
@@ -32,3 +34,19 @@ def test_an_unconfigured_database_is_a_503_naming_the_variable(monkeypatch: pyte
         api.get_raw_file_counts(queries.RawFileFilter(), stuck_after_hours=None)
     assert raised.value.status_code == 503
     assert "RAWVAULT_MONGO_URI is not set" in raised.value.detail
+
+
+def test_stores_lists_each_probed_bucket_with_its_weaknesses(fake_db: None) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from shared.db.s3_stores import save_store_capabilities
+
+    save_store_capabilities(
+        "http://127.0.0.1:9000", "facility-p1",
+        {"probed_at": datetime(2026, 11, 30, tzinfo=UTC), "summary": "s3://facility-p1: ...", "versioning": "off",
+         "weaknesses": ["versioning off: an object replaced or deleted by hand cannot be recovered"]},
+    )  # fmt: skip
+    (row,) = json.loads(api.get_stores().body)["stores"]
+    assert row["bucket"] == "facility-p1" and row["probed_at"].startswith("2026-11-30T00:00:00")
+    assert row["versioning"] == "off" and row["weaknesses"][0].startswith("versioning off")

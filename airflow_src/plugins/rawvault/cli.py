@@ -8,6 +8,7 @@ Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
                                   [--read-data [--budget-gb N] [--no-record]]
     python -m rawvault.cli purge --dry-run --instrument X [--json]
     python -m rawvault.cli coverage [--instrument X] [--json]
+    python -m rawvault.cli buckets (probe (--bucket B | --all) | apply-lifecycle [--bucket B]) [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -17,8 +18,8 @@ stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
 replaced, or a different file in the way), verify found drift, the purge
-would keep a set because a check failed, or coverage found unprotected raw
-files; 2 the command could not run
+would keep a set because a check failed, coverage found unprotected raw
+files, or a bucket failed (:mod:`rawvault.cli_buckets`); 2 the command could not run
 (arguments, settings, database, credentials, unknown raw file or manifest).
 """
 
@@ -35,22 +36,20 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rawvault.cli_buckets import add_buckets_parser, buckets_command
+from rawvault.cli_common import CannotRunError
+from rawvault.cli_common import s3_client as _client
+from rawvault.cli_common import s3_settings as _settings
 from shared.s3_limits import MIB
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-    from shared.settings import Settings
+    pass
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_RUN = 2
 
 log = logging.getLogger("rawvault.cli")
-
-
-class CannotRunError(RuntimeError):
-    """The command cannot start: the message says what to fix."""
 
 
 def _date(text: str) -> date:
@@ -86,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,coverage}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,coverage,buckets}")
 
     restore = commands.add_parser(
         "restore",
@@ -114,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_command(commands)
     _add_purge_parser(commands)
     _add_coverage_parser(commands)
+    add_buckets_parser(commands)
     return parser
 
 
@@ -207,33 +207,6 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _settings() -> Settings:
-    from shared.settings import SettingsError, get_settings
-
-    try:
-        settings = get_settings()
-    except SettingsError as error:
-        raise CannotRunError(str(error)) from None
-    if settings.backup.s3 is None:
-        raise CannotRunError(
-            f"{settings.source} has no backup.s3 section (backup_type {settings.backup.backup_type!r}): "
-            "there is no S3 backup to restore or verify; select the environment with RAWVAULT_ENV or RAWVAULT_CONFIG"
-        )
-    return settings
-
-
-def _client(settings: Settings, max_pool_connections: int) -> S3Client:
-    from rawvault.s3.client import s3_client_for
-    from rawvault.s3.errors import S3BackupError
-
-    s3 = settings.backup.s3
-    assert s3 is not None  # _settings() made sure
-    try:
-        return s3_client_for(s3, max_pool_connections)
-    except S3BackupError as error:
-        raise CannotRunError(str(error)) from None
-
-
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.restore import restore_raw_file
     from rawvault.s3.download import RestoreError, RestoreSourceError
@@ -291,6 +264,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
             report = verify_backups(
                 client, **filters, since=args.since, sample=args.sample, seed=args.seed,
                 fallback_project_id=settings.watcher.fallback_project_id, concurrency=concurrency,
+                object_lock=settings.backup.s3.object_lock if settings.backup.s3 else None,
             )  # fmt: skip
     except (DatabaseError, S3AccessDeniedError) as error:
         raise CannotRunError(str(error)) from None
@@ -371,7 +345,7 @@ def _coverage(args: argparse.Namespace) -> tuple[int, str]:
     return (EXIT_OK if report.ok else EXIT_FAILED), output
 
 
-COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage": _coverage}
+COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage": _coverage, "buckets": buckets_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

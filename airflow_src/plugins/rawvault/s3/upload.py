@@ -24,7 +24,9 @@
    failure aborts it. The first failure stops the set (nothing starts after
    it; interrupted multipart uploads are kept) and is raised.
 3. **Manifest** (:mod:`rawvault.s3.manifest`), written last, after every
-   object is verified: its presence means the set is complete, and it always
+   object is verified (on a store that does not refuse overwrites, every
+   object is checked once more by HEAD right before it: one replaced since
+   its verification fails the set): its presence means the set is complete, and it always
    describes what is in S3. A set without one gets one (``If-None-Match``).
    An existing manifest that still records the S3 ETag and SHA-256 of every
    object is kept as it is (a re-run writes nothing, ``s3_etag`` stays); one
@@ -51,10 +53,20 @@ per object in :attr:`UploadedObject.verified_by`:
 - ``manifest``: an object listed in the set's existing manifest with the same
   S3 ETag and checksum (it was verified before the manifest was written).
 
+- ``md5``: S3's ETag is the whole file's recorded MD5 (a store such as
+  ``rclone serve s3`` reports that for a multipart object).
+- ``content``: a store whose ETags are not MD5s of the content and that keeps
+  no SHA-256: the object was read back and hashed (never skipped).
+
 The verification is :func:`rawvault.s3.objects.check_object`, the one rule
 shared with restore and audit. A just-uploaded object that fails it is
 deleted again (its version, in a versioned bucket); an object that existed
 before is never deleted (:mod:`rawvault.s3.upload_file`).
+
+**Stores that are not AWS.** ``capabilities`` (the bucket's probed
+:class:`~rawvault.s3.capabilities.StoreCapabilities`; ``None``: AWS) decides
+the checksums and conditions sent; without conditional writes each write is
+preceded by a HEAD of its key under ``guard`` (see :mod:`rawvault.s3.put`).
 """
 
 from __future__ import annotations
@@ -66,12 +78,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rawvault.s3 import manifest as manifest_mod
-from rawvault.s3.errors import ExistingObjectMismatchError
+from rawvault.s3.capabilities import StoreCapabilities
+from rawvault.s3.errors import ExistingObjectMismatchError, VerificationError
 from rawvault.s3.file_info import RecordedFile, check_part_size
 from rawvault.s3.file_set import SetLayout, SetState, UploadResult, check_complete_set, read_set_manifest
 from rawvault.s3.keys import s3_url
 from rawvault.s3.multipart_resume import UploadIdCallback
-from rawvault.s3.objects import VerificationMode, head
+from rawvault.s3.objects import VerificationMode, etag_of, head
 from rawvault.s3.parallel import upload_side_by_side
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, format_bytes
 from rawvault.s3.put import ObjectSettings, forbid_overwrites
@@ -115,6 +128,8 @@ def upload_file_set(
     multipart_uploads: Mapping[str, str] | None = None,
     on_multipart_upload: UploadIdCallback | None = None,
     guard: Callable[[], None] | None = None,
+    capabilities: StoreCapabilities | None = None,
+    bandwidth_status: Callable[[], str | None] | None = None,
 ) -> UploadResult:
     """Upload the files of ``file_info`` from ``source_folder`` to ``bucket`` under ``key_prefix``.
 
@@ -123,12 +138,11 @@ def upload_file_set(
     skips it), and so does an unfinished multipart upload stopped by a
     transient failure (a retry resumes it).
 
-    ``multipart_uploads`` maps keys to the upload ids of unfinished multipart
-    uploads recorded by an earlier run (preferred when resuming);
-    ``on_multipart_upload(key, upload_id or None)`` is called when one is
-    started/resumed or completed/aborted; ``guard()`` is called before every
-    request that changes S3 and raises to stop the upload (the caller lost
-    its claim on the raw file).
+    ``multipart_uploads`` maps keys to the upload ids of unfinished multipart uploads recorded by an earlier
+    run (preferred when resuming); ``on_multipart_upload(key, upload_id or None)`` is called when one is
+    started/resumed or completed/aborted; ``guard()`` is called before every request that changes S3 and
+    raises to stop the upload (the caller lost its claim on the raw file). ``capabilities``: what the
+    bucket's store can do (``None``: AWS); ``bandwidth_status()``: the limit and throughput, for progress.
     """
     settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
@@ -136,24 +150,26 @@ def upload_file_set(
         check_part_size(entry, part_size)
     result = UploadResult(bucket, key_prefix, raw_file_id, layout.manifest_key)
     # Phase 1: check everything before uploading anything.
+    hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check, capabilities)
     existing = _existing_manifest(client, result, layout, part_size, metadata)
-    to_upload = _check_phase(
-        client, result, layout, source_folder, part_size, existing[0] if existing else None, settings.max_concurrency
-    )
+    to_upload = _check_phase(client, result, layout, source_folder, part_size, existing, hooks, settings)
 
     # Phase 2: upload and verify, side by side; the first failure stops the set.
-    forbid_overwrites(client)
-    hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check)
-    result.objects.update(
-        _upload_phase(
-            client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress_interval
-        )
-    )
+    forbid_overwrites(client, capabilities)
+    result.objects.update(_upload_phase(
+        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks,
+        ProgressReporter(
+            sum(entry.size for entry in to_upload), label=f"uploading {raw_file_id} to {result.s3_backup_key}",
+            interval=progress_interval, status=bandwidth_status,
+        ),
+    ))  # fmt: skip
 
     # Phase 3: the manifest, last: every object is verified now.
     result.objects = {path: result.objects[path] for path in layout.recorded}
+    if not hooks.overwrites_refused:
+        _recheck_before_manifest(client, result)
     manifest = layout.manifest(result, part_size, metadata, result.objects)
-    _put_manifest(client, result, manifest, existing, settings, metadata, check)
+    _put_manifest(client, result, manifest, existing, settings, metadata, check, capabilities)
     _log_complete(result)
     return result
 
@@ -166,6 +182,7 @@ def _put_manifest(
     settings: ObjectSettings,
     metadata: Mapping[str, str],
     check: Callable[[], None],
+    caps: StoreCapabilities | None,
 ) -> None:
     """Write the manifest of the verified objects, replace one that records others, keep one that describes them."""
     bucket, key = result.bucket, result.manifest_key
@@ -177,13 +194,32 @@ def _put_manifest(
         log.info("%s: the manifest records other S3 ETags or checksums for %s: replacing it", key, ", ".join(stale))
         check()
         result.manifest_etag = manifest_mod.replace(
-            client, bucket, key, manifest, old_etag=existing[1], settings=settings, metadata=metadata
+            client, bucket, key, manifest, old_etag=existing[1], settings=settings, metadata=metadata, caps=caps
         )
         result.replaced_manifest_etag = existing[1]
     else:
         check()
-        result.manifest_etag = manifest_mod.write(client, bucket, key, manifest, settings, metadata)
+        result.manifest_etag = manifest_mod.write(client, bucket, key, manifest, settings, metadata, caps=caps)
     result.manifest_written = True
+
+
+def _recheck_before_manifest(client: S3Client, result: UploadResult) -> None:
+    """A store that does not refuse overwrites: every object must still be the one verified (HEAD: size, ETag).
+
+    Another writer may have replaced an object verified earlier in the set;
+    the manifest vouches for the set, so it is written only if none was.
+    """
+    for path, obj in result.objects.items():
+        found = head(client, result.bucket, obj.key)
+        now = (found.get("ContentLength"), etag_of(found)) if found is not None else None
+        if now != (obj.size, obj.s3_etag):
+            raise VerificationError(
+                f"s3://{result.bucket}/{obj.key} ({path}) changed after it was verified (size and ETag were "
+                f"{obj.size}, {obj.s3_etag}; now {'missing' if now is None else f'{now[0]}, {now[1]}'}): another "
+                "writer replaced or deleted it, which this store does not prevent (If-None-Match is not enforced); "
+                "no manifest was written and nothing was recorded as done. Find out who writes there, then upload "
+                "the raw file again"
+            )
 
 
 def _log_complete(result: UploadResult) -> None:
@@ -208,17 +244,11 @@ def _upload_phase(
     settings: ObjectSettings,
     metadata: Mapping[str, str],
     hooks: MultipartHooks,
-    progress_interval: float,
+    progress: ProgressReporter,
 ) -> dict[str, UploadedObject]:
     """Upload and verify the missing files side by side (see the module docstring); return them by path."""
     if not to_upload:
         return {}
-    where = s3_url(result.bucket, result.key_prefix)
-    progress = ProgressReporter(
-        sum(entry.size for entry in to_upload),
-        label=f"uploading {result.raw_file_id} to {where}",
-        interval=progress_interval,
-    )
 
     def upload_one(entry: RecordedFile, hooks: MultipartHooks) -> UploadedObject:
         expected = expected_object(entry, layout.keys[entry.path])
@@ -253,11 +283,12 @@ def _check_phase(
     layout: SetLayout,
     source_folder: Path,
     part_size: int,
-    existing_manifest: Mapping[str, Any] | None,
-    concurrency: int,
+    existing_manifest: tuple[dict[str, Any], str] | None,
+    hooks: MultipartHooks,
+    settings: ObjectSettings,
 ) -> list[RecordedFile]:
-    """HEAD every key (``concurrency`` at a time): accept verified objects into ``result``, return the rest."""
-    manifest_files = (existing_manifest or {}).get("files", {})
+    """HEAD every key (``max_concurrency`` at a time): accept verified objects into ``result``, return the rest."""
+    manifest_files = (existing_manifest[0] if existing_manifest else {}).get("files", {})
 
     def check(path: str, entry: RecordedFile) -> UploadedObject | None:
         found = head(client, result.bucket, layout.keys[path])
@@ -265,10 +296,10 @@ def _check_phase(
             check_source(source_folder / path, entry)
             return None
         expected = expected_object(entry, layout.keys[path], manifest_files.get(path))
-        return accept_existing(found, expected, result.bucket, source_folder / path, part_size)
+        return accept_existing(client, found, expected, result.bucket, source_folder / path, part_size, hooks.caps)
 
     to_upload: list[RecordedFile] = []
-    workers = max(1, min(concurrency, len(layout.recorded)))
+    workers = max(1, min(settings.max_concurrency, len(layout.recorded)))
     with ThreadPoolExecutor(workers, thread_name_prefix="rawvault-head") as pool:  # map(): in set order
         for (path, entry), existing in zip(
             layout.recorded.items(), pool.map(check, layout.recorded, layout.recorded.values()), strict=True

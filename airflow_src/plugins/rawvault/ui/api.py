@@ -3,6 +3,7 @@
 - ``GET /``                  the page (``page.html``); without a login it redirects to Airflow's login
 - ``GET /raw-files``         one page of raw files, failed and stuck first (JSON)
 - ``GET /raw-files/counts``  counts per backup status and the filter choices (JSON)
+- ``GET /stores``            every probed bucket's S3 store: summary and weaknesses (JSON)
 
 Airflow mounts plugin apps without any authentication, so every route here
 depends on Airflow's own ``requires_access_dag("GET", RUN)``: the same JWT the
@@ -136,6 +137,16 @@ def get_raw_file_counts(filters: FilterDep, stuck_after_hours: StuckAfterHours =
     return JSONResponse(counts, headers=NO_STORE)
 
 
+def get_stores() -> JSONResponse:
+    """What each bucket's S3 store can do as last probed, with what is weaker there (``buckets probe``)."""
+    try:
+        _connect()
+        stores = queries.store_rows()
+    except DATABASE_UNAVAILABLE as error:
+        raise _database_unavailable(error) from None
+    return JSONResponse({"stores": stores}, headers=NO_STORE)
+
+
 def get_page() -> HTMLResponse:
     """The Backups page (read on each request: an edited page needs no restart)."""
     return HTMLResponse(PAGE_PATH.read_text(encoding="utf-8"), headers=PAGE_HEADERS)
@@ -169,6 +180,7 @@ def create_app() -> FastAPI:
     )
     backups.add_api_route("/raw-files", get_raw_files, methods=["GET"], dependencies=read_runs)
     backups.add_api_route("/raw-files/counts", get_raw_file_counts, methods=["GET"], dependencies=read_runs)
+    backups.add_api_route("/stores", get_stores, methods=["GET"], dependencies=read_runs)
     backups.add_api_route("/", get_page, methods=["GET"], dependencies=read_runs, response_class=HTMLResponse)
     backups.add_exception_handler(StarletteHTTPException, login_redirect_for_page)  # type: ignore[arg-type]
     return backups
@@ -195,6 +207,7 @@ __all__ = [
     "get_page",
     "get_raw_file_counts",
     "get_raw_files",
+    "get_stores",
     "login_redirect_for_page",
     "raw_file_filter",
 ]
