@@ -112,6 +112,9 @@ class RawFile(Document):
     monitor_size_since = DateTimeField()
 
     file_info = DictField()
+    # The compute_checksum run whose staged copies (hidden, in the local backup) copy_raw_file may publish
+    # after verifying them; staged copies of any other run are never used (see rawvault.staging).
+    staging_token = StringField()
     # Part size (bytes) the recorded multipart ETags were computed with; uploads must use the same.
     etag_part_size = IntField()
     backup_status = StringField(choices=[s.value for s in BackupStatus])

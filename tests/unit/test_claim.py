@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -93,6 +95,28 @@ def test_multipart_recorder_writes_upload_ids_while_owning(fake_db: None) -> Non
     assert get_raw_file("a.raw").s3_multipart_uploads == {"p/a.raw": "upload-1"}
     record("p/a.raw", None)
     assert get_raw_file("a.raw").s3_multipart_uploads == {}
+
+
+def test_multipart_recorder_never_writes_an_older_snapshot_last(fake_db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Files of a set upload side by side: two uploads start at once; the first write is slow.
+    claim = claims.claim(raw_file(), LEASE)
+    record = claims.multipart_recorder(claim, {})
+    write = claims.update_raw_file
+    first_write_started = threading.Event()
+
+    def slow_first_write(raw_file_id: str, **fields: object) -> bool:
+        if not first_write_started.is_set():
+            first_write_started.set()
+            time.sleep(0.2)  # the second upload id is recorded meanwhile
+        return write(raw_file_id, **fields)
+
+    monkeypatch.setattr(claims, "update_raw_file", slow_first_write)
+    first = threading.Thread(target=record, args=("p/a.raw", "upload-a"))
+    first.start()
+    first_write_started.wait()
+    record("p/b.raw", "upload-b")
+    first.join()
+    assert get_raw_file("a.raw").s3_multipart_uploads == {"p/a.raw": "upload-a", "p/b.raw": "upload-b"}
 
 
 # --- stale claims: one rule for the upload and the sweeper ----------------------------------------------

@@ -328,6 +328,8 @@ def multipart_recorder(claim: Claim, known: dict[str, str]) -> Callable[[str, st
     lock = threading.Lock()
 
     def record_upload(key: str, upload_id: str | None) -> None:
+        # The write under the lock too: files of a set upload side by side, and an older snapshot of the
+        # uploads written after a newer one would lose an upload id.
         with lock:
             if known.get(key) == upload_id:
                 return
@@ -335,14 +337,15 @@ def multipart_recorder(claim: Claim, known: dict[str, str]) -> Callable[[str, st
                 known.pop(key, None)
             else:
                 known[key] = upload_id
-            uploads = dict(known)
-        try:
-            still_owner = update_raw_file(
-                claim.raw_file_id, expected={"upload_claim_owner": claim.owner}, s3_multipart_uploads=uploads
-            )
-        except Exception as error:  # the upload is found by listing anyway
-            log.warning("%s: could not record multipart upload %s of %s: %s", claim.raw_file_id, upload_id, key, error)
-            return
+            try:
+                still_owner = update_raw_file(
+                    claim.raw_file_id, expected={"upload_claim_owner": claim.owner}, s3_multipart_uploads=dict(known)
+                )
+            except Exception as error:  # the upload is found by listing anyway
+                log.warning(
+                    "%s: could not record multipart upload %s of %s: %s", claim.raw_file_id, upload_id, key, error
+                )
+                return
         if not still_owner:
             claim.mark_lost("another run took over its claim")
 
