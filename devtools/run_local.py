@@ -200,7 +200,8 @@ def start(timeout: float, stop_after: bool) -> int:
         _say("demo acquisitions: " + ", ".join(str(f.relative_to(REPO_ROOT)) for f in files))
         _say(f"starting Airflow (standalone, LocalExecutor) on {state.api_url}")
         start_process(paths, "airflow", [str(Path(sys.executable).parent / "airflow"), "standalone"], env)
-        wait_for_http(f"{state.api_url}/api/v2/monitor/health", timeout=180, what="the Airflow api-server")
+        # 180 s is plenty on an idle machine; on two cores shared with other work the api-server took longer.
+        wait_for_http(f"{state.api_url}/api/v2/monitor/health", timeout=600, what="the Airflow api-server")
         _say("Airflow is up; the watchers run every minute")
         raw_files = _wait_for_backups(expected=len(files), timeout=timeout, api_url=state.api_url)
         ok = _print_summary(raw_files, state, paths, stopping=stop_after)
