@@ -126,6 +126,9 @@ class RawFile(Document):
     # runs; another run may take over only after it expired (see rawvault.claim).
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
+    # Progress of the running upload, written only by the claim's heartbeat in its lease renewal (no extra
+    # writes): {bytes_done, bytes_total, bytes_per_second, eta_seconds, at}; cleared by the outcome's write.
+    upload_progress = DictField()
 
     # The purge (file_remover.<instrument>, rawvault.purge): deleting the moved set from the instrument share
     # after every check passed again. purge_started_at is written before the first delete, so a run that dies

@@ -277,6 +277,7 @@ def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
         multipart_uploads=dict(raw_file.s3_multipart_uploads or {}),
         on_multipart_upload=claims.multipart_recorder(claim, dict(raw_file.s3_multipart_uploads or {})),
         guard=claim.check,
+        on_progress=claim.watch_progress,  # the heartbeat records bytes, rate and ETA (Backups page)
     )
     claim.check()
     return result

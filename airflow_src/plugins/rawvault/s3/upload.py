@@ -111,6 +111,7 @@ def upload_file_set(
     multipart_uploads: Mapping[str, str] | None = None,
     on_multipart_upload: UploadIdCallback | None = None,
     guard: Callable[[], None] | None = None,
+    on_progress: Callable[[ProgressReporter], None] | None = None,
 ) -> UploadResult:
     """Upload the files of ``file_info`` from ``source_folder`` to ``bucket`` under ``key_prefix``.
 
@@ -124,7 +125,9 @@ def upload_file_set(
     ``on_multipart_upload(key, upload_id or None)`` is called when one is
     started/resumed or completed/aborted; ``guard()`` is called before every
     request that changes S3 and raises to stop the upload (the caller lost
-    its claim on the raw file).
+    its claim on the raw file). ``on_progress(reporter)`` receives the upload's
+    progress reporter once the bytes to send are known (the claim's heartbeat
+    records its :meth:`~rawvault.s3.progress.ProgressReporter.snapshot`).
     """
     settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
@@ -138,8 +141,15 @@ def upload_file_set(
     # Phase 2: upload, verify, stop at the first failure.
     forbid_overwrites(client)
     hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check)
+    progress = ProgressReporter(
+        sum(entry.size for entry in to_upload),
+        label=f"uploading {raw_file_id} to {s3_url(bucket, key_prefix)}",
+        interval=progress_interval,
+    )
+    if on_progress is not None:
+        on_progress(progress)
     for path, uploaded in _upload_phase(
-        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress_interval
+        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress
     ):
         result.objects[path] = uploaded
 
@@ -201,15 +211,9 @@ def _upload_phase(
     settings: ObjectSettings,
     metadata: Mapping[str, str],
     hooks: MultipartHooks,
-    progress_interval: float,
+    progress: ProgressReporter,
 ) -> Iterator[tuple[str, UploadedObject]]:
     """Upload and verify the missing files one by one (the guard before each); the first failure stops the set."""
-    where = s3_url(result.bucket, result.key_prefix)
-    progress = ProgressReporter(
-        sum(entry.size for entry in to_upload),
-        label=f"uploading {result.raw_file_id} to {where}",
-        interval=progress_interval,
-    )
     for entry in to_upload:
         hooks.guard()
         expected = expected_object(entry, layout.keys[entry.path])
