@@ -9,13 +9,13 @@ which re-reads the data, is :mod:`rawvault.scrub`.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rawvault.s3.drift import VerifyReport, verify_raw_files
 from shared.db.interface import raw_files_by_id, uploaded_raw_file_ids
+from shared.db.uploaded import sample_uploaded_raw_files
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -32,6 +32,7 @@ class Selection:
     raw_file_ids: list[str]
     matched: int
     filters: dict[str, str]
+    raw_files: list[Any] | None = None  # a sample's documents, already read whole (None: read them by id)
 
 
 def select_raw_files(
@@ -58,19 +59,18 @@ def select_raw_files(
         }.items()
         if value is not None
     }
-    ids = uploaded_raw_file_ids(
-        instrument=instrument,
-        project=project,
-        raw_file_id=raw_file_id,
-        since=since,
-        fallback_project_id=fallback_project_id,
-    )
-    matched = len(ids)
     if sample:
-        rng = random.Random(seed)  # noqa: S311 - choosing a sample to audit, not a secret
-        chosen = set(rng.sample(ids, min(sample, len(ids))))
-        ids = [rid for rid in ids if rid in chosen]
-    return Selection(ids, matched, filters)
+        # Drawn by the database through an index (shared.db.uploaded): never every id of every raw file.
+        chosen = sample_uploaded_raw_files(
+            sample, seed=seed, instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
+            fallback_project_id=fallback_project_id,
+        )  # fmt: skip
+        return Selection([raw_file.id for raw_file in chosen.raw_files], chosen.matched, filters, chosen.raw_files)
+    ids = uploaded_raw_file_ids(
+        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
+        fallback_project_id=fallback_project_id,
+    )  # fmt: skip
+    return Selection(ids, len(ids), filters)
 
 
 def verify_backups(
@@ -104,6 +104,7 @@ def verify_backups(
         selection.matched,
         f" (sample of {sample})" if sample else "",
     )
-    verify_raw_files(raw_files_by_id(selection.raw_file_ids), client, report, concurrency=concurrency)
+    raw_files = selection.raw_files if selection.raw_files is not None else raw_files_by_id(selection.raw_file_ids)
+    verify_raw_files(raw_files, client, report, concurrency=concurrency)
     log.info("%s", report.summary())
     return report

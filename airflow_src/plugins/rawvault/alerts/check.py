@@ -17,7 +17,6 @@ from rawvault.alerts.raw_files import (
     SUBJECT_PREFIX,
     RuleContext,
     gone,
-    protected_statuses,
     raw_file_alert_state,
 )
 from rawvault.alerts.reconcile import RecordedChanges, plan_changes, record_changes
@@ -74,7 +73,7 @@ def raw_file_observations(settings: Settings, now: datetime, ui_base_url: str | 
         for raw_file in raw_files_needing_attention(
             overdue_before=now - ctx.deadline,
             lease_expired_before=now - STUCK_GRACE,
-            protected=protected_statuses(ctx.s3),
+            s3=ctx.s3,
         )
     }
     open_ids = [subject.removeprefix(SUBJECT_PREFIX) for subject in open_alert_records([SUBJECT_PREFIX])]
