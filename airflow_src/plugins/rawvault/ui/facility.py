@@ -17,7 +17,7 @@ def free_space_rows(instruments: tuple[str, ...], now: datetime) -> list[dict[st
     """One row per instrument folder the caller may read, then the backup root; unmeasured ones say so."""
     folders = [(f"instrument:{iid}", f"instrument {iid}") for iid in instruments] + [(BACKUP_ROOT, "backup root")]
     found = latest_free_space(folder_id for folder_id, _ in folders)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for folder_id, label in folders:
         measured = found.get(folder_id)
         if measured is None:
