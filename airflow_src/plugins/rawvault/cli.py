@@ -189,7 +189,7 @@ def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
     purge.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
-def _settings(*, needs_database: bool = True, needs_s3: bool = True) -> Settings:
+def _settings(*, needs_database: bool = True, needs_s3: bool = True, restore_id: str | None = None) -> Settings:
     """The settings, after checking that every setting the command needs is there (all reported at once)."""
     from rawvault.cli_setup import missing_setup, setup_report
     from shared.settings import SettingsError, get_settings
@@ -205,6 +205,7 @@ def _settings(*, needs_database: bool = True, needs_s3: bool = True) -> Settings
         needs_s3=needs_s3 and (settings is None or s3 is not None),
         aws_conn_id=s3.aws_conn_id if s3 else None,
         region=s3.region if s3 else None,
+        restore_id=restore_id,
     )
     if problems:
         raise CannotRunError(setup_report(problems, Path(__file__).resolve().parents[3]))
@@ -236,7 +237,7 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.s3.errors import S3BackupError
     from rawvault.s3.progress import format_bytes
 
-    settings = _settings(needs_database=not args.from_manifest)
+    settings = _settings(needs_database=not args.from_manifest, restore_id=args.raw_file_id)
     client = _client(settings, args.concurrency + 4)
     try:
         result = restore_raw_file(

@@ -67,11 +67,17 @@ def _environment_problem() -> Problem | None:
     )
 
 
-def _database_problem() -> Problem | None:
+def _database_problem(restore_id: str | None) -> Problem | None:
     if os.environ.get(ENV_VAR_MONGO_URI):
         return None
+    instead = (
+        f"; or restore without the database: --from-manifest s3://<bucket>/<key_prefix>{restore_id}"
+        ".rawvault-manifest.json"
+        if restore_id
+        else ""
+    )
     return Problem(
-        f"{ENV_VAR_MONGO_URI} is not set (the MongoDB of the raw file records)",
+        f"{ENV_VAR_MONGO_URI} is not set (the MongoDB of the raw file records){instead}",
         f"export {ENV_VAR_MONGO_URI}='mongodb://<user>:<password>@<host>:27017/rawvault?authSource=admin'",
     )
 
@@ -90,17 +96,23 @@ def _connection_problem(aws_conn_id: str, region: str) -> Problem | None:
 
 
 def missing_setup(
-    *, needs_database: bool, needs_s3: bool, aws_conn_id: str | None, region: str | None
+    *,
+    needs_database: bool,
+    needs_s3: bool,
+    aws_conn_id: str | None,
+    region: str | None,
+    restore_id: str | None = None,
 ) -> list[Problem]:
     """Every setting the command needs that is missing, in the order to fix them.
 
     ``aws_conn_id``/``region`` come from the settings when they could be read
-    (else the defaults). Only absence is checked here; a wrong value fails
-    later with its own message.
+    (else the defaults); ``restore_id``: a restore, which can do without the
+    database. Only absence is checked here; a wrong value fails later with its
+    own message.
     """
     problems = [_environment_problem()]
     if needs_database:
-        problems.append(_database_problem())
+        problems.append(_database_problem(restore_id))
     if needs_s3:
         problems.append(_connection_problem(aws_conn_id or DEFAULT_AWS_CONN_ID, region or "us-east-1"))
     return [problem for problem in problems if problem is not None]
