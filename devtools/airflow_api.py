@@ -11,7 +11,8 @@ class AirflowApi:
     def __init__(self, base_url: str, username: str, password: str) -> None:
         import httpx
 
-        self._client = httpx.Client(base_url=base_url, timeout=30.0)
+        # Generous: on a loaded 2-core machine the api-server answered a POST after more than 30 s.
+        self._client = httpx.Client(base_url=base_url, timeout=120.0)
         self._username, self._password = username, password
         self._token: str | None = None
 

@@ -113,7 +113,7 @@ def start_celery_stack(
     rawvault_env: dict[str, str],
     workers: list[CeleryWorker],
     pools: dict[str, int] | None = None,
-    timeout: float = 240.0,
+    timeout: float = 480.0,  # a loaded 2-core machine needed more than 240 s
 ) -> CeleryStack:
     """Start Redis, PostgreSQL and Airflow (CeleryExecutor) with ``workers``; wait until all are ready.
 

@@ -21,6 +21,7 @@ import logging
 import os
 import stat
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -101,6 +102,17 @@ def plain_entry(path: Path) -> os.stat_result | None:
         )
         return None
     return info
+
+
+def plain_entry_of_type(path: Path, suffix: str, is_type: Callable[[int], bool]) -> bool:
+    """Whether ``path`` ends in ``suffix`` (any case) and is a :func:`plain_entry` of type ``is_type``.
+
+    ``is_type``: ``stat.S_ISREG`` or ``stat.S_ISDIR``; what :meth:`InstrumentType.is_raw_file` asks of most vendors.
+    """
+    if path.suffix.lower() != suffix:
+        return False
+    info = plain_entry(path)
+    return info is not None and is_type(info.st_mode)
 
 
 def check_no_symlink(path: Path) -> bool:
@@ -215,10 +227,7 @@ class Thermo(InstrumentType):
     name = "thermo"
 
     def is_raw_file(self, path: Path) -> bool:
-        if path.suffix.lower() != ".raw":
-            return False
-        info = plain_entry(path)
-        return info is not None and stat.S_ISREG(info.st_mode)
+        return plain_entry_of_type(path, ".raw", stat.S_ISREG)
 
     def main_file(self, raw_file_path: Path) -> Path:
         return raw_file_path
@@ -235,10 +244,7 @@ class Bruker(InstrumentType):
     main_file_name = "analysis.tdf_bin"
 
     def is_raw_file(self, path: Path) -> bool:
-        if path.suffix.lower() != ".d":
-            return False
-        info = plain_entry(path)
-        return info is not None and stat.S_ISDIR(info.st_mode)
+        return plain_entry_of_type(path, ".d", stat.S_ISDIR)
 
     def main_file(self, raw_file_path: Path) -> Path:
         return raw_file_path / self.main_file_name
@@ -257,10 +263,7 @@ class Sciex(InstrumentType):
     sibling_suffixes = (".wiff2", ".wiff.scan", ".timeseries.data")
 
     def is_raw_file(self, path: Path) -> bool:
-        if path.suffix.lower() != ".wiff":
-            return False
-        info = plain_entry(path)
-        return info is not None and stat.S_ISREG(info.st_mode)
+        return plain_entry_of_type(path, ".wiff", stat.S_ISREG)
 
     def main_file(self, raw_file_path: Path) -> Path:
         return raw_file_path

@@ -7,11 +7,11 @@ from datetime import timedelta
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.providers.standard.sensors.python import PythonSensor
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from rawvault import keys
 from rawvault.impl import assets, tasks
-from rawvault.impl.dag_defaults import dag_kwargs
+from rawvault.impl.dag_defaults import per_raw_file_dag_kwargs
 from rawvault.impl.handler_failures import record_handler_failure
 from shared.settings import get_settings
 
@@ -29,14 +29,12 @@ settings = get_settings()
 for instrument_id in settings.instruments:
     with DAG(
         dag_id=keys.handler_dag_id(instrument_id),
-        schedule=None,
-        params={keys.RAW_FILE_ID_KEY: Param(type="string", minLength=1, description="id of the RawFile to back up")},
         # Many acquisitions may wait for an upload slot or an S3 retry at once: that must never hold back
         # the monitoring, checksum and local copy of new ones (pools and worker slots are the real limits).
         max_active_runs=settings.airflow.max_active_handler_runs,
         max_active_tasks=settings.airflow.max_active_handler_runs,
         user_defined_macros={keys.RUN_ID_MACRO: keys.run_id_for},
-        **dag_kwargs(settings, instrument_id, queue=instrument_id, doc_md=DOC),
+        **per_raw_file_dag_kwargs(settings, instrument_id, queue=instrument_id, doc_md=DOC, purpose="back up"),
     ):
         # Every pipeline task records its final failure on the RawFile (upload_to_s3 records its own).
         recorded = {"on_failure_callback": record_handler_failure}

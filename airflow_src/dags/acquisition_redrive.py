@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG
 
 from rawvault import keys
 from rawvault.impl import redrive_tasks
-from rawvault.impl.dag_defaults import START_DATE, default_args
+from rawvault.impl.dag_defaults import NEXT_RUN_IS_THE_RETRY, cross_instrument_dag_kwargs
 from shared.settings import get_settings
 
 DOC = """
@@ -27,17 +25,9 @@ settings = get_settings()
 
 with DAG(
     dag_id=keys.REDRIVE_DAG_ID,
-    schedule=settings.acquisition.redrive_schedule,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args={
-        **default_args(settings, keys.MAINTENANCE_QUEUE),
-        "retries": 0,  # the next scheduled run is the retry
-        "execution_timeout": timedelta(minutes=30),
-    },
-    tags=["rawvault"],
-    doc_md=DOC,
+    **cross_instrument_dag_kwargs(
+        settings, schedule=settings.acquisition.redrive_schedule, doc_md=DOC, task_defaults=NEXT_RUN_IS_THE_RETRY
+    ),
 ):
     find = PythonOperator(
         task_id=keys.FIND_ACQUISITIONS_TO_REDRIVE_TASK, python_callable=redrive_tasks.find_acquisitions_to_redrive

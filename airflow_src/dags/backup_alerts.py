@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
 from rawvault import keys
 from rawvault.impl import alert_tasks
-from rawvault.impl.dag_defaults import START_DATE, default_args
+from rawvault.impl.dag_defaults import NEXT_RUN_IS_THE_RETRY, cross_instrument_dag_kwargs
 from shared.settings import get_settings
 
 ALERTS_DOC = """
@@ -27,33 +25,19 @@ per instrument, free space) once per day; a second run the same day sends nothin
 settings = get_settings()
 alerts = settings.alerts
 
+
+def alerts_dag(dag_id: str, schedule: str, doc_md: str) -> DAG:
+    """One of the two alert DAGs; channels retry their own deliveries, the next run retries the rest."""
+    kwargs = cross_instrument_dag_kwargs(
+        settings, schedule=schedule, doc_md=doc_md, task_defaults=NEXT_RUN_IS_THE_RETRY, extra_tags=("alerts",)
+    )
+    return DAG(dag_id=dag_id, **kwargs)
+
+
 if alerts.enabled:
-    task_defaults = {
-        **default_args(settings, keys.MAINTENANCE_QUEUE),
-        "retries": 0,  # the next scheduled run is the retry; channels retry their own deliveries
-        "execution_timeout": timedelta(minutes=30),
-    }
-    with DAG(
-        dag_id=keys.ALERTS_DAG_ID,
-        schedule=alerts.check_schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=task_defaults,
-        tags=["rawvault", "alerts"],
-        doc_md=ALERTS_DOC,
-    ):
+    with alerts_dag(keys.ALERTS_DAG_ID, alerts.check_schedule, ALERTS_DOC):
         PythonOperator(task_id=keys.CHECK_ALERTS_TASK, python_callable=alert_tasks.check_alerts)
 
     if alerts.digest.enabled:
-        with DAG(
-            dag_id=keys.DIGEST_DAG_ID,
-            schedule=alerts.digest.schedule,
-            start_date=START_DATE,
-            catchup=False,
-            max_active_runs=1,
-            default_args=task_defaults,
-            tags=["rawvault", "alerts"],
-            doc_md=DIGEST_DOC,
-        ):
+        with alerts_dag(keys.DIGEST_DAG_ID, alerts.digest.schedule, DIGEST_DOC):
             PythonOperator(task_id=keys.SEND_DIGEST_TASK, python_callable=alert_tasks.send_digest)

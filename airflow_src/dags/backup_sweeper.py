@@ -8,7 +8,7 @@ from airflow.sdk import DAG
 
 from rawvault import keys
 from rawvault.impl import sweeper_tasks
-from rawvault.impl.dag_defaults import START_DATE, default_args
+from rawvault.impl.dag_defaults import cross_instrument_dag_kwargs
 from shared.settings import get_settings
 
 DOC = """
@@ -25,13 +25,7 @@ settings = get_settings()
 if settings.s3_enabled and settings.backup.s3 is not None:
     with DAG(
         dag_id=keys.SWEEPER_DAG_ID,
-        schedule=settings.backup.s3.sweep_schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(settings, keys.MAINTENANCE_QUEUE),  # never behind long uploads
-        tags=["rawvault"],
-        doc_md=DOC,
+        **cross_instrument_dag_kwargs(settings, schedule=settings.backup.s3.sweep_schedule, doc_md=DOC),
     ):
         find = PythonOperator(
             task_id=keys.FIND_BACKUPS_TO_RETRY_TASK, python_callable=sweeper_tasks.find_upload_retries

@@ -7,7 +7,7 @@ from airflow.sdk import DAG, Param
 
 from rawvault import keys
 from rawvault.impl import verify_tasks
-from rawvault.impl.dag_defaults import START_DATE, default_args
+from rawvault.impl.dag_defaults import cross_instrument_dag_kwargs
 from shared.settings import get_settings
 
 DOC = """
@@ -27,13 +27,9 @@ settings = get_settings()
 if settings.s3_enabled:
     with DAG(
         dag_id=keys.VERIFIER_DAG_ID,
-        schedule=verify_tasks.VERIFIER_SCHEDULE,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(settings, keys.MAINTENANCE_QUEUE),  # never behind long uploads
-        tags=["rawvault", "verify"],
-        doc_md=DOC,
+        **cross_instrument_dag_kwargs(
+            settings, schedule=verify_tasks.VERIFIER_SCHEDULE, doc_md=DOC, extra_tags=("verify",)
+        ),
         params={
             "sample": Param(
                 verify_tasks.VERIFIER_SAMPLE, type="integer", minimum=0, description="raw files to check; 0: all"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.sensors.python import PythonSensor
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from rawvault import keys
 from rawvault.impl import tasks
-from rawvault.impl.dag_defaults import dag_kwargs
+from rawvault.impl.dag_defaults import per_raw_file_dag_kwargs
 from shared.settings import get_settings
 
 DOC = """
@@ -21,9 +21,7 @@ settings = get_settings()
 for instrument_id in settings.instruments:
     with DAG(
         dag_id=keys.file_mover_dag_id(instrument_id),
-        schedule=None,
-        params={keys.RAW_FILE_ID_KEY: Param(type="string", minLength=1, description="id of the RawFile to move")},
-        **dag_kwargs(settings, instrument_id, queue=keys.FILE_MOVER_QUEUE, doc_md=DOC),
+        **per_raw_file_dag_kwargs(settings, instrument_id, queue=keys.FILE_MOVER_QUEUE, doc_md=DOC, purpose="move"),
     ):
         wait = PythonSensor(
             task_id=keys.WAIT_BEFORE_MOVING_TASK,

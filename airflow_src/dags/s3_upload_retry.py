@@ -9,7 +9,7 @@ from airflow.sdk import DAG, Param
 
 from rawvault import keys
 from rawvault.impl import assets, sweeper_tasks
-from rawvault.impl.dag_defaults import START_DATE, default_args
+from rawvault.impl.dag_defaults import cross_instrument_dag_kwargs, raw_file_id_params
 from shared.settings import get_settings
 
 DOC = """
@@ -25,15 +25,15 @@ settings = get_settings()
 if settings.s3_enabled and settings.backup.s3 is not None:
     with DAG(
         dag_id=keys.UPLOAD_RETRY_DAG_ID,
-        schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=sweeper_tasks.MAX_ACTIVE_RETRY_RUNS,
-        default_args=default_args(settings, keys.S3_UPLOADER_QUEUE),
-        tags=["rawvault"],
-        doc_md=DOC,
+        **cross_instrument_dag_kwargs(
+            settings,
+            schedule=None,
+            doc_md=DOC,
+            queue=keys.S3_UPLOADER_QUEUE,
+            max_active_runs=sweeper_tasks.MAX_ACTIVE_RETRY_RUNS,
+        ),
         params={
-            keys.RAW_FILE_ID_KEY: Param(type="string", minLength=1, description="id of the RawFile to upload again"),
+            **raw_file_id_params("upload again"),
             keys.ATTEMPTS_KEY: Param(
                 None, type=["null", "integer"], minimum=0, description="its upload attempts when the sweep saw it"
             ),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from mongoengine import DateTimeField, DictField, Document, IntField, ListField, StringField
 from mongoengine.errors import NotUniqueError
@@ -137,31 +137,32 @@ def last_alerts(subjects: Iterable[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def record_new_alert(
-    subject: str,
-    *,
-    state: str,
-    kind: str,
-    message: dict[str, Any],
-    deliveries: dict[str, dict[str, Any]],
-    now: datetime | None = None,
-) -> bool:
+class NewAlertState(TypedDict):
+    """What a change of a subject's state writes: the state, its kind, and its message with one delivery per channel."""
+
+    state: str
+    kind: str
+    message: dict[str, Any]
+    deliveries: dict[str, dict[str, Any]]
+
+
+def _state_fields(change: NewAlertState, version: int, now: datetime) -> dict[str, Any]:
+    """The fields of ``change`` at ``version``; ``last_bad_*`` only for a bad state (a recovery keeps the old)."""
+    fields: dict[str, Any] = {
+        **change,
+        "version": version,
+        "changed_at": now,
+        "pending_channels": _pending(change["deliveries"]),
+    }
+    if change["state"] != OK_STATE:
+        fields.update(last_bad_state=change["state"], last_bad_at=now)
+    return fields
+
+
+def record_new_alert(subject: str, *, now: datetime | None = None, **change: Unpack[NewAlertState]) -> bool:
     """Insert the first record of ``subject``; False when another check inserted it first."""
     connect_db()
-    now = now or utc_now()
-    bad = state != OK_STATE
-    record = AlertRecord(
-        id=subject,
-        kind=kind,
-        state=state,
-        version=1,
-        changed_at=now,
-        last_bad_state=state if bad else None,
-        last_bad_at=now if bad else None,
-        message=message,
-        deliveries=deliveries,
-        pending_channels=_pending(deliveries),
-    )
+    record = AlertRecord(id=subject, **_state_fields(change, 1, now or utc_now()))
     try:
         record.save(force_insert=True)
     except NotUniqueError:
@@ -170,32 +171,14 @@ def record_new_alert(
 
 
 def record_state_change(
-    subject: str,
-    *,
-    expected_version: int,
-    state: str,
-    kind: str,
-    message: dict[str, Any],
-    deliveries: dict[str, dict[str, Any]],
-    now: datetime | None = None,
+    subject: str, *, expected_version: int, now: datetime | None = None, **change: Unpack[NewAlertState]
 ) -> bool:
-    """Move ``subject`` to ``state`` only if it is still at ``expected_version`` (compare-and-set).
+    """Move ``subject`` to ``change["state"]`` only if it is still at ``expected_version`` (compare-and-set).
 
     Returns whether this call made the change; False means another check
     changed the subject since it was read, and that check announces it.
     """
-    now = now or utc_now()
-    fields: dict[str, Any] = {
-        "state": state,
-        "kind": kind,
-        "version": expected_version + 1,
-        "changed_at": now,
-        "message": message,
-        "deliveries": deliveries,
-        "pending_channels": _pending(deliveries),
-    }
-    if state != OK_STATE:
-        fields.update(last_bad_state=state, last_bad_at=now)
+    fields = _state_fields(change, expected_version + 1, now or utc_now())
     result = _collection().update_one({"_id": subject, "version": expected_version}, {"$set": fields})
     return result.matched_count == 1
 

@@ -8,31 +8,23 @@ from pydantic import field_validator
 
 from shared.bucket_names import bucket_name
 from shared.s3_limits import MIB
+from shared.settings import sections
 from shared.settings.alerts import AlertSettings, alert_cross_checks
 from shared.settings.base import Section
 from shared.settings.purge import PurgeSettings, purge_cross_checks
 from shared.settings.s3 import DEFAULT_PART_SIZE_MB, BackupSettings
 from shared.settings.s3_compat import compat_cross_checks, zone
-from shared.settings.sections import (
-    INSTRUMENT_ID_RE,
-    AcquisitionSettings,
-    AirflowSettings,
-    FileMoverSettings,
-    InstrumentSettings,
-    LocationSettings,
-    WatcherSettings,
-)
 
 
 class Settings(Section):
     """All settings of one environment."""
 
-    instruments: dict[str, InstrumentSettings]
-    locations: LocationSettings
-    acquisition: AcquisitionSettings = AcquisitionSettings()
-    watcher: WatcherSettings = WatcherSettings()
-    file_mover: FileMoverSettings = FileMoverSettings()
-    airflow: AirflowSettings = AirflowSettings()
+    instruments: dict[str, sections.InstrumentSettings]
+    locations: sections.LocationSettings
+    acquisition: sections.AcquisitionSettings = sections.AcquisitionSettings()
+    watcher: sections.WatcherSettings = sections.WatcherSettings()
+    file_mover: sections.FileMoverSettings = sections.FileMoverSettings()
+    airflow: sections.AirflowSettings = sections.AirflowSettings()
     backup: BackupSettings
     # The facility's IANA time zone: backup.s3.bandwidth windows are read in it.
     timezone: str = "UTC"
@@ -48,11 +40,11 @@ class Settings(Section):
 
     @field_validator("instruments")
     @classmethod
-    def _instrument_ids(cls, value: dict[str, InstrumentSettings]) -> dict[str, InstrumentSettings]:
+    def _instrument_ids(cls, value: dict[str, sections.InstrumentSettings]) -> dict[str, sections.InstrumentSettings]:
         if not value:
             raise ValueError("at least one instrument is needed")
         for instrument_id in value:
-            if not INSTRUMENT_ID_RE.fullmatch(instrument_id):
+            if not sections.INSTRUMENT_ID_RE.fullmatch(instrument_id):
                 raise ValueError(
                     f"instrument id {instrument_id!r} must be 1-63 letters, digits, '_' or '-' "
                     "(it becomes part of DAG ids, queue names and backup paths)"
@@ -80,9 +72,12 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
-    """Problems that involve several keys, as ``(key path, message, fix)``; paths are resolved already."""
-    problems: list[tuple[str, str, str]] = []
+Problem = tuple[str, str, str]  # (key path, message, fix)
+
+
+def _folder_checks(settings: Settings) -> list[Problem]:
+    """Instrument folders apart from each other and from the local backup."""
+    problems: list[Problem] = []
     seen: dict[Path, str] = {}
     backup = settings.locations.backup
     for instrument_id, instrument in settings.instruments.items():
@@ -116,6 +111,12 @@ def cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
                     "keep instrument folders and the local backup apart",
                 )
             )
+    return problems
+
+
+def _s3_checks(settings: Settings) -> list[Problem]:
+    """The fallback project's bucket name, the upload lease against the retry delay, S3-compatible stores."""
+    problems: list[Problem] = []
     s3 = settings.backup.s3
     if settings.s3_enabled and s3 is not None:
         try:
@@ -141,6 +142,9 @@ def cross_checks(settings: Settings) -> list[tuple[str, str, str]]:
                 )
             )
         problems += compat_cross_checks(s3.storage_class, s3.max_upload_attempts, s3.upload_timeout_hours, s3.lifecycle)
-    problems += alert_cross_checks(settings)
-    problems += purge_cross_checks(settings)
     return problems
+
+
+def cross_checks(settings: Settings) -> list[Problem]:
+    """Problems that involve several keys, as ``(key path, message, fix)``; paths are resolved already."""
+    return _folder_checks(settings) + _s3_checks(settings) + alert_cross_checks(settings) + purge_cross_checks(settings)

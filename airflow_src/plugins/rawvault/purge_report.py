@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from rawvault.text_table import table_lines
 from shared.settings.purge import GB
 
 
@@ -121,11 +122,7 @@ class PurgeReport:
         ]
         lines = [self.summary()]
         if rows:
-            widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-            lines.append("")
-            for row in [header, *rows]:
-                cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-                lines.append("  ".join([*cells, row[-1]]).rstrip())
+            lines += ["", *table_lines(header, rows)]
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from rawvault.alerts import render
 from rawvault.alerts.delivery import DeliveryError, Sender
-from shared.settings.alerts import AlertSettings
+from shared.settings.alerts import AlertSettings, EmailChannel, SlackChannel, WebhookChannel
 
 log = logging.getLogger(__name__)
 
@@ -209,54 +209,61 @@ def _guarded(name: str, conn_id: str, build: Callable[[dict[str, Any]], Any]) ->
     return send
 
 
+NotifierFor = Callable[[dict[str, Any]], Any]  # the provider's notifier of one message
+
+
+def _email_notifier(email: EmailChannel, timeout: float) -> NotifierFor:
+    """SMTP; the connection sets its own timeout."""
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    return lambda message: SmtpNotifier(
+        to=list(email.to),
+        from_email=email.from_address,
+        subject=render.email_subject(message),
+        html_content=render.email_html(message),
+        smtp_conn_id=email.conn_id,
+    )
+
+
+def _slack_notifier(slack: SlackChannel, timeout: float) -> NotifierFor:
+    """A Slack incoming webhook (whole seconds, at least one)."""
+    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+    return lambda message: SlackWebhookNotifier(
+        slack_webhook_conn_id=slack.conn_id,
+        text=render.slack_text(message),
+        unfurl_links=False,
+        timeout=max(1, round(timeout)),
+    )
+
+
+def _webhook_notifier(webhook: WebhookChannel, timeout: float) -> NotifierFor:
+    """A JSON POST to an HTTP connection."""
+    from airflow.providers.http.notifications.http import HttpNotifier
+
+    return lambda message: HttpNotifier(
+        http_conn_id=webhook.conn_id,
+        endpoint=webhook.endpoint or None,
+        method="POST",
+        json=render.webhook_json(message),
+        headers={"Content-Type": "application/json"},
+        extra_options={"timeout": timeout},
+    )
+
+
+# Channel name (a field of alerts.channels) -> its notifier, imported only when the channel is configured.
+CHANNEL_NOTIFIERS: dict[str, Callable[[Any, float], NotifierFor]] = {
+    "email": _email_notifier,
+    "slack": _slack_notifier,
+    "webhook": _webhook_notifier,
+}
+
+
 def build_senders(alerts: AlertSettings) -> dict[str, Sender]:
     """One sender per configured channel, by channel name."""
     senders: dict[str, Sender] = {}
-    channels = alerts.channels
-    timeout = alerts.send_timeout_seconds
-    if channels.email is not None:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-        email = channels.email
-        senders["email"] = _guarded(
-            "email",
-            email.conn_id,
-            lambda message: SmtpNotifier(
-                to=list(email.to),
-                from_email=email.from_address,
-                subject=render.email_subject(message),
-                html_content=render.email_html(message),
-                smtp_conn_id=email.conn_id,
-            ),
-        )
-    if channels.slack is not None:
-        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-
-        slack = channels.slack
-        senders["slack"] = _guarded(
-            "slack",
-            slack.conn_id,
-            lambda message: SlackWebhookNotifier(
-                slack_webhook_conn_id=slack.conn_id,
-                text=render.slack_text(message),
-                unfurl_links=False,
-                timeout=max(1, round(timeout)),
-            ),
-        )
-    if channels.webhook is not None:
-        from airflow.providers.http.notifications.http import HttpNotifier
-
-        webhook = channels.webhook
-        senders["webhook"] = _guarded(
-            "webhook",
-            webhook.conn_id,
-            lambda message: HttpNotifier(
-                http_conn_id=webhook.conn_id,
-                endpoint=webhook.endpoint or None,
-                method="POST",
-                json=render.webhook_json(message),
-                headers={"Content-Type": "application/json"},
-                extra_options={"timeout": timeout},
-            ),
-        )
+    for name, notifier_for in CHANNEL_NOTIFIERS.items():
+        channel = getattr(alerts.channels, name)
+        if channel is not None:
+            senders[name] = _guarded(name, channel.conn_id, notifier_for(channel, alerts.send_timeout_seconds))
     return senders

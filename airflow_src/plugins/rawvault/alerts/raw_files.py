@@ -63,11 +63,17 @@ def subject_of(raw_file_id: str) -> str:
     return f"{SUBJECT_PREFIX}{raw_file_id}"
 
 
+def dag_url(base_url: str | None, dag_id: str) -> str | None:
+    """The Airflow UI page of a DAG (its runs); None without the UI's address."""
+    return f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}" if base_url else None
+
+
 def task_log_url(base_url: str | None, dag_id: str, run_id: str, task_id: str | None = None) -> str | None:
     """The Airflow UI page of a task of a DAG run (its log), or of the run without ``task_id``."""
-    if not base_url:
+    url = dag_url(base_url, dag_id)
+    if url is None:
         return None
-    url = f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    url = f"{url}/runs/{quote(run_id, safe='')}"
     return f"{url}/tasks/{quote(task_id, safe='')}" if task_id else url
 
 
@@ -101,17 +107,37 @@ def _details(raw_file: RawFile, *pairs: tuple[str, str]) -> tuple[tuple[str, str
     return base + tuple(pairs)
 
 
-def _failed(raw_file: RawFile, ctx: RuleContext, state: str, step: str, reason: str, hint: str) -> Observation:
+def _named(raw_file: RawFile) -> str:
+    """How every message names a raw file."""
+    return f"{raw_file.id} ({raw_file.instrument_id})"
+
+
+def _bad(
+    raw_file: RawFile,
+    kind: Kind,
+    state: str,
+    title: str,
+    facts: tuple[tuple[str, str], ...],
+    link: str | None,
+    hint: str,
+) -> Observation:
+    """A bad state of ``raw_file``: its details are the raw file's identity, then ``facts``."""
     return Observation(
         subject_of(raw_file.id),
         Health.BAD,
         state=state,
-        kind=Kind.FAILED_BACKUP,
-        title=f"Backup failed: {raw_file.id} ({raw_file.instrument_id}) at {step or 'an unknown step'}",
-        details=_details(raw_file, ("step", step or "?"), ("reason", _reason(reason))),
-        link=_link(raw_file, step, ctx),
+        kind=kind,
+        title=title,
+        details=_details(raw_file, *facts),
+        link=link,
         hint=hint,
     )
+
+
+def _failed(raw_file: RawFile, ctx: RuleContext, state: str, step: str, reason: str, hint: str) -> Observation:
+    title = f"Backup failed: {_named(raw_file)} at {step or 'an unknown step'}"
+    facts = (("step", step or "?"), ("reason", _reason(reason)))
+    return _bad(raw_file, Kind.FAILED_BACKUP, state, title, facts, _link(raw_file, step, ctx), hint)
 
 
 def redrive_gave_up(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
@@ -130,7 +156,7 @@ def redrive_gave_up(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
         reason,
         f"acquisition_redrive no longer starts it again: fix the cause, then clear {task} of this run.",
     )
-    return replace(observation, title=f"Re-drives given up: {raw_file.id} ({raw_file.instrument_id}) at {step or '?'}")
+    return replace(observation, title=f"Re-drives given up: {_named(raw_file)} at {step or '?'}")
 
 
 def pipeline_error(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
@@ -167,16 +193,11 @@ def upload_gave_up(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
     details = raw_file.backup_status_details or ""
     if not ctx.s3 or raw_file.backup_status != BackupStatus.UPLOAD_FAILED.value or GAVE_UP_MARK not in details:
         return None
-    return Observation(
-        subject_of(raw_file.id),
-        Health.BAD,
-        state="upload_gave_up",
-        kind=Kind.STUCK_UPLOAD,
-        title=f"S3 upload given up: {raw_file.id} ({raw_file.instrument_id}) after {_attempts(raw_file, ctx)} attempts",
-        details=_details(raw_file, ("step", "upload_to_s3"), ("reason", _reason(details))),
-        link=_link(raw_file, "upload_to_s3", ctx),
-        hint="backup_sweeper no longer retries it: fix the cause, then clear upload_to_s3 of this run.",
-    )
+    title = f"S3 upload given up: {_named(raw_file)} after {_attempts(raw_file, ctx)} attempts"
+    hint = "backup_sweeper no longer retries it: fix the cause, then clear upload_to_s3 of this run."
+    facts = (("step", "upload_to_s3"), ("reason", _reason(details)))
+    link = _link(raw_file, "upload_to_s3", ctx)
+    return _bad(raw_file, Kind.STUCK_UPLOAD, "upload_gave_up", title, facts, link, hint)
 
 
 def upload_failed(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
@@ -197,21 +218,13 @@ def upload_stuck(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
         return None
     if expires > ctx.now - STUCK_GRACE:
         return None
-    return Observation(
-        subject_of(raw_file.id),
-        Health.BAD,
-        state="upload_stuck",
-        kind=Kind.STUCK_UPLOAD,
-        title=f"S3 upload stuck: {raw_file.id} ({raw_file.instrument_id})",
-        details=_details(
-            raw_file,
-            ("claimed by", raw_file.upload_claim_owner or "?"),
-            ("claim expired", f"{expires:%Y-%m-%d %H:%M} UTC"),
-        ),
-        link=_link(raw_file, "upload_to_s3", ctx),
-        hint="Its upload stopped renewing its claim and backup_sweeper has not released it since: check that "
-        "backup_sweeper runs and that the s3_uploader worker is up.",
+    facts = (("claimed by", raw_file.upload_claim_owner or "?"), ("claim expired", f"{expires:%Y-%m-%d %H:%M} UTC"))
+    hint = (
+        "Its upload stopped renewing its claim and backup_sweeper has not released it since: check that "
+        "backup_sweeper runs and that the s3_uploader worker is up."
     )
+    link = _link(raw_file, "upload_to_s3", ctx)
+    return _bad(raw_file, Kind.STUCK_UPLOAD, "upload_stuck", f"S3 upload stuck: {_named(raw_file)}", facts, link, hint)
 
 
 def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
@@ -221,21 +234,14 @@ def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None
     created = raw_file.created_at
     hours = (ctx.now - created).total_seconds() / 3600
     what = "verified S3 copy" if ctx.s3 else "verified local backup"
-    return Observation(
-        subject_of(raw_file.id),
-        Health.BAD,
-        state="deadline",
-        kind=Kind.DEADLINE,
-        title=f"No {what} after {hours:.0f} h: {raw_file.id} ({raw_file.instrument_id})",
-        details=_details(
-            raw_file,
-            ("status", raw_file.status or "-"),
-            ("backup status", raw_file.backup_status or "none yet"),
-            ("deadline", f"{ctx.deadline.total_seconds() / 3600:g} h (backup.deadline_hours)"),
-        ),
-        link=_link(raw_file, "", ctx),
-        hint="Open its acquisition_handler run to see where it waits.",
+    facts = (
+        ("status", raw_file.status or "-"),
+        ("backup status", raw_file.backup_status or "none yet"),
+        ("deadline", f"{ctx.deadline.total_seconds() / 3600:g} h (backup.deadline_hours)"),
     )
+    title = f"No {what} after {hours:.0f} h: {_named(raw_file)}"
+    hint = "Open its acquisition_handler run to see where it waits."
+    return _bad(raw_file, Kind.DEADLINE, "deadline", title, facts, _link(raw_file, "", ctx), hint)
 
 
 def purge_blocked(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
@@ -245,18 +251,16 @@ def purge_blocked(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
         return None
     check = check_of(reason) or "unknown"
     dag_id = keys.file_remover_dag_id(raw_file.instrument_id)
-    return Observation(
-        subject_of(raw_file.id),
-        Health.BAD,
-        state=f"purge_blocked:{check}",  # one message per failing check, not per run that finds it again
-        kind=Kind.FAILED_BACKUP,
-        title=f"Purge held back: {raw_file.id} ({raw_file.instrument_id}): the {check} check failed",
-        details=_details(raw_file, ("check", check), ("reason", _reason(reason))),
-        link=f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}" if ctx.ui_base_url else None,
-        hint=f"{dag_id} keeps this set on the share until every check passes again. Fix what the reason names "
+    title = f"Purge held back: {_named(raw_file)}: the {check} check failed"
+    hint = (
+        f"{dag_id} keeps this set on the share until every check passes again. Fix what the reason names "
         "(a damaged local or S3 copy: back the raw file up again; a changed or extra file on the share: find out "
-        "who wrote it); the next run checks again.",
+        "who wrote it); the next run checks again."
     )
+    # One message per failing check, not per run that finds it again.
+    state = f"purge_blocked:{check}"
+    facts = (("check", check), ("reason", _reason(reason)))
+    return _bad(raw_file, Kind.FAILED_BACKUP, state, title, facts, dag_url(ctx.ui_base_url, dag_id), hint)
 
 
 def scrub_drift(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
@@ -264,24 +268,19 @@ def scrub_drift(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
     if raw_file.scrub_status != ScrubStatus.DRIFT.value:
         return None
     scrubbed = raw_file.scrubbed_at
-    link = f"{ctx.ui_base_url.rstrip('/')}/dags/{quote(keys.VERIFIER_DAG_ID, safe='')}" if ctx.ui_base_url else None
-    return Observation(
-        subject_of(raw_file.id),
-        Health.BAD,
-        state="scrub_drift",
-        kind=Kind.DATA_DRIFT,
-        title=f"Stored data differs: {raw_file.id} ({raw_file.instrument_id}) failed its scrub",
-        details=_details(
-            raw_file,
-            ("scrubbed", f"{scrubbed:%Y-%m-%d %H:%M} UTC" if scrubbed else "?"),
-            ("found", _reason(raw_file.scrub_details)),
-        ),
-        link=link,
-        hint="One copy no longer holds the recorded data. Keep the good copy: restore from S3 "
+    facts = (
+        ("scrubbed", f"{scrubbed:%Y-%m-%d %H:%M} UTC" if scrubbed else "?"),
+        ("found", _reason(raw_file.scrub_details)),
+    )
+    title = f"Stored data differs: {_named(raw_file)} failed its scrub"
+    hint = (
+        "One copy no longer holds the recorded data. Keep the good copy: restore from S3 "
         "(scripts/rawvault.sh restore) or from the local backup, then replace the damaged one; "
         f"scripts/rawvault.sh verify --read-data --raw-file-id {raw_file.id} re-checks it (a clean result "
-        "sends a recovery).",
+        "sends a recovery)."
     )
+    link = dag_url(ctx.ui_base_url, keys.VERIFIER_DAG_ID)
+    return _bad(raw_file, Kind.DATA_DRIFT, "scrub_drift", title, facts, link, hint)
 
 
 Rule = Callable[[RawFile, RuleContext], "Observation | None"]
@@ -310,7 +309,7 @@ def raw_file_alert_state(raw_file: RawFile, ctx: RuleContext) -> Observation:
         return Observation(
             subject_of(raw_file.id),
             Health.HEALTHY,
-            title=f"{raw_file.id} ({raw_file.instrument_id}) now has {what} (backup status {raw_file.backup_status}).",
+            title=f"{_named(raw_file)} now has {what} (backup status {raw_file.backup_status}).",
             details=_details(raw_file),
         )
     return unknown(subject_of(raw_file.id))

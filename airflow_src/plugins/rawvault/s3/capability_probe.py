@@ -124,15 +124,21 @@ class _Probe:
             return True  # BadDigest, XAmzContentChecksumMismatch, InvalidRequest: refused as it should be
         return False
 
-    def conditional_put(self) -> Conditional:
+    def _conditional(self, request: str, second_write: Callable[[], object]) -> Conditional:
+        """How the store treats ``second_write`` (``request`` with If-None-Match on a key that exists)."""
         try:
-            self.put("default-checksums", b"rawvault probe: second write", IfNoneMatch="*")
+            second_write()
         except ClientError as error:
             if is_conflict(error):
                 return Conditional.ENFORCED
-            self.note("PUT with If-None-Match", error)
+            self.note(f"{request} with If-None-Match", error)
             return Conditional.REFUSED
         return Conditional.IGNORED
+
+    def conditional_put(self) -> Conditional:
+        return self._conditional(
+            "PUT", lambda: self.put("default-checksums", b"rawvault probe: second write", IfNoneMatch="*")
+        )
 
     def multipart(self, checksums: dict[str, str]) -> tuple[EtagShape, bool, bool]:
         """``(ETag shape, SHA-256 reported, Complete's ETag equals HEAD's)`` of a two-part object."""
@@ -161,14 +167,10 @@ class _Probe:
 
     def conditional_complete(self, checksums: dict[str, str]) -> Conditional:
         key = self.prefix + "multipart"
-        try:
-            self._upload(key, [b"rawvault probe: second multipart write"], checksums, IfNoneMatch="*")
-        except ClientError as error:
-            if is_conflict(error):
-                return Conditional.ENFORCED
-            self.note("CompleteMultipartUpload with If-None-Match", error)
-            return Conditional.REFUSED
-        return Conditional.IGNORED
+        return self._conditional(
+            "CompleteMultipartUpload",
+            lambda: self._upload(key, [b"rawvault probe: second multipart write"], checksums, IfNoneMatch="*"),
+        )
 
     def _upload(self, key: str, parts: list[bytes], checksums: dict[str, str], **complete: Any) -> dict[str, Any]:
         upload_id = self.call("create_multipart_upload", Key=key, **self.object_args, **checksums)["UploadId"]

@@ -212,37 +212,21 @@ def data_object_tagging() -> str:
 def lifecycle_rules(lifecycle: LifecycleSettings) -> list[dict[str, Any]]:
     """The lifecycle rules rawvault sets for ``backup.s3.lifecycle`` (ids start with :data:`RULE_PREFIX`)."""
     whole_bucket = {"Prefix": ""}
+    data_objects = {"Tag": {"Key": DATA_TAG[0], "Value": DATA_TAG[1]}}  # manifests stay where they are
     rules: list[dict[str, Any]] = []
-    if lifecycle.abort_incomplete_multipart_days is not None:
-        rules.append(
-            {
-                "ID": ABORT_RULE_ID,
-                "Status": "Enabled",
-                "Filter": whole_bucket,
-                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": lifecycle.abort_incomplete_multipart_days},
-            }
-        )
-    if lifecycle.transition is not None:
-        rules.append(
-            {
-                "ID": TRANSITION_RULE_ID,
-                "Status": "Enabled",
-                "Filter": {"Tag": {"Key": DATA_TAG[0], "Value": DATA_TAG[1]}},
-                "Transitions": [
-                    {"Days": lifecycle.transition.days, "StorageClass": lifecycle.transition.storage_class}
-                ],
-            }
-        )
-    if lifecycle.noncurrent_version_expiration_days is not None:
-        rules.append(
-            {
-                "ID": NONCURRENT_RULE_ID,
-                "Status": "Enabled",
-                "Filter": whole_bucket,
-                "NoncurrentVersionExpiration": {"NoncurrentDays": lifecycle.noncurrent_version_expiration_days},
-            }
-        )
+    if (days := lifecycle.abort_incomplete_multipart_days) is not None:
+        rules.append(_rule(ABORT_RULE_ID, whole_bucket, AbortIncompleteMultipartUpload={"DaysAfterInitiation": days}))
+    if (transition := lifecycle.transition) is not None:
+        moves = [{"Days": transition.days, "StorageClass": transition.storage_class}]
+        rules.append(_rule(TRANSITION_RULE_ID, data_objects, Transitions=moves))
+    if (days := lifecycle.noncurrent_version_expiration_days) is not None:
+        rules.append(_rule(NONCURRENT_RULE_ID, whole_bucket, NoncurrentVersionExpiration={"NoncurrentDays": days}))
     return rules
+
+
+def _rule(rule_id: str, applies_to: dict[str, Any], **action: Any) -> dict[str, Any]:
+    """One enabled lifecycle rule: its id, the objects it applies to (``Filter``) and what it does."""
+    return {"ID": rule_id, "Status": "Enabled", "Filter": applies_to, **action}
 
 
 def read_lifecycle(client: Any, bucket: str) -> list[dict[str, Any]]:
