@@ -201,8 +201,11 @@ def reference_source(commit: str) -> Path:
     return target
 
 
-def seed(server_uri: str, size: int) -> str:
-    """The URI of the database holding ``size`` seeded raw files (seeded now unless it was before)."""
+def seed(server_uri: str, size: int, *, reference: bool = False) -> str:
+    """The URI of the database holding ``size`` seeded raw files (seeded now unless it was before).
+
+    ``reference``: the reference's indexes are there too (the working tree dropped them if it ran before).
+    """
     from pymongo import MongoClient
     from scale_data import LEGACY_INDEXES, SEED_VERSION, seed_database
 
@@ -213,7 +216,7 @@ def seed(server_uri: str, size: int) -> str:
     uri = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
     database = MongoClient(uri).get_default_database()
     if database.bench_meta.find_one({"_id": "seed", "size": size, "version": SEED_VERSION}):
-        for spec in LEGACY_INDEXES:  # the working tree drops them when it connects; the reference's plans need them
+        for spec in LEGACY_INDEXES if reference else []:
             database.raw_file.create_index(spec, background=False)
         return uri
     database.client.drop_database(name)
@@ -307,7 +310,7 @@ def main() -> None:
     results: dict[int, dict[str, dict[str, list[float]]]] = {}
     with MongoServer(storage_path=STORE / "data", log_path=STORE / "mongo.log") as server:
         for size in sorted(args.sizes):
-            uri = seed(server.uri, size)
+            uri = seed(server.uri, size, reference=source is not None and args.only != "current")
             if args.seed_only:
                 continue
             results[size] = kept.get(str(size), {}) if args.only else {}
