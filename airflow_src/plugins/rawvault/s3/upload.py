@@ -141,13 +141,7 @@ def upload_file_set(
     # Phase 2: upload, verify, stop at the first failure.
     forbid_overwrites(client)
     hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check)
-    progress = ProgressReporter(
-        sum(entry.size for entry in to_upload),
-        label=f"uploading {raw_file_id} to {s3_url(bucket, key_prefix)}",
-        interval=progress_interval,
-    )
-    if on_progress is not None:
-        on_progress(progress)
+    progress = _progress_of(result, to_upload, progress_interval, on_progress)
     for path, uploaded in _upload_phase(
         client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress
     ):
@@ -159,6 +153,23 @@ def upload_file_set(
     _put_manifest(client, result, manifest, existing, settings, metadata, check)
     _log_complete(result)
     return result
+
+
+def _progress_of(
+    result: UploadResult,
+    to_upload: list[RecordedFile],
+    interval: float,
+    on_progress: Callable[[ProgressReporter], None] | None,
+) -> ProgressReporter:
+    """The progress reporter of the bytes to send, handed to ``on_progress`` (the claim's heartbeat records it)."""
+    progress = ProgressReporter(
+        sum(entry.size for entry in to_upload),
+        label=f"uploading {result.raw_file_id} to {s3_url(result.bucket, result.key_prefix)}",
+        interval=interval,
+    )
+    if on_progress is not None:
+        on_progress(progress)
+    return progress
 
 
 def _put_manifest(
