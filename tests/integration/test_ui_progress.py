@@ -27,6 +27,7 @@ from shared.db import interface
 from shared.db.free_space import record_free_space
 from shared.db.interface import create_raw_file, get_raw_file
 from shared.db.models import RawFile
+from shared.db.s3_stores import save_store_capabilities
 from tests.browser import chromium, login, wait_ready
 from tests.s3_fixtures import PART, file_info_of, make_client, make_settings, unique_prefix, write_file
 from tests.ui_stack import database_uri
@@ -62,6 +63,12 @@ def _seed_done_and_free_space() -> None:
         backup_status_details="in s3://rawvault-facility-p1/thermo1/2026_11/: 1 file(s) uploaded, 0 already there, "
         "all verified; manifest thermo1/2026_11/x.rawvault-manifest.json",
     ).save(force_insert=True)  # fmt: skip
+    save_store_capabilities(  # as the upload's probe records it (rawvault.s3.capabilities)
+        "http://s3.facility.test:9000",
+        "rawvault-facility-p1",
+        {"probed_at": now, "summary": "versioning on, conditional writes, SHA-256 checksums",
+         "weaknesses": ["no Object Lock"]},
+    )  # fmt: skip
     record_free_space(
         [
             {"id": "instrument:thermo1", "path": "/mnt/thermo1", "free_bytes": 120 << 30, "total_bytes": 500 << 30,
@@ -147,6 +154,8 @@ def test_a_running_uploads_progress_advances_on_the_page(database: str, tmp_path
             # The last free space of each folder, with its time.
             disks = driver.find_element(By.ID, "facility").text
             assert "instrument thermo1: 120.0 GiB free of 500.0 GiB" in disks and "backup root: 3.0 TiB free" in disks
+            # ... and what the upload's probe found out about the bucket's store (issue 15).
+            assert "s3://rawvault-facility-p1: versioning on, conditional writes, SHA-256 checksums" in disks, disks
         thread.join(timeout=300)
     assert not errors, errors
     record = get_raw_file(UPLOADING)

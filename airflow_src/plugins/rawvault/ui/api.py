@@ -173,17 +173,18 @@ def get_raw_file_counts(filters: FilterDep, view: ViewDep, stuck_after_hours: St
     return JSONResponse(counts, headers=NO_STORE)
 
 
-def get_free_space(view: ViewDep) -> JSONResponse:
-    """The last free space of the instrument folders the caller may read and of the backup root."""
-    from rawvault.ui.facility import free_space_rows
+def get_facility(view: ViewDep) -> JSONResponse:
+    """The last free space of the instrument folders the caller may read and of the backup root; the stores."""
+    from rawvault.ui.facility import free_space_rows, store_rows
 
     readable = tuple(i for i in view.instruments if view.readable is None or i in view.readable)
+    now = datetime.now(UTC)
     try:
         _connect()
-        rows = free_space_rows(readable, datetime.now(UTC))
+        answer = {"folders": free_space_rows(readable, now), "stores": store_rows(now)}
     except DATABASE_UNAVAILABLE as error:
         raise _database_unavailable(error) from None
-    return JSONResponse({"folders": rows}, headers=NO_STORE)
+    return JSONResponse(answer, headers=NO_STORE)
 
 
 def get_page() -> HTMLResponse:
@@ -248,7 +249,7 @@ def create_app() -> FastAPI:
     backups.dependency_overrides[caller_view] = _view_of_caller_dependency()
     backups.add_api_route("/raw-files", get_raw_files, methods=["GET"])
     backups.add_api_route("/raw-files/counts", get_raw_file_counts, methods=["GET"])
-    backups.add_api_route("/free-space", get_free_space, methods=["GET"])
+    backups.add_api_route("/facility", get_facility, methods=["GET"])
     backups.add_api_route("/", get_page, methods=["GET"], dependencies=logged_in, response_class=HTMLResponse)
     backups.add_exception_handler(StarletteHTTPException, login_redirect_for_page)  # type: ignore[arg-type]
     return backups
