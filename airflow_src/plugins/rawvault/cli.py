@@ -200,6 +200,11 @@ def _settings(*, needs_database: bool = True, needs_s3: bool = True, restore_id:
     except SettingsError as error:
         settings_error = str(error)
     s3 = settings.backup.s3 if settings is not None else None
+    if settings is not None and needs_s3 and s3 is None:  # no setting would help: say so first
+        raise CannotRunError(
+            f"{settings.source} has no backup.s3 section (backup_type {settings.backup.backup_type!r}): "
+            "there is no S3 backup to restore or verify; select the environment with RAWVAULT_ENV or RAWVAULT_CONFIG"
+        )
     problems = missing_setup(
         needs_database=needs_database,
         needs_s3=needs_s3 and (settings is None or s3 is not None),
@@ -211,11 +216,6 @@ def _settings(*, needs_database: bool = True, needs_s3: bool = True, restore_id:
         raise CannotRunError(setup_report(problems, Path(__file__).resolve().parents[3]))
     if settings is None:
         raise CannotRunError(settings_error)
-    if needs_s3 and s3 is None:
-        raise CannotRunError(
-            f"{settings.source} has no backup.s3 section (backup_type {settings.backup.backup_type!r}): "
-            "there is no S3 backup to restore or verify; select the environment with RAWVAULT_ENV or RAWVAULT_CONFIG"
-        )
     return settings
 
 
