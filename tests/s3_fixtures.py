@@ -37,6 +37,7 @@ import pytest
 from botocore.config import Config
 
 from devtools.servers import HOST, RcloneS3Server, S3Server
+from rawvault.s3.capability_probe import PROBE_PREFIX
 from rawvault.s3.client import client_config
 from shared.settings import Settings, parse_settings
 
@@ -92,8 +93,26 @@ def make_bruker_set(folder: Path, name: str = "20261122_tims1_sample.d") -> list
     return sorted(files)
 
 
+def after_upload_part(client: Any, handler: Any) -> None:
+    """Call ``handler(**kwargs)`` after every UploadPart of ``client`` but the capability probe's own parts.
+
+    The probe runs a small multipart upload per bucket and process before the first upload: a test that
+    interrupts "the upload" after some parts must not count the probe's.
+    """
+
+    def note_key(params: dict[str, Any], context: dict[str, Any], **_kwargs: Any) -> None:
+        context["test_key"] = params.get("Key", "")
+
+    def call(context: dict[str, Any], **kwargs: Any) -> None:
+        if not str(context.get("test_key", "")).startswith(PROBE_PREFIX):
+            handler(context=context, **kwargs)
+
+    client.meta.events.register("before-parameter-build.s3.UploadPart", note_key)
+    client.meta.events.register("after-call.s3.UploadPart", call)
+
+
 class CallCounter:
-    """Counts S3 operations (and the keys they touched) made through a client."""
+    """Counts S3 operations (and the keys they touched) made through a client, but the capability probe's."""
 
     OPERATIONS = (
         "PutObject",
@@ -112,6 +131,8 @@ class CallCounter:
             client.meta.events.register(f"before-parameter-build.s3.{operation}", self._record)
 
     def _record(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
+        if str(params.get("Key", "")).startswith(PROBE_PREFIX):
+            return  # the capability probe's throw-away objects (once per bucket and process)
         self.calls[model.name] += 1
         self.keys.append((model.name, params.get("Key", "")))
 

@@ -12,11 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from shared.s3_limits import UPLOAD_BACKOFF_CAP_HOURS
 from shared.settings.base import FIXES, Section
 
-# backup_sweeper never waits longer than this between two attempts of one upload (rawvault.sweeper.MAX_BACKOFF;
-# a unit test keeps the two equal). Here because settings cannot import rawvault.
-UPLOAD_BACKOFF_CAP_HOURS = 6.0
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60

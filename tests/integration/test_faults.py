@@ -60,6 +60,7 @@ from tests.s3_fixtures import (  # noqa: E402
     PART,
     REGION,
     CallCounter,
+    after_upload_part,
     file_info_of,
     make_client,
     multipart_uploads,
@@ -241,7 +242,7 @@ def child_upload_until_killed(
         if stored[0] >= after:
             time.sleep(3600)
 
-    client.meta.events.register("after-call.s3.UploadPart", hang)
+    after_upload_part(client, hang)
     upload_raw_file(raw_file_id, load_settings(Path(config)), client=client, progress_interval=1)
 
 
@@ -312,7 +313,7 @@ def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_p
         if parts_seen[0] == 2:
             proxy.stop()  # S3 "dies": every connection reset, nothing listens
 
-    client.meta.events.register("after-call.s3.UploadPart", cut_after_two_parts)
+    after_upload_part(client, cut_after_two_parts)
     try:
         with pytest.raises(S3TransientError, match=r"cannot reach S3.*is kept with \d of 6 parts stored"):
             upload_raw_file(name, settings, client=client, progress_interval=1)
@@ -412,7 +413,7 @@ def _mongodb_restarts(tmp_path: Path, s3_server: S3Server, mongo: MongoServer) -
         elif fault["action"] == "kill":
             mongo.stop(kill=True)
 
-    client.meta.events.register("after-call.s3.UploadPart", on_part)
+    after_upload_part(client, on_part)
 
     # 1. A restart in the middle of an upload: pymongo reconnects, the run completes as if nothing happened.
     quick = register(settings, "mongo-quick.raw", 17 * MIB)

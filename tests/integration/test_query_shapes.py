@@ -116,14 +116,13 @@ def page_filters() -> dict[str, object]:
 
 
 def load_page(filters, *, limit: int = 10) -> list[str]:
-    """What the page loads: the list, the chips, free space per folder and the stores. Returns the listed ids."""
-    from rawvault.ui.facility import free_space_rows, store_rows
+    """What the page loads: the list, the chips and free space per folder. Returns the listed ids."""
+    from rawvault.ui.facility import free_space_rows
     from rawvault.ui.queries import count_by_backup_status, list_raw_files
 
     page = list_raw_files(filters, limit=limit, now=NOW, stuck_after=timedelta(hours=6))
     count_by_backup_status(filters, now=NOW, stuck_after=timedelta(hours=6))
     free_space_rows(("thermo1", "tims1", "zeno1"), NOW)
-    store_rows(NOW)
     return [item["id"] for item in page.items]
 
 

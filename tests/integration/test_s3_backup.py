@@ -34,6 +34,7 @@ from tests.s3_fixtures import (  # noqa: E402
     PART,
     AuthS3,
     CallCounter,
+    after_upload_part,
     file_info_of,
     make_bruker_set,
     make_client,
@@ -301,7 +302,7 @@ def test_s3_server_stopping_mid_upload_then_retry(mongo_uri, settings) -> None:
             if parts[0] == 1:
                 server.stop(kill=True)
 
-        client.meta.events.register("after-call.s3.UploadPart", stop_server)
+        after_upload_part(client, stop_server)
         with pytest.raises(S3TransientError):
             run(settings, raw_file_id, client)
         assert_failed(raw_file_id, "cannot reach S3", "is kept", "the next run resumes it")

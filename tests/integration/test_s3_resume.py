@@ -26,6 +26,7 @@ from tests.s3_fixtures import (  # noqa: E402
     MIB,
     PART,
     CallCounter,
+    after_upload_part,
     file_info_of,
     make_settings,
     multipart_uploads,
@@ -167,7 +168,7 @@ def test_local_file_shrinking_mid_upload_aborts_the_upload(mongo_uri, settings, 
         with source.open("r+b") as handle:
             handle.truncate(PART + 10)
 
-    s3_client.meta.events.register("after-call.s3.UploadPart", shrink)
+    after_upload_part(s3_client, shrink)
     with pytest.raises(LocalFileChangedError, match=r"shrank.*multipart upload \S+ was aborted"):
         run(settings, raw_file_id, s3_client)
     assert multipart_uploads(s3_client, bucket_of(settings)) == []  # a permanent error: nothing to resume
@@ -218,7 +219,7 @@ def test_run_that_loses_its_claim_stops_and_records_nothing(mongo_uri, tmp_path,
             update_raw_file(raw_file_id, upload_claim_owner="host:2:new", upload_claim_expires_at=took_over)
             time.sleep(1.0)  # the heartbeat notices
 
-    s3_client.meta.events.register("after-call.s3.UploadPart", another_run_takes_over)
+    after_upload_part(s3_client, another_run_takes_over)
     with pytest.raises(UploadClaimLostError, match=r"another run took over its claim"):
         run(settings, raw_file_id, s3_client)
     raw_file = get_raw_file(raw_file_id)

@@ -170,17 +170,42 @@ def test_object_lock_and_bucket_configuration(s3_backend: S3Backend) -> None:
                 put()
 
 
-def test_rawvault_cannot_auto_create_a_bucket_on_rclone(s3_backend: S3Backend) -> None:
-    # ensure_bucket configures a new bucket (public access block, versioning, encryption, tags): rclone
-    # refuses the first of these, so auto_create_buckets cannot work there (the bucket is removed again).
+def test_rawvault_auto_creates_a_bucket_on_rclone_only_in_auto_mode(
+    s3_backend: S3Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ensure_bucket configures a new bucket (public access block, versioning, encryption, tags): rclone implements
+    # none of these. compatibility auto (degrade) creates the bucket and warns, naming what is weaker; strict and aws
+    # refuse, naming every gap, and remove the bucket again (it is empty and this run created it).
     client = s3_backend.client()
     name = f"{s3_backend.new_bucket(client)}-auto"
     if s3_backend.name == "moto":
         assert ensure_bucket(client, name, "us-east-1", True) is True
-    else:
-        with pytest.raises(S3PermanentError, match=r"configuring new bucket .* BucketAlreadyExists"):
-            ensure_bucket(client, name, "us-east-1", True)
-        assert name not in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]
+        return
+    with pytest.raises(S3PermanentError) as refused:
+        ensure_bucket(client, name, "us-east-1", True)
+    for gap in ("the public access block (BucketAlreadyExists", "versioning (NotImplemented", "tags (BucketAlr"):
+        assert gap in str(refused.value)
+    assert "the new bucket was deleted again" in str(refused.value) and "compatibility: auto" in str(refused.value)
+    assert name not in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]
+    with caplog.at_level("WARNING", logger="rawvault.s3.buckets"):
+        assert ensure_bucket(client, name, "us-east-1", True, degrade=True) is True
+    assert f"cannot configure versioning on new bucket {name}: the store answered NotImplemented" in caplog.text
+    client.put_object(Bucket=name, Key="a.raw", Body=b"data")  # the bucket works
+
+
+def test_a_bucket_that_holds_data_is_never_removed_after_a_failed_configuration(rclone_s3_server: Any) -> None:
+    # Another run uploads into the new bucket while this one configures it (strict: the configuration fails).
+    backend = backend_of("rclone", rclone_s3_server)
+    client = backend.client()
+    name = f"{backend.new_bucket(client)}-busy"
+
+    def another_run_uploads(**_kwargs: Any) -> None:
+        backend.client().put_object(Bucket=name, Key="other-run.raw", Body=b"uploaded meanwhile")
+
+    client.meta.events.register("after-call.s3.CreateBucket", another_run_uploads)
+    with pytest.raises(S3PermanentError, match=r"holds data already .* left as it is"):
+        ensure_bucket(client, name, "us-east-1", True)
+    assert client.get_object(Bucket=name, Key="other-run.raw")["Body"].read() == b"uploaded meanwhile"
 
 
 def test_encryption_headers_on_put(s3_backend: S3Backend, backend_bucket: str, rclone_s3_server: Any) -> None:

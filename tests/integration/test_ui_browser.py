@@ -133,6 +133,7 @@ def test_json_endpoints_refuse_requests_without_an_airflow_login(ui_server: UiSe
         "/rawvault/raw-files",
         "/rawvault/raw-files/counts",
         "/rawvault/raw-files?backup_status=upload_failed",
+        "/rawvault/stores",
     ):
         status, body, _ = http(ui_server.base_url + path)
         assert status == 401, (path, body)

@@ -37,6 +37,8 @@ OPTIONAL_STATEMENT_OF = {
         ("get_bucket_lifecycle_configuration", "put_bucket_lifecycle_configuration"), "OptionalLifecycle"
     ),
 }  # fmt: skip
+# Request parameters that need an IAM action of their own -> its optional statement (permissions.PARAMETER_ACTIONS).
+OPTIONAL_STATEMENT_OF_PARAMETER = {"Tagging": "OptionalLifecycle", "ObjectLockMode": "OptionalObjectLock"}
 TRANSFER_METHODS = {"download_file", "download_fileobj", "upload_file", "upload_fileobj", "copy"}
 
 
@@ -53,7 +55,8 @@ def s3_calls_in_code() -> dict[str, list[str]]:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
             name = node.func.attr
-            if name == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
+            # get_paginator("<operation>"), and a helper that takes the operation by name (the probe's call("..."))
+            if name in ("get_paginator", "call") and node.args and isinstance(node.args[0], ast.Constant):
                 name = str(node.args[0].value)
             if name in operations:
                 found.setdefault(name, []).append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
@@ -95,7 +98,23 @@ def test_the_policy_grants_exactly_what_the_calls_need() -> None:
     assert _granted(policy, sid_filter=False) == required, "required statements of docs/iam-policy.json"
     for sid in sorted(set(OPTIONAL_STATEMENT_OF.values())):
         needed = set().union(*(ACTIONS_OF[name] for name in calls if OPTIONAL_STATEMENT_OF.get(name) == sid))
+        for parameter, parameter_sid in OPTIONAL_STATEMENT_OF_PARAMETER.items():
+            if parameter_sid == sid:
+                needed |= set(permissions.PARAMETER_ACTIONS[parameter])
         assert _statement_actions(policy, sid) == needed, f"{sid} of docs/iam-policy.json"
+
+
+def test_request_parameters_with_actions_of_their_own_are_known() -> None:
+    # A PUT with Tagging needs s3:PutObjectTagging, one with retention s3:PutObjectRetention, and a HEAD shows an
+    # object's retention only to s3:GetObjectRetention (issue 15): parameters, not calls, so the call scan misses them.
+    assert set(permissions.PARAMETER_ACTIONS) == set(OPTIONAL_STATEMENT_OF_PARAMETER)
+    sent = {
+        node.value
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in permissions.PARAMETER_ACTIONS
+    }
+    assert sent == set(permissions.PARAMETER_ACTIONS), "each parameter is sent somewhere in the code"
 
 
 def test_the_policy_stays_on_the_bucket_prefix() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,19 @@ def test_keys_imports_no_airflow() -> None:
     tree = ast.parse(KEYS_SOURCE.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    # shared.s3_limits is plain constants (the upload retry cap lives there, beside the S3 limits).
+    imported -= {"shared.s3_limits"}
     assert not {name for name in imported if name.split(".")[0] in {"airflow", "rawvault", "shared"}}
+
+
+def test_upload_retry_delay_cap_is_defined_once_in_shared() -> None:
+    # Issue 15 item 5: the lifecycle check (shared.settings) and the sweeper/Airflow retry cap (keys) are one value.
+    from shared import s3_limits
+    from shared.settings import s3_compat
+
+    assert "UPLOAD_BACKOFF_CAP_HOURS" in KEYS_SOURCE.read_text()
+    assert s3_compat.UPLOAD_BACKOFF_CAP_HOURS is s3_limits.UPLOAD_BACKOFF_CAP_HOURS
+    assert timedelta(hours=s3_limits.UPLOAD_BACKOFF_CAP_HOURS) == keys.MAX_UPLOAD_RETRY_DELAY
 
 
 def test_upload_retry_delay_cap_is_shared_by_the_sweeper() -> None:

@@ -24,6 +24,8 @@ from rawvault.s3.capabilities import (
 )
 from rawvault.s3.errors import S3PermanentError
 
+pytest_plugins = ["tests.unit.fakes"]
+
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 AWS_LIKE = StoreCapabilities("https://s3.eu-central-1.amazonaws.com", "facility-p1", NOW, versioning="enabled")
 # What rclone serve s3 1.75.2 did when probed over HTTP (tests/integration/test_s3_capabilities.py).
@@ -153,3 +155,48 @@ def test_cache_probes_once_then_memory_then_the_saved_document(monkeypatch: pyte
     assert assumed == assumed_aws("http://store.example:9000", "b2", NOW)
     assert "assumed AWS behaviour (compatibility: aws)" in assumed.summary()
     capabilities.forget_cached()
+
+
+# --- hooks of the upload path (issue 15 item 2) ------------------------------------------------------------------
+
+
+def test_each_weakness_is_warned_once_per_process_and_bucket(caplog: pytest.LogCaptureFixture) -> None:
+    capabilities.forget_cached()
+    with caplog.at_level("WARNING", logger="rawvault.s3.capabilities"):
+        first = capabilities.warn_weaknesses_once(RCLONE_LIKE)
+        again = capabilities.warn_weaknesses_once(RCLONE_LIKE)
+        other_bucket = capabilities.warn_weaknesses_once(
+            StoreCapabilities(RCLONE_LIKE.endpoint, "facility-p2", NOW, conditional_put=Conditional.IGNORED)
+        )
+        with_lock = capabilities.warn_weaknesses_once(RCLONE_LIKE, object_lock_required=True)
+    assert first == RCLONE_LIKE.weaknesses() and again == []
+    assert any("If-None-Match ignored on PUT" in w for w in other_bucket)
+    assert len(with_lock) == 1 and "Object Lock" in with_lock[0]  # only what was not said yet
+    assert caplog.text.count("s3://facility-p1 at http://127.0.0.1:9000: If-None-Match ignored on PUT") == 1
+    capabilities.forget_cached()
+
+
+def test_overwrites_are_forbidden_by_header_only_where_the_store_enforces_it(fake_s3: Any) -> None:
+    from rawvault.s3.put import forbid_overwrites
+
+    sent: list[dict[str, Any]] = []
+    fake_s3.meta.events.register_last("before-parameter-build.s3.PutObject", lambda params, **_: sent.append(params))
+    fake_s3.create_bucket(Bucket="rv-unit-c")
+    forbid_overwrites(fake_s3, RCLONE_LIKE)  # ignored there: the writes are guarded by a HEAD instead
+    fake_s3.put_object(Bucket="rv-unit-c", Key="a", Body=b"1")
+    forbid_overwrites(fake_s3, AWS_LIKE)
+    fake_s3.put_object(Bucket="rv-unit-c", Key="b", Body=b"1")
+    assert "IfNoneMatch" not in sent[0] and sent[1]["IfNoneMatch"] == "*"
+
+
+def test_a_write_on_a_store_without_conditional_writes_checks_the_key_under_the_guard(fake_s3: Any) -> None:
+    from rawvault.s3.errors import ObjectAppearedError
+    from rawvault.s3.put import check_key_free
+
+    fake_s3.create_bucket(Bucket="rv-unit-g")
+    guarded: list[str] = []
+    check_key_free(fake_s3, "rv-unit-g", "k", lambda: guarded.append("k"), what="a.raw")  # free: nothing raised
+    fake_s3.put_object(Bucket="rv-unit-g", Key="k", Body=b"someone else's")
+    with pytest.raises(ObjectAppearedError, match=r"appeared at s3://rv-unit-g/k before a.raw was written.*"):
+        check_key_free(fake_s3, "rv-unit-g", "k", lambda: guarded.append("k"), what="a.raw")
+    assert guarded == ["k", "k"]  # the claim is checked before each HEAD

@@ -10,6 +10,8 @@ from rawvault.ui.access import readable_instruments
 from shared.db import interface
 from shared.settings import get_settings
 
+pytest_plugins = ["tests.unit.fakes"]
+
 
 def _refuse(*args: object, **kwargs: object) -> None:
     raise interface.DB_ERRORS[0]("No servers found yet")
@@ -64,3 +66,19 @@ def test_readable_instruments_asks_per_handler_dag_never_the_request() -> None:
     assert asked == [None, "acquisition_handler.thermo1", "acquisition_handler.tims1"]
     assert readable_instruments(["thermo1"], lambda dag_id: dag_id is None) is None  # every DAG: no restriction
     assert readable_instruments(["thermo1"], lambda dag_id: False) == frozenset()
+
+
+def test_stores_lists_each_probed_bucket_with_its_weaknesses(fake_db: None) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from shared.db.s3_stores import save_store_capabilities
+
+    save_store_capabilities(
+        "http://127.0.0.1:9000", "facility-p1",
+        {"probed_at": datetime(2026, 11, 30, tzinfo=UTC), "summary": "s3://facility-p1: ...", "versioning": "off",
+         "weaknesses": ["versioning off: an object replaced or deleted by hand cannot be recovered"]},
+    )  # fmt: skip
+    (row,) = json.loads(api.get_stores().body)["stores"]
+    assert row["bucket"] == "facility-p1" and row["probed_at"].startswith("2026-11-30T00:00:00")
+    assert row["versioning"] == "off" and row["weaknesses"][0].startswith("versioning off")

@@ -2,7 +2,8 @@
 
 The selection (filters: instrument, project, raw file id, created since a
 date) is a read of :mod:`shared.db.interface`; the checks are
-:mod:`rawvault.s3.drift` (``head_object`` only, nothing downloaded). Scrubbing,
+:mod:`rawvault.s3.drift` (``head_object`` only, nothing downloaded; with
+``backup.s3.object_lock`` also each object's retention). Scrubbing,
 which re-reads the data, is :mod:`rawvault.scrub`.
 """
 
@@ -14,11 +15,14 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from rawvault.s3.drift import VerifyReport, verify_raw_files
+from rawvault.stores import recorded_etag_shapes
 from shared.db.interface import raw_files_by_id, uploaded_raw_file_ids
 from shared.db.uploaded import sample_uploaded_raw_files
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from shared.settings import ObjectLockSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +88,15 @@ def verify_backups(
     seed: int | None = None,
     fallback_project_id: str = "_FALLBACK",
     concurrency: int = DEFAULT_CONCURRENCY,
+    object_lock: ObjectLockSettings | None = None,
 ) -> VerifyReport:
     """Check every ``upload_done`` raw file matching the filters (or a random ``sample`` of them) against S3.
 
     ``since`` keeps raw files created on or after that day (UTC). ``sample``
     (``None`` or 0: all) checks that many, chosen at random (``seed`` makes the
-    choice reproducible); ``concurrency`` raw files are checked at a time. Raises
+    choice reproducible); ``concurrency`` raw files are checked at a time. With
+    ``object_lock`` (``backup.s3.object_lock``) every object's retention is
+    checked too (``retention missing/shorter``). Raises
     :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses the
     credentials; everything else found is in the report. Re-reading the data
     (scrubbing) is :func:`rawvault.scrub.scrub_backups`.
@@ -105,6 +112,9 @@ def verify_backups(
         f" (sample of {sample})" if sample else "",
     )
     raw_files = selection.raw_files if selection.raw_files is not None else raw_files_by_id(selection.raw_file_ids)
-    verify_raw_files(raw_files, client, report, concurrency=concurrency)
+    verify_raw_files(
+        raw_files, client, report, concurrency=concurrency, object_lock=object_lock,
+        etag_shapes=recorded_etag_shapes(client),
+    )  # fmt: skip
     log.info("%s", report.summary())
     return report

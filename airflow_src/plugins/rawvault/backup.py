@@ -27,6 +27,10 @@ and the boto3 library (:mod:`rawvault.s3`):
   the ETag S3 reports for the set's manifest object
   (``<key_prefix><raw_file_id>.rawvault-manifest.json``), which lists every
   file's key, size, MD5 and ETag.
+- **The store** (:mod:`rawvault.stores`, after the bucket check): its
+  probed capabilities decide checksums, conditions and verification, a
+  ``compatibility: strict`` run refuses a store that lacks what it needs, and
+  uploads pass the worker's bandwidth limiter.
 - A retry is idempotent: verified objects are skipped, a complete set
   (manifest present and matching) uploads nothing, and an unfinished
   multipart upload is resumed (only missing parts are sent; see
@@ -77,8 +81,8 @@ from rawvault.s3.errors import (
 from rawvault.s3.file_set import UploadResult, check_complete_set
 from rawvault.s3.keys import key_prefix_for
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS
-from rawvault.s3.put import ObjectSettings
 from rawvault.s3.upload import upload_file_set
+from rawvault.stores import ClientFactory, prepare_store, recorded_etag_shapes
 from shared.db.interface import get_projects, get_raw_file
 from shared.db.models import BackupStatus, RawFile
 from shared.settings import Settings
@@ -172,16 +176,27 @@ def upload_target(raw_file: RawFile, settings: Settings, xcom: XcomFileInfo) -> 
     return UploadTarget(bucket, key_prefix, part_size, source_folder, metadata)
 
 
-def _client(settings: Settings, given: S3Client | None) -> S3Client:
-    """The client of the upload (``given``, else one from the connection), sending the expected bucket owner."""
+def _client_factory(settings: Settings, given: S3Client | None, factory: ClientFactory | None) -> ClientFactory:
+    """Clients of the upload: ``factory``, else from the connection; ``given`` when no extra config is needed.
+
+    Every client sends the expected bucket owner.
+    """
     from rawvault.s3.client import expect_bucket_owner, s3_client_for
 
     s3 = settings.backup.s3
     assert s3 is not None
-    if given is None:
-        return s3_client_for(s3, s3.max_concurrency + 4)
-    expect_bucket_owner(given, s3.expected_bucket_owner)
-    return given
+
+    def make(extra: Any) -> S3Client:
+        if given is not None and (extra is None or factory is None):
+            if extra is not None:
+                log.warning("the store needs another client config, but the given client is used as it is")
+            client = given
+        else:
+            client = factory(extra) if factory else s3_client_for(s3, s3.max_concurrency + 4, extra_config=extra)
+        expect_bucket_owner(client, s3.expected_bucket_owner)
+        return client
+
+    return make
 
 
 def _reason(error: BaseException) -> str:
@@ -196,12 +211,12 @@ class _Run:
 
     raw_file: RawFile
     settings: Settings
-    client: S3Client | None
+    make_client: ClientFactory
+    client: S3Client | None = None
     target: UploadTarget | None = None
     files: dict[str, Any] = field(default_factory=dict)
     problem: BaseException | None = None
     repair: str | None = None  # upload_done, but S3 does not hold the set as recorded: what is wrong
-    _client_ready: bool = False
 
     def set_args(self) -> dict[str, Any]:
         """The set's bucket, key prefix, file info, part size, raw file id and metadata, as S3 calls take them."""
@@ -217,9 +232,8 @@ class _Run:
 
     def s3_client(self) -> S3Client:
         """The run's S3 client (made once; every request carries the expected bucket owner, when set)."""
-        if not self._client_ready:
-            self.client, self._client_ready = _client(self.settings, self.client), True
-        assert self.client is not None
+        if self.client is None:
+            self.client = self.make_client(None)
         return self.client
 
 
@@ -234,7 +248,8 @@ def _already_done(run: _Run) -> UploadResult | None:
     # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed. A bucket of another
     # account is the exception: the claimed run checks the bucket and records why the backup is not safe.
     try:
-        state = check_complete_set(run.s3_client(), **run.set_args())
+        client, args = run.s3_client(), run.set_args()
+        state = check_complete_set(client, **args, etag_shape=recorded_etag_shapes(client)(args["bucket"]))
     except BucketOwnerMismatchError as error:
         run.repair = str(error)
         return None
@@ -258,25 +273,24 @@ def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
     assert target is not None
     s3 = run.settings.backup.s3
     assert s3 is not None
-    client = run.s3_client()
     ensure_bucket(
-        client,
-        target.bucket,
-        s3.region,
-        s3.auto_create_buckets,
-        server_side_encryption=s3.server_side_encryption,
-        kms_key_id=s3.kms_key_id,
-    )
+        run.s3_client(), target.bucket, s3.region, s3.auto_create_buckets,
+        server_side_encryption=s3.server_side_encryption, kms_key_id=s3.kms_key_id, object_lock=s3.object_lock,
+        lifecycle=s3.lifecycle, degrade=s3.compatibility == "auto",
+    )  # fmt: skip
+    store = prepare_store(run.s3_client(), target.bucket, run.settings, run.make_client)
     claim.check()
     result = upload_file_set(
-        client,
+        store.client,
         **run.set_args(),
         source_folder=target.source_folder,
-        object_settings=ObjectSettings.from_settings(s3),
+        object_settings=store.object_settings(s3),
         progress_interval=progress_interval,
         multipart_uploads=dict(raw_file.s3_multipart_uploads or {}),
         on_multipart_upload=claims.multipart_recorder(claim, dict(raw_file.s3_multipart_uploads or {})),
         guard=claim.check,
+        capabilities=store.caps,
+        bandwidth_status=store.bandwidth_status if store.limiter is not None else None,
         on_progress=claim.watch_progress,  # the heartbeat records bytes, rate and ETA (Backups page)
     )
     claim.check()
@@ -323,27 +337,25 @@ def upload_raw_file(
     client: S3Client | None = None,
     expected_attempts: int | None = None,
     progress_interval: float = DEFAULT_INTERVAL_SECONDS,
+    client_factory: ClientFactory | None = None,
 ) -> UploadResult:
     """Upload raw file ``raw_file_id`` from its local backup folder to S3 and record the outcome.
 
-    ``xcom`` carries what compute_checksum and copy_raw_file pushed (``None``:
-    the recorded file info and part size, the backup folder of the settings).
-    ``client`` defaults to one from the Airflow connection
-    ``backup.s3.aws_conn_id``. Claims the raw file first (:mod:`rawvault.claim`);
-    one already ``upload_done`` is checked in S3 first, and claimed and repaired
-    only when the set is not complete as recorded (see the module docstring).
-    With ``expected_attempts`` (a retry scheduled by backup_sweeper) the claim
-    also requires that the raw file still has that many attempts, so a retry
-    scheduled for a failure that another run has retried since stops
-    (:class:`~rawvault.claim.UploadSupersededError`). Raises the
-    :class:`~rawvault.s3.errors.S3BackupError` (or other error) after
-    recording ``upload_failed``; ``UploadInProgressError``,
-    ``UploadSupersededError`` and ``UploadClaimLostError`` record nothing.
+    ``xcom`` carries what compute_checksum and copy_raw_file pushed (``None``: the recorded file info and
+    part size, the backup folder of the settings). ``client`` defaults to one from the Airflow connection
+    ``backup.s3.aws_conn_id``; ``client_factory(extra_config)`` makes one for a store that needs another
+    botocore config (default: from the connection). Claims the raw file first (:mod:`rawvault.claim`);
+    one already ``upload_done`` is checked in S3 first, and claimed and repaired only when the set is not
+    complete as recorded (see the module docstring). With ``expected_attempts`` (a retry scheduled by
+    backup_sweeper) the claim also requires that the raw file still has that many attempts, so a retry
+    scheduled for a failure that another run has retried since stops (:class:`~rawvault.claim.UploadSupersededError`).
+    Raises the :class:`~rawvault.s3.errors.S3BackupError` (or other error) after recording ``upload_failed``;
+    ``UploadInProgressError``, ``UploadSupersededError`` and ``UploadClaimLostError`` record nothing.
     """
     s3 = settings.backup.s3
     if not settings.s3_enabled or s3 is None:
         raise S3PermanentError("backup.backup_type is not 's3': there is nothing to upload to S3")
-    run = _Run(get_raw_file(raw_file_id), settings, client)
+    run = _Run(get_raw_file(raw_file_id), settings, _client_factory(settings, client, client_factory))
     if expected_attempts is not None and (run.raw_file.s3_upload_attempts or 0) != expected_attempts:
         raise claims.superseded_error(run.raw_file, expected_attempts)
     xcom = xcom or XcomFileInfo()

@@ -8,6 +8,7 @@ Usage (``scripts/rawvault.sh`` sets ``PYTHONPATH`` and runs this module)::
                                   [--read-data [--budget-gb N] [--no-record]]
     python -m rawvault.cli purge --dry-run --instrument X [--json]
     python -m rawvault.cli coverage [--instrument X] [--json]
+    python -m rawvault.cli buckets (probe (--bucket B | --all) | apply-lifecycle [--bucket B]) [--json]
 
 Settings come from ``RAWVAULT_ENV`` / ``RAWVAULT_CONFIG``, the database from
 ``RAWVAULT_MONGO_URI``, the S3 client from the Airflow connection named in
@@ -17,8 +18,8 @@ stderr.
 
 Exit codes: 0 success; 1 the restore failed (an object missing, corrupted or
 replaced, or a different file in the way), verify found drift, the purge
-would keep a set because a check failed, or coverage found unprotected raw
-files; 2 the command could not run
+would keep a set because a check failed, coverage found unprotected raw
+files, or a bucket failed (:mod:`rawvault.cli_buckets`); 2 the command could not run
 (arguments, settings, database, credentials, unknown raw file or manifest).
 """
 
@@ -34,22 +35,20 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rawvault.cli_buckets import add_buckets_parser, buckets_command
+from rawvault.cli_common import CannotRunError
+from rawvault.cli_common import s3_client as _client
+from rawvault.cli_common import s3_settings as _settings
 from shared.s3_limits import MIB
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-    from shared.settings import Settings
+    pass
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_RUN = 2
 
 log = logging.getLogger("rawvault.cli")
-
-
-class CannotRunError(RuntimeError):
-    """The command cannot start: the message says what to fix."""
 
 
 def _date(text: str) -> date:
@@ -85,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database, credentials).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the log lines of boto3 and Airflow")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,coverage}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{restore,verify,purge,coverage,buckets}")
 
     restore = commands.add_parser(
         "restore",
@@ -113,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_command(commands)
     _add_purge_parser(commands)
     _add_coverage_parser(commands)
+    add_buckets_parser(commands)
     return parser
 
 
@@ -189,48 +189,6 @@ def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
     purge.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
-def _settings(*, needs_database: bool = True, needs_s3: bool = True, restore_id: str | None = None) -> Settings:
-    """The settings, after checking that every setting the command needs is there (all reported at once)."""
-    from rawvault.cli_setup import missing_setup, setup_report
-    from shared.settings import SettingsError, get_settings
-
-    settings: Settings | None = None
-    try:
-        settings = get_settings()
-    except SettingsError as error:
-        settings_error = str(error)
-    s3 = settings.backup.s3 if settings is not None else None
-    if settings is not None and needs_s3 and s3 is None:  # no setting would help: say so first
-        raise CannotRunError(
-            f"{settings.source} has no backup.s3 section (backup_type {settings.backup.backup_type!r}): "
-            "there is no S3 backup to restore or verify; select the environment with RAWVAULT_ENV or RAWVAULT_CONFIG"
-        )
-    problems = missing_setup(
-        needs_database=needs_database,
-        needs_s3=needs_s3 and (settings is None or s3 is not None),
-        aws_conn_id=s3.aws_conn_id if s3 else None,
-        region=s3.region if s3 else None,
-        restore_id=restore_id,
-    )
-    if problems:
-        raise CannotRunError(setup_report(problems, Path(__file__).resolve().parents[3]))
-    if settings is None:
-        raise CannotRunError(settings_error)
-    return settings
-
-
-def _client(settings: Settings, max_pool_connections: int) -> S3Client:
-    from rawvault.s3.client import s3_client_for
-    from rawvault.s3.errors import S3BackupError
-
-    s3 = settings.backup.s3
-    assert s3 is not None  # _settings() made sure
-    try:
-        return s3_client_for(s3, max_pool_connections)
-    except S3BackupError as error:
-        raise CannotRunError(str(error)) from None
-
-
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.restore import restore_raw_file
     from rawvault.s3.download import RestoreError, RestoreSourceError
@@ -289,6 +247,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
             report = verify_backups(
                 client, **filters, since=args.since, sample=args.sample, seed=args.seed,
                 fallback_project_id=settings.watcher.fallback_project_id, concurrency=concurrency,
+                object_lock=settings.backup.s3.object_lock if settings.backup.s3 else None,
             )  # fmt: skip
     except (DatabaseError, S3AccessDeniedError) as error:
         raise CannotRunError(str(error)) from None
@@ -359,7 +318,7 @@ def _coverage(args: argparse.Namespace) -> tuple[int, str]:
     return (EXIT_OK if report.ok else EXIT_FAILED), output
 
 
-COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage": _coverage}
+COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage": _coverage, "buckets": buckets_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,8 @@ One home for every name that more than one module must spell alike: the DAG
 files, the task callables (``rawvault.impl``), the sweeper and the Backups
 page take them from here. Most are contract (``DESIGN.md``): other tools
 trigger these DAGs and read these task ids, so renaming one is a breaking
-change. Pure names and functions: no Airflow import, cheap to import anywhere.
+change. Pure names and functions: no Airflow import (only the constants of ``shared.s3_limits``), cheap to
+import anywhere.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import timedelta
+
+from shared.s3_limits import UPLOAD_BACKOFF_CAP_HOURS
 
 # --- DAG ids: one DAG per instrument is "<kind>.<instrument_id>"
 WATCHER_DAG_PREFIX = "instrument_watcher"
@@ -93,8 +96,9 @@ RAW_FILE_ID_TEMPLATE = f"{{{{ params.{RAW_FILE_ID_KEY} }}}}"
 RUN_ID_TEMPLATE = f"{{{{ {RUN_ID_MACRO}(params.{RAW_FILE_ID_KEY}) }}}}"
 
 # The longest wait between two tries of one upload: the cap of Airflow's exponential retry delay of
-# upload_to_s3 and of backup_sweeper's backoff, one value so the sweeper never races Airflow's own retry.
-MAX_UPLOAD_RETRY_DELAY = timedelta(hours=6)
+# upload_to_s3 and of backup_sweeper's backoff, one value so the sweeper never races Airflow's own retry
+# (and the lifecycle settings check counts with it: defined in shared, which cannot import rawvault).
+MAX_UPLOAD_RETRY_DELAY = timedelta(hours=UPLOAD_BACKOFF_CAP_HOURS)
 
 # The longest wait before acquisition_redrive starts a failed acquisition handler again (its backoff's cap).
 MAX_REDRIVE_DELAY = timedelta(hours=6)

@@ -42,6 +42,7 @@ from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.objects import ExpectedObject, check_content
 from rawvault.s3.progress import format_bytes
 from rawvault.s3.readback import BudgetExhaustedError, ByteBudget
+from rawvault.stores import recorded_etag_shapes
 from shared.db.interface import RawFileNotFoundError, raw_files_by_id
 from shared.db.models import RawFile, utc_now
 from shared.db.scrub import record_scrub_result, select_for_scrub
@@ -163,7 +164,11 @@ def scrub_backups(
         return check_local_copies(cast(RawFile, raw_file), settings, local_budget)
 
     read = ReadData(ByteBudget(budget_bytes), settings.part_size_bytes, also=local_check)
-    verify_raw_files(raw_files_by_id(ids), client, report, concurrency=concurrency, read=read)
+    lock = settings.backup.s3.object_lock if settings.backup.s3 else None
+    verify_raw_files(
+        raw_files_by_id(ids), client, report, concurrency=concurrency, read=read, object_lock=lock,
+        etag_shapes=recorded_etag_shapes(client),
+    )  # fmt: skip
     if record:
         record_scrub_results(report, now or utc_now())
     log.info("%s", report.summary())

@@ -223,3 +223,64 @@ def test_kms_object_uploaded_again_is_proven_by_the_local_file_not_by_the_stale_
         **{**ENTRY.__dict__, "s3_etag": "f00dfeedf00dfeedf00dfeedf00dfeed", "checksum_sha256": SHA}
     )
     assert check_object(again, rewritten).how is VerificationMode.MANIFEST
+
+
+# --- stores that are not AWS (issue 15): a whole-file-MD5 ETag, other ETag shapes, deletes under Object Lock -----
+
+
+def test_a_multipart_etag_that_is_the_whole_files_md5_is_ok_by_md5() -> None:
+    # rclone serve s3 reports the whole object's MD5 for a multipart object: as strong as the recorded ETag.
+    multipart = ExpectedObject(path="x.d/a.tdf", key="p/x.d/a.tdf", size=len(DATA), md5=MD5, etag="abc-3")
+    verdict = check_object(answer(), multipart)
+    assert verdict.ok and verdict.how is VerificationMode.WHOLE_MD5
+
+
+def test_another_etag_on_a_store_of_another_etag_shape_is_not_called_different_but_unproven() -> None:
+    from rawvault.s3.capabilities import EtagShape
+
+    opaque = answer(ETag='"not-an-md5-at-all"')
+    assert check_object(opaque, ENTRY).kind is VerdictKind.ETAG_DIFFERS  # AWS's shapes: other content
+    verdict = check_object(opaque, ENTRY, etag_shape=EtagShape.OTHER)
+    assert verdict.kind is VerdictKind.CANNOT_VERIFY and "not an MD5 of its content" in verdict.problem
+
+
+def test_an_object_its_etag_cannot_prove_is_read_back_never_skipped(fake_s3: Any, tmp_path: Path) -> None:
+    from rawvault.s3.capabilities import EtagShape
+    from rawvault.s3.readback import check_or_read_back
+
+    fake_s3.create_bucket(Bucket="rv-unit-r")
+    # Versioned: the read-back GETs exactly the version HEAD saw (unversioned, it sends If-Match with the ETag).
+    fake_s3.put_bucket_versioning(Bucket="rv-unit-r", VersioningConfiguration={"Status": "Enabled"})
+    fake_s3.put_object(Bucket="rv-unit-r", Key="good", Body=DATA)
+    fake_s3.put_object(Bucket="rv-unit-r", Key="bad", Body=b"X" * len(DATA))
+    for key, ok in (("good", True), ("bad", False)):
+        found = head(fake_s3, "rv-unit-r", key)
+        assert found is not None
+        found = {**found, "ETag": '"store-own-etag-1"'}  # an ETag of the store's own shape, no SHA-256
+        expected = ExpectedObject(path="a.tdf", key=key, size=len(DATA), md5=MD5, etag=MD5)
+        verdict = check_or_read_back(
+            fake_s3, "rv-unit-r", found, expected, local_file=local(tmp_path), part_size=64,
+            etag_shape=EtagShape.OTHER,
+        )  # fmt: skip
+        assert verdict.ok is ok, verdict.problem
+        if ok:
+            assert verdict.how is VerificationMode.CONTENT
+        else:
+            assert verdict.kind is VerdictKind.CONTENT_DIFFERS and MD5 in verdict.problem
+
+
+def test_a_locked_version_that_cannot_be_deleted_is_hidden_behind_a_delete_marker(fake_s3: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    fake_s3.create_bucket(Bucket="rv-unit-l", ObjectLockEnabledForBucket=True)
+    until = datetime.now(UTC) + timedelta(days=1)
+    fake_s3.put_object(
+        Bucket="rv-unit-l", Key="k", Body=b"wrong", ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until
+    )
+    written = head(fake_s3, "rv-unit-l", "k")
+    assert written is not None
+    note = delete_version(fake_s3, "rv-unit-l", "k", written)
+    assert "hidden behind a delete marker" in note and version_of(written) in note
+    assert head(fake_s3, "rv-unit-l", "k") is None  # the key is free for the next run ...
+    versions = fake_s3.list_object_versions(Bucket="rv-unit-l", Prefix="k")
+    assert [v["VersionId"] for v in versions["Versions"]] == [version_of(written)]  # ... the version stays, locked

@@ -89,6 +89,7 @@ def verify_backups(**context: Any) -> dict[str, Any]:
         project=params.get("project") or None,
         sample=int(sample) if sample is not None else None,
         fallback_project_id=settings.watcher.fallback_project_id,
+        object_lock=s3.object_lock,
     )
     log.info("%s", report.table())
     scrubbed, behind = _scrub(client, settings, params)

@@ -146,8 +146,9 @@ class StoreCapabilities:
             )
         if self.multipart_etag is EtagShape.OTHER:
             weaker.append(
-                "multipart ETags of an unknown shape: multipart objects are verified by reading them back (ranged "
-                "GETs hashed against the recorded MD5), never skipped"
+                "multipart ETags of an unknown shape (as under SSE-KMS): multipart objects are verified by their "
+                "SHA-256 where the store keeps one, else by reading them back (ranged GETs hashed against the recorded "
+                "MD5), never skipped"
             )
         if not self.complete_etag_matches_head:
             weaker.append("CompleteMultipartUpload answers another ETag than HEAD: rawvault trusts only HEAD")
@@ -228,19 +229,27 @@ def no_flexible_checksums_config() -> Config:
     return Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
 
 
-def checksum_args(caps: StoreCapabilities) -> dict[str, str]:
-    """``ChecksumAlgorithm`` for PUT / CreateMultipartUpload / UploadPart, or nothing for a store without SHA-256."""
-    return {"ChecksumAlgorithm": CHECKSUM_ALGORITHM} if caps.sha256_put else {}
+def checksum_args(caps: StoreCapabilities | None) -> dict[str, Any]:
+    """``ChecksumAlgorithm`` for PUT / CreateMultipartUpload / UploadPart, or nothing for a store without SHA-256.
+
+    ``None``: AWS behaviour (as for every function here that takes ``caps``).
+    """
+    return {"ChecksumAlgorithm": CHECKSUM_ALGORITHM} if caps is None or caps.sha256_put else {}
 
 
-def put_condition_args(caps: StoreCapabilities) -> dict[str, str]:
+def put_condition_args(caps: StoreCapabilities | None) -> dict[str, Any]:
     """``IfNoneMatch: *`` for a PUT where the store enforces it (an ignored or refused header is left out)."""
-    return {"IfNoneMatch": "*"} if caps.conditional_put is Conditional.ENFORCED else {}
+    return {"IfNoneMatch": "*"} if caps is None or caps.conditional_put is Conditional.ENFORCED else {}
 
 
-def complete_condition_args(caps: StoreCapabilities) -> dict[str, str]:
+def complete_condition_args(caps: StoreCapabilities | None) -> dict[str, Any]:
     """``IfNoneMatch: *`` for CompleteMultipartUpload where the store enforces it."""
-    return {"IfNoneMatch": "*"} if caps.conditional_complete is Conditional.ENFORCED else {}
+    return {"IfNoneMatch": "*"} if caps is None or caps.conditional_complete is Conditional.ENFORCED else {}
+
+
+def etag_shape_of(caps: StoreCapabilities | None) -> EtagShape:
+    """The multipart ETag shape to verify objects of this store by (``None``: AWS's)."""
+    return EtagShape.PART_MD5S if caps is None else caps.multipart_etag
 
 
 def endpoint_of(client: Any) -> str:
@@ -254,6 +263,7 @@ Prober = Callable[..., StoreCapabilities]
 
 _cache: dict[tuple[str, str], StoreCapabilities] = {}
 _cache_lock = threading.Lock()
+_warned: set[tuple[str, str, str]] = set()  # (endpoint, bucket, weakness) logged by this process
 
 
 def forget_cached(endpoint: str | None = None, bucket: str | None = None) -> None:
@@ -261,8 +271,24 @@ def forget_cached(endpoint: str | None = None, bucket: str | None = None) -> Non
     with _cache_lock:
         if endpoint is None:
             _cache.clear()
+            _warned.clear()
         else:
             _cache.pop((endpoint, bucket or ""), None)
+            _warned.difference_update({w for w in _warned if w[:2] == (endpoint, bucket or "")})
+
+
+def warn_weaknesses_once(caps: StoreCapabilities, *, object_lock_required: bool = False) -> list[str]:
+    """Log each weakness of ``caps`` as a warning, once per process and bucket; return those logged now."""
+    logged = []
+    for weakness in caps.weaknesses(object_lock_required):
+        key = (caps.endpoint, caps.bucket, weakness)
+        with _cache_lock:
+            if key in _warned:
+                continue
+            _warned.add(key)
+        log.warning("s3://%s at %s: %s", caps.bucket, caps.endpoint, weakness)
+        logged.append(weakness)
+    return logged
 
 
 def store_capabilities(
@@ -313,6 +339,5 @@ def store_capabilities(
     with _cache_lock:
         _cache[key] = caps
     log.info("S3 store capabilities: %s", caps.summary())
-    for weakness in caps.weaknesses():
-        log.warning("s3://%s at %s: %s", bucket, endpoint, weakness)
+    warn_weaknesses_once(caps)
     return caps

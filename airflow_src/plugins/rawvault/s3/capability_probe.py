@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 
 from rawvault.digests import digest_stream
 from rawvault.s3.capabilities import CHECKSUM_ALGORITHM, Conditional, EtagShape, StoreCapabilities, endpoint_of
-from rawvault.s3.errors import classify, error_code, is_access_error, is_conflict
+from rawvault.s3.errors import S3AccessDeniedError, classify, error_code, is_access_error, is_conflict
 from rawvault.s3.objects import etag_of
 from rawvault.s3.retention import read_object_lock
 
@@ -195,6 +195,9 @@ class _Probe:
         except ClientError as error:
             self.note("GetBucketVersioning", error)
             return "unknown"
+        except S3AccessDeniedError:  # a read-only setting: without the permission it is unknown, nothing fails
+            self.notes.append("GetBucketVersioning: access denied (s3:GetBucketVersioning)")
+            return "unknown"
         return {"Enabled": "enabled", "Suspended": "suspended"}.get(str(status), "off")
 
     def object_lock(self) -> bool | None:
@@ -210,6 +213,9 @@ class _Probe:
         except ClientError as error:
             if error_code(error) not in NO_ENCRYPTION_CODES:
                 self.note("GetBucketEncryption", error)
+            return None
+        except S3AccessDeniedError:
+            self.notes.append("GetBucketEncryption: access denied (s3:GetEncryptionConfiguration)")
             return None
         rules = (response.get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
         default = (rules[0].get("ApplyServerSideEncryptionByDefault") or {}) if rules else {}

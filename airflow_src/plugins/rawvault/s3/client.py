@@ -140,13 +140,17 @@ def s3_client_from_connection(
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     read_timeout: float = READ_TIMEOUT_SECONDS,
     expected_bucket_owner: str | None = None,
+    extra_config: Config | None = None,
 ) -> S3Client:
     """A boto3 S3 client with the credentials and endpoint of Airflow connection ``aws_conn_id``.
 
     A missing connection is an error (rawvault takes credentials only from
-    the Airflow connection). ``config_kwargs`` in the connection's extra are
-    applied on top of rawvault's client config (e.g. ``{"s3": {"addressing_style": "path"}}``).
-    With ``expected_bucket_owner`` every request carries it (:func:`expect_bucket_owner`).
+    the Airflow connection). ``extra_config`` (what the store needs, e.g.
+    :func:`rawvault.s3.capabilities.botocore_config_for`) is merged over
+    rawvault's client config, and ``config_kwargs`` in the connection's extra
+    over both (e.g. ``{"s3": {"addressing_style": "path"}}``): a person's
+    explicit setting wins. With ``expected_bucket_owner`` every request
+    carries it (:func:`expect_bucket_owner`).
     """
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from airflow.providers.common.compat.sdk import AirflowNotFoundException
@@ -169,6 +173,8 @@ def s3_client_from_connection(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
+    if extra_config is not None:
+        config = config.merge(extra_config)
     connection_config = hook.conn_config.botocore_config  # from the extra's config_kwargs, if any
     if connection_config is not None:
         config = config.merge(connection_config)

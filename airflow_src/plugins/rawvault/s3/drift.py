@@ -9,7 +9,11 @@ selection) :func:`verify_raw_files` checks:
   ETag and SHA-256 against the manifest's record, or ``s3_etag`` for a
   single-file raw file);
 - the manifest ``<key_prefix><raw_file_id>.rawvault-manifest.json`` exists,
-  and for a multi-file set its ETag is the recorded ``s3_etag``.
+  and for a multi-file set its ETag is the recorded ``s3_etag``;
+- with ``backup.s3.object_lock`` (``object_lock``): the bucket has Object Lock
+  (read once per bucket), and every object and the manifest have a retention
+  of the configured mode lasting the configured days from when they were
+  written (:class:`rawvault.s3.retention.RetentionAudit`): ``retention missing/shorter``.
 
 With :class:`ReadData` (scrubbing, ``verify --read-data``) every object whose
 metadata looks right is also read back in ranged GETs of one upload part each
@@ -37,15 +41,19 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rawvault.s3 import manifest as manifest_mod
+from rawvault.s3.capabilities import EtagShape
 from rawvault.s3.errors import S3AccessDeniedError, S3BackupError
 from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.keys import S3UrlError, object_key, parse_s3_url, s3_url
 from rawvault.s3.objects import ExpectedObject, ObjectVerdict, VerdictKind, check_object, etag_of, head
 from rawvault.s3.progress import format_bytes
 from rawvault.s3.readback import ByteBudget, read_back
+from rawvault.s3.retention import RetentionAudit
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from shared.settings import ObjectLockSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,7 @@ class DriftKind(StrEnum):
     CONTENT_DIFFERS = "content differs (S3)"  # read back: its bytes are not the recorded file
     LOCAL_DIFFERS = "local copy differs"  # the local backup copy's bytes are not the recorded file
     LOCAL_MISSING = "local copy missing"
+    RETENTION = "retention missing/shorter"  # backup.s3.object_lock: the object (or its bucket) is not locked so
     ERROR = "error"  # S3 failed or the object cannot be verified
 
 
@@ -203,10 +212,16 @@ class ReadData:
 class _RawFileCheck:
     """The checks of one raw file; the manifest is read only when a KMS object needs it."""
 
-    def __init__(self, raw_file: RecordedBackup, client: S3Client, read: ReadData | None = None) -> None:
+    def __init__(
+        self, raw_file: RecordedBackup, client: S3Client, read: ReadData | None = None,
+        retention: RetentionAudit | None = None, etag_shapes: Callable[[str], EtagShape] | None = None,
+    ) -> None:  # fmt: skip
+        self.etag_shapes = etag_shapes
         self.raw_file = raw_file
         self.client = client
         self.read = read
+        self.retention = retention  # checked per object once the bucket has Object Lock
+        self.etag_shape = EtagShape.PART_MD5S  # of the raw file's bucket's store (set in run)
         self.items: list[DriftItem] = []
         self.objects = 0
         self.bytes_read_s3 = 0
@@ -245,6 +260,10 @@ class _RawFileCheck:
             self.add(DriftKind.NOT_RECORDED, "", s3_url(bucket, key_prefix), detail=f"cannot be checked: {error}")
             return
         single = len(recorded) == 1
+        self.etag_shape = self.etag_shapes(bucket) if self.etag_shapes else EtagShape.PART_MD5S
+        if self.retention is not None and (problem := self.retention.bucket_problem(bucket)):
+            self.add(DriftKind.RETENTION, "", s3_url(bucket, key_prefix), detail=f"bucket {bucket}: {problem}")
+            self.retention = None  # the objects' retention headers prove nothing there
         self.check_manifest(bucket, manifest_key, single)
         for path, entry in recorded.items():
             self.check_object(bucket, keys[path], entry, manifest_key, single)
@@ -256,12 +275,17 @@ class _RawFileCheck:
     def head(self, bucket: str, key: str, path: str) -> tuple[bool, dict[str, Any] | None]:
         self.objects += 1
         try:
-            return True, head(self.client, bucket, key)
+            response = head(self.client, bucket, key)
         except S3AccessDeniedError:
             raise
         except S3BackupError as error:
             self.add(DriftKind.ERROR, path, s3_url(bucket, key), detail=str(error))
             return False, None
+        if response is not None and self.retention is not None:
+            problem = self.retention.object_problem(response)
+            if problem:
+                self.add(DriftKind.RETENTION, path, s3_url(bucket, key), detail=problem)
+        return True, response
 
     def check_manifest(self, bucket: str, key: str, single: bool) -> None:
         url = s3_url(bucket, key)
@@ -283,16 +307,16 @@ class _RawFileCheck:
         if not answered:
             return
         expected = ExpectedObject(entry.path, key, entry.size, entry.md5, entry.etag)
-        verdict = check_object(response, expected)
+        verdict = check_object(response, expected, etag_shape=self.etag_shape)
         if verdict.kind is VerdictKind.CANNOT_VERIFY or self.read is not None:
-            # SSE-KMS: compare with what S3 reported when the object was uploaded and verified; scrubbing
-            # also compares the bytes with the SHA-256 recorded there.
+            # An ETag that is no MD5 (SSE-KMS, a store's own): compare with what S3 reported when the object was
+            # uploaded and verified; scrubbing also compares the bytes with the SHA-256 recorded there.
             listed = self.manifest_files(bucket, manifest_key).get(entry.path) or {}
             s3_etag = listed.get("s3_etag") or (self.raw_file.s3_etag if single else None)
             expected = ExpectedObject(
                 entry.path, key, entry.size, entry.md5, entry.etag, s3_etag, listed.get("checksum_sha256") or None
             )
-            verdict = check_object(response, expected)
+            verdict = check_object(response, expected, etag_shape=self.etag_shape)
         if (
             self.read is not None
             and response is not None
@@ -339,18 +363,22 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 def verify_raw_files(
     raw_files: Iterable[RecordedBackup | None], client: S3Client, report: VerifyReport | None = None, *,
-    concurrency: int = 1, read: ReadData | None = None,
+    concurrency: int = 1, read: ReadData | None = None, object_lock: ObjectLockSettings | None = None,
+    etag_shapes: Callable[[str], EtagShape] | None = None,
 ) -> VerifyReport:  # fmt: skip
     """Check ``raw_files`` (``RawFile`` documents; ``None`` ones are skipped) against S3; add to ``report``.
 
     ``concurrency`` raw files are checked at a time (boto3 clients are thread-safe); the report keeps
-    the order of ``raw_files``. With ``read``, their data are re-read too (see the module docstring).
+    the order of ``raw_files``. With ``read``, their data are re-read too; with ``object_lock``, their
+    retention is checked (see the module docstring). ``etag_shapes(bucket)``: the multipart ETag shape
+    of a bucket's store as probed (default: AWS's).
     """
     report = report or VerifyReport()
     report.read_data = report.read_data or read is not None
+    retention = RetentionAudit(client, object_lock) if object_lock is not None else None
 
     def check(raw_file: RecordedBackup) -> _RawFileCheck:
-        checker = _RawFileCheck(raw_file, client, read)
+        checker = _RawFileCheck(raw_file, client, read, retention, etag_shapes)
         checker.run()
         return checker
 

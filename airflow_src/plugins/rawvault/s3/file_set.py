@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rawvault.s3 import manifest as manifest_mod
+from rawvault.s3.capabilities import EtagShape
 from rawvault.s3.errors import ExistingObjectMismatchError, UnsafePathError
 from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.keys import object_key, validate_key_prefix
@@ -108,9 +109,8 @@ class SetLayout:
             files[path] = {"key": self.keys[path], "size": entry.size, "md5": entry.md5, "etag": entry.etag}
             obj = objects.get(path)
             if obj is not None:
-                # How the content is proven, from what S3 holds (so the same objects give the same manifest):
-                # by the ETag where it is the recorded one, else (SSE-KMS) by the SHA-256 checked at upload.
-                proven_by = VerificationMode.ETAG if obj.s3_etag == entry.etag else VerificationMode.CHECKSUM
+                # How the content is proven, from what S3 holds (so the same objects give the same manifest).
+                proven_by = _proven_by(obj, entry)
                 files[path].update(
                     {"s3_etag": obj.s3_etag, "checksum_sha256": obj.checksum_sha256, "verified_by": proven_by.value}
                 )
@@ -118,6 +118,19 @@ class SetLayout:
             raw_file_id=result.raw_file_id, bucket=result.bucket, key_prefix=result.key_prefix, part_size=part_size,
             metadata=metadata, files=files,
         )  # fmt: skip
+
+
+def _proven_by(obj: UploadedObject, entry: RecordedFile) -> VerificationMode:
+    """How an object's content is proven, from S3's values: ETag, whole-file MD5, SHA-256, else its bytes.
+
+    By the ETag where it is the recorded one or the whole file's MD5; else (SSE-KMS, a store's own ETags) by
+    the SHA-256 checked at upload, or, where S3 keeps none, by the bytes read back.
+    """
+    if obj.s3_etag == entry.etag:
+        return VerificationMode.ETAG
+    if obj.s3_etag == entry.md5:
+        return VerificationMode.WHOLE_MD5
+    return VerificationMode.CHECKSUM if obj.checksum_sha256 else VerificationMode.CONTENT
 
 
 def read_set_manifest(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
@@ -162,6 +175,7 @@ def check_complete_set(
     part_size: int,
     raw_file_id: str,
     metadata: Mapping[str, str] | None = None,
+    etag_shape: EtagShape = EtagShape.PART_MD5S,
 ) -> SetState:
     """Whether the set recorded as complete is complete in S3; reads the manifest and HEADs every object.
 
@@ -171,7 +185,8 @@ def check_complete_set(
     ETag and SHA-256. Writes nothing and reads no local file: an object only
     the local file could prove (SSE-KMS, the manifest does not vouch for it)
     is a problem for the upload to settle. S3 errors are raised (classified),
-    so an unreachable S3 is never taken for an incomplete set.
+    so an unreachable S3 is never taken for an incomplete set. ``etag_shape``:
+    the store's multipart ETag shape as probed (default: AWS's).
     """
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
     result = UploadResult(bucket, key_prefix, raw_file_id, layout.manifest_key)
@@ -184,7 +199,7 @@ def check_complete_set(
     for path, entry in layout.recorded.items():
         expected = expected_object(entry, layout.keys[path], listed.get(path))
         response = head(client, bucket, expected.key)
-        verdict = check_object(response, expected)
+        verdict = check_object(response, expected, etag_shape=etag_shape)
         if not verdict.ok or response is None:
             state.problems[path] = verdict.problem
             continue

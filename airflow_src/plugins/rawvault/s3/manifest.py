@@ -17,7 +17,7 @@ data went to a cold storage class). Content (``format: rawvault-manifest/1``)::
           "key": "tims1/2026_11/NAME.d/analysis.tdf",
           "size": 100, "md5": "<hex>", "etag": "<recorded ETag>",
           "s3_etag": "<ETag S3 reports>", "checksum_sha256": "<S3's SHA-256, base64>",
-          "verified_by": "etag" | "checksum"
+          "verified_by": "etag" | "md5" | "checksum" | "content"
         }, ...
       }
     }
@@ -42,6 +42,12 @@ old manifest's ETag (``If-Match``: S3 refuses the write if another writer
 changed it since it was read; a new version of the key in a versioned
 bucket), after every object was verified. Both read what they wrote back and
 compare it before returning its ETag.
+
+On a store that does not enforce these conditions (``caps``, see
+:mod:`rawvault.s3.capabilities`) both read the key right before writing and
+act on what they find as they would on the store's refusal; the read-back
+after the write catches a writer that came in between. With
+``backup.s3.object_lock`` a manifest gets its retention like every object.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import ClientError
 
 from rawvault.digests import CHECKSUM_ALGORITHM
+from rawvault.s3.capabilities import StoreCapabilities, checksum_args, put_condition_args
 from rawvault.s3.errors import (
     ExistingObjectMismatchError,
     S3TransientError,
@@ -62,7 +69,7 @@ from rawvault.s3.errors import (
     is_not_found,
 )
 from rawvault.s3.keys import s3_url, validate_relative_path
-from rawvault.s3.objects import etag_of
+from rawvault.s3.objects import etag_of, head
 from rawvault.s3.put import ObjectSettings, s3_metadata
 
 if TYPE_CHECKING:
@@ -208,20 +215,44 @@ def _put(
     settings: ObjectSettings,
     metadata: Mapping[str, str],
     condition: dict[str, str],
+    caps: StoreCapabilities | None,
 ) -> str:
-    """One conditional PUT of the manifest (``IfNoneMatch`` or ``IfMatch`` in ``condition``); its ETag."""
+    """One PUT of the manifest (``IfNoneMatch`` or ``IfMatch`` in ``condition``, where the store enforces it)."""
     args: dict[str, Any] = {
         "Bucket": bucket,
         "Key": key,
         "Body": encode(manifest),
         "ContentType": "application/json",
-        "ChecksumAlgorithm": CHECKSUM_ALGORITHM,
         "StorageClass": MANIFEST_STORAGE_CLASS,
         "Metadata": s3_metadata(metadata),
-        **condition,
+        **checksum_args(caps),
+        **(condition if put_condition_args(caps) else {}),
         **settings.encryption_args(),
+        **settings.retention_args(),
     }
     return etag_of(client.put_object(**args))
+
+
+def _store_refusal(
+    client: S3Client, bucket: str, key: str, condition: dict[str, str], caps: StoreCapabilities | None
+) -> ClientError | None:
+    """On a store that does not enforce ``condition``: the refusal S3 would give it now (the key read right before).
+
+    ``None``: the write may go ahead (or the store itself enforces the condition).
+    """
+    if put_condition_args(caps):
+        return None
+    found = head(client, bucket, key)
+    if "IfMatch" in condition and found is None:
+        return _refusal("NoSuchKey", 404)
+    if "IfMatch" in condition:
+        changed = etag_of(found or {}) != condition["IfMatch"].strip('"')
+        return _refusal("PreconditionFailed", 412) if changed else None
+    return _refusal("PreconditionFailed", 412) if found is not None else None
+
+
+def _refusal(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
 
 
 def _verified(client: S3Client, bucket: str, key: str, manifest: dict[str, Any], etag: str) -> str:
@@ -243,16 +274,23 @@ def write(
     manifest: dict[str, Any],
     settings: ObjectSettings,
     metadata: Mapping[str, str],
+    *,
+    caps: StoreCapabilities | None = None,
 ) -> str:
     """Write ``manifest`` at ``key`` unless an object is there (``If-None-Match``); return its S3 ETag.
 
     A manifest another run wrote first is fine when it is the same manifest;
     anything else there raises :class:`~rawvault.s3.errors.ExistingObjectMismatchError`.
-    What was written is read back and compared.
+    What was written is read back and compared. ``caps``: the store's
+    capabilities (``None``: AWS).
     """
     where = s3_url(bucket, key)
+    condition = {"IfNoneMatch": "*"}
     try:
-        etag = _put(client, bucket, key, manifest, settings, metadata, {"IfNoneMatch": "*"})
+        refusal = _store_refusal(client, bucket, key, condition, caps)
+        if refusal is not None:
+            raise refusal
+        etag = _put(client, bucket, key, manifest, settings, metadata, condition, caps)
     except ClientError as error:
         if not is_conflict(error):
             raise classify(error, f"writing manifest {where}", bucket=bucket, key=key) from error
@@ -276,6 +314,7 @@ def replace(
     old_etag: str,
     settings: ObjectSettings,
     metadata: Mapping[str, str],
+    caps: StoreCapabilities | None = None,
 ) -> str:
     """Replace the manifest at ``key`` (read with ETag ``old_etag``) by ``manifest``; return the new ETag.
 
@@ -285,14 +324,18 @@ def replace(
     (:class:`ManifestChangedError`, unless that writer wrote this same
     manifest); a manifest that vanished meanwhile is written as new. In a
     versioned bucket the old manifest stays as the previous version. What was
-    written is read back and compared.
+    written is read back and compared. ``caps``: the store's capabilities (``None``: AWS).
     """
     where = s3_url(bucket, key)
+    condition = {"IfMatch": f'"{old_etag}"'}
     try:
-        etag = _put(client, bucket, key, manifest, settings, metadata, {"IfMatch": f'"{old_etag}"'})
+        refusal = _store_refusal(client, bucket, key, condition, caps)
+        if refusal is not None:
+            raise refusal
+        etag = _put(client, bucket, key, manifest, settings, metadata, condition, caps)
     except ClientError as error:
         if is_not_found(error):
-            return write(client, bucket, key, manifest, settings, metadata)
+            return write(client, bucket, key, manifest, settings, metadata, caps=caps)
         if not is_conflict(error):
             raise classify(error, f"replacing manifest {where}", bucket=bucket, key=key) from error
         current = _read_or_none(client, bucket, key)

@@ -27,6 +27,16 @@ upload and any failure aborts it, so a 50 GB acquisition that fails after
    the stored parts) and ``If-None-Match: *``: S3 refuses to replace an
    object that appeared at the key meanwhile (:class:`ObjectAppearedError`).
 
+On a store without SHA-256 checksums (``caps``, its probed
+:class:`~rawvault.s3.capabilities.StoreCapabilities`) none are sent, and a
+stored part is judged by its ETag (the part's MD5). On a store that does not
+enforce ``If-None-Match`` on CompleteMultipartUpload the header is left out
+where the store rejects it, and the key is checked (HEAD, under the guard)
+right before completing: an object found there ends the upload like S3's
+refusal would (:class:`ObjectAppearedError`, the upload aborted).
+A store that forgot the upload (``rclone serve s3`` after a restart or 24 idle
+hours) lists none: the next run starts a new one.
+
 Storage class, encryption and metadata are fixed when an upload is created;
 a resumed upload keeps those of the run that created it (rawvault, for the
 same raw file and key).
@@ -55,8 +65,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from rawvault.digests import CHECKSUM_ALGORITHM, PartPlan, plan_parts
+from rawvault.digests import PartPlan, plan_parts
 from rawvault.s3.body import PartReader, ProgressCallback
+from rawvault.s3.capabilities import StoreCapabilities, checksum_args, complete_condition_args
 from rawvault.s3.errors import (
     NO_SUCH_UPLOAD,
     ObjectAppearedError,
@@ -76,6 +87,7 @@ from rawvault.s3.multipart_resume import (
     part_matches,
     resume_or_start,
 )
+from rawvault.s3.put import check_key_free
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,6 +127,7 @@ def upload_multipart(
     on_upload_id: UploadIdCallback | None = None,
     guard: Guard | None = None,
     kms: bool = False,
+    caps: StoreCapabilities | None = None,
 ) -> MultipartOutcome:
     """Upload ``source`` (``size`` bytes) to ``key`` as a multipart upload, resuming an unfinished one.
 
@@ -123,20 +136,27 @@ def upload_multipart(
     an upload is started or resumed, and ``on_upload_id(key, None)`` when it
     is completed or aborted (to record it on the raw file). ``guard()`` is
     called before every request that changes S3 and raises to stop the
-    upload (e.g. the run lost its claim on the raw file). See the module
-    docstring for resumption and failures. Raises an :class:`S3BackupError`.
+    upload (e.g. the run lost its claim on the raw file). ``caps`` is what
+    the store can do (``None``: AWS). See the module docstring for resumption
+    and failures. Raises an :class:`S3BackupError`.
     """
     target = f"s3://{bucket}/{key}"
     plan = plan_parts(size, part_size)
     check = guard or (lambda: None)
     record = on_upload_id or (lambda _key, _upload_id: None)
-    upload_id, stored = resume_or_start(client, bucket, key, plan, create_args, known_upload_id, record, check)
+    checksum = checksum_args(caps)
+    upload_id, stored = resume_or_start(
+        client, bucket, key, plan, create_args, known_upload_id, record, check, checksum
+    )
     state = _PartsState()
-    sender = _PartSender(client, bucket, key, upload_id, source, stored, state, progress, check, kms)
+    sender = _PartSender(client, bucket, key, upload_id, source, stored, state, progress, check, kms, checksum)
     try:
         _upload_parts(sender, plan, max_concurrency)
         check()
-        response = _complete(client, bucket, key, upload_id, state.completed_parts())
+        condition = complete_condition_args(caps)
+        if not condition:
+            _check_key_free_before_completing(client, bucket, key, upload_id, check)
+        response = _complete(client, bucket, key, upload_id, state.completed_parts(), condition)
     except BaseException as error:
         stopped = _stopped(client, bucket, key, upload_id, error, len(state.completed), len(plan), record)
         if stopped is error:
@@ -193,6 +213,7 @@ class _PartSender:
     progress: ProgressCallback | None
     check: Guard
     kms: bool
+    checksum: Mapping[str, Any]  # ChecksumAlgorithm of every part (empty: a store without flexible checksums)
 
     def send(self, part: PartPlan) -> None:
         if self.state.stop.is_set():
@@ -201,7 +222,7 @@ class _PartSender:
         if existing is not None:
             md5, sha256 = part_digests(self.source, part)
             if part_matches(existing, md5, sha256, self.kms):
-                self.state.done(part.number, existing.etag, sha256, resumed=True)
+                self.state.done(part.number, existing.etag, sha256 if self.checksum else None, resumed=True)
                 if self.progress:
                     self.progress(part.size)
                 return
@@ -226,7 +247,7 @@ class _PartSender:
                 PartNumber=part.number,
                 Body=body,
                 ContentLength=part.size,
-                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+                **self.checksum,
             )
         self.state.done(part.number, response["ETag"], response.get("ChecksumSHA256"), resumed=False)
 
@@ -258,14 +279,28 @@ def _upload_parts(sender: _PartSender, plan: list[PartPlan], max_concurrency: in
         )
 
 
+def _check_key_free_before_completing(client: S3Client, bucket: str, key: str, upload_id: str, check: Guard) -> None:
+    """A store that ignores If-None-Match on completion: HEAD the key first; an object there ends the upload."""
+    try:
+        check_key_free(client, bucket, key, check, what=f"multipart upload {upload_id}")
+    except ObjectAppearedError as error:
+        note = abort_upload(client, bucket, key, upload_id)  # useless now: the key is taken
+        raise ObjectAppearedError(f"{error}{'; ' + note if note else ''}") from error
+
+
 def _complete(
-    client: S3Client, bucket: str, key: str, upload_id: str, parts: list[CompletedPartTypeDef]
+    client: S3Client,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: list[CompletedPartTypeDef],
+    condition: Mapping[str, Any],
 ) -> dict[str, Any]:
     target = f"s3://{bucket}/{key}"
     try:
         return dict(
             client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
             )
         )
     except ClientError as error:

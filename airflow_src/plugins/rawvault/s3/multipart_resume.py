@@ -54,10 +54,19 @@ def part_digests(path: Path, part: PartPlan) -> tuple[str, str]:
 
 
 def unfinished_uploads(client: S3Client, bucket: str, key: str) -> list[dict[str, Any]]:
-    """Every unfinished multipart upload of exactly ``key`` (the listing itself is by prefix)."""
+    """Every unfinished multipart upload of exactly ``key`` (the listing itself is by prefix).
+
+    ``rclone serve s3`` answers ``NoSuchUpload`` when the bucket has no
+    unfinished upload at all (after a restart, or 24 idle hours, it has
+    forgotten them): that is an empty list.
+    """
     uploads: list[dict[str, Any]] = []
-    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key):
-        uploads.extend(upload for upload in page.get("Uploads", []) if upload.get("Key") == key)
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key):
+            uploads.extend(upload for upload in page.get("Uploads", []) if upload.get("Key") == key)
+    except ClientError as error:
+        if error_code(error) != NO_SUCH_UPLOAD or uploads:
+            raise
     return uploads
 
 
@@ -119,10 +128,18 @@ def resume_or_start(
     known_upload_id: str | None,
     record: UploadIdCallback,
     check: Guard,
+    checksum: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[int, StoredPart]]:
-    """The upload id to send parts to and the parts it holds already (``{}`` for a new upload)."""
+    """The upload id to send parts to and the parts it holds already (``{}`` for a new upload).
+
+    ``checksum`` is the ``ChecksumAlgorithm`` argument of the store (``None``:
+    SHA-256, as on AWS; empty: a store without flexible checksums); an upload
+    is resumed only when it was started with the same one.
+    """
     target = f"s3://{bucket}/{key}"
-    chosen = _choose_resumable(client, bucket, key, plan, known_upload_id, check)
+    checksum = {"ChecksumAlgorithm": CHECKSUM_ALGORITHM} if checksum is None else checksum
+    algorithm = checksum.get("ChecksumAlgorithm")
+    chosen = _choose_resumable(client, bucket, key, plan, known_upload_id, check, algorithm)
     if chosen is not None:
         upload_id, parts = chosen
         log.info(
@@ -137,9 +154,7 @@ def resume_or_start(
         return upload_id, parts
     check()
     try:
-        response = client.create_multipart_upload(
-            Bucket=bucket, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM, **create_args
-        )
+        response = client.create_multipart_upload(Bucket=bucket, Key=key, **checksum, **create_args)
     except Exception as error:
         raise classify(error, f"starting the multipart upload of {target}", bucket=bucket, key=key) from error
     upload_id = response["UploadId"]
@@ -166,7 +181,13 @@ def _candidates(client: S3Client, bucket: str, key: str, known_upload_id: str | 
 
 
 def _choose_resumable(
-    client: S3Client, bucket: str, key: str, plan: list[PartPlan], known_upload_id: str | None, check: Guard
+    client: S3Client,
+    bucket: str,
+    key: str,
+    plan: list[PartPlan],
+    known_upload_id: str | None,
+    check: Guard,
+    wanted_algorithm: str | None,
 ) -> tuple[str, dict[int, StoredPart]] | None:
     """The first resumable upload of ``key`` and its stored parts; every other unfinished upload is aborted."""
     target = f"s3://{bucket}/{key}"
@@ -178,8 +199,8 @@ def _choose_resumable(
             reason = f"upload {chosen[0]} of the same key is resumed instead"
         else:
             algorithm = upload.get("ChecksumAlgorithm")
-            if algorithm not in (CHECKSUM_ALGORITHM, None) or (algorithm is None and upload_id != known_upload_id):
-                reason = f"it was not started with {CHECKSUM_ALGORITHM} checksums (ChecksumAlgorithm {algorithm})"
+            if algorithm not in (wanted_algorithm, None) or (algorithm is None and upload_id != known_upload_id):
+                reason = f"it was not started with {wanted_algorithm} checksums (ChecksumAlgorithm {algorithm})"
             else:
                 try:
                     parts = stored_parts(client, bucket, key, upload_id)

@@ -6,16 +6,25 @@ right after its upload), the restore (before downloading) and the audit all
 ask it. The rule, in order:
 
 1. the object exists and has the recorded size;
-2. its ETag equals the recorded MD5-based ETag (``etag``): done. An object
-   that is not KMS-encrypted and has another ETag holds other content;
-3. SSE-KMS (or SSE-C): S3's ETag is not an MD5 of the content. The object is
-   the one the set's manifest vouches for (``manifest``) when its ETag is the
-   S3 ETag the manifest recorded after verifying it and its SHA-256 is the
-   one recorded there too;
+2. its ETag equals the recorded MD5-based ETag (``etag``), or the whole
+   file's recorded MD5 (``md5``: stores such as ``rclone serve s3`` report
+   that for multipart objects, and so does any store for a single PUT; it
+   proves the content as well as AWS's ETag does): done. An object that is
+   not KMS-encrypted, on a store whose ETags follow one of these rules, and
+   has another ETag holds other content;
+3. an *opaque* ETag, one that is not an MD5 of the content: SSE-KMS (or
+   SSE-C), or any object of a store whose multipart ETags have another shape
+   (``etag_shape`` :attr:`~rawvault.s3.capabilities.EtagShape.OTHER`, as its
+   probe recorded it; the callers pass it). The object is the one the
+   manifest vouches for (``manifest``) when its ETag is the S3 ETag the
+   manifest recorded after verifying it and its SHA-256 is the one recorded
+   there too;
 4. otherwise, with the local file at hand (the upload), S3's SHA-256
    (composite for multipart) must equal the local file's, whose size, MD5 and
-   ETag must still be the recorded ones (``checksum``); without one (restore,
-   audit) the object cannot be verified by its metadata alone.
+   ETag must still be the recorded ones (``checksum``); without a SHA-256 in
+   S3, or without a local file (restore, audit), the object cannot be
+   verified by its metadata alone (``cannot be verified``: the upload then
+   reads a non-KMS object back, :func:`rawvault.s3.readback.check_or_read_back`).
 
 Its other half, :func:`check_content`, decides whether the bytes of an object
 read back (a restore's download, a scrub's re-read) are the recorded file:
@@ -38,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from rawvault.digests import Digests, digest_file, split_checksum
+from rawvault.s3.capabilities import EtagShape
 from rawvault.s3.errors import (
     LocalFileChangedError,
     botocore_cause,
@@ -96,7 +106,11 @@ def delete_version(client: S3Client, bucket: str, key: str, response: Mapping[st
     """Delete the object version ``response`` describes (one this run wrote and could not verify); return a note.
 
     Only ever called for an object the caller uploaded itself: an object that
-    existed before is never deleted.
+    existed before is never deleted. Under Object Lock a version cannot be
+    deleted before its retention ends (S3 answers AccessDenied): when it is
+    still the key's current version it is hidden behind a delete marker
+    instead, so the key is free for the next run, and the note says that the
+    bad version stays, locked.
     """
     version = version_of(response)
     args: dict[str, str] = {"Bucket": bucket, "Key": key}
@@ -109,6 +123,12 @@ def delete_version(client: S3Client, bucket: str, key: str, response: Mapping[st
         cause = botocore_cause(error) or error
         why = type(error).__name__
         if is_access_error(cause):
+            if version and _hidden_behind_delete_marker(client, bucket, key, version):
+                return (
+                    f"its version {version} could not be deleted ({error_code(cause) or 'access denied'}: under Object "
+                    "Lock it stays until its retention ends, or the IAM identity lacks s3:DeleteObjectVersion); it "
+                    "stays in the bucket, hidden behind a delete marker, so the key is free for the next run"
+                )
             action = "s3:DeleteObjectVersion" if version else "s3:DeleteObject"
             why = (
                 f"{error_code(cause) or 'access denied'}: the IAM identity lacks {action} on "
@@ -119,10 +139,27 @@ def delete_version(client: S3Client, bucket: str, key: str, response: Mapping[st
     return "the uploaded object was deleted again"
 
 
+def _hidden_behind_delete_marker(client: S3Client, bucket: str, key: str, version: str) -> bool:
+    """Put a delete marker over ``version`` if it is still the key's current version; whether that worked."""
+    try:
+        current = head(client, bucket, key)
+        if current is None or version_of(current) != version:
+            return False  # another version is current now: a marker would hide that one
+        client.delete_object(Bucket=bucket, Key=key)
+    except Exception as error:
+        log.warning("could not hide the unverified version %s of s3://%s/%s: %s", version, bucket, key, error)
+        return False
+    log.warning(
+        "hid the unverified version %s of s3://%s/%s behind a delete marker (it stays locked)", version, bucket, key
+    )
+    return True
+
+
 class VerificationMode(StrEnum):
     """How an object was shown to hold the recorded content."""
 
     ETAG = "etag"
+    WHOLE_MD5 = "md5"  # the ETag is the MD5 of the whole object (a store's multipart ETag, or a single PUT)
     CHECKSUM = "checksum"
     MANIFEST = "manifest"
     CONTENT = "content"  # the object's bytes were read back and hashed
@@ -171,9 +208,10 @@ class ObjectVerdict:
 
 
 _OK_BY_ETAG = ObjectVerdict(VerdictKind.OK, VerificationMode.ETAG)
+_OK_BY_WHOLE_MD5 = ObjectVerdict(VerdictKind.OK, VerificationMode.WHOLE_MD5)
 _CANNOT_VERIFY_WITHOUT_DOWNLOAD = (
-    "SSE-KMS object (its ETag is not an MD5) and no S3 ETag recorded for it (manifest missing?): cannot be "
-    "verified without downloading; run the restore command to check it"
+    "its ETag is not an MD5 of its content (SSE-KMS, or the store's own ETags) and no S3 ETag is recorded for it "
+    "(manifest missing?): cannot be verified without downloading; run the restore command to check it"
 )
 
 
@@ -183,13 +221,16 @@ def check_object(
     *,
     local_file: Path | None = None,
     part_size: int | None = None,
+    etag_shape: EtagShape = EtagShape.PART_MD5S,
 ) -> ObjectVerdict:
     """Whether the object (its ``head_object`` answer, ``None``: missing) holds ``expected``; see the module doc.
 
     ``local_file`` (with the ``part_size`` of the recorded ETag) is the local
-    copy of the file: it is read only for an SSE-KMS object the manifest does
-    not vouch for. Raises :class:`~rawvault.s3.errors.LocalFileChangedError`
-    when that local file no longer matches the recorded size, MD5 and ETag.
+    copy of the file: it is read only for an object with an opaque ETag the
+    manifest does not vouch for, and S3 reports a SHA-256 of. ``etag_shape``
+    is the store's multipart ETag shape as probed (the default: AWS's).
+    Raises :class:`~rawvault.s3.errors.LocalFileChangedError` when that local
+    file no longer matches the recorded size, MD5 and ETag.
     """
     if response is None:
         return ObjectVerdict(
@@ -205,7 +246,9 @@ def check_object(
     etag = etag_of(response)
     if etag == expected.etag:
         return _OK_BY_ETAG
-    if not is_kms(response):
+    if etag == expected.md5:
+        return _OK_BY_WHOLE_MD5
+    if not (is_kms(response) or etag_shape is EtagShape.OTHER):
         return ObjectVerdict(
             VerdictKind.ETAG_DIFFERS,
             problem=f"ETag differs: {etag} in S3, {expected.etag} recorded (the object was replaced or corrupted)",
@@ -227,7 +270,7 @@ def check_object(
 
 
 def _against_manifest(response: Mapping[str, Any], expected: ExpectedObject) -> ObjectVerdict | None:
-    """SSE-KMS: the object the manifest recorded after verifying it (same S3 ETag and SHA-256); None: no record."""
+    """An opaque ETag: the object the manifest recorded after verifying it (same S3 ETag, SHA-256); None: no record."""
     if not expected.s3_etag:
         return None
     etag = etag_of(response)
@@ -237,7 +280,8 @@ def _against_manifest(response: Mapping[str, Any], expected: ExpectedObject) -> 
             problem=(
                 f"ETag differs: {etag} in S3, {expected.s3_etag} recorded in the manifest (the object was replaced)"
             ),
-            expected=expected.s3_etag, actual=etag, note="SSE-KMS: compared with the manifest",
+            expected=expected.s3_etag, actual=etag,
+            note="SSE-KMS: compared with the manifest" if is_kms(response) else "compared with the manifest",
         )  # fmt: skip
     remote = response.get("ChecksumSHA256")
     if expected.checksum_sha256 and remote != expected.checksum_sha256:
@@ -252,25 +296,25 @@ def _against_manifest(response: Mapping[str, Any], expected: ExpectedObject) -> 
 def _against_local_file(
     response: Mapping[str, Any], expected: ExpectedObject, local_file: Path, part_size: int
 ) -> ObjectVerdict:
-    """SSE-KMS: S3's SHA-256 must be the local file's, and the local file still the recorded one."""
+    """An opaque ETag: S3's SHA-256 must be the local file's, and the local file still the recorded one."""
+    value = response.get("ChecksumSHA256")
+    remote, remote_parts = split_checksum(value)
+    if remote is None:  # nothing to compare the local file with: do not read it
+        return ObjectVerdict(
+            VerdictKind.CANNOT_VERIFY,
+            problem="S3 reports no SHA-256 checksum for it, and its ETag is not an MD5 of its content (SSE-KMS, or "
+            "the store's own ETags), so its content cannot be verified by its metadata",
+        )
     try:
         digests = digest_file(local_file, part_size, sha256=True)
     except OSError as error:
         raise LocalFileChangedError(
-            f"cannot read the local backup copy {local_file} to verify {expected.path} under SSE-KMS ({error.strerror})"
+            f"cannot read the local backup copy {local_file} to verify {expected.path} by SHA-256 ({error.strerror})"
         ) from None
     if (digests.size, digests.md5, digests.etag) != (expected.size, expected.md5, expected.etag):
         raise LocalFileChangedError(
             f"local backup copy {local_file} (size {digests.size}, MD5 {digests.md5}) no longer matches what was "
             f"recorded for {expected.path} (size {expected.size}, MD5 {expected.md5}): it changed after checksumming"
-        )
-    value = response.get("ChecksumSHA256")
-    remote, remote_parts = split_checksum(value)
-    if remote is None:
-        return ObjectVerdict(
-            VerdictKind.CANNOT_VERIFY,
-            problem="S3 reports no SHA-256 checksum for it, and its ETag is not an MD5 (SSE-KMS), so its content "
-            "cannot be verified",
         )
     if remote != digests.sha256 or (remote_parts is not None and remote_parts != (digests.parts or 1)):
         return ObjectVerdict(

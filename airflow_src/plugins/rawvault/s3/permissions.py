@@ -19,6 +19,10 @@ POLICY_FILE = "docs/iam-policy.json"
 
 ACTIONS_OF: Mapping[str, tuple[str, ...]] = {
     "head_bucket": ("s3:ListBucket",),
+    "list_objects_v2": ("s3:ListBucket",),  # is a new bucket still empty (before removing a half-configured one)
+    # The capability probe (backup.s3.compatibility: auto, the default) reads these bucket settings.
+    "get_bucket_versioning": ("s3:GetBucketVersioning",),
+    "get_bucket_encryption": ("s3:GetEncryptionConfiguration",),
     "list_multipart_uploads": ("s3:ListBucketMultipartUploads",),
     "list_parts": ("s3:ListMultipartUploadParts",),
     "abort_multipart_upload": ("s3:AbortMultipartUpload",),
@@ -46,10 +50,19 @@ ACTIONS_OF: Mapping[str, tuple[str, ...]] = {
     "put_bucket_lifecycle_configuration": ("s3:PutLifecycleConfiguration",),
 }
 
+# Request (and answer) fields that need an IAM action of their own, on top of the call's: a PUT with Tagging needs
+# s3:PutObjectTagging; one with retention s3:PutObjectRetention, and S3 shows an object's retention on HEAD only
+# to callers with s3:GetObjectRetention (backup.s3.lifecycle.transition and backup.s3.object_lock only).
+PARAMETER_ACTIONS: Mapping[str, tuple[str, ...]] = {
+    "Tagging": ("s3:PutObjectTagging",),
+    "ObjectLockMode": ("s3:PutObjectRetention", "s3:GetObjectRetention"),
+}
+
 # Operations whose resource is the bucket itself (the others act on arn:aws:s3:::<bucket>/<key>).
 BUCKET_OPERATIONS = frozenset(
     {
-        "head_bucket", "list_multipart_uploads", "create_bucket", "put_public_access_block", "put_bucket_versioning",
+        "head_bucket", "list_objects_v2", "get_bucket_versioning", "get_bucket_encryption",
+        "list_multipart_uploads", "create_bucket", "put_public_access_block", "put_bucket_versioning",
         "put_bucket_encryption", "put_bucket_tagging", "delete_bucket", "put_object_lock_configuration",
         "get_object_lock_configuration", "get_bucket_lifecycle_configuration", "put_bucket_lifecycle_configuration",
     }

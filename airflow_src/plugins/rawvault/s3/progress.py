@@ -43,8 +43,10 @@ class ProgressReporter:
         interval: float = DEFAULT_INTERVAL_SECONDS,
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        status: Callable[[], str | None] | None = None,
     ) -> None:
         self.total_bytes = total_bytes
+        self.status = status  # e.g. the bandwidth limit and achieved throughput, appended to every line
         self.label = label
         self.interval = interval
         self.logger = logger or logging.getLogger(__name__)
@@ -86,12 +88,17 @@ class ProgressReporter:
             rate = self.done_bytes / elapsed if elapsed > 0 else 0.0
             self.lines += 1
         self.logger.info(
-            "%s: done, %s in %s (%.1f MiB/s)",
+            "%s: done, %s in %s (%.1f MiB/s)%s",
             self.label,
             format_bytes(self.done_bytes),
             format_duration(elapsed),
             rate / MIB,
+            self._status(),
         )
+
+    def _status(self) -> str:
+        described = self.status() if self.status is not None else None
+        return f"; {described}" if described else ""
 
     def _line(self, now: float) -> str:
         elapsed = now - self._started
@@ -102,5 +109,5 @@ class ProgressReporter:
         self.lines += 1
         return (
             f"{self.label}: {format_bytes(self.done_bytes)} of {format_bytes(self.total_bytes)} ({percent:.1f}%), "
-            f"{rate / MIB:.1f} MiB/s, ETA {eta}"
+            f"{rate / MIB:.1f} MiB/s, ETA {eta}{self._status()}"
         )

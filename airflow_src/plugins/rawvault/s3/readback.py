@@ -11,21 +11,40 @@ of buffers, never a whole part.
 Every GET first takes its bytes from a :class:`ByteBudget` shared by all
 objects of a run, so a run never reads more than its budget even if a
 selection was wrong. No database.
+
+The upload uses the same reading as its last resort: :func:`check_or_read_back`
+reads back an object whose metadata cannot prove its content (a store whose
+ETags are not MD5s of the content and that keeps no SHA-256), rather than
+skipping its verification.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rawvault.digests import digest_stream, plan_parts
+from rawvault.s3.capabilities import EtagShape
 from rawvault.s3.errors import S3BackupError, classify
 from rawvault.s3.keys import s3_url
-from rawvault.s3.objects import ExpectedObject, ObjectVerdict, check_content, etag_of, version_of
+from rawvault.s3.objects import (
+    ExpectedObject,
+    ObjectVerdict,
+    VerdictKind,
+    check_content,
+    check_object,
+    etag_of,
+    is_kms,
+    version_of,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
 
 
 class BudgetExhaustedError(S3BackupError):
@@ -154,3 +173,30 @@ def read_back(
     finally:
         reader.close()
     return check_content(digests, expected, sha256=sha256), reader.bytes_read
+
+
+def check_or_read_back(
+    client: S3Client,
+    bucket: str,
+    response: Mapping[str, Any] | None,
+    expected: ExpectedObject,
+    *,
+    local_file: Path,
+    part_size: int,
+    etag_shape: EtagShape = EtagShape.PART_MD5S,
+) -> ObjectVerdict:
+    """:func:`~rawvault.s3.objects.check_object`, and where that cannot decide for a non-KMS object, its bytes.
+
+    A store whose ETags are not MD5s of the content (``etag_shape`` OTHER) and
+    that reports no SHA-256 leaves the metadata unable to prove anything: the
+    object is read back in ranged GETs and hashed against the recorded size,
+    MD5 and ETag (verified by ``content``). Never skipped. SSE-KMS objects keep
+    their own rule (S3 always reports their SHA-256).
+    """
+    verdict = check_object(response, expected, local_file=local_file, part_size=part_size, etag_shape=etag_shape)
+    if verdict.kind is not VerdictKind.CANNOT_VERIFY or response is None or is_kms(response):
+        return verdict
+    log.info("%s: %s; reading it back to verify it", s3_url(bucket, expected.key), verdict.problem)
+    verdict, count = read_back(client, bucket, response, expected, part_size=part_size, budget=ByteBudget())
+    log.info("%s: read back %d bytes: %s", s3_url(bucket, expected.key), count, verdict.problem or "the recorded file")
+    return verdict

@@ -28,6 +28,7 @@ PUT/CreateMultipartUpload), so manifests stay in STANDARD, readable at once.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from rawvault.s3.errors import classify, error_code, is_not_found
+from rawvault.s3.errors import S3BackupError, classify, error_code, is_not_found
 
 if TYPE_CHECKING:
     from shared.settings import LifecycleSettings, ObjectLockSettings
@@ -202,6 +203,41 @@ def retention_problem(
                 f"it was written ({written_at:%Y-%m-%d %H:%M} UTC)"
             )
     return None
+
+
+class RetentionAudit:
+    """``verify``'s retention checks: each bucket's Object Lock (read once), then each object's retention (its HEAD).
+
+    Thread-safe (verify checks raw files concurrently). A bucket without Object
+    Lock is one problem for all its objects: their retention headers prove
+    nothing there (``rclone serve s3`` echoes them without enforcing them).
+    """
+
+    def __init__(self, client: Any, object_lock: ObjectLockSettings) -> None:
+        self.client = client
+        self.object_lock = object_lock
+        self._buckets: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    def bucket_problem(self, bucket: str) -> str | None:
+        """Why ``bucket`` cannot hold objects to ``backup.s3.object_lock`` (``None``: it can); read once per bucket."""
+        with self._lock:
+            if bucket in self._buckets:
+                return self._buckets[bucket]
+        try:
+            problem = bucket_lock_problem(read_object_lock(self.client, bucket), self.object_lock)
+        except S3BackupError as error:
+            problem = f"its Object Lock configuration cannot be read ({error})"
+        with self._lock:
+            self._buckets[bucket] = problem
+        return problem
+
+    def object_problem(self, head: Mapping[str, Any]) -> str | None:
+        """Why the object (its HEAD answer) has no, a weaker or a shorter retention than configured (``None``: ok)."""
+        written = head.get("LastModified")
+        return retention_problem(
+            retention_from_head(head), self.object_lock, written if isinstance(written, datetime) else None
+        )
 
 
 def data_object_tagging() -> str:

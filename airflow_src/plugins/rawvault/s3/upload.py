@@ -22,7 +22,9 @@
    the unfinished multipart upload for the next run to resume; any other
    failure aborts it. The first failure stops the set.
 3. **Manifest** (:mod:`rawvault.s3.manifest`), written last, after every
-   object is verified: its presence means the set is complete, and it always
+   object is verified (on a store that does not refuse overwrites, every
+   object is checked once more by HEAD right before it: one replaced since
+   its verification fails the set): its presence means the set is complete, and it always
    describes what is in S3. A set without one gets one (``If-None-Match``).
    An existing manifest that still records the S3 ETag and SHA-256 of every
    object is kept as it is (a re-run writes nothing, ``s3_etag`` stays); one
@@ -49,10 +51,20 @@ per object in :attr:`UploadedObject.verified_by`:
 - ``manifest``: an object listed in the set's existing manifest with the same
   S3 ETag and checksum (it was verified before the manifest was written).
 
+- ``md5``: S3's ETag is the whole file's recorded MD5 (a store such as
+  ``rclone serve s3`` reports that for a multipart object).
+- ``content``: a store whose ETags are not MD5s of the content and that keeps
+  no SHA-256: the object was read back and hashed (never skipped).
+
 The verification is :func:`rawvault.s3.objects.check_object`, the one rule
 shared with restore and audit. A just-uploaded object that fails it is
 deleted again (its version, in a versioned bucket); an object that existed
 before is never deleted (:mod:`rawvault.s3.upload_file`).
+
+**Stores that are not AWS.** ``capabilities`` (the bucket's probed
+:class:`~rawvault.s3.capabilities.StoreCapabilities`; ``None``: AWS) decides
+the checksums and conditions sent; without conditional writes each write is
+preceded by a HEAD of its key under ``guard`` (see :mod:`rawvault.s3.put`).
 """
 
 from __future__ import annotations
@@ -63,12 +75,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rawvault.s3 import manifest as manifest_mod
-from rawvault.s3.errors import ExistingObjectMismatchError
+from rawvault.s3.capabilities import StoreCapabilities
+from rawvault.s3.errors import ExistingObjectMismatchError, VerificationError
 from rawvault.s3.file_info import RecordedFile, check_part_size
 from rawvault.s3.file_set import SetLayout, SetState, UploadResult, check_complete_set, read_set_manifest
 from rawvault.s3.keys import s3_url
 from rawvault.s3.multipart_resume import UploadIdCallback
-from rawvault.s3.objects import VerificationMode, head
+from rawvault.s3.objects import VerificationMode, etag_of, head
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, format_bytes
 from rawvault.s3.put import ObjectSettings, forbid_overwrites
 from rawvault.s3.upload_file import (
@@ -111,6 +124,8 @@ def upload_file_set(
     multipart_uploads: Mapping[str, str] | None = None,
     on_multipart_upload: UploadIdCallback | None = None,
     guard: Callable[[], None] | None = None,
+    capabilities: StoreCapabilities | None = None,
+    bandwidth_status: Callable[[], str | None] | None = None,
     on_progress: Callable[[ProgressReporter], None] | None = None,
 ) -> UploadResult:
     """Upload the files of ``file_info`` from ``source_folder`` to ``bucket`` under ``key_prefix``.
@@ -120,14 +135,13 @@ def upload_file_set(
     skips it), and so does an unfinished multipart upload stopped by a
     transient failure (a retry resumes it).
 
-    ``multipart_uploads`` maps keys to the upload ids of unfinished multipart
-    uploads recorded by an earlier run (preferred when resuming);
-    ``on_multipart_upload(key, upload_id or None)`` is called when one is
-    started/resumed or completed/aborted; ``guard()`` is called before every
-    request that changes S3 and raises to stop the upload (the caller lost
-    its claim on the raw file). ``on_progress(reporter)`` receives the upload's
-    progress reporter once the bytes to send are known (the claim's heartbeat
-    records its :meth:`~rawvault.s3.progress.ProgressReporter.snapshot`).
+    ``multipart_uploads`` maps keys to the upload ids of unfinished multipart uploads recorded by an earlier
+    run (preferred when resuming); ``on_multipart_upload(key, upload_id or None)`` is called when one is
+    started/resumed or completed/aborted; ``guard()`` is called before every request that changes S3 and
+    raises to stop the upload (the caller lost its claim on the raw file). ``capabilities``: what the
+    bucket's store can do (``None``: AWS); ``bandwidth_status()``: the limit and throughput, for progress.
+    ``on_progress(reporter)`` receives the upload's progress reporter once the bytes to send are known (the
+    claim's heartbeat records its :meth:`~rawvault.s3.progress.ProgressReporter.snapshot`).
     """
     settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
@@ -135,13 +149,13 @@ def upload_file_set(
         check_part_size(entry, part_size)
     result = UploadResult(bucket, key_prefix, raw_file_id, layout.manifest_key)
     # Phase 1: check everything before uploading anything.
+    hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check, capabilities)
     existing = _existing_manifest(client, result, layout, part_size, metadata)
-    to_upload = _check_phase(client, result, layout, source_folder, part_size, existing[0] if existing else None)
+    to_upload = _check_phase(client, result, layout, source_folder, part_size, existing, hooks)
 
     # Phase 2: upload, verify, stop at the first failure.
-    forbid_overwrites(client)
-    hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check)
-    progress = _progress_of(result, to_upload, progress_interval, on_progress)
+    forbid_overwrites(client, capabilities)
+    progress = _progress_of(result, to_upload, progress_interval, on_progress, bandwidth_status)
     for path, uploaded in _upload_phase(
         client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress
     ):
@@ -149,8 +163,10 @@ def upload_file_set(
 
     # Phase 3: the manifest, last: every object is verified now.
     result.objects = {path: result.objects[path] for path in layout.recorded}
+    if not hooks.overwrites_refused:
+        _recheck_before_manifest(client, result)
     manifest = layout.manifest(result, part_size, metadata, result.objects)
-    _put_manifest(client, result, manifest, existing, settings, metadata, check)
+    _put_manifest(client, result, manifest, existing, settings, metadata, check, capabilities)
     _log_complete(result)
     return result
 
@@ -160,12 +176,14 @@ def _progress_of(
     to_upload: list[RecordedFile],
     interval: float,
     on_progress: Callable[[ProgressReporter], None] | None,
+    bandwidth_status: Callable[[], str | None] | None,
 ) -> ProgressReporter:
     """The progress reporter of the bytes to send, handed to ``on_progress`` (the claim's heartbeat records it)."""
     progress = ProgressReporter(
         sum(entry.size for entry in to_upload),
-        label=f"uploading {result.raw_file_id} to {s3_url(result.bucket, result.key_prefix)}",
+        label=f"uploading {result.raw_file_id} to {result.s3_backup_key}",
         interval=interval,
+        status=bandwidth_status,
     )
     if on_progress is not None:
         on_progress(progress)
@@ -180,6 +198,7 @@ def _put_manifest(
     settings: ObjectSettings,
     metadata: Mapping[str, str],
     check: Callable[[], None],
+    caps: StoreCapabilities | None,
 ) -> None:
     """Write the manifest of the verified objects, replace one that records others, keep one that describes them."""
     bucket, key = result.bucket, result.manifest_key
@@ -191,13 +210,32 @@ def _put_manifest(
         log.info("%s: the manifest records other S3 ETags or checksums for %s: replacing it", key, ", ".join(stale))
         check()
         result.manifest_etag = manifest_mod.replace(
-            client, bucket, key, manifest, old_etag=existing[1], settings=settings, metadata=metadata
+            client, bucket, key, manifest, old_etag=existing[1], settings=settings, metadata=metadata, caps=caps
         )
         result.replaced_manifest_etag = existing[1]
     else:
         check()
-        result.manifest_etag = manifest_mod.write(client, bucket, key, manifest, settings, metadata)
+        result.manifest_etag = manifest_mod.write(client, bucket, key, manifest, settings, metadata, caps=caps)
     result.manifest_written = True
+
+
+def _recheck_before_manifest(client: S3Client, result: UploadResult) -> None:
+    """A store that does not refuse overwrites: every object must still be the one verified (HEAD: size, ETag).
+
+    Another writer may have replaced an object verified earlier in the set;
+    the manifest vouches for the set, so it is written only if none was.
+    """
+    for path, obj in result.objects.items():
+        found = head(client, result.bucket, obj.key)
+        now = (found.get("ContentLength"), etag_of(found)) if found is not None else None
+        if now != (obj.size, obj.s3_etag):
+            raise VerificationError(
+                f"s3://{result.bucket}/{obj.key} ({path}) changed after it was verified (size and ETag were "
+                f"{obj.size}, {obj.s3_etag}; now {'missing' if now is None else f'{now[0]}, {now[1]}'}): another "
+                "writer replaced or deleted it, which this store does not prevent (If-None-Match is not enforced); "
+                "no manifest was written and nothing was recorded as done. Find out who writes there, then upload "
+                "the raw file again"
+            )
 
 
 def _log_complete(result: UploadResult) -> None:
@@ -269,10 +307,11 @@ def _check_phase(
     layout: SetLayout,
     source_folder: Path,
     part_size: int,
-    existing_manifest: Mapping[str, Any] | None,
+    existing_manifest: tuple[dict[str, Any], str] | None,
+    hooks: MultipartHooks,
 ) -> list[RecordedFile]:
     """HEAD every key: accept verified objects into ``result``, return the files to upload (checked locally)."""
-    manifest_files = (existing_manifest or {}).get("files", {})
+    manifest_files = (existing_manifest[0] if existing_manifest else {}).get("files", {})
     to_upload: list[RecordedFile] = []
     for path, entry in layout.recorded.items():
         found = head(client, result.bucket, layout.keys[path])
@@ -281,7 +320,9 @@ def _check_phase(
             to_upload.append(entry)
             continue
         expected = expected_object(entry, layout.keys[path], manifest_files.get(path))
-        result.objects[path] = accept_existing(found, expected, result.bucket, source_folder / path, part_size)
+        result.objects[path] = accept_existing(
+            client, found, expected, result.bucket, source_folder / path, part_size, hooks.caps
+        )
     log.info(
         "%s -> %s: %d of %d files to upload (%s), %d already there (%s, verified)",
         result.raw_file_id,

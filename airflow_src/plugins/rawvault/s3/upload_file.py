@@ -1,9 +1,18 @@
 """Upload one file of a set (a single PUT or a resumable multipart upload) and prove S3 holds it.
 
 An object already at the key is accepted only when :func:`rawvault.s3.objects.check_object`
-shows it holds the recorded file, and is never replaced. A just-uploaded
-object that fails that check is deleted again (its version, in a versioned
-bucket); an object that existed before is never deleted.
+shows it holds the recorded file (on a store whose ETags prove nothing, after
+reading it back: :func:`rawvault.s3.readback.check_or_read_back`), and is never
+replaced. A just-uploaded object that fails that check is deleted again (its
+version, in a versioned bucket); an object that existed before is never
+deleted. On a store that does not refuse overwrites (``If-None-Match``
+ignored) nothing is deleted at all: the object at the key may be another
+writer's, written after rawvault's own.
+
+With ``backup.s3.object_lock`` every object is written with its retention; a
+multipart object whose HEAD shows none (moto's server drops the retention
+given at CreateMultipartUpload) gets it set afterwards, counted from its
+``LastModified``.
 """
 
 from __future__ import annotations
@@ -11,11 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rawvault.digests import multipart_parts
 from rawvault.s3.body import ProgressCallback
+from rawvault.s3.capabilities import Conditional, StoreCapabilities, etag_shape_of
 from rawvault.s3.errors import (
     ExistingObjectMismatchError,
     LocalFileChangedError,
@@ -31,13 +42,15 @@ from rawvault.s3.objects import (
     ExpectedObject,
     VerdictKind,
     VerificationMode,
-    check_object,
     delete_version,
     etag_of,
     head,
+    version_of,
 )
 from rawvault.s3.progress import format_bytes
 from rawvault.s3.put import ObjectSettings, put_file, s3_metadata
+from rawvault.s3.readback import check_or_read_back
+from rawvault.s3.retention import apply_object_retention, object_retention_args, retention_from_head
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -64,11 +77,17 @@ class UploadedObject:
 
 @dataclass
 class MultipartHooks:
-    """What a multipart upload needs from the caller: recorded upload ids, a recorder, the guard."""
+    """What an upload needs from the caller: recorded upload ids, a recorder, the guard, the store's capabilities."""
 
     known: dict[str, str]
     on_upload_id: UploadIdCallback | None
     guard: Callable[[], None]
+    caps: StoreCapabilities | None = None  # None: AWS behaviour
+
+    @property
+    def overwrites_refused(self) -> bool:
+        """The store refuses to replace an object on PUT and on completion (If-None-Match enforced)."""
+        return self.caps is None or self.caps.conditional_writes
 
 
 def expected_object(entry: RecordedFile, key: str, manifest_entry: Mapping[str, Any] | None = None) -> ExpectedObject:
@@ -100,10 +119,18 @@ def check_source(source: Path, entry: RecordedFile) -> None:
 
 
 def accept_existing(
-    response: Mapping[str, Any], expected: ExpectedObject, bucket: str, source: Path, part_size: int
+    client: S3Client,
+    response: Mapping[str, Any],
+    expected: ExpectedObject,
+    bucket: str,
+    source: Path,
+    part_size: int,
+    caps: StoreCapabilities | None = None,
 ) -> UploadedObject:
     """The object found at the key, if it holds ``expected``; else :class:`ExistingObjectMismatchError`."""
-    verdict = check_object(response, expected, local_file=source, part_size=part_size)
+    verdict = check_or_read_back(
+        client, bucket, response, expected, local_file=source, part_size=part_size, etag_shape=etag_shape_of(caps)
+    )
     s3_etag = etag_of(response)
     if verdict.ok:
         assert verdict.how is not None
@@ -113,7 +140,7 @@ def accept_existing(
             response.get("ChecksumSHA256"), verdict.how, False,
         )  # fmt: skip
     problem = f"size {response.get('ContentLength')}, ETag {s3_etag}"
-    if verdict.kind in (VerdictKind.CHECKSUM_DIFFERS, VerdictKind.CANNOT_VERIFY):
+    if verdict.kind in (VerdictKind.CHECKSUM_DIFFERS, VerdictKind.CONTENT_DIFFERS, VerdictKind.CANNOT_VERIFY):
         problem += f"; {verdict.problem}"
     raise ExistingObjectMismatchError(
         f"s3://{bucket}/{expected.key} already holds a different object ({problem}) than {expected.path} (size "
@@ -158,10 +185,12 @@ def upload_file(
             raise
         log.warning("%s: %s; checking the object now at the key", entry.path, error)
         try:
-            return accept_existing(found, expected, bucket, source, part_size)
+            return accept_existing(client, found, expected, bucket, source, part_size, hooks.caps)
         except ExistingObjectMismatchError:
             raise error from None
-    response, mode = _verify_uploaded(client, bucket, expected, source, part_size)
+    response, mode = _verify_uploaded(client, bucket, expected, source, part_size, hooks)
+    if settings.object_lock is not None and retention_from_head(response) is None:
+        _set_missing_retention(client, bucket, expected.key, response, settings)
     log.info(
         "%s: uploaded and verified by %s%s",
         entry.path,
@@ -190,10 +219,13 @@ def _send(
     object_args: dict[str, Any] = {
         "StorageClass": settings.storage_class,
         "Metadata": s3_metadata({**metadata, "md5": entry.md5}),
-        **settings.encryption_args(),
+        **settings.data_args(),
     }
     if multipart_parts(entry.size, part_size) is None:
-        put_file(client, bucket, key, source, entry.size, object_args, progress, what=entry.path)
+        put_file(
+            client, bucket, key, source, entry.size, object_args, progress, what=entry.path, caps=hooks.caps,
+            guard=hooks.guard,
+        )  # fmt: skip
         return 0, 0
     outcome = upload_multipart(
         client,
@@ -209,32 +241,61 @@ def _send(
         on_upload_id=hooks.on_upload_id,
         guard=hooks.guard,
         kms=settings.kms,
+        caps=hooks.caps,
     )
     return outcome.parts_uploaded, outcome.parts_resumed
 
 
+def _set_missing_retention(
+    client: S3Client, bucket: str, key: str, response: Mapping[str, Any], settings: ObjectSettings
+) -> None:
+    """Give the object just verified the retention its HEAD does not show (counted from its ``LastModified``)."""
+    lock = settings.object_lock
+    assert lock is not None
+    written = response.get("LastModified")
+    until = object_retention_args(lock, written if isinstance(written, datetime) else None)["ObjectLockRetainUntilDate"]
+    log.info(
+        "s3://%s/%s: the store kept no retention from the upload; setting %s until %s", bucket, key, lock.mode, until
+    )
+    apply_object_retention(client, bucket, key, version_of(response), until, lock.mode)
+
+
 def _verify_uploaded(
-    client: S3Client, bucket: str, expected: ExpectedObject, source: Path, part_size: int
+    client: S3Client, bucket: str, expected: ExpectedObject, source: Path, part_size: int, hooks: MultipartHooks
 ) -> tuple[dict[str, Any], VerificationMode]:
-    """Check the object just uploaded; delete it again when it does not hold the recorded file."""
+    """Check the object just uploaded; delete it again when it does not hold the recorded file (and is ours)."""
     target = f"s3://{bucket}/{expected.key}"
     response = head(client, bucket, expected.key)
     if response is None:
         raise VerificationError(f"{target} is missing right after its upload succeeded: check the bucket")
+    caps = hooks.caps
     try:
-        verdict = check_object(response, expected, local_file=source, part_size=part_size)
+        verdict = check_or_read_back(
+            client, bucket, response, expected, local_file=source, part_size=part_size, etag_shape=etag_shape_of(caps)
+        )
     except S3BackupError as error:
-        delete_version(client, bucket, expected.key, response)
-        raise type(error)(f"{error}; the uploaded object was deleted again") from None
+        raise type(error)(f"{error}; {_discard(client, bucket, expected.key, response, hooks)}") from None
     if verdict.ok:
         assert verdict.how is not None
         return response, verdict.how
-    if verdict.kind in (VerdictKind.SIZE_DIFFERS, VerdictKind.ETAG_DIFFERS):
-        deleted = delete_version(client, bucket, expected.key, response)
+    discarded = _discard(client, bucket, expected.key, response, hooks)
+    if verdict.kind in (VerdictKind.SIZE_DIFFERS, VerdictKind.ETAG_DIFFERS) and hooks.overwrites_refused:
         raise LocalFileChangedError(
             f"{target} has size {response.get('ContentLength')} and ETag {etag_of(response)} after the upload, but "
             f"{expected.path} was recorded with size {expected.size} and ETag {expected.etag}: the local file changed "
-            f"after it was checksummed; {deleted}. Check the file and checksum it again"
+            f"after it was checksummed; {discarded}. Check the file and checksum it again"
         )
-    delete_version(client, bucket, expected.key, response)
-    raise VerificationError(f"{target} does not hold {expected.path}: {verdict.problem}; it was deleted again")
+    raise VerificationError(f"{target} does not hold {expected.path}: {verdict.problem}; {discarded}")
+
+
+def _discard(client: S3Client, bucket: str, key: str, response: Mapping[str, Any], hooks: MultipartHooks) -> str:
+    """Delete the unverified object just uploaded, where it is certainly ours; else leave it. A note for messages."""
+    if hooks.overwrites_refused:
+        return delete_version(client, bucket, key, response)
+    assert hooks.caps is not None
+    ignored = "ignores" if hooks.caps.conditional_put is Conditional.IGNORED else "rejects"
+    return (
+        f"it was left as it is: this store {ignored} If-None-Match, so the object at the key may be another "
+        "writer's, written after this upload (or the local file changed after it was checksummed), and rawvault "
+        "deletes nothing it cannot prove it wrote; find out which it is, then move or delete the object by hand"
+    )

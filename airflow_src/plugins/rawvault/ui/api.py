@@ -3,6 +3,7 @@
 - ``GET /``                  the page (``page.html``); without a login it redirects to Airflow's login
 - ``GET /raw-files``         one page of raw files, failed and stuck first (JSON); ``cursor`` pages on
 - ``GET /raw-files/counts``  counts per backup status and the filter choices (JSON)
+- ``GET /stores``            every probed bucket's S3 store: summary and weaknesses (JSON)
 
 Airflow mounts plugin apps without any authentication, so every route here
 takes Airflow's logged-in user (the same JWT the Airflow UI uses: ``_token``
@@ -174,17 +175,27 @@ def get_raw_file_counts(filters: FilterDep, view: ViewDep, stuck_after_hours: St
 
 
 def get_facility(view: ViewDep) -> JSONResponse:
-    """The last free space of the instrument folders the caller may read and of the backup root; the stores."""
-    from rawvault.ui.facility import free_space_rows, store_rows
+    """The last free space of the instrument folders the caller may read and of the backup root."""
+    from rawvault.ui.facility import free_space_rows
 
     readable = tuple(i for i in view.instruments if view.readable is None or i in view.readable)
     now = datetime.now(UTC)
     try:
         _connect()
-        answer = {"folders": free_space_rows(readable, now), "stores": store_rows(now)}
+        answer = {"folders": free_space_rows(readable, now)}
     except DATABASE_UNAVAILABLE as error:
         raise _database_unavailable(error) from None
     return JSONResponse(answer, headers=NO_STORE)
+
+
+def get_stores() -> JSONResponse:
+    """What each bucket's S3 store can do as last probed, with what is weaker there (``buckets probe``)."""
+    try:
+        _connect()
+        stores = queries.store_rows()
+    except DATABASE_UNAVAILABLE as error:
+        raise _database_unavailable(error) from None
+    return JSONResponse({"stores": stores}, headers=NO_STORE)
 
 
 def get_page() -> HTMLResponse:
@@ -202,6 +213,15 @@ async def login_redirect_for_page(request: Request, error: StarletteHTTPExceptio
         login_url = get_auth_manager().get_url_login(next_url=str(request.url))
         return RedirectResponse(login_url, status_code=status.HTTP_303_SEE_OTHER)
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+def require_every_dag(view: ViewDep) -> None:
+    """The S3 stores (every project's buckets) are for callers who may read the runs of every DAG: else 403."""
+    if view.readable is not None:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="the S3 stores name every project's buckets: shown only to users who may read every DAG's runs",
+        )
 
 
 def _view_of_caller_dependency() -> Any:
@@ -250,6 +270,7 @@ def create_app() -> FastAPI:
     backups.add_api_route("/raw-files", get_raw_files, methods=["GET"])
     backups.add_api_route("/raw-files/counts", get_raw_file_counts, methods=["GET"])
     backups.add_api_route("/facility", get_facility, methods=["GET"])
+    backups.add_api_route("/stores", get_stores, methods=["GET"], dependencies=[Depends(require_every_dag)])
     backups.add_api_route("/", get_page, methods=["GET"], dependencies=logged_in, response_class=HTMLResponse)
     backups.add_exception_handler(StarletteHTTPException, login_redirect_for_page)  # type: ignore[arg-type]
     return backups
@@ -277,6 +298,7 @@ __all__ = [
     "get_page",
     "get_raw_file_counts",
     "get_raw_files",
+    "get_stores",
     "login_redirect_for_page",
     "raw_file_filter",
 ]

@@ -302,3 +302,23 @@ __all__ = [
     "raw_file_row",
     "stuck_after_from_env",
 ]
+
+
+def store_rows() -> list[dict[str, Any]]:
+    """Every probed bucket's store (issue 15): when it was probed, its one-line summary and its weaknesses."""
+    from shared.db.s3_stores import list_store_capabilities
+
+    rows = []
+    for store in list_store_capabilities():
+        probed_at = store.probed_at if store.probed_at.tzinfo else store.probed_at.replace(tzinfo=UTC)
+        rows.append(
+            {
+                "endpoint": store.endpoint,
+                "bucket": store.bucket,
+                "probed_at": probed_at.isoformat(),
+                "summary": store.summary,
+                "weaknesses": list(store.weaknesses),
+                "versioning": (store.capabilities or {}).get("versioning"),
+            }
+        )
+    return rows
