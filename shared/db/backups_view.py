@@ -55,7 +55,8 @@ ROW_PROJECTION: dict[str, Any] = {
     **dict.fromkeys(
         ("_id", "original_name", "instrument_id", "instrument_type", "project_id", "status", "status_details",
          "backup_status", "backup_status_details", "s3_backup_key", "s3_etag", "s3_upload_attempts", "created_at",
-         "db_updated_at", "purged_at", "purge_blocked_reason", "scrub_status", "scrub_details", "scrubbed_at"),
+         "db_updated_at", "purged_at", "purge_blocked_reason", "scrub_status", "scrub_details", "scrubbed_at",
+         "upload_progress"),
         1,
     ),
     "file_count": {"$size": _ENTRIES},

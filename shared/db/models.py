@@ -134,6 +134,9 @@ class RawFile(Document):
     # runs; another run may take over only after it expired (see rawvault.claim).
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
+    # Progress of the running upload, written only by the claim's heartbeat in its lease renewal (no extra
+    # writes): {bytes_done, bytes_total, bytes_per_second, eta_seconds, at}; cleared by the outcome's write.
+    upload_progress = DictField()
     # A random number in [0, 1) given at insert: verify takes its random sample as a run of these keys
     # from a random point, through an index, without reading or sorting every id.
     sample_key = FloatField(default=random.random)

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from shared.db.alerts import AlertRecord
+from shared.db.free_space import FreeSpace
 from shared.db.models import Project, RawFile
 from shared.db.s3_stores import S3Store
 from tests.command_recorder import CommandRecorder, documents_read, ids_read, query_commands, recording_connection
@@ -29,6 +30,7 @@ INDEXES = {
     "project": declared_indexes(Project),
     "alert_state": declared_indexes(AlertRecord),
     "s3_store": declared_indexes(S3Store),
+    "free_space": declared_indexes(FreeSpace),
 }
 # One page load is the list and the chips: a bounded number of queries, whatever the collection's size.
 MAX_QUERIES_PER_PAGE_LOAD = 16
@@ -114,11 +116,13 @@ def page_filters() -> dict[str, object]:
 
 
 def load_page(filters, *, limit: int = 10) -> list[str]:
-    """What the page loads: the list and the chips. Returns the listed ids."""
+    """What the page loads: the list, the chips and free space per folder. Returns the listed ids."""
+    from rawvault.ui.facility import free_space_rows
     from rawvault.ui.queries import count_by_backup_status, list_raw_files
 
     page = list_raw_files(filters, limit=limit, now=NOW, stuck_after=timedelta(hours=6))
     count_by_backup_status(filters, now=NOW, stuck_after=timedelta(hours=6))
+    free_space_rows(("thermo1", "tims1", "zeno1"), NOW)
     return [item["id"] for item in page.items]
 
 

@@ -162,3 +162,22 @@ def test_given_up_is_said_once_in_the_details(fake_db: None) -> None:
     assert details.startswith("gave up after 5 attempts") and details.endswith("upload to S3 failed: x")
     claims.record_given_up(get_raw_file("a.raw"), 5)
     assert get_raw_file("a.raw").backup_status_details == details
+
+
+def test_the_heartbeat_records_the_uploads_progress_in_its_renewal_and_the_outcome_clears_it(fake_db: None) -> None:
+    from rawvault.s3.progress import ProgressReporter
+
+    now = [0.0]
+    reporter = ProgressReporter(100 << 20, clock=lambda: now[0])
+    claim = claims.claim(raw_file(), LEASE)
+    claim.renew()  # before the upload starts: no progress yet
+    assert not get_raw_file("a.raw").upload_progress
+    claim.watch_progress(reporter)
+    now[0] = 10.0
+    reporter(40 << 20)
+    claim.renew()
+    progress = get_raw_file("a.raw").upload_progress
+    assert progress["bytes_done"] == 40 << 20 and progress["bytes_total"] == 100 << 20
+    assert progress["bytes_per_second"] == 4 << 20 and progress["eta_seconds"] == 15.0 and progress["at"]
+    assert claims.record_done(claim, "done", "s3://b/p/", "etag")
+    assert not get_raw_file("a.raw").upload_progress

@@ -295,6 +295,7 @@ def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
         guard=claim.check,
         capabilities=store.caps,
         bandwidth_status=store.bandwidth_status if store.limiter is not None else None,
+        on_progress=claim.watch_progress,  # the heartbeat records bytes, rate and ETA (Backups page)
     )
     claim.check()
     return result

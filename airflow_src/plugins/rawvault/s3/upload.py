@@ -130,6 +130,7 @@ def upload_file_set(
     guard: Callable[[], None] | None = None,
     capabilities: StoreCapabilities | None = None,
     bandwidth_status: Callable[[], str | None] | None = None,
+    on_progress: Callable[[ProgressReporter], None] | None = None,
 ) -> UploadResult:
     """Upload the files of ``file_info`` from ``source_folder`` to ``bucket`` under ``key_prefix``.
 
@@ -143,6 +144,8 @@ def upload_file_set(
     started/resumed or completed/aborted; ``guard()`` is called before every request that changes S3 and
     raises to stop the upload (the caller lost its claim on the raw file). ``capabilities``: what the
     bucket's store can do (``None``: AWS); ``bandwidth_status()``: the limit and throughput, for progress.
+    ``on_progress(reporter)`` receives the upload's progress reporter once the bytes to send are known (the
+    claim's heartbeat records its :meth:`~rawvault.s3.progress.ProgressReporter.snapshot`).
     """
     settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
@@ -156,12 +159,9 @@ def upload_file_set(
 
     # Phase 2: upload and verify, side by side; the first failure stops the set.
     forbid_overwrites(client, capabilities)
+    progress = _progress_of(result, to_upload, progress_interval, on_progress, bandwidth_status)
     result.objects.update(_upload_phase(
-        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks,
-        ProgressReporter(
-            sum(entry.size for entry in to_upload), label=f"uploading {raw_file_id} to {result.s3_backup_key}",
-            interval=progress_interval, status=bandwidth_status,
-        ),
+        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress
     ))  # fmt: skip
 
     # Phase 3: the manifest, last: every object is verified now.
@@ -172,6 +172,25 @@ def upload_file_set(
     _put_manifest(client, result, manifest, existing, settings, metadata, check, capabilities)
     _log_complete(result)
     return result
+
+
+def _progress_of(
+    result: UploadResult,
+    to_upload: list[RecordedFile],
+    interval: float,
+    on_progress: Callable[[ProgressReporter], None] | None,
+    bandwidth_status: Callable[[], str | None] | None,
+) -> ProgressReporter:
+    """The progress reporter of the bytes to send, handed to ``on_progress`` (the claim's heartbeat records it)."""
+    progress = ProgressReporter(
+        sum(entry.size for entry in to_upload),
+        label=f"uploading {result.raw_file_id} to {result.s3_backup_key}",
+        interval=interval,
+        status=bandwidth_status,
+    )
+    if on_progress is not None:
+        on_progress(progress)
+    return progress
 
 
 def _put_manifest(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -174,6 +174,20 @@ def get_raw_file_counts(filters: FilterDep, view: ViewDep, stuck_after_hours: St
     return JSONResponse(counts, headers=NO_STORE)
 
 
+def get_facility(view: ViewDep) -> JSONResponse:
+    """The last free space of the instrument folders the caller may read and of the backup root."""
+    from rawvault.ui.facility import free_space_rows
+
+    readable = tuple(i for i in view.instruments if view.readable is None or i in view.readable)
+    now = datetime.now(UTC)
+    try:
+        _connect()
+        answer = {"folders": free_space_rows(readable, now)}
+    except DATABASE_UNAVAILABLE as error:
+        raise _database_unavailable(error) from None
+    return JSONResponse(answer, headers=NO_STORE)
+
+
 def get_stores() -> JSONResponse:
     """What each bucket's S3 store can do as last probed, with what is weaker there (``buckets probe``)."""
     try:
@@ -255,6 +269,7 @@ def create_app() -> FastAPI:
     backups.dependency_overrides[caller_view] = _view_of_caller_dependency()
     backups.add_api_route("/raw-files", get_raw_files, methods=["GET"])
     backups.add_api_route("/raw-files/counts", get_raw_file_counts, methods=["GET"])
+    backups.add_api_route("/facility", get_facility, methods=["GET"])
     backups.add_api_route("/stores", get_stores, methods=["GET"], dependencies=[Depends(require_every_dag)])
     backups.add_api_route("/", get_page, methods=["GET"], dependencies=logged_in, response_class=HTMLResponse)
     backups.add_exception_handler(StarletteHTTPException, login_redirect_for_page)  # type: ignore[arg-type]

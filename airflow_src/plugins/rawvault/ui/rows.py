@@ -63,6 +63,36 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def format_eta(seconds: float | None) -> str:
+    """An ETA as ``H:MM:SS``; ``unknown`` while there is no rate yet."""
+    if seconds is None or seconds < 0:
+        return "unknown"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def upload_progress_field(doc: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """A running upload's progress as its heartbeat last recorded it (``upload_progress``), or None."""
+    progress = doc.get("upload_progress")
+    if doc.get("backup_status") != BackupStatus.UPLOAD_IN_PROGRESS.value or not progress:
+        return None
+    done, total = int(progress.get("bytes_done") or 0), int(progress.get("bytes_total") or 0)
+    at = _as_utc(progress.get("at"))
+    rate = float(progress.get("bytes_per_second") or 0.0)
+    return {
+        "bytes_done": done,
+        "bytes_total": total,
+        "percent": round(100.0 * done / total, 1) if total else 100.0,
+        "done_human": format_size(done),
+        "total_human": format_size(total),
+        "mib_per_second": round(rate / (1 << 20), 1),
+        "eta_seconds": progress.get("eta_seconds"),
+        "eta": format_eta(progress.get("eta_seconds")),
+        "at": at.isoformat() if at else None,
+        "age": format_age((now - at).total_seconds()) if at else "",
+    }
+
+
 def last_alert_field(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """A row's ``last_alert``: the state last announced for the raw file (``open``: not resolved), or None."""
     if record is None:
@@ -134,7 +164,17 @@ def raw_file_row(
         "scrub_details": doc.get("scrub_details"),
         "scrubbed_at": _iso(doc.get("scrubbed_at")),
         "last_alert": last_alert_field(last_alert),
+        # The running upload's bytes, rate and ETA (recorded by the claim's heartbeat with its lease).
+        "upload_progress": upload_progress_field(doc, now),
     }
 
 
-__all__ = ["acquisition_runs_path", "format_age", "format_size", "last_alert_field", "raw_file_row"]
+__all__ = [
+    "acquisition_runs_path",
+    "format_age",
+    "format_eta",
+    "format_size",
+    "last_alert_field",
+    "raw_file_row",
+    "upload_progress_field",
+]
