@@ -69,7 +69,7 @@ from rawvault.s3.errors import (
     is_not_found,
 )
 from rawvault.s3.keys import s3_url, validate_relative_path
-from rawvault.s3.objects import etag_of, head
+from rawvault.s3.objects import etag_of, head, unless_missing
 from rawvault.s3.put import ObjectSettings, s3_metadata
 
 if TYPE_CHECKING:
@@ -185,15 +185,15 @@ def read(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] 
     Raises :class:`ManifestUnreadableError` when the object is not a rawvault
     manifest and an :class:`~rawvault.s3.errors.S3BackupError` when S3 fails.
     """
-    try:
+
+    def get() -> tuple[bytes, dict[str, Any]]:
         response = client.get_object(Bucket=bucket, Key=key)
-        body = response["Body"].read()
-    except ClientError as error:
-        if is_not_found(error):
-            return None
-        raise classify(error, f"reading manifest {s3_url(bucket, key)}", bucket=bucket, key=key) from error
-    except Exception as error:
-        raise classify(error, f"reading manifest {s3_url(bucket, key)}", bucket=bucket, key=key) from error
+        return response["Body"].read(), dict(response)
+
+    found = unless_missing(get, "reading manifest", bucket, key)
+    if found is None:
+        return None
+    body, response = found
     try:
         return decode(body), etag_of(response)
     except ValueError as error:
