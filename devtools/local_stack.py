@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -230,6 +231,21 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def write_env_file(path: Path, values: dict[str, str], *, header: str) -> None:
+    """Write ``values`` as ``export NAME='value'`` lines (ready to ``source``), readable by the owner only (0600).
+
+    The file is created with mode 0600 before anything is written, so its credentials (the local demo
+    stack's only) are never readable by others, not even for a moment.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    lines = [f"# {line}" for line in header.splitlines()]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+
+
 def start_data_servers(
     paths: StackPaths, *, mongo_credentials: tuple[str, str] | None = None
 ) -> tuple[MongoServer, S3Server]:
@@ -260,6 +276,7 @@ __all__ = [
     "start_process",
     "stop_stack",
     "wait_for_http",
+    "write_env_file",
 ]
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m devtools.local_stack stop <run dir>

@@ -27,17 +27,20 @@ from devtools.local_stack import (
     StackPaths,
     StackState,
     airflow_env,
+    aws_connection_uri,
     run_airflow,
     start_data_servers,
     start_process,
     stop_stack,
     wait_for_http,
+    write_env_file,
 )
 from devtools.servers import HOST, free_port, local_s3_client
 from shared.db.interface import create_project
 from shared.settings import get_settings
 
 RUN_DIR = REPO_ROOT / ".rawvault-run"
+ENV_FILE = RUN_DIR / "env"  # the CLI's settings for this stack; scripts/rawvault.sh reads it (rawvault.cli_setup)
 DATA_DIR = REPO_ROOT / ".rawvault-data"
 DEMO_PROJECT = "DEMO"
 FINAL_BACKUP_STATUSES = {"upload_done", "upload_failed", "copying_failed"}
@@ -60,6 +63,27 @@ def _demo_files(settings_instruments: dict[str, Path]) -> list[Path]:
     ]
 
 
+def _state(raw_file: dict) -> str:
+    """``status/backup_status`` of a progress line; only the status while there is no backup status yet."""
+    status, backup_status = raw_file.get("status") or "registered", raw_file.get("backup_status")
+    return f"{status}/{backup_status}" if backup_status else status
+
+
+def write_cli_env(state: StackState, rawvault_env: dict[str, str]) -> None:
+    """Write the CLI's settings of this stack to ``.rawvault-run/env`` (0600; the local demo credentials only)."""
+    values = {
+        **rawvault_env,
+        "RAWVAULT_MONGO_URI": state.mongo_uri,
+        "AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(state.s3_endpoint),
+    }
+    header = (
+        "Settings of the local rawvault stack (bash scripts/run_local.sh) for the command line:\n"
+        "scripts/rawvault.sh reads this file when no environment is set; `source .rawvault-run/env` for a shell.\n"
+        "Local demo credentials only. Removed by bash scripts/run_local.sh --stop."
+    )
+    write_env_file(ENV_FILE, values, header=header)
+
+
 def _wait_for_backups(expected: int, timeout: float, api_url: str) -> list[dict]:
     from shared.db.interface import connect_db
     from shared.db.models import RawFile
@@ -74,10 +98,7 @@ def _wait_for_backups(expected: int, timeout: float, api_url: str) -> list[dict]
             for r in raw_files
             if r.get("backup_status") in FINAL_BACKUP_STATUSES and r.get("status") in ("moved", "error")
         ]
-        report = (
-            ", ".join(f"{r['_id']}: {r.get('status')}/{r.get('backup_status')}" for r in raw_files)
-            or "waiting for the watchers"
-        )
+        report = ", ".join(f"{r['_id']}: {_state(r)}" for r in raw_files) or "waiting for the watchers"
         if report != last_report:
             _say(report)
             last_report = report
@@ -126,6 +147,9 @@ def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths, 
     for raw_file in raw_files:
         if raw_file.get("backup_status") != "upload_done" or raw_file.get("status") == "error":
             print(f"\n{raw_file['_id']}: {raw_file.get('backup_status_details') or raw_file.get('status_details')}")
+    if stopping:  # the servers stop in a moment: their addresses and the login would only mislead
+        print(f"\nLocal data:  {DATA_DIR}   logs: {paths.logs}   (the stack is stopped now)\n")
+        return all_good
     password_file = paths.airflow_home / "simple_auth_manager_passwords.json.generated"
     password = json.loads(password_file.read_text()).get("admin", "?") if password_file.exists() else "?"
     print(
@@ -133,8 +157,9 @@ def _print_summary(raw_files: list[dict], state: StackState, paths: StackPaths, 
 Airflow UI:  {state.api_url}   (user admin, password {password})
 S3 server:   {state.s3_endpoint}   MongoDB: {state.mongo_uri}
 Local data:  {DATA_DIR}   logs: {paths.logs}
+Command line: scripts/rawvault.sh verify | restore <raw file id> <folder>  ({ENV_FILE.relative_to(REPO_ROOT)})
+Stop everything:  bash scripts/run_local.sh --stop
 """
-        + ("" if stopping else "Stop everything:  bash scripts/run_local.sh --stop\n")
     )
     return all_good
 
@@ -162,6 +187,10 @@ def start(timeout: float, stop_after: bool) -> int:
         rawvault_env = {"RAWVAULT_ENV": "local", "RAWVAULT_DATA_DIR": str(DATA_DIR)}
         env = airflow_env(paths, state, rawvault_env=rawvault_env)
         os.environ.update({**rawvault_env, "RAWVAULT_MONGO_URI": state.mongo_uri})
+        if not stop_after:
+            write_cli_env(state, rawvault_env)
+            _say(f"the command line's settings of this stack are in {ENV_FILE.relative_to(REPO_ROOT)} "
+                 "(scripts/rawvault.sh reads it when no environment is set)")  # fmt: skip
         settings = get_settings()
         create_project(DEMO_PROJECT, description="demo project of the local run")
         _say("preparing the Airflow metadata DB and the s3_upload_pool")
@@ -171,7 +200,8 @@ def start(timeout: float, stop_after: bool) -> int:
         _say("demo acquisitions: " + ", ".join(str(f.relative_to(REPO_ROOT)) for f in files))
         _say(f"starting Airflow (standalone, LocalExecutor) on {state.api_url}")
         start_process(paths, "airflow", [str(Path(sys.executable).parent / "airflow"), "standalone"], env)
-        wait_for_http(f"{state.api_url}/api/v2/monitor/health", timeout=180, what="the Airflow api-server")
+        # 180 s is plenty on an idle machine; on two cores shared with other work the api-server took longer.
+        wait_for_http(f"{state.api_url}/api/v2/monitor/health", timeout=600, what="the Airflow api-server")
         _say("Airflow is up; the watchers run every minute")
         raw_files = _wait_for_backups(expected=len(files), timeout=timeout, api_url=state.api_url)
         ok = _print_summary(raw_files, state, paths, stopping=stop_after)
@@ -193,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stop:
         stopped = stop_stack(StackPaths(RUN_DIR))
+        ENV_FILE.unlink(missing_ok=True)  # it would point the command line at servers that are gone
         _say(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
         return 0
     return start(args.timeout, args.stop_after)

@@ -7,9 +7,19 @@
 #   bash scripts/rawvault.sh coverage [--instrument X] [--json]
 #   bash scripts/rawvault.sh buckets probe (--bucket B | --all) / buckets apply-lifecycle [--bucket B]
 # Reads RAWVAULT_ENV or RAWVAULT_CONFIG, RAWVAULT_MONGO_URI and the Airflow AWS connection
-# (e.g. AIRFLOW_CONN_AWS_DEFAULT). Exit codes: 0 ok, 1 restore failed, drift found, a purge check failed
+# (e.g. AIRFLOW_CONN_AWS_DEFAULT). When none of RAWVAULT_ENV, RAWVAULT_CONFIG and RAWVAULT_MONGO_URI is set
+# and the local stack (bash scripts/run_local.sh) wrote .rawvault-run/env, it reads that file (and says so
+# on stderr). Exit codes: 0 ok, 1 restore failed, drift found, a purge check failed
 # or unprotected raw files found, 2 cannot run.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+env_file="$repo/.rawvault-run/env"
+if [[ -z "${RAWVAULT_ENV:-}${RAWVAULT_CONFIG:-}${RAWVAULT_MONGO_URI:-}" && -f "$env_file" ]]; then
+  echo "rawvault: no environment set: using the local stack's settings from $env_file (written by scripts/run_local.sh)" >&2
+  set -a
+  # shellcheck source=/dev/null
+  source "$env_file"
+  set +a
+fi
 export PYTHONPATH="$repo:$repo/airflow_src/plugins${PYTHONPATH:+:$PYTHONPATH}"
 exec "$repo/.venv/bin/python" -m rawvault.cli "$@"

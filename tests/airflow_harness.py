@@ -39,9 +39,13 @@ def ti_states(dag_id: str, run_id: str) -> dict[str, str | None]:
         return {ti.task_id: getattr(ti.state, "value", ti.state) for ti in rows}
 
 
-def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> dict[str, str | None]:
-    """Run one DAG run in-process; task states plus ``__dagrun__`` (never raises on task failure)."""
-    run = dag.test(run_conf=conf or {})
+def run_dag(dag: Any, conf: dict[str, Any] | None = None, mark_success: str | None = None) -> dict[str, str | None]:
+    """Run one DAG run in-process; task states plus ``__dagrun__`` (never raises on task failure).
+
+    ``mark_success``: a regex of task ids marked successful instead of run (to re-run only the later
+    tasks, as clearing one task in the UI does).
+    """
+    run = dag.test(run_conf=conf or {}, mark_success_pattern=mark_success)
     states = ti_states(dag.dag_id, run.run_id)
     states["__dagrun__"] = getattr(run.state, "value", run.state)
     return states

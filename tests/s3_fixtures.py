@@ -25,6 +25,7 @@ import json
 import math
 import random
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -127,14 +128,16 @@ class CallCounter:
     def __init__(self, client: Any) -> None:
         self.calls: Counter[str] = Counter()
         self.keys: list[tuple[str, str]] = []
+        self._lock = threading.Lock()  # the files of a set upload side by side
         for operation in self.OPERATIONS:
             client.meta.events.register(f"before-parameter-build.s3.{operation}", self._record)
 
     def _record(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
         if str(params.get("Key", "")).startswith(PROBE_PREFIX):
             return  # the capability probe's throw-away objects (once per bucket and process)
-        self.calls[model.name] += 1
-        self.keys.append((model.name, params.get("Key", "")))
+        with self._lock:
+            self.calls[model.name] += 1
+            self.keys.append((model.name, params.get("Key", "")))
 
     def keys_of(self, operation: str) -> list[str]:
         """Keys ``operation`` was called for, in order."""

@@ -10,7 +10,7 @@ from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import DAG
 
 from rawvault import keys
-from rawvault.impl import tasks
+from rawvault.impl import assets, tasks
 from rawvault.impl.dag_defaults import per_raw_file_dag_kwargs
 from rawvault.impl.handler_failures import record_handler_failure
 from shared.settings import get_settings
@@ -78,6 +78,8 @@ for instrument_id in settings.instruments:
             upload = PythonOperator(
                 task_id=keys.UPLOAD_TO_S3_TASK,
                 python_callable=tasks.upload_to_s3,
+                op_kwargs={"instrument_id": instrument_id},
+                outlets=[assets.backup_asset(instrument_id)],  # "backed up": README "Airflow assets"
                 queue=settings.queue(keys.S3_UPLOADER_QUEUE),
                 pool=keys.S3_UPLOAD_POOL,
                 retries=s3.upload_retries,

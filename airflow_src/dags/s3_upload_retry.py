@@ -8,7 +8,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
 from rawvault import keys
-from rawvault.impl import sweeper_tasks
+from rawvault.impl import assets, sweeper_tasks
 from rawvault.impl.dag_defaults import cross_instrument_dag_kwargs, raw_file_id_params
 from shared.settings import get_settings
 
@@ -42,6 +42,7 @@ if settings.s3_enabled and settings.backup.s3 is not None:
         PythonOperator(
             task_id=keys.UPLOAD_TO_S3_TASK,
             python_callable=sweeper_tasks.retry_upload_to_s3,
+            outlets=[assets.retry_alias()],  # the raw file's instrument asset, attached at run time
             pool=keys.S3_UPLOAD_POOL,
             retries=0,  # the next sweep is the retry, with backoff
             execution_timeout=timedelta(hours=settings.backup.s3.upload_timeout_hours),

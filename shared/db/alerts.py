@@ -13,7 +13,6 @@ delivery that failed stays ``pending`` and is tried again by the next check.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -23,6 +22,7 @@ from mongoengine import DateTimeField, DictField, Document, IntField, ListField,
 from mongoengine.errors import NotUniqueError
 
 from shared.db.interface import connect_db
+from shared.db.keyset import prefix_range
 from shared.db.models import utc_now
 
 OK_STATE = "ok"  # the state of a subject that is healthy again (a recovery was announced)
@@ -63,9 +63,15 @@ class AlertRecord(Document):
 
     meta = {
         "collection": "alert_state",
-        "indexes": ["state", "pending_channels", "-last_bad_at", "-changed_at"],
+        # state: the open (not ok) records; pending_channels: what is still to send; last_bad_at: the digest's
+        # new problems. Subjects (the _id) are read by prefix ranges of the _id index.
+        "indexes": ["state", "pending_channels", "-last_bad_at"],
         "strict": False,
     }
+
+
+# Indexes earlier versions created that no query uses any more (dropped by shared.db.interface.connect_db).
+LEGACY_ALERT_INDEXES = ("changed_at_-1",)
 
 
 def fresh_delivery(status: DeliveryStatus = DeliveryStatus.PENDING, **extra: Any) -> dict[str, Any]:
@@ -83,10 +89,18 @@ def _collection() -> Any:
 
 
 def open_alert_records(prefixes: Iterable[str]) -> dict[str, AlertRecord]:
-    """Subjects starting with one of ``prefixes`` whose last announced state is not ok, by subject."""
+    """Subjects starting with one of ``prefixes`` whose last announced state is not ok, by subject.
+
+    "Not ok" as the two ranges of the ``state`` index around ``ok``: recovered
+    records pile up for ever, open ones are few.
+    """
     connect_db()
-    pattern = re.compile("^(" + "|".join(re.escape(prefix) for prefix in prefixes) + ")")
-    return {record.id: record for record in AlertRecord.objects(id=pattern, state__ne=OK_STATE)}
+    found: dict[str, AlertRecord] = {}
+    for prefix in prefixes:
+        for state in ({"$lt": OK_STATE}, {"$gt": OK_STATE}):
+            query = {"state": state, "_id": prefix_range(prefix)}
+            found.update((record.id, record) for record in AlertRecord.objects(__raw__=query))
+    return found
 
 
 def alert_records(subjects: Iterable[str]) -> dict[str, AlertRecord]:
@@ -234,11 +248,14 @@ def expire_delivery(subject: str, version: int, channel: str, reason: str) -> bo
 
 
 def records_with_pending_deliveries(limit: int = 1000) -> list[AlertRecord]:
-    """Records with a message still to send on some channel, oldest change first."""
+    """Records with a message still to send on some channel, oldest change first.
+
+    A channel name in ``pending_channels`` (any string > "") through its index;
+    they are few (a delivery expires after its retry window), so sorted here.
+    """
     connect_db()
-    return list(
-        AlertRecord.objects(pending_channels__exists=True, pending_channels__ne=[]).order_by("changed_at")[:limit]
-    )
+    pending = AlertRecord.objects(__raw__={"pending_channels": {"$gt": ""}})
+    return sorted(pending, key=lambda record: (record.changed_at, record.id))[:limit]
 
 
 def set_message(subject: str, version: int, message: dict[str, Any]) -> bool:
@@ -248,16 +265,16 @@ def set_message(subject: str, version: int, message: dict[str, Any]) -> bool:
 
 
 def latest_record(prefix: str) -> AlertRecord | None:
-    """The most recently changed record whose subject starts with ``prefix`` (e.g. the last digest)."""
+    """The record with the greatest subject starting with ``prefix``: for ``digest:<YYYY-MM-DD>``, the last digest."""
     connect_db()
-    return AlertRecord.objects(id=re.compile("^" + re.escape(prefix))).order_by("-changed_at").first()
+    return AlertRecord.objects(__raw__={"_id": prefix_range(prefix)}).order_by("-id").first()
 
 
 def records_gone_bad_since(since: datetime, prefix: str) -> list[AlertRecord]:
     """Records under ``prefix`` that entered a bad state at or after ``since`` (recovered since or not)."""
     connect_db()
     return list(
-        AlertRecord.objects(id=re.compile("^" + re.escape(prefix)), last_bad_at__gte=since).order_by("last_bad_at")
+        AlertRecord.objects(__raw__={"_id": prefix_range(prefix)}, last_bad_at__gte=since).order_by("last_bad_at")
     )
 
 

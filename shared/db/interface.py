@@ -4,7 +4,9 @@ Every write is an atomic ``$set`` of only the fields it changes, so two tasks
 updating different fields of one ``RawFile`` never lose each other's writes.
 Nothing outside ``shared.db`` imports mongoengine or pymongo: callers catch
 :class:`DatabaseError` and :data:`DB_ERRORS`. The Backups page's queries are
-in :mod:`shared.db.backups_view`.
+in :mod:`shared.db.backups_view` and :mod:`shared.db.backups_counts`, verify's
+selection in :mod:`shared.db.uploaded`. Every read is bounded by one of the
+indexes declared on ``RawFile`` (tests/integration/test_query_shapes.py).
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import mongoengine
 from mongoengine import Q
 from mongoengine.errors import NotUniqueError, OperationError
 from pymongo import uri_parser
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from shared.db.models import BackupStatus, Project, RawFile, RawFileStatus, utc_now
 
@@ -31,6 +33,10 @@ DEFAULT_DB_NAME = "rawvault"
 # fails with a clear message and is retried, instead of hanging a worker slot.
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 _MAX_ID_ATTEMPTS = 100
+_NAMES_PER_QUERY = 500  # share names per $in of the watcher's read
+# A raw file the sweeper gives up on is marked so at a sweep within this long after its last update;
+# after that the sweeper never reads it again (its reads stay bounded however many pile up).
+GIVEN_UP_NOTICE = timedelta(days=7)
 
 _connected: tuple[int, str] | None = None  # (pid, uri): pymongo clients must not cross a fork
 
@@ -76,6 +82,22 @@ def connect_db(uri: str | None = None) -> None:
     _connected = (os.getpid(), uri)
     nodes = ", ".join(f"{host}:{port}" for host, port in parsed["nodelist"])
     log.info("connected to MongoDB at %s", nodes)  # never the URI: it may hold a password
+    _drop_legacy_indexes()
+
+
+def _drop_legacy_indexes() -> None:
+    """Drop the indexes earlier versions created that no query uses now (writes and RAM for nothing)."""
+    from shared.db.alerts import LEGACY_ALERT_INDEXES, AlertRecord
+    from shared.db.models import LEGACY_RAW_FILE_INDEXES
+
+    for document, names in ((RawFile, LEGACY_RAW_FILE_INDEXES), (AlertRecord, LEGACY_ALERT_INDEXES)):
+        try:
+            collection = document._get_collection()
+            for name in sorted(set(names) & set(collection.index_information())):
+                collection.drop_index(name)
+                log.info("dropped index %s of %s: no query uses it", name, collection.name)
+        except OperationFailure as error:  # e.g. a read-only user: the index only costs space
+            log.warning("could not drop the unused indexes %s: %s", ", ".join(names), error)
 
 
 def reset_connection() -> None:
@@ -165,21 +187,30 @@ def update_raw_file(raw_file_id: str, *, expected: dict[str, Any] | None = None,
     return False
 
 
-def list_raw_files_on_share(instrument_id: str) -> list[RawFile]:
-    """The instrument's raw files not moved (or purged) off its share, oldest first (only what the watcher compares)."""
+def list_raw_files_on_share(instrument_id: str, names: Iterable[str]) -> list[RawFile]:
+    """The instrument's registrations of these share names not moved (or purged) off the share, oldest first.
+
+    Only the names now on the share: the instrument's history (years of raw
+    files, failed ones among them) is never read.
+    """
     connect_db()
-    off_share = [RawFileStatus.MOVED.value, RawFileStatus.PURGED.value]
-    on_share = RawFile.objects(instrument_id=instrument_id, status__nin=off_share).only(
-        "id", "original_name", "instrument_type", "source_inode", "source_mtime_ns", "status", "created_at"
-    )
-    return list(on_share.order_by("created_at"))
+    names = sorted(set(names))
+    found: list[RawFile] = []
+    for start in range(0, len(names), _NAMES_PER_QUERY):
+        chunk = names[start : start + _NAMES_PER_QUERY]
+        found += RawFile.objects(instrument_id=instrument_id, original_name__in=chunk).only(
+            "id", "original_name", "instrument_type", "source_inode", "source_mtime_ns", "status", "created_at"
+        )
+    off_share = (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value)
+    on_share = [raw_file for raw_file in found if raw_file.status not in off_share]
+    return sorted(on_share, key=lambda raw_file: (raw_file.created_at, raw_file.id))
 
 
 def queued_raw_file_ids(instrument_id: str) -> list[str]:
     """Ids of the instrument's raw files still ``queued`` (their handler has not looked at them), oldest first."""
     connect_db()
-    queued = RawFile.objects(instrument_id=instrument_id, status=RawFileStatus.QUEUED.value)
-    return [raw_file.id for raw_file in queued.only("id").order_by("created_at")]
+    queued = RawFile.objects(status=RawFileStatus.QUEUED.value, instrument_id=instrument_id).only("id", "created_at")
+    return [raw_file.id for raw_file in sorted(queued, key=lambda raw_file: (raw_file.created_at, raw_file.id))]
 
 
 def newer_acquisition_exists(raw_file: RawFile) -> bool:
@@ -198,22 +229,56 @@ def raw_files_uploading() -> Iterable[RawFile]:
     return RawFile.objects(backup_status=BackupStatus.UPLOAD_IN_PROGRESS.value)
 
 
-def failed_uploads() -> Iterable[RawFile]:
-    """Every ``upload_failed`` raw file, with the fields that decide its retry."""
-    connect_db()
-    return RawFile.objects(backup_status=BackupStatus.UPLOAD_FAILED.value).only(
-        "id", "backup_status", "s3_upload_attempts", "s3_upload_attempted_at", "s3_upload_failed_at",
-        "backup_status_details",
-    )  # fmt: skip
+def _retry_candidates(
+    backup_status: str, fields: tuple[str, ...], max_attempts: int | None, given_up_since: datetime | None
+) -> list[RawFile]:
+    """Raw files of ``backup_status`` with fewer than ``max_attempts`` attempts, or updated since ``given_up_since``.
+
+    Those with more attempts and no update since are given up on and said so: never read again.
+    """
+    if max_attempts is None:
+        return list(RawFile.objects(backup_status=backup_status).only(*fields))
+    # Every attempt count below the limit, and none recorded (documents older than the counter): points of the index.
+    attempts = [None, *range(max_attempts)]
+    found = {
+        raw_file.id: raw_file
+        for raw_file in RawFile.objects(backup_status=backup_status, s3_upload_attempts__in=attempts).only(*fields)
+    }
+    if given_up_since is not None:
+        recent = RawFile.objects(backup_status=backup_status, db_updated_at__gte=given_up_since).only(*fields)
+        found.update((raw_file.id, raw_file) for raw_file in recent if raw_file.id not in found)
+    return list(found.values())
 
 
-def uploads_pending_since(cutoff: datetime) -> Iterable[RawFile]:
-    """``copying_done`` raw files not updated since ``cutoff`` (or never): their upload never ran."""
+_FAILED_FIELDS = ("id", "backup_status", "s3_upload_attempts", "s3_upload_attempted_at", "s3_upload_failed_at",
+                  "backup_status_details", "db_updated_at")  # fmt: skip
+_PENDING_FIELDS = ("id", "backup_status", "s3_upload_attempts", "file_info", "backup_base_path", "db_updated_at",
+                   "backup_status_details")  # fmt: skip
+
+
+def failed_uploads(*, max_attempts: int | None = None, given_up_since: datetime | None = None) -> list[RawFile]:
+    """``upload_failed`` raw files, with the fields that decide their retry.
+
+    With ``max_attempts``: those that may still be retried, and those updated
+    since ``given_up_since`` (to be marked given up once); without: every one.
+    """
     connect_db()
-    return RawFile.objects(
-        Q(backup_status=BackupStatus.COPYING_DONE.value) & (Q(db_updated_at__lte=cutoff) | Q(db_updated_at=None))
-    ).only("id", "backup_status", "s3_upload_attempts", "file_info", "backup_base_path", "db_updated_at",
-           "backup_status_details")  # fmt: skip
+    return _retry_candidates(BackupStatus.UPLOAD_FAILED.value, _FAILED_FIELDS, max_attempts, given_up_since)
+
+
+def uploads_pending_since(
+    cutoff: datetime, *, max_attempts: int | None = None, given_up_since: datetime | None = None
+) -> list[RawFile]:
+    """``copying_done`` raw files not updated since ``cutoff`` (or never): their upload never ran.
+
+    ``max_attempts`` and ``given_up_since`` as for :func:`failed_uploads`.
+    """
+    connect_db()
+    if max_attempts is None:
+        pending = RawFile.objects(backup_status=BackupStatus.COPYING_DONE.value, db_updated_at__not__gt=cutoff)
+        return list(pending.only(*_PENDING_FIELDS))
+    candidates = _retry_candidates(BackupStatus.COPYING_DONE.value, _PENDING_FIELDS, max_attempts, given_up_since)
+    return [raw_file for raw_file in candidates if raw_file.db_updated_at is None or raw_file.db_updated_at <= cutoff]
 
 
 def _start_of(day: date | datetime) -> datetime:
@@ -241,10 +306,7 @@ def select_uploaded_raw_files(
         query &= Q(instrument_id=instrument)
     if project:
         # Raw files without a project are backed up in the fallback project's bucket.
-        project_query = Q(project_id=project)
-        if project == fallback_project_id:
-            project_query |= Q(project_id=None)
-        query &= project_query
+        query &= Q(project_id__in=[project, None] if project == fallback_project_id else [project])
     if raw_file_id:
         query &= Q(id=raw_file_id)
     if since:
@@ -271,6 +333,7 @@ def create_project(project_id: str, *, name: str = "", description: str = "") ->
 
 __all__ = [
     "DB_ERRORS",
+    "GIVEN_UP_NOTICE",
     "DatabaseError",
     "RawFileNotFoundError",
     "backup_base_path",

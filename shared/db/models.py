@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from enum import StrEnum, nonmember
 
-from mongoengine import BooleanField, DateTimeField, DictField, Document, IntField, StringField
+from mongoengine import BooleanField, DateTimeField, DictField, Document, FloatField, IntField, StringField
 
 
 def utc_now() -> datetime:
@@ -55,6 +56,10 @@ class BackupStatus(StrEnum):
     LOCAL_COPY_VERIFIED = nonmember(frozenset({COPYING_DONE, UPLOAD_IN_PROGRESS, UPLOAD_DONE, UPLOAD_FAILED}))
     # An upload run may claim the raw file (it needs a verified local copy).
     CLAIMABLE = nonmember(frozenset({COPYING_DONE, UPLOAD_FAILED, UPLOAD_IN_PROGRESS, UPLOAD_DONE}))
+    # The backup counts as verified ("protected"; older than backup.deadline_hours without it: unprotected),
+    # with backup_type s3 (a verified S3 copy) and with backup_type local (a verified local copy).
+    PROTECTED_S3 = nonmember(frozenset({UPLOAD_DONE, SKIPPED}))
+    PROTECTED_LOCAL = nonmember(frozenset({COPYING_DONE, UPLOAD_IN_PROGRESS, UPLOAD_DONE, UPLOAD_FAILED, SKIPPED}))
 
 
 class ScrubStatus(StrEnum):
@@ -107,6 +112,9 @@ class RawFile(Document):
     monitor_size_since = DateTimeField()
 
     file_info = DictField()
+    # The compute_checksum run whose staged copies (hidden, in the local backup) copy_raw_file may publish
+    # after verifying them; staged copies of any other run are never used (see rawvault.staging).
+    staging_token = StringField()
     # Part size (bytes) the recorded multipart ETags were computed with; uploads must use the same.
     etag_part_size = IntField()
     backup_status = StringField(choices=[s.value for s in BackupStatus])
@@ -126,6 +134,12 @@ class RawFile(Document):
     # runs; another run may take over only after it expired (see rawvault.claim).
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
+    # Progress of the running upload, written only by the claim's heartbeat in its lease renewal (no extra
+    # writes): {bytes_done, bytes_total, bytes_per_second, eta_seconds, at}; cleared by the outcome's write.
+    upload_progress = DictField()
+    # A random number in [0, 1) given at insert: verify takes its random sample as a run of these keys
+    # from a random point, through an index, without reading or sorting every id.
+    sample_key = FloatField(default=random.random)
 
     # The purge (file_remover.<instrument>, rawvault.purge): deleting the moved set from the instrument share
     # after every check passed again. purge_started_at is written before the first delete, so a run that dies
@@ -149,21 +163,50 @@ class RawFile(Document):
 
     meta = {
         "collection": "raw_file",
+        # Every read of rawvault is an equality or range on the first fields of one of these, and a sort in
+        # their order (tests/integration/test_query_shapes.py checks each command). Which read uses which:
+        # README "MongoDB". Ascending: MongoDB walks them backwards for newest first.
         "indexes": [
-            "instrument_id",
-            "backup_status",
-            "original_name",
-            "-created_at",
-            # acquisition_redrive reads the raw files in the handler's intermediate states and errors.
-            "status",
+            # The Backups page's groups per backup status, newest first with keyset paging on (created_at, _id);
+            # the sweeper's uploading raw files, the alerts' failed/stuck/unprotected, verify's full audit.
+            {"fields": ["backup_status", "created_at", "id"]},
+            # Raw files whose pipeline failed (status error), the page's status filter, counts per status.
+            {"fields": ["status", "backup_status", "created_at", "id"]},
+            # The page with one instrument / one project: its groups, its counts, its total.
+            {"fields": ["instrument_id", "backup_status", "created_at", "id"]},
+            {"fields": ["project_id", "backup_status", "created_at", "id"]},
+            # Every raw file newest first (the page's last group), per instrument too (and the monitor's
+            # "a newer acquisition exists"); the total of a date range.
+            {"fields": ["created_at", "id"]},
+            {"fields": ["instrument_id", "created_at", "id"]},
+            # The watcher: the registrations of the names now on an instrument's share.
+            {"fields": ["instrument_id", "original_name"]},
+            # The Backups page's project menu for a caller who may read only some instruments (distinct scan).
+            {"fields": ["instrument_id", "project_id"]},
+            # Stuck counts (in progress, not updated since), the sweeper's never-uploaded and recent failures,
+            # the digest's uploads of the last day.
+            {"fields": ["backup_status", "db_updated_at", "status"]},
+            # The purge: an instrument's moved raw files, oldest first.
+            {"fields": ["instrument_id", "status", "created_at", "id"]},
+            # The sweeper: failed uploads it may still retry.
+            {"fields": ["backup_status", "s3_upload_attempts"]},
+            # verify's random sample of upload_done raw files.
+            {"fields": ["backup_status", "sample_key"]},
             # The scrub's selection: upload_done, least recently scrubbed first (never scrubbed sorts first),
             # oldest acquisition first among equals; a walk of this index, never a sort of the collection.
             {"fields": ["backup_status", "scrubbed_at", "created_at"]},
-            # The alert check's "drift found by a scrub" candidates.
+            # The alert check's "drift found by a scrub" and "purge held back" candidates (few: sparse).
             {"fields": ["scrub_status"], "sparse": True},
+            {"fields": ["purge_blocked_reason"], "sparse": True},
         ],
         "strict": False,  # documents written by a newer rawvault still load
     }
+
+
+# Indexes earlier versions created that no query uses any more (each a prefix of one above, or unused):
+# dropped by shared.db.interface.connect_db once per process. status_1 (acquisition_redrive's): the index
+# (status, backup_status, created_at, _id) starts with status.
+LEGACY_RAW_FILE_INDEXES = ("instrument_id_1", "backup_status_1", "original_name_1", "created_at_-1", "status_1")
 
 
 class Project(Document):

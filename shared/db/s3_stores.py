@@ -30,7 +30,8 @@ class S3Store(Document):
     capabilities = DictField()
     db_updated_at = DateTimeField(default=utc_now)
 
-    meta = {"collection": "s3_store", "strict": False}
+    # One document per probed bucket (a few): the Backups page lists them in this index's order.
+    meta = {"collection": "s3_store", "indexes": [{"fields": ["endpoint", "bucket"]}], "strict": False}
 
 
 def store_id(endpoint: str, bucket: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +248,17 @@ def test_the_digest_is_recorded_once_per_day(tmp_path: Path, mongo_uri: str, sen
     lines = senders["slack"].messages[0]["lines"]
     assert "Oldest unprotected raw file: none, every raw file has a verified backup." in lines
     assert "Backed up to S3 in the last 24 h: nothing" in lines
+
+
+def test_the_check_records_free_space_per_folder_for_the_backups_page(mongo_uri: str, tmp_path: Path) -> None:
+    from shared.db.free_space import latest_free_space
+
+    settings = _settings(tmp_path)
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    _check(settings, {"webhook": Collector()}, now=now)
+    found = latest_free_space(["instrument:thermo1", "backup", "instrument:gone"])
+    assert set(found) == {"instrument:thermo1", "backup"}  # a folder never measured is left out
+    assert found["backup"]["free_bytes"] == 100 * GB and found["backup"]["path"] == str(tmp_path / "backup")
+    assert found["instrument:thermo1"]["measured_at"].replace(tzinfo=UTC) == now
+    _check(settings, {"webhook": Collector()}, now=now + timedelta(minutes=5))  # replaced, not added
+    assert latest_free_space(["backup"])["backup"]["measured_at"].replace(tzinfo=UTC) == now + timedelta(minutes=5)

@@ -85,7 +85,7 @@ def test_different_file_at_copy_target_is_never_overwritten(env: PipelineEnv) ->
     pipeline.checksum_raw_file(raw_file_id, env.settings)
     raw_file = get_raw_file(raw_file_id)
     squatter = env.backup_root / raw_file.backup_base_path / source.name
-    squatter.parent.mkdir(parents=True)
+    squatter.parent.mkdir(parents=True, exist_ok=True)  # compute_checksum staged its copy there already
     squatter.write_bytes(b"an older acquisition with the same name")
 
     with pytest.raises(BackupConflictError, match=r"a different file is already in the backup at .* not overwritten"):

@@ -109,4 +109,5 @@ def test_coverage_cannot_run_exits_2_naming_the_cause(
     code, _, err = _coverage(capsys=capsys)
     interface.reset_connection()
     interface.connect_db(mongo_uri)  # the fixture drops this test's database through the connection
-    assert code == 2 and "rawvault coverage: cannot run: cannot read the raw files from the database" in err, err
+    assert code == 2 and "rawvault coverage: cannot run: cannot read the raw files from MongoDB" in err, err
+    assert "Topology Description" not in err and len(err.strip().splitlines()) == 1, err  # one line (issue 17)

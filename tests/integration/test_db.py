@@ -138,7 +138,9 @@ def test_reads_for_the_watcher_and_the_monitor(mongo_uri: str) -> None:
     create_raw_file("c.raw", instrument_id="thermo2", created_at=DAY2, status=RawFileStatus.QUEUED)
     update_raw_file("b.raw", status=RawFileStatus.MONITORING_ACQUISITION)
 
-    assert [raw_file.id for raw_file in list_raw_files_on_share("thermo1")] == ["a.raw", "b.raw"]  # not moved
+    on_share = ["a.raw", "b.raw", "m.raw", "c.raw", "unknown.raw"]
+    assert [raw_file.id for raw_file in list_raw_files_on_share("thermo1", on_share)] == ["a.raw", "b.raw"]  # not moved
+    assert [raw_file.id for raw_file in list_raw_files_on_share("thermo1", ["b.raw"])] == ["b.raw"]  # only those names
     assert queued_raw_file_ids("thermo1") == ["a.raw"]
     assert newer_acquisition_exists(older)
     assert not newer_acquisition_exists(newer)
@@ -158,6 +160,30 @@ def test_reads_for_the_sweeper(mongo_uri: str) -> None:
     assert list(uploads_pending_since(updated - timedelta(seconds=1))) == []  # updated after the cutoff
 
 
+def test_the_sweeper_never_reads_again_what_it_gave_up_on(mongo_uri: str) -> None:
+    now = DAY2 + timedelta(days=30)
+    for name, backup_status, attempts, updated in [
+        ("retry.raw", "upload_failed", 1, now - timedelta(days=60)),  # may be retried however old
+        ("legacy.raw", "upload_failed", None, now - timedelta(days=60)),  # no attempt counter: may be retried
+        ("just-gave-up.raw", "upload_failed", 5, now - timedelta(hours=1)),  # to be marked given up once
+        ("long-gone.raw", "upload_failed", 5, now - timedelta(days=60)),  # given up on and said so long ago
+        ("pending.raw", "copying_done", 0, now - timedelta(days=60)),
+        ("pending-gave-up.raw", "copying_done", 5, now - timedelta(days=60)),
+    ]:
+        create_raw_file(name, instrument_id="thermo1", created_at=DAY1, backup_status=backup_status)
+        fields: dict = {"set__db_updated_at": updated}
+        if attempts is None:
+            fields["unset__s3_upload_attempts"] = True
+        else:
+            fields["set__s3_upload_attempts"] = attempts
+        RawFile.objects(id=name).update_one(**fields)
+    since = now - interface.GIVEN_UP_NOTICE
+    failed = {raw_file.id for raw_file in failed_uploads(max_attempts=5, given_up_since=since)}
+    assert failed == {"retry.raw", "legacy.raw", "just-gave-up.raw"}
+    pending = {raw_file.id for raw_file in uploads_pending_since(now, max_attempts=5, given_up_since=since)}
+    assert pending == {"pending.raw"}
+
+
 def test_select_uploaded_raw_files_filters(mongo_uri: str) -> None:
     create_raw_file("x.raw", instrument_id="thermo1", created_at=DAY2, backup_status="upload_done", project_id="P1")
     create_raw_file("y.d", instrument_id="tims1", created_at=DAY1, backup_status="upload_done")
@@ -171,3 +197,14 @@ def test_select_uploaded_raw_files_filters(mongo_uri: str) -> None:
     assert ids(project="_FALLBACK") == ["y.d"]  # no project: the fallback project's
     assert ids(since=DAY2.date()) == ["x.raw"]
     assert ids(raw_file_id="y.d") == ["y.d"]
+
+
+def test_connecting_drops_the_indexes_no_query_uses(mongo_uri: str) -> None:
+    collection = RawFile._get_collection()
+    collection.create_index("original_name", name="original_name_1")
+    collection.create_index([("created_at", -1)], name="created_at_-1")
+    reset_connection()
+    connect_db(mongo_uri)
+    names = set(RawFile._get_collection().index_information())
+    assert not names & {"original_name_1", "created_at_-1", "instrument_id_1", "backup_status_1"}
+    assert "backup_status_1_created_at_1__id_1" in names and "instrument_id_1_original_name_1" in names

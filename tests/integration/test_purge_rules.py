@@ -66,7 +66,8 @@ def test_candidates_are_moved_sets_interrupted_first_then_oldest(env: PipelineEn
     update_raw_file(second, purge_started_at=utc_now())
     update_raw_file(third, status="purged")
     assert [raw_file.id for raw_file in purge_candidates("thermo1")] == [second, first]
-    assert {raw_file.id for raw_file in list_raw_files_on_share("thermo1")} == set()  # moved and purged: off it
+    names = [get_raw_file(raw_file_id).original_name for raw_file_id in (first, second, third)]
+    assert {raw_file.id for raw_file in list_raw_files_on_share("thermo1", names)} == set()  # moved, purged: off it
 
 
 def test_max_per_run_min_age_and_enough_free_space(env: PipelineEnv, monkeypatch: pytest.MonkeyPatch) -> None:

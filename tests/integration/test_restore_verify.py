@@ -217,7 +217,9 @@ def test_restore_of_a_raw_file_without_s3_backup_or_unknown(mongo_uri, env, s3_c
     with pytest.raises(RestoreSourceError, match="has no S3 backup"):
         restore_raw_file("local_only.raw", tmp_path / "t", s3_client)
     done = run_cli("restore", "no_such_file.raw", str(tmp_path / "t"))
-    assert done.returncode == 2 and "'no_such_file.raw' is not in the database" in done.stderr
+    # A message for a command line (issue 17 item 1): what an id looks like and the way without the database.
+    assert done.returncode == 2 and "no raw file 'no_such_file.raw' in the database" in done.stderr
+    assert "--from-manifest" in done.stderr and "DAG run conf" not in done.stderr
 
 
 # ----------------------------------------------------------------------------------------------- verify

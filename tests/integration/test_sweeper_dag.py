@@ -174,6 +174,22 @@ def test_sweeper_triggers_one_retry_run_per_raw_file_and_never_uploads_itself(
         assert raw_file.s3_upload_attempts == attempts and raw_file.upload_claim_owner is None
         head = s3.head_object(Bucket="rv-sweep-fallback", Key=f"{BASE}/{name(stem)}")
         assert head["ETag"].strip('"') == raw_file.file_info[name(stem)][2] == raw_file.s3_etag
+    # Each verified retry updated its instrument's asset through the retry DAG's alias (README "Airflow assets").
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        retried = session.execute(
+            select(AssetModel.uri, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetEvent.source_dag_id == "s3_upload_retry")
+        ).all()
+    by_id = {extra["raw_file_id"]: (uri, extra) for uri, extra in retried}
+    for stem in ("stale", "legacy", "forgotten"):
+        uri, extra = by_id[name(stem)]
+        raw_file = get_raw_file(name(stem))
+        assert uri == f"x-rawvault://{raw_file.instrument_id}" and extra["etag"] == raw_file.s3_etag
     capped = get_raw_file(name("capped"))
     assert capped.backup_status == "upload_failed" and capped.s3_upload_attempts == 3
     assert capped.backup_status_details.startswith("gave up after 3 attempts; clear upload_to_s3 to retry by hand")

@@ -4,46 +4,30 @@ One api-server (SQLite metadata DB, simple auth manager with a known
 password, the rawvault plugin from ``airflow_src/plugins``) serves the whole
 module. The browser logs in on the simple auth manager's login page like a
 user, opens "Backups" from the navigation, checks the table, the counts and a
-filter, follows a raw file's link to its ``acquisition_handler`` runs, and
+filter, pages forward and back by the API's cursors, searches by the start
+of an id, follows a raw file's link to its ``acquisition_handler`` runs, and
 keeps a screenshot in ``test-artifacts/backups-page.png``.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import quote
 
 import mongoengine
 import pytest
 
-from devtools.local_stack import (
-    REPO_ROOT,
-    StackPaths,
-    StackState,
-    airflow_env,
-    run_airflow,
-    start_process,
-    stop_stack,
-    wait_for_http,
-)
-from devtools.servers import VENV_BIN, free_port
+from devtools.local_stack import REPO_ROOT
 from shared.db import interface
 from shared.db.models import RawFile
-from tests.pipeline_env import write_pipeline_env
+from tests.browser import after_click, chromium, login, rows, wait_ready
+from tests.ui_stack import UiServer, database_uri, http
+from tests.ui_stack import ui_server as start_ui_server
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 USERNAME, PASSWORD = "admin", "rawvault-ui-test"
 WAIT_SECONDS = 30
@@ -101,52 +85,6 @@ ALL_IN_ORDER = [
 LINKED_RAW_FILE, LINKED_RUN_ID = "20261101_P1_fail.raw", "rawvault_ui_test_run"
 
 
-@dataclass
-class UiServer:
-    """The running api-server and how to reach it."""
-
-    base_url: str
-    mongo_uri: str
-
-    def token(self) -> str:
-        """A JWT from the simple auth manager (POST /auth/token)."""
-        body = json.dumps({"username": USERNAME, "password": PASSWORD}).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)["access_token"]
-
-
-def http(url: str, *, token: str | None = None, cookie: str | None = None, method: str = "GET", body=None):
-    """(status, JSON or text body, headers) of one request; never follows redirects."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if cookie:
-        headers["Cookie"] = f"_token={cookie}"
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(request, timeout=30) as response:
-            status, raw, response_headers = response.status, response.read(), response.headers
-    except urllib.error.HTTPError as error:
-        status, raw, response_headers = error.code, error.read(), error.headers
-    try:
-        return status, json.loads(raw), response_headers
-    except ValueError:
-        return status, raw.decode(errors="replace"), response_headers
-
-
 def seed_raw_files() -> None:
     for raw_file_id, (instrument, project, status, backup_status, created, updated, extra) in SEED.items():
         fields = {"backup_status": backup_status} if backup_status else {}
@@ -166,56 +104,22 @@ def seed_raw_files() -> None:
 @pytest.fixture(scope="module")
 def ui_server(mongo_server: str) -> Iterator[UiServer]:
     """Seeded MongoDB database + ``airflow api-server`` with the rawvault plugin on a free port."""
-    base, _, query = mongo_server.partition("?")
     db_name = f"rv_ui_{uuid.uuid4().hex[:12]}"
-    mongo_uri = f"{base.rsplit('/', 1)[0]}/{db_name}" + (f"?{query}" if query else "")
+    mongo_uri = database_uri(mongo_server, db_name)
     interface.connect_db(mongo_uri)
     seed_raw_files()
-
-    run_dir = Path(tempfile.mkdtemp(prefix="rawvault-ui-test-"))
-    paths = StackPaths(run_dir)
-    paths.airflow_home.mkdir(parents=True)
-    settings_env = write_pipeline_env(run_dir / "env")
-    passwords = run_dir / "passwords.json"
-    passwords.write_text(json.dumps({USERNAME: PASSWORD}))
-    port = free_port()
-    state = StackState(mongo_uri=mongo_uri, s3_endpoint="http://127.0.0.1:9", api_port=port)
-    env = airflow_env(
-        paths,
-        state,
-        rawvault_env={"RAWVAULT_CONFIG": str(settings_env.config_path)},
-        extra={
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-        },
-    )
-    env.pop("RAWVAULT_ENV", None)
     try:
-        run_airflow(paths, env, "db", "migrate")
-        # DAGs in the metadata DB, so the runs page a raw file links to exists (no dag-processor needed).
-        run_airflow(paths, env, "dags", "reserialize")
-        api = [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)]
-        start_process(paths, "api-server", api, env)
-        server = UiServer(base_url=state.api_url, mongo_uri=mongo_uri)
-        try:
-            wait_for_http(f"{server.base_url}/api/v2/monitor/health", timeout=120, what="airflow api-server")
-        except RuntimeError as error:
-            log = (paths.logs / "api-server.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{error}\n{log}") from None
-        yield server
+        with start_ui_server(mongo_uri, {USERNAME: ("admin", PASSWORD)}) as server:
+            yield server
     finally:
-        stop_stack(paths)
         mongoengine.get_connection().drop_database(db_name)
         interface.reset_connection()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def linked_run(ui_server: UiServer) -> str:
     """A queued acquisition_handler run for LINKED_RAW_FILE and one for a look-alike id (no scheduler runs them)."""
-    token = ui_server.token()
+    token = ui_server.token(USERNAME)
     url = f"{ui_server.base_url}/api/v2/dags/acquisition_handler.thermo1/dagRuns"
     for run_id, raw_file_id in ((LINKED_RUN_ID, LINKED_RAW_FILE), ("look_alike_run", f"{LINKED_RAW_FILE}-thermo1-x")):
         body = {"dag_run_id": run_id, "logical_date": None, "conf": {"raw_file_id": raw_file_id}}
@@ -246,16 +150,20 @@ def test_json_endpoints_refuse_requests_without_an_airflow_login(ui_server: UiSe
 
 
 def test_json_endpoints_with_a_token(ui_server: UiServer) -> None:
-    token = ui_server.token()
+    token = ui_server.token(USERNAME)
     status, page, _ = http(f"{ui_server.base_url}/rawvault/raw-files?limit=4", token=token)
     assert status == 200
-    assert page["total"] == len(SEED)
-    assert [row["id"] for row in page["items"]] == ALL_IN_ORDER[:4]
-    status, page, _ = http(f"{ui_server.base_url}/rawvault/raw-files?limit=4&offset=4", cookie=token)
+    assert [row["id"] for row in page["items"]] == ALL_IN_ORDER[:4] and page["previous_cursor"] is None
+    raw_files = f"{ui_server.base_url}/rawvault/raw-files?limit=4&cursor="
+    status, page, _ = http(raw_files + page["next_cursor"], cookie=token)
     assert [row["id"] for row in page["items"]] == ALL_IN_ORDER[4:8]
+    status, back, _ = http(raw_files + page["previous_cursor"], token=token)
+    assert [row["id"] for row in back["items"]] == ALL_IN_ORDER[:4]
+    status, body, _ = http(f"{ui_server.base_url}/rawvault/raw-files?cursor=forged", token=token)
+    assert status == 422 and "cursor: not a cursor this page gave out" in body["detail"]
 
     status, page, _ = http(f"{ui_server.base_url}/rawvault/raw-files?instrument=tims1,zeno1", token=token)
-    assert {row["instrument_id"] for row in page["items"]} == {"tims1", "zeno1"} and page["total"] == 4
+    assert {row["instrument_id"] for row in page["items"]} == {"tims1", "zeno1"} and len(page["items"]) == 4
 
     status, counts, _ = http(f"{ui_server.base_url}/rawvault/raw-files/counts?project=P1", token=token)
     assert status == 200
@@ -269,7 +177,7 @@ def test_json_endpoints_with_a_token(ui_server: UiServer) -> None:
 
 
 def test_plugin_is_registered_with_a_nav_entry(ui_server: UiServer) -> None:
-    status, body, _ = http(f"{ui_server.base_url}/api/v2/plugins", token=ui_server.token())
+    status, body, _ = http(f"{ui_server.base_url}/api/v2/plugins", token=ui_server.token(USERNAME))
     assert status == 200
     (plugin,) = [p for p in body["plugins"] if p["name"] == "rawvault"]
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/rawvault"
@@ -277,83 +185,24 @@ def test_plugin_is_registered_with_a_nav_entry(ui_server: UiServer) -> None:
     assert (view["name"], view["href"], view["destination"], view["url_route"]) == (
         "Backups", "rawvault/", "nav", "backups",
     )  # fmt: skip
-    status, body, _ = http(f"{ui_server.base_url}/api/v2/plugins/importErrors", token=ui_server.token())
+    status, body, _ = http(f"{ui_server.base_url}/api/v2/plugins/importErrors", token=ui_server.token(USERNAME))
     assert body["import_errors"] == [], body
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     """Headless Debian Chromium driven through /usr/bin/chromedriver."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} is missing: run scripts/setup.sh (apt: chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = Path(tempfile.mkdtemp(prefix="rawvault-chromium-"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--no-proxy-server",
-        "--window-size=1600,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(argument)
-    ARTIFACTS.mkdir(exist_ok=True)
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(ARTIFACTS / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    try:
+    with chromium(ARTIFACTS, timeout=WAIT_SECONDS) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
-def rows(driver) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [
-        row.get_attribute("data-raw-file-id")
-        for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr[data-raw-file-id]")
-    ]
-
-
-def wait_ready(driver, wait, *, total: int | None = None) -> None:
-    """Wait until the page has finished its latest load (and shows ``total`` raw files)."""
-    wait.until(lambda d: d.execute_script("return document.body.dataset.state") in ("ready", "error"))
-    state = driver.execute_script("return document.body.dataset.state")
-    if state == "error":
-        raise AssertionError(
-            "the page shows an error: " + driver.execute_script("return document.getElementById('error').textContent")
-        )
-    if total is not None:
-        wait.until(lambda d: d.execute_script("return document.body.dataset.total") == str(total))
-
-
-def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser) -> None:
+def open_backups_view(driver, wait, base: str):
+    """Log in like a user, then the Backups view of the Airflow UI (the page in an iframe): the frame."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    driver, wait = browser, WebDriverWait(browser, WAIT_SECONDS)
-    base = ui_server.base_url
-
-    # Log in like a user: the simple auth manager's page, then back to the Backups view of the Airflow UI.
-    driver.get(f"{base}/auth/login?next={quote(base + '/plugin/backups', safe='')}")
-    wait.until(ec.visibility_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
-    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait.until(lambda d: d.get_cookie("_token") is not None and "/plugin/backups" in d.current_url)
-
+    login(driver, base, USERNAME, PASSWORD, next_url=f"{base}/plugin/backups", timeout=WAIT_SECONDS)
+    wait.until(lambda d: "/plugin/backups" in d.current_url)
     # The navigation has the "Backups" entry; the view is the page in an iframe.
     nav = wait.until(
         ec.presence_of_element_located((By.CSS_SELECTOR, "nav a[href$='/plugin/backups'], a[href$='/plugin/backups']"))
@@ -362,8 +211,13 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Backups']")))
     driver.switch_to.frame(frame)
     wait_ready(driver, wait, total=len(SEED))
+    return frame
 
-    # Counts at the top, failed and stuck rows first and highlighted, reasons readable.
+
+def check_table(driver) -> None:
+    """Counts at the top, failed and stuck rows first and highlighted, reasons readable, names as text."""
+    from selenium.webdriver.common.by import By
+
     counts = {
         chip.get_attribute("data-status"): int(chip.get_attribute("data-count") or -1)
         for chip in driver.find_elements(By.CSS_SELECTOR, "#counts .chip[data-count]")
@@ -395,10 +249,11 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     assert evil.text == '<img src=x onerror="document.title=1">.raw'
     assert not driver.find_elements(By.CSS_SELECTOR, "tbody img")
 
-    driver.switch_to.default_content()
-    ARTIFACTS.mkdir(exist_ok=True)
-    assert driver.save_screenshot(str(ARTIFACTS / "backups-page.png"))
-    driver.switch_to.frame(frame)
+
+def check_filters(driver, wait) -> None:
+    """Each filter and chip changes the rows (failed first still); Clear brings all back."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     # Filter by instrument: the rows change, failed first still.
     Select(driver.find_element(By.ID, "f-instrument")).select_by_value("tims1")
@@ -444,6 +299,20 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     driver.find_element(By.ID, "clear").click()
     wait_ready(driver, wait, total=len(SEED))
 
+
+def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, wait = browser, WebDriverWait(browser, WAIT_SECONDS)
+    frame = open_backups_view(driver, wait, ui_server.base_url)
+    check_table(driver)
+    driver.switch_to.default_content()
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "backups-page.png"))
+    driver.switch_to.frame(frame)
+    check_filters(driver, wait)
+
     # A raw file links to its acquisition_handler runs; the Airflow UI shows that run and not the look-alike.
     driver.find_element(By.CSS_SELECTOR, f"tr[data-raw-file-id='{LINKED_RAW_FILE}'] a.raw-file").click()
     driver.switch_to.default_content()
@@ -451,3 +320,43 @@ def test_backups_page_in_chromium(ui_server: UiServer, linked_run: str, browser)
     assert "conf_contains=" in driver.current_url
     wait.until(lambda d: linked_run in d.find_element(By.TAG_NAME, "body").text)
     assert "look_alike_run" not in driver.find_element(By.TAG_NAME, "body").text
+
+
+def test_keyset_paging_both_ways_and_search_in_chromium(ui_server: UiServer, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, wait = browser, WebDriverWait(browser, WAIT_SECONDS)
+    driver.get(f"{ui_server.base_url}/rawvault/?limit=3")  # logged in by the test before (the module's browser)
+    if "/auth/login" in driver.current_url:
+        login(driver, ui_server.base_url, USERNAME, PASSWORD, next_url=f"{ui_server.base_url}/rawvault/?limit=3")
+    wait.until(lambda d: "/rawvault/" in d.current_url)
+    wait_ready(driver, wait, total=len(SEED))
+
+    pages = [rows(driver)]
+    while driver.find_element(By.ID, "next").is_enabled():
+        pages.append(after_click(driver, wait, "next"))
+    assert pages == [ALL_IN_ORDER[n : n + 3] for n in range(0, len(ALL_IN_ORDER), 3)]
+    assert driver.find_element(By.ID, "range").text == f"10–10 of {len(SEED)}"
+    back = [rows(driver)]
+    while driver.find_element(By.ID, "prev").is_enabled():
+        back.insert(0, after_click(driver, wait, "prev"))
+    assert back == pages
+    assert driver.find_element(By.ID, "range").text == f"1–3 of {len(SEED)}"
+
+    # Search: the start of the id, case-sensitive; failed and stuck first, then by id.
+    search = driver.find_element(By.ID, "f-q")
+    search.send_keys("20261101_P1")
+    wait.until(lambda d: "q=20261101_P1" in d.execute_script("return location.search"))
+    wait_ready(driver, wait, total=5)
+    found = rows(driver)
+    while driver.find_element(By.ID, "next").is_enabled():
+        found += after_click(driver, wait, "next")
+    assert found == [
+        "20261101_P1_fail.raw", "20261101_P1_checksum_error.raw", "20261101_P1_stuck.wiff",
+        "20261101_P1_done.raw", "20261101_P1_acquiring.raw",
+    ]  # fmt: skip
+    search.clear()
+    search.send_keys("20261101_p1")  # another case: nothing
+    wait_ready(driver, wait, total=0)
+    assert rows(driver) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -95,6 +97,28 @@ def test_multipart_recorder_writes_upload_ids_while_owning(fake_db: None) -> Non
     assert get_raw_file("a.raw").s3_multipart_uploads == {}
 
 
+def test_multipart_recorder_never_writes_an_older_snapshot_last(fake_db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Files of a set upload side by side: two uploads start at once; the first write is slow.
+    claim = claims.claim(raw_file(), LEASE)
+    record = claims.multipart_recorder(claim, {})
+    write = claims.update_raw_file
+    first_write_started = threading.Event()
+
+    def slow_first_write(raw_file_id: str, **fields: object) -> bool:
+        if not first_write_started.is_set():
+            first_write_started.set()
+            time.sleep(0.2)  # the second upload id is recorded meanwhile
+        return write(raw_file_id, **fields)
+
+    monkeypatch.setattr(claims, "update_raw_file", slow_first_write)
+    first = threading.Thread(target=record, args=("p/a.raw", "upload-a"))
+    first.start()
+    first_write_started.wait()
+    record("p/b.raw", "upload-b")
+    first.join()
+    assert get_raw_file("a.raw").s3_multipart_uploads == {"p/a.raw": "upload-a", "p/b.raw": "upload-b"}
+
+
 # --- stale claims: one rule for the upload and the sweeper ----------------------------------------------
 
 
@@ -138,3 +162,22 @@ def test_given_up_is_said_once_in_the_details(fake_db: None) -> None:
     assert details.startswith("gave up after 5 attempts") and details.endswith("upload to S3 failed: x")
     claims.record_given_up(get_raw_file("a.raw"), 5)
     assert get_raw_file("a.raw").backup_status_details == details
+
+
+def test_the_heartbeat_records_the_uploads_progress_in_its_renewal_and_the_outcome_clears_it(fake_db: None) -> None:
+    from rawvault.s3.progress import ProgressReporter
+
+    now = [0.0]
+    reporter = ProgressReporter(100 << 20, clock=lambda: now[0])
+    claim = claims.claim(raw_file(), LEASE)
+    claim.renew()  # before the upload starts: no progress yet
+    assert not get_raw_file("a.raw").upload_progress
+    claim.watch_progress(reporter)
+    now[0] = 10.0
+    reporter(40 << 20)
+    claim.renew()
+    progress = get_raw_file("a.raw").upload_progress
+    assert progress["bytes_done"] == 40 << 20 and progress["bytes_total"] == 100 << 20
+    assert progress["bytes_per_second"] == 4 << 20 and progress["eta_seconds"] == 15.0 and progress["at"]
+    assert claims.record_done(claim, "done", "s3://b/p/", "etag")
+    assert not get_raw_file("a.raw").upload_progress

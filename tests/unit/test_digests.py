@@ -12,6 +12,7 @@ import pytest
 
 from rawvault.digests import (
     EMPTY_MD5,
+    RING_BUFFERS,
     PartPlan,
     digest_file,
     digest_stream,
@@ -145,3 +146,18 @@ def test_plan_parts_is_the_part_count_and_covers_the_file(size: int, part_size: 
 def test_split_checksum_of_a_composite_value() -> None:
     assert split_checksum("abc=-3") == ("abc=", 3)
     assert split_checksum("") == (None, None)
+
+
+def test_a_sink_error_stops_the_read_and_propagates(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    write(path, 100_000)
+    seen: list[int] = []
+
+    def disk_full_at_the_second_chunk(chunk: memoryview) -> None:
+        seen.append(len(chunk))
+        if len(seen) == 2:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left on device"):
+        digest_file(path, 1000, sink=disk_full_at_the_second_chunk, chunk_size=1000)
+    assert len(seen) <= 2 + RING_BUFFERS  # the read stops once the ring comes back to the failed chunk

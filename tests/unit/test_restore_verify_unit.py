@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from rawvault import cli
+from rawvault import cli, cli_setup
 from rawvault.impl.verify_tasks import failure_message
 from rawvault.restore import ManifestLocation
 from rawvault.s3.download import (
@@ -304,7 +304,8 @@ def test_cli_without_an_s3_section_cannot_run(
         "instruments: {t1: {type: thermo, path: /tmp/t1}}\nlocations: {backup: /tmp/b}\nbackup: {backup_type: local}\n"
     )
     monkeypatch.setenv("RAWVAULT_CONFIG", str(config))
-    monkeypatch.setattr(cli, "_configure_logging", lambda verbose: None)  # keep pytest's log capture intact
+    # keep pytest's log capture intact
+    monkeypatch.setattr(cli_setup, "configure_logging", lambda verbose: None)
     get_settings.cache_clear()
     try:
         assert cli.main(["verify"]) == 2

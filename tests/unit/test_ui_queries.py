@@ -9,15 +9,19 @@ import pytest
 from rawvault.ui.queries import (
     ENV_VAR_STUCK_AFTER_HOURS,
     InvalidFilterError,
+    PageView,
     RawFileFilter,
     acquisition_runs_path,
     count_by_backup_status,
+    encode_cursor,
     format_age,
     format_size,
     list_raw_files,
     stuck_after_from_env,
 )
-from shared.db.models import RawFile
+from shared.db.backups_view import Position
+from shared.db.keyset import Key, Stream, read
+from shared.db.models import Project, RawFile
 
 NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
 STUCK_AFTER = timedelta(hours=6)
@@ -79,7 +83,7 @@ def test_failed_then_stuck_then_newest(mongo_uri: str) -> None:
     seed()
     page = list_raw_files(now=NOW, stuck_after=STUCK_AFTER)
     assert [item["id"] for item in page.items] == EXPECTED_ORDER
-    assert page.total == len(SEED)
+    assert page.next_cursor is None and page.previous_cursor is None
     rows = {item["id"]: item for item in page.items}
     assert rows["fail.raw"]["failed"] and not rows["fail.raw"]["stuck"] and not rows["fail.raw"]["pipeline_error"]
     assert rows["skipped.raw"]["failed"] and rows["skipped.raw"]["pipeline_error"]
@@ -88,18 +92,78 @@ def test_failed_then_stuck_then_newest(mongo_uri: str) -> None:
     assert rows["new.raw"]["backup_status"] is None
 
 
-@pytest.mark.parametrize(("offset", "limit"), [(0, 3), (1, 2), (2, 3), (3, 4), (8, 5), (0, 10), (9, 1)])
-def test_paging_walks_the_groups_as_one_list(mongo_uri: str, offset: int, limit: int) -> None:
-    seed()
-    page = list_raw_files(offset=offset, limit=limit, now=NOW, stuck_after=STUCK_AFTER)
-    assert [item["id"] for item in page.items] == EXPECTED_ORDER[offset : offset + limit]
-    assert (page.total, page.offset, page.limit) == (len(SEED), offset, limit)
+def walk(filters: RawFileFilter | None = None, *, limit: int, **kwargs) -> tuple[list[list[str]], list[list[str]]]:
+    """The pages forward with next_cursor to the end, then back with previous_cursor to the start."""
+    kwargs.setdefault("stuck_after", STUCK_AFTER)
+    forward, backward = [], []
+    page = list_raw_files(filters, limit=limit, now=NOW, **kwargs)
+    forward.append([item["id"] for item in page.items])
+    while page.next_cursor:
+        page = list_raw_files(filters, limit=limit, cursor=page.next_cursor, now=NOW, **kwargs)
+        forward.append([item["id"] for item in page.items])
+    backward.append([item["id"] for item in page.items])
+    while page.previous_cursor:
+        page = list_raw_files(filters, limit=limit, cursor=page.previous_cursor, now=NOW, **kwargs)
+        backward.insert(0, [item["id"] for item in page.items])
+    return forward, backward
 
 
-def test_page_past_the_end_is_empty_with_the_total(mongo_uri: str) -> None:
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 5, 9, 10, 11])
+def test_keyset_pages_walk_the_groups_as_one_list_both_ways(mongo_uri: str, limit: int) -> None:
     seed()
-    page = list_raw_files(offset=50, limit=10, now=NOW, stuck_after=STUCK_AFTER)
-    assert page.items == [] and page.total == len(SEED)
+    forward, backward = walk(limit=limit)
+    expected = [EXPECTED_ORDER[n : n + limit] for n in range(0, len(EXPECTED_ORDER), limit)]
+    assert forward == expected
+    assert backward == expected
+
+
+def test_rows_with_the_same_created_at_are_neither_lost_nor_repeated(mongo_uri: str) -> None:
+    created = NOW - timedelta(days=3)
+    for n in range(7):  # one instant, in every group: the keyset's id breaks the ties
+        status = ("upload_failed", "upload_done", "copying_in_progress")[n % 3]
+        RawFile(id=f"tie-{n}.raw", original_name=f"tie-{n}.raw", instrument_id="thermo1", created_at=created,
+                db_updated_at=NOW - timedelta(days=2), backup_status=status).save(force_insert=True)  # fmt: skip
+    forward, backward = walk(limit=2)
+    rows = [row for page in forward for row in page]
+    assert rows == ["tie-6.raw", "tie-3.raw", "tie-0.raw", "tie-5.raw", "tie-2.raw", "tie-4.raw", "tie-1.raw"]
+    assert backward == forward
+
+
+def test_the_last_group_is_read_in_windows_across_years(mongo_uri: str) -> None:
+    ages = [0.5, 1.5, 3, 20, 200, 900, 5000, 12000]  # days: spread over the windows 1, 8, 64, 512, 4096 days and more
+    for days in ages:
+        RawFile(id=f"d{days}.raw", original_name=f"d{days}.raw", instrument_id="thermo1", status="moved",
+                created_at=NOW - timedelta(days=days), backup_status="upload_done").save(force_insert=True)  # fmt: skip
+    expected = [f"d{days}.raw" for days in ages]
+    for filters in (None, RawFileFilter(backup_status=("upload_done",)), RawFileFilter(instrument=("thermo1",))):
+        forward, backward = walk(filters, limit=3)
+        assert [row for page in forward for row in page] == expected
+        assert backward == forward
+    older = RawFileFilter(created_to=(NOW - timedelta(days=100)).date())
+    assert [row for page in walk(older, limit=2)[0] for row in page] == expected[4:]
+
+
+def test_a_windowed_read_without_a_position_starts_at_either_end(mongo_uri: str) -> None:
+    for days in (1, 30, 400, 3000):
+        RawFile(id=f"d{days}", original_name=f"d{days}", instrument_id="thermo1",
+                created_at=NOW - timedelta(days=days)).save(force_insert=True)  # fmt: skip
+    stream = Stream({}, lambda row: True, windowed=True)
+    projection = {"_id": 1, "created_at": 1}
+    oldest = read(stream, after=None, forward=False, want=2, now=NOW, projection=projection)
+    assert [row["_id"] for row in oldest] == ["d3000", "d400"]
+    newest = read(stream, after=None, forward=True, want=3, now=NOW, projection=projection)
+    assert [row["_id"] for row in newest] == ["d1", "d30", "d400"]
+
+
+def test_a_cursor_is_checked(mongo_uri: str) -> None:
+    seed()
+    for bad in ("nonsense", "eyJkIjoibmV4dCJ9", encode_cursor(Position(7, Key(NOW, "x")), forward=True)):
+        with pytest.raises(InvalidFilterError, match="cursor: not a cursor this page gave out"):
+            list_raw_files(cursor=bad, now=NOW)
+    # A search's last group pages by id alone: a cursor of another listing does not fit it.
+    page = list_raw_files(limit=9, now=NOW, stuck_after=STUCK_AFTER)
+    with pytest.raises(InvalidFilterError, match="belongs to another search"):
+        list_raw_files(RawFileFilter(search="d"), cursor=page.next_cursor, now=NOW, stuck_after=STUCK_AFTER)
 
 
 def test_stuck_threshold_decides_the_group(mongo_uri: str) -> None:
@@ -117,7 +181,7 @@ def test_in_progress_without_update_time_counts_as_stuck(mongo_uri: str) -> None
     ).save(force_insert=True)  # fmt: skip
     RawFile.objects(id="legacy.raw").update_one(unset__db_updated_at=True)
     page = list_raw_files(now=NOW, stuck_after=STUCK_AFTER)
-    assert page.items[0]["stuck"] and page.total == 1
+    assert page.items[0]["stuck"] and len(page.items) == 1
     assert count_by_backup_status(now=NOW, stuck_after=STUCK_AFTER)["stuck"] == 1
 
 
@@ -156,9 +220,12 @@ def test_a_pipeline_error_is_failed_not_stuck(mongo_uri: str) -> None:
         (RawFileFilter(status=("error",)), ["skipped.raw"]),
         (RawFileFilter(backup_status=("stuck", "not_started")), ["stuck.wiff", "stuck-copy.raw", "new.raw"]),
         (RawFileFilter(instrument=("thermo1",), project=("P2",)), ["busy.raw", "skipped.raw"]),
-        (RawFileFilter(search="DONE"), ["done.raw", "done.d"]),
-        (RawFileFilter(search="."), list(SEED)),  # a regex character is matched literally
-        (RawFileFilter(search="d.d"), []),
+        (RawFileFilter(search="done"), ["done.raw", "done.d"]),  # the start of the id
+        (RawFileFilter(search="DONE"), []),  # case-sensitive
+        (RawFileFilter(search="one"), []),  # a prefix, not any part
+        (RawFileFilter(search="stuck"), ["stuck.wiff", "stuck-copy.raw"]),
+        (RawFileFilter(search="done."), ["done.raw", "done.d"]),  # "." is no pattern
+        (RawFileFilter(backup_status=("unprotected",)), ["old-fail.d", "stuck-copy.raw"]),
         (RawFileFilter(instrument=("nope",)), []),
     ],
 )
@@ -178,9 +245,16 @@ def test_date_filter_takes_whole_utc_days_inclusive(mongo_uri: str) -> None:
     assert set(ids(RawFileFilter(created_from=one_day, created_to=one_day))) == {"stuck-copy.raw"}
 
 
+VIEW = PageView(instruments=("thermo1", "tims1", "zeno1"))
+
+
 def test_counts_per_backup_status_ignore_the_backup_status_filter(mongo_uri: str) -> None:
     seed()
-    result = count_by_backup_status(RawFileFilter(backup_status=("upload_done",)), now=NOW, stuck_after=STUCK_AFTER)
+    for project in ("P2", "P1"):
+        Project(id=project).save(force_insert=True)
+    result = count_by_backup_status(
+        RawFileFilter(backup_status=("upload_done",)), view=VIEW, now=NOW, stuck_after=STUCK_AFTER
+    )
     assert result["total"] == len(SEED)
     assert result["counts"] == {
         "copying_in_progress": 1,
@@ -194,18 +268,37 @@ def test_counts_per_backup_status_ignore_the_backup_status_filter(mongo_uri: str
     }
     assert result["stuck"] == 2
     assert result["pipeline_error"] == 1  # skipped.raw: also counted as skipped
-    assert result["instruments"] == ["thermo1", "tims1", "zeno1"]
-    assert result["projects"] == ["P1", "P2", "_FALLBACK"]
+    # Created more than 24 h ago without a verified S3 copy: the failed copy (50 h) and the stuck copy (30 h).
+    assert result["unprotected"] == 2 and result["deadline_hours"] == 24
+    assert result["instruments"] == ["thermo1", "tims1", "zeno1"]  # the settings' instruments
+    assert result["projects"] == ["P1", "P2", "_FALLBACK"]  # the project collection and the fallback
     assert "stuck" in result["backup_statuses"] and "moved" in result["statuses"]
 
 
 def test_counts_honour_the_other_filters(mongo_uri: str) -> None:
     seed()
-    result = count_by_backup_status(RawFileFilter(instrument=("tims1",)), now=NOW, stuck_after=STUCK_AFTER)
-    assert result["total"] == 2
+    result = count_by_backup_status(RawFileFilter(instrument=("tims1",)), view=VIEW, now=NOW, stuck_after=STUCK_AFTER)
+    assert result["total"] == 2 and not result["total_estimated"]
     assert {k: v for k, v in result["counts"].items() if v} == {"copying_failed": 1, "upload_done": 1}
     assert result["stuck"] == 0 and result["pipeline_error"] == 0
     assert result["instruments"] == ["thermo1", "tims1", "zeno1"]  # the menu keeps every choice
+    local = count_by_backup_status(view=PageView(s3=False), now=NOW, stuck_after=STUCK_AFTER)
+    assert local["counts"] == count_by_backup_status(now=NOW, stuck_after=STUCK_AFTER)["counts"]
+    assert local["unprotected"] == 2  # a local copy failed or still running, older than 24 h
+
+
+def test_a_caller_sees_only_the_instruments_it_may_read(mongo_uri: str) -> None:
+    seed()
+    only_tims = PageView(instruments=("thermo1", "tims1", "zeno1"), readable=frozenset({"tims1"}))
+    assert ids(view=only_tims) == ["old-fail.d", "done.d"]
+    assert ids(RawFileFilter(instrument=("thermo1",)), view=only_tims) == []  # asking for another one gives nothing
+    assert ids(RawFileFilter(instrument=("tims1", "zeno1")), view=only_tims) == ["old-fail.d", "done.d"]
+    counts = count_by_backup_status(view=only_tims, now=NOW, stuck_after=STUCK_AFTER)
+    assert counts["total"] == 2 and counts["instruments"] == ["tims1"] and counts["projects"] == ["P2"]
+    nothing = PageView(instruments=("thermo1",), readable=frozenset())
+    assert ids(view=nothing) == []
+    empty = count_by_backup_status(view=nothing, now=NOW, stuck_after=STUCK_AFTER)
+    assert empty["total"] == 0 and empty["instruments"] == [] and empty["projects"] == []
 
 
 def test_empty_collection(mongo_uri: str) -> None:
@@ -295,12 +388,10 @@ def test_bad_filters_name_the_parameter_and_the_fix(filters, message: str) -> No
         filters()
 
 
-@pytest.mark.parametrize(
-    ("limit", "offset", "message"), [(0, 0, "limit: 0"), (501, 0, "limit: 501"), (5, -1, "offset")]
-)
-def test_bad_paging_is_refused(mongo_uri: str, limit: int, offset: int, message: str) -> None:
+@pytest.mark.parametrize(("limit", "message"), [(0, "limit: 0"), (501, "limit: 501")])
+def test_bad_paging_is_refused(mongo_uri: str, limit: int, message: str) -> None:
     with pytest.raises(InvalidFilterError, match=message):
-        list_raw_files(limit=limit, offset=offset)
+        list_raw_files(limit=limit)
 
 
 def test_stuck_after_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,14 +10,14 @@ which re-reads the data, is :mod:`rawvault.scrub`.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from rawvault.s3.drift import VerifyReport, verify_raw_files
 from rawvault.stores import recorded_etag_shapes
 from shared.db.interface import raw_files_by_id, uploaded_raw_file_ids
+from shared.db.uploaded import sample_uploaded_raw_files
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -32,8 +32,8 @@ DEFAULT_CONCURRENCY = 8  # raw files checked at a time: head_object is latency-b
 class RawFileFilters(TypedDict, total=False):
     """The filters that select ``upload_done`` raw files for an audit or a scrub (every one given must match).
 
-    ``since`` keeps raw files created on or after that day (UTC); ``project``
-    is the fallback project id for raw files without one.
+    ``since`` keeps raw files created on or after that day (UTC); ``project``: raw files
+    without a project count as the fallback project id.
     """
 
     instrument: str | None
@@ -55,6 +55,7 @@ class Selection:
     raw_file_ids: list[str]
     matched: int
     filters: dict[str, str]
+    raw_files: list[Any] | None = None  # a sample's documents, already read whole (None: read them by id)
 
 
 def select_raw_files(
@@ -67,13 +68,13 @@ def select_raw_files(
     """The ``upload_done`` raw files matching ``filters``, or a random ``sample`` of them (``seed``: reproducible)."""
     if sample is not None and sample < 0:
         raise ValueError(f"sample must be 0 or more raw files, got {sample}")
-    ids = uploaded_raw_file_ids(**filters, fallback_project_id=fallback_project_id)
-    matched = len(ids)
+    shown = describe_filters(filters, sample=sample)
     if sample:
-        rng = random.Random(seed)  # noqa: S311 - choosing a sample to audit, not a secret
-        chosen = set(rng.sample(ids, min(sample, len(ids))))
-        ids = [rid for rid in ids if rid in chosen]
-    return Selection(ids, matched, describe_filters(filters, sample=sample))
+        # Drawn by the database through an index (shared.db.uploaded): never every id of every raw file.
+        chosen = sample_uploaded_raw_files(sample, seed=seed, fallback_project_id=fallback_project_id, **filters)
+        return Selection([raw_file.id for raw_file in chosen.raw_files], chosen.matched, shown, chosen.raw_files)
+    ids = uploaded_raw_file_ids(**filters, fallback_project_id=fallback_project_id)
+    return Selection(ids, len(ids), shown)
 
 
 def verify_backups(
@@ -104,8 +105,9 @@ def verify_backups(
         selection.matched,
         f" (sample of {sample})" if sample else "",
     )
+    raw_files = selection.raw_files if selection.raw_files is not None else raw_files_by_id(selection.raw_file_ids)
     verify_raw_files(
-        raw_files_by_id(selection.raw_file_ids), client, report, concurrency=concurrency, object_lock=object_lock,
+        raw_files, client, report, concurrency=concurrency, object_lock=object_lock,
         etag_shapes=recorded_etag_shapes(client),
     )  # fmt: skip
     log.info("%s", report.summary())

@@ -192,7 +192,7 @@ def _client_factory(settings: Settings, given: S3Client | None, factory: ClientF
                 log.warning("the store needs another client config, but the given client is used as it is")
             client = given
         else:
-            client = factory(extra) if factory else s3_client_for(s3, s3.max_concurrency + 4, extra_config=extra)
+            client = factory(extra) if factory else s3_client_for(s3, 2 * s3.max_concurrency + 4, extra_config=extra)
         expect_bucket_owner(client, s3.expected_bucket_owner)
         return client
 
@@ -249,7 +249,11 @@ def _already_done(run: _Run) -> UploadResult | None:
     # account is the exception: the claimed run checks the bucket and records why the backup is not safe.
     try:
         client, args = run.s3_client(), run.set_args()
-        state = check_complete_set(client, **args, etag_shape=recorded_etag_shapes(client)(args["bucket"]))
+        s3 = run.settings.backup.s3
+        assert s3 is not None
+        state = check_complete_set(
+            client, **args, etag_shape=recorded_etag_shapes(client)(args["bucket"]), concurrency=s3.max_concurrency
+        )
     except BucketOwnerMismatchError as error:
         run.repair = str(error)
         return None
@@ -291,6 +295,7 @@ def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
         guard=claim.check,
         capabilities=store.caps,
         bandwidth_status=store.bandwidth_status if store.limiter is not None else None,
+        on_progress=claim.watch_progress,  # the heartbeat records bytes, rate and ETA (Backups page)
     )
     claim.check()
     return result

@@ -22,6 +22,7 @@ from rawvault.digests import (
     EMPTY_MD5,
     READ_CHUNK_BYTES,
     ProgressCallback,
+    Sink,
     advise_sequential,
     digest_stream,
     part_count,
@@ -42,6 +43,7 @@ __all__ = [
     "checksum_files",
     "part_count",
     "s3_etag",
+    "safe_join",
     "uses_multipart",
 ]
 
@@ -107,13 +109,18 @@ def checksum_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressCallback | None = None,
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
+    sink: Sink | None = None,
 ) -> FileChecksum:
     """Size, MD5 and S3 ETag (for ``part_size``-byte parts) of ``path``, from one read of the file.
 
     ``chunk_size`` is the read size (any positive value; parts need not be a
     multiple of it). ``progress(bytes_read, bytes_total)`` is called from the
     calling thread at most once per ``progress_interval`` seconds, for logging
-    multi-GB files.
+    multi-GB files. ``sink(chunk)`` receives every byte read, in order, from
+    the buffers that are hashed (the staged local copy is written this way);
+    when the file grows it receives one byte past the size before
+    :class:`FileChangedError` is raised, so the caller discards what it wrote
+    whenever this raises.
 
     Raises:
         TooManyPartsError: the file needs more than 10,000 parts; raised before reading.
@@ -143,12 +150,14 @@ def checksum_file(
             chunk_size=chunk_size,
             progress=progress,
             progress_interval=progress_interval,
+            sink=sink,
         )
     _check_unchanged(path, before, digests.size)
     return FileChecksum(size=size, md5=digests.md5, etag=digests.etag)
 
 
-def _safe_join(root: Path, relative_path: str) -> Path:
+def safe_join(root: Path, relative_path: str) -> Path:
+    """``root/relative_path`` for a relative POSIX path; ``..``, absolute paths and backslashes raise ``ValueError``."""
     relative = PurePosixPath(relative_path)
     if relative.is_absolute() or not relative.parts or ".." in relative.parts or "\\" in relative_path:
         raise ValueError(f"{relative_path!r} is not a relative POSIX path inside {root}")
@@ -174,7 +183,7 @@ def checksum_files(
     root = Path(root)
     result: dict[str, list] = {}
     for relative_path in relative_paths:
-        path = _safe_join(root, relative_path)
+        path = safe_join(root, relative_path)
 
         def report(done: int, total: int, name: str = relative_path) -> None:
             if progress is not None:

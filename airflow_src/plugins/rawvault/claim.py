@@ -49,8 +49,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from rawvault.s3.errors import S3PermanentError
-from shared.db.interface import DB_ERRORS, DatabaseError, get_raw_file, update_raw_file, utc_now
+from rawvault.claim_errors import (
+    UploadClaimLostError,
+    UploadInProgressError,
+    UploadNotReadyError,
+    UploadNotRecordedError,
+    UploadSupersededError,
+)
+from shared.db.interface import DB_ERRORS, get_raw_file, update_raw_file, utc_now
 from shared.db.models import BackupStatus, RawFile
 
 log = logging.getLogger(__name__)
@@ -59,28 +65,6 @@ CLAIMABLE_STATUSES = tuple(sorted(BackupStatus.CLAIMABLE))  # sorted: the error 
 MAX_DETAILS_CHARS = 2000
 MAX_HEARTBEAT_SECONDS = 60.0
 GAVE_UP_MARK = "gave up after"
-
-
-class UploadNotReadyError(S3PermanentError):
-    """The raw file cannot be uploaded yet (no verified local copy) or another run claimed it."""
-
-
-class UploadInProgressError(UploadNotReadyError):
-    """Another run holds a live claim on the raw file: this run stops and writes nothing."""
-
-
-class UploadSupersededError(UploadNotReadyError):
-    """Another run attempted the upload since a retry was scheduled: the retry stops and writes nothing."""
-
-
-class UploadClaimLostError(S3PermanentError):
-    """The run lost its claim (another run took over, or its lease expired): it stops and records nothing."""
-
-    resumable = True  # the new owner resumes the unfinished multipart uploads
-
-
-class UploadNotRecordedError(DatabaseError):
-    """MongoDB could not be reached to record the outcome of the upload."""
 
 
 # --- the staleness rule ----------------------------------------------------------------------------------------
@@ -121,6 +105,7 @@ class Claim:
         self.attempt = attempt
         self._lost: str | None = None
         self._lock = threading.Lock()
+        self._progress: Callable[[], dict[str, Any]] | None = None
 
     @property
     def lost(self) -> str | None:
@@ -147,14 +132,29 @@ class Claim:
                 "may own it now and resumes what this run left; nothing was recorded by this run"
             )
 
+    def watch_progress(self, source: Any) -> None:
+        """Record ``source.snapshot()`` (bytes done/total, rate, ETA) with every lease renewal from now on."""
+        self._progress = source.snapshot
+
+    def _progress_fields(self, now: datetime) -> dict[str, Any]:
+        try:
+            return {"upload_progress": {**self._progress(), "at": now}} if self._progress else {}
+        except Exception as error:  # progress is a nicety: never lose the lease over it
+            log.warning("%s: upload progress not recorded: %s", self.raw_file_id, error)
+            return {}
+
     def renew(self) -> None:
-        """Extend the lease (conditional on still being the owner); called by the heartbeat."""
+        """Extend the lease (conditional on still being the owner), with the upload's progress; the heartbeat's."""
         if self.lost is not None:
             return
-        expires = utc_now() + self.lease
+        now = utc_now()
+        expires = now + self.lease
         try:
             renewed = update_raw_file(
-                self.raw_file_id, expected={"upload_claim_owner": self.owner}, upload_claim_expires_at=expires
+                self.raw_file_id,
+                expected={"upload_claim_owner": self.owner},
+                upload_claim_expires_at=expires,
+                **self._progress_fields(now),
             )
         except Exception as error:
             log.warning("%s: could not renew the upload claim (will retry): %s", self.raw_file_id, error)
@@ -255,6 +255,7 @@ def claim(
         s3_upload_attempted_at=now,
         upload_claim_owner=owner,
         upload_claim_expires_at=expires,
+        upload_progress=None,  # an earlier attempt's
     )
     if not claimed:
         raise _claim_refused(raw_file.id, lease, expected_attempts)
@@ -286,6 +287,7 @@ def record(claim: Claim, what: str, **fields: Any) -> bool:
             expected={"upload_claim_owner": claim.owner},
             upload_claim_owner=None,
             upload_claim_expires_at=None,
+            upload_progress=None,
             **fields,
         )
     except DB_ERRORS as error:
@@ -328,6 +330,8 @@ def multipart_recorder(claim: Claim, known: dict[str, str]) -> Callable[[str, st
     lock = threading.Lock()
 
     def record_upload(key: str, upload_id: str | None) -> None:
+        # The write under the lock too: files of a set upload side by side, and an older snapshot of the
+        # uploads written after a newer one would lose an upload id.
         with lock:
             if known.get(key) == upload_id:
                 return
@@ -335,14 +339,15 @@ def multipart_recorder(claim: Claim, known: dict[str, str]) -> Callable[[str, st
                 known.pop(key, None)
             else:
                 known[key] = upload_id
-            uploads = dict(known)
-        try:
-            still_owner = update_raw_file(
-                claim.raw_file_id, expected={"upload_claim_owner": claim.owner}, s3_multipart_uploads=uploads
-            )
-        except Exception as error:  # the upload is found by listing anyway
-            log.warning("%s: could not record multipart upload %s of %s: %s", claim.raw_file_id, upload_id, key, error)
-            return
+            try:
+                still_owner = update_raw_file(
+                    claim.raw_file_id, expected={"upload_claim_owner": claim.owner}, s3_multipart_uploads=dict(known)
+                )
+            except Exception as error:  # the upload is found by listing anyway
+                log.warning(
+                    "%s: could not record multipart upload %s of %s: %s", claim.raw_file_id, upload_id, key, error
+                )
+                return
         if not still_owner:
             claim.mark_lost("another run took over its claim")
 

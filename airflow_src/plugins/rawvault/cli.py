@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -190,30 +189,13 @@ def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
     purge.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
-def _configure_logging(verbose: bool) -> None:
-    """Log lines to stderr (stdout is for results); Airflow's import installs its own handler, replace it."""
-    if not verbose:  # Airflow's own info lines (connection lookups) are noise here
-        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    import airflow  # noqa: F401 - configures logging on import: import it before replacing the handlers
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("rawvault").setLevel(logging.INFO)
-    if not verbose:
-        for noisy in ("airflow", "botocore", "boto3", "s3transfer", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.restore import restore_raw_file
     from rawvault.s3.download import RestoreError, RestoreSourceError
     from rawvault.s3.errors import S3BackupError
     from rawvault.s3.progress import format_bytes
 
-    settings = _settings()
+    settings = _settings(needs_database=not args.from_manifest, restore_id=args.raw_file_id)
     client = _client(settings, args.concurrency + 4)
     try:
         result = restore_raw_file(
@@ -240,6 +222,7 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
 
 def _verify(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.audit import verify_backups
+    from rawvault.cli_setup import database_unreachable
     from rawvault.s3.errors import S3AccessDeniedError
     from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, scrub_backups
     from shared.db.interface import DatabaseError, is_database_error
@@ -270,9 +253,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
         raise CannotRunError(str(error)) from None
     except Exception as error:
         if is_database_error(error):
-            raise CannotRunError(
-                f"cannot read the raw files from the database: {type(error).__name__}: {error}"
-            ) from None
+            raise CannotRunError(database_unreachable(error)) from None
         raise
     if args.raw_file_id and not report.raw_file_ids and not report.notes:
         raise CannotRunError(
@@ -286,19 +267,17 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
 
 
 def _purge(args: argparse.Namespace) -> tuple[int, str]:
+    from rawvault.cli_setup import database_unreachable
     from rawvault.purge import PurgeNotPossibleError, purge_instrument
     from shared.db.interface import DatabaseError, is_database_error
-    from shared.settings import SettingsError, get_settings, purge_policy
+    from shared.settings import purge_policy
 
     if not args.dry_run:
         raise CannotRunError(
             "the command line only previews a purge: add --dry-run. Deleting is done by the "
             f"file_remover.{args.instrument} DAG (purge.enabled, purge.dry_run: false)"
         )
-    try:
-        settings = get_settings()
-    except SettingsError as error:
-        raise CannotRunError(str(error)) from None
+    settings = _settings(needs_s3=False)
     if args.instrument not in settings.instruments:
         known = ", ".join(sorted(settings.instruments))
         raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
@@ -311,8 +290,7 @@ def _purge(args: argparse.Namespace) -> tuple[int, str]:
         raise CannotRunError(str(error)) from None
     except Exception as error:
         if is_database_error(error):
-            reason = f"cannot read the raw files from the database: {type(error).__name__}: {error}"
-            raise CannotRunError(reason) from None
+            raise CannotRunError(database_unreachable(error)) from None
         raise
     output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
     return (EXIT_FAILED if report.held_back else EXIT_OK), output
@@ -320,14 +298,11 @@ def _purge(args: argparse.Namespace) -> tuple[int, str]:
 
 def _coverage(args: argparse.Namespace) -> tuple[int, str]:
     """Raw files past the deadline without a verified backup: exit 1 when there is any (any backup type)."""
+    from rawvault.cli_setup import database_unreachable
     from rawvault.coverage import coverage_report
     from shared.db.interface import DatabaseError, is_database_error
-    from shared.settings import SettingsError, get_settings
 
-    try:
-        settings = get_settings()
-    except SettingsError as error:
-        raise CannotRunError(str(error)) from None
+    settings = _settings(needs_s3=False)
     if args.instrument and args.instrument not in settings.instruments:
         known = ", ".join(sorted(settings.instruments))
         raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
@@ -337,9 +312,7 @@ def _coverage(args: argparse.Namespace) -> tuple[int, str]:
         raise CannotRunError(str(error)) from None
     except Exception as error:
         if is_database_error(error):
-            raise CannotRunError(
-                f"cannot read the raw files from the database: {type(error).__name__}: {error}"
-            ) from None
+            raise CannotRunError(database_unreachable(error)) from None
         raise
     output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
     return (EXIT_OK if report.ok else EXIT_FAILED), output
@@ -350,13 +323,15 @@ COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage":
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    from rawvault.cli_setup import configure_logging
+
     args = build_parser().parse_args(argv)
     results = sys.stdout
     # Airflow's structlog loggers write to whatever sys.stdout is when they are created: keep stdout for the
     # result (a table, JSON) by running the command with stdout pointing at stderr.
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            _configure_logging(args.verbose)
+            configure_logging(args.verbose)
             code, output = COMMANDS[args.command](args)
     except CannotRunError as error:
         print(f"rawvault {args.command}: cannot run: {error}", file=sys.stderr)

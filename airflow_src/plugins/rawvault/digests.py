@@ -22,10 +22,11 @@ for a multipart upload (S3 shows it with ``-<number of parts>``).
 
 **Speed.** The file is read once, with unbuffered ``readinto`` into a small
 ring of preallocated buffers; each chunk goes to single-thread workers (the
-whole-file MD5, the per-part MD5s, the per-part SHA-256s). ``hashlib``
-releases the GIL while hashing large buffers, so the hashes run side by side
-on the cores while the calling thread already reads the next chunk (which
-also overlaps network-share I/O with hashing). Memory is bounded by the ring
+whole-file MD5, the per-part MD5s, the per-part SHA-256s, and the ``sink``
+that writes a copy). ``hashlib`` and ``os.write`` release the GIL, so the
+hashes and the copy run side by side on the cores while the calling thread
+already reads the next chunk (which also overlaps network-share I/O with
+hashing and writing). Memory is bounded by the ring
 (``RING_BUFFERS x chunk_size``), never a whole part. On these 2-core
 machines this is as fast as ``md5sum`` (see ``bench/README.md``).
 No database, no boto3.
@@ -78,6 +79,7 @@ _MD5_DIGEST_SIZE = 16
 
 ProgressCallback = Callable[[int, int], None]
 Sink = Callable[[memoryview], object]
+_Consumer = Callable[[memoryview], object]
 
 
 class _Hash(Protocol):
@@ -227,8 +229,10 @@ def digest_stream(
     size)``, called from the calling thread at most once per
     ``progress_interval`` seconds. ``part_size`` ``None`` skips the parts
     (the ETag is then the MD5). ``sink(chunk)`` receives every chunk, in
-    order, before the next one is read (e.g. to write a copy). The caller
-    compares ``Digests.size`` with what it expected.
+    order, on a worker thread of its own, before the chunk's buffer is read
+    into again (e.g. to write a copy from the hashed buffers); an error it
+    raises stops the read and propagates. The caller compares
+    ``Digests.size`` with what it expected.
     """
     if part_size is not None and part_size <= 0:
         raise ValueError(f"part_size must be a positive number of bytes, got {part_size}")
@@ -240,7 +244,8 @@ def digest_stream(
     # A single PUT's SHA-256 is the one of its only "part": the whole file.
     part_sha = _PartHasher(part_size or max(size, 1), _sha256) if sha256 else None
     hashers: list[_Hash | _PartHasher] = [h for h in (whole, part_md5, part_sha) if h is not None]
-    bytes_read = _read_into_hashers(stream, hashers, limit, chunk_size, sink, size, progress, progress_interval)
+    consumers: list[_Consumer] = [h.update for h in hashers] + ([sink] if sink is not None else [])
+    bytes_read = _read_into_consumers(stream, consumers, limit, chunk_size, size, progress, progress_interval)
     md5 = whole.hexdigest()
     part_digests = part_md5.finish() if part_md5 is not None else []
     etag = s3_etag(part_digests) if part_md5 is not None else md5
@@ -254,32 +259,32 @@ def digest_stream(
     return Digests(bytes_read, md5, etag, checksum, len(part_digests) if multipart else None)
 
 
-def _read_into_hashers(
+def _read_into_consumers(
     stream: _Readable,
-    hashers: list[_Hash | _PartHasher],
+    consumers: list[_Consumer],
     limit: int | None,
     chunk_size: int,
-    sink: Sink | None,
     size: int,
     progress: ProgressCallback | None,
     progress_interval: float,
 ) -> int:
-    """The read loop: fill the ring, hand each chunk to one worker per hasher; return the bytes read."""
+    """The read loop: fill the ring, hand each chunk to one worker per consumer, in order; return the bytes read."""
     threaded = limit is None or limit > chunk_size
     # A read that fits in one chunk is done inline into a buffer of exactly the limit.
     buffer_size = chunk_size if threaded or limit is None else max(limit, 1)
     ring = [memoryview(bytearray(buffer_size)) for _ in range(RING_BUFFERS if threaded else 1)]
-    pending: deque[list[Future[None]]] = deque()
+    pending: deque[list[Future[object]]] = deque()
     bytes_read = index = 0
     last_report = time.monotonic()
     with ExitStack() as stack:
+        # One single-thread worker per consumer: each sees the chunks in read order.
         workers = (
-            [stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="digest")) for _ in hashers]
+            [stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="digest")) for _ in consumers]
             if threaded
             else []
         )
         while limit is None or bytes_read < limit:
-            if len(pending) == len(ring):  # the oldest buffer must be hashed before it is refilled
+            if len(pending) == len(ring):  # the oldest buffer must be consumed before it is refilled
                 for future in pending.popleft():
                     future.result()
             buffer = ring[index] if limit is None else ring[index][: min(buffer_size, limit - bytes_read)]
@@ -288,14 +293,12 @@ def _read_into_hashers(
                 break
             bytes_read += count
             chunk = buffer[:count]
-            if sink is not None:
-                sink(chunk)
             if workers:
-                pending.append([worker.submit(h.update, chunk) for worker, h in zip(workers, hashers, strict=True)])
+                pending.append([worker.submit(c, chunk) for worker, c in zip(workers, consumers, strict=True)])
                 index = (index + 1) % len(ring)
             else:
-                for hasher in hashers:
-                    hasher.update(chunk)
+                for consumer in consumers:
+                    consumer(chunk)
             if progress is not None and time.monotonic() - last_report >= progress_interval:
                 progress(bytes_read, size)
                 last_report = time.monotonic()

@@ -1,9 +1,23 @@
-"""Copy a raw file set to the local backup and verify every copy.
+"""The verified local copy of a raw file set, made from one read of the instrument share.
 
-Files are written under a hidden temporary name and renamed only after the
-copy's size and MD5 match the recorded ones, so a crash never leaves a
-truncated file that looks complete. An existing different file at the target
-is never overwritten.
+Two halves, one per task:
+
+- :func:`stage_raw_file_set` (``compute_checksum``): reads each file of the set
+  once and, from the same buffers, computes its size, MD5 and S3 ETag and
+  writes a staged copy beside its final name in the local backup
+  (:mod:`rawvault.staging`: hidden name with the run's token, ``O_EXCL``,
+  fsynced). A file whose final name is already in the backup is only hashed
+  (one read all the same); the copy step compares the two.
+- :func:`publish_raw_file_set` (``copy_raw_file``): verifies every staged copy
+  of the recorded run (size, and MD5 read back from the backup disk) before
+  publishing any, then gives each its final name with the no-overwrite link
+  of :mod:`rawvault.safe_files`. A staged copy that does not verify is deleted
+  and the step fails. A file without a staged copy of the recorded run (a
+  document checksummed by an older rawvault, a staged copy deleted meanwhile)
+  is copied from the share as before: read again, verified, renamed into place.
+
+Nothing unverified ever gets a final name, an existing different file is never
+overwritten, and the share is only read.
 """
 
 from __future__ import annotations
@@ -12,15 +26,35 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rawvault.digests import digest_file
+from rawvault.checksum import checksum_file, safe_join
+from rawvault.digests import DEFAULT_PROGRESS_INTERVAL_SECONDS, ProgressCallback, digest_file, digest_stream
 from rawvault.safe_files import place_no_overwrite
+from rawvault.staging import (
+    StagedCopy,
+    check_free_space,
+    discard_staging,
+    locked_for_reading,
+    staging_path,
+    sync_folders,
+)
+from shared.s3_limits import MIB
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BackupConflictError", "CopyResult", "CopyVerificationError", "copy_raw_file_set"]
+__all__ = [
+    "BackupConflictError",
+    "CopyResult",
+    "CopyVerificationError",
+    "StagedSet",
+    "discard_staged_set",
+    "publish_raw_file_set",
+    "stage_raw_file_set",
+]
 
 TEMP_SUFFIX = ".rawvault-partial"
 
@@ -34,41 +68,199 @@ class CopyVerificationError(RuntimeError):
 
 
 @dataclass
+class StagedSet:
+    """What :func:`stage_raw_file_set` did: the set's file info and which files it staged or only hashed."""
+
+    file_info: dict[str, list] = field(default_factory=dict)
+    staged: list[str] = field(default_factory=list)
+    hashed_only: list[str] = field(default_factory=list)  # already in the backup under their final name
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the share: each file exactly once."""
+        return sum(entry[0] for entry in self.file_info.values())
+
+
+@dataclass
 class CopyResult:
-    """What one backup run did."""
+    """What one publishing run did."""
 
     copied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    from_share: list[str] = field(default_factory=list)  # no staged copy: read from the share again
     bytes_copied: int = 0
+
+
+# --- compute_checksum: one read of the share, the staged copy from the same buffers ------------------------
+
+
+def stage_raw_file_set(
+    source_root: Path,
+    relative_paths: Iterable[str],
+    target_root: Path,
+    part_size: int,
+    token: str,
+    *,
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
+) -> StagedSet:
+    """Checksum every ``source_root/<path>`` in one read and stage its copy at ``target_root/<path>``.
+
+    Staged copies left by earlier runs are deleted first. On any error every
+    staged copy of this run is deleted again and the error propagates
+    (:class:`~rawvault.checksum.FileChangedError`,
+    :class:`~rawvault.staging.BackupDiskFullError`, ``OSError``, ...).
+    """
+    paths = list(relative_paths)
+    finals = {path: safe_join(target_root, path) for path in paths}
+    for final in finals.values():
+        discard_staging(final)
+    to_stage = {path for path, final in finals.items() if not final.exists()}
+    needed = sum(safe_join(source_root, path).stat().st_size for path in to_stage)
+    check_free_space(target_root, needed, f"staging {len(to_stage)} file{'' if len(to_stage) == 1 else 's'}")
+    result = StagedSet()
+    try:
+        for path in paths:
+            source = safe_join(source_root, path)
+            if path in to_stage:
+                result.file_info[path] = _checksum_and_stage(source, finals[path], part_size, token, progress_interval)
+                result.staged.append(path)
+            else:
+                log.info("%s is in the backup already: checksummed only (copy_raw_file compares them)", path)
+                result.file_info[path] = checksum_file(source, part_size, progress=_progress_logger(path)).as_list()
+                result.hashed_only.append(path)
+        sync_folders([staging_path(finals[path], token) for path in result.staged])
+    except BaseException:
+        discard_staged_set(target_root, paths, token)
+        raise
+    return result
+
+
+def _checksum_and_stage(source: Path, final: Path, part_size: int, token: str, progress_interval: float) -> list:
+    size = source.stat().st_size
+    with StagedCopy(final, token, size) as staged:
+        progress = _progress_logger(final.name)
+        checksum = checksum_file(
+            source, part_size, sink=staged.write, progress=progress, progress_interval=progress_interval
+        )
+        # checksum_file proved the size and modification time did not change while it read.
+        staged.finish(source.stat())
+    return checksum.as_list()
+
+
+def _progress_logger(name: str) -> ProgressCallback:
+    def report(done: int, total: int) -> None:
+        log.info("%s: %.0f of %.0f MiB read", name, done / MIB, total / MIB)
+
+    return report
+
+
+def discard_staged_set(target_root: Path, relative_paths: Iterable[str], token: str) -> None:
+    """Delete the staged copies of run ``token`` for these paths (nothing else)."""
+    for path in relative_paths:
+        staging_path(safe_join(target_root, path), token).unlink(missing_ok=True)
+
+
+# --- copy_raw_file: verify the staged copies, then publish them ---------------------------------------------
+
+
+def publish_raw_file_set(
+    source_root: Path, file_info: dict[str, list], target_root: Path, staging_token: str | None
+) -> CopyResult:
+    """Give every file of ``file_info`` its verified copy at ``target_root/<path>``.
+
+    ``file_info`` maps relative paths to ``[size, md5, etag]``. A target that
+    already holds an identical file is skipped; a different one raises
+    :class:`BackupConflictError` and is left as it is. Staged copies of run
+    ``staging_token`` are verified (all before any is published); a file
+    without one is copied from ``source_root`` (see the module docstring).
+    """
+    result = CopyResult()
+    staged: list[tuple[str, int, str]] = []
+    unstaged: list[tuple[str, int, str]] = []
+    # Check every target before publishing anything, so a conflict stops the set untouched.
+    for relative_path, (size, md5, _etag) in sorted(file_info.items()):
+        target = safe_join(target_root, relative_path)
+        if target.exists():
+            _check_existing_target(target, size, md5, relative_path)
+            result.skipped.append(relative_path)
+        elif staging_token and staging_path(target, staging_token).is_file():
+            staged.append((relative_path, size, md5))
+        else:
+            unstaged.append((relative_path, size, md5))
+    # Verify every staged copy before publishing any: a bad one fails the set with nothing published.
+    verified = [entry for entry in staged if _verify_staged(target_root, entry, str(staging_token), unstaged)]
+    for relative_path, size, md5 in verified:
+        _publish(staging_path(target_root / relative_path, str(staging_token)), target_root / relative_path, size, md5)
+    for relative_path, size, md5 in unstaged:
+        log.warning(
+            "%s has no staged copy of the last compute_checksum run: copying it from the instrument share (read again)",
+            relative_path,
+        )
+        _copy_verified(safe_join(source_root, relative_path), target_root / relative_path, size, md5)
+        result.from_share.append(relative_path)
+    for entry in staged:
+        if entry not in verified and entry not in unstaged:
+            result.skipped.append(entry[0])  # published by another run of this raw file meanwhile
+    for relative_path, size, _md5 in verified + unstaged:
+        result.copied.append(relative_path)
+        result.bytes_copied += size
+    for relative_path in file_info:
+        discard_staging(target_root / relative_path)  # leftovers of any run: never used from now on
+    return result
+
+
+def _verify_staged(target_root: Path, entry: tuple[str, int, str], token: str, unstaged: list) -> bool:
+    """Whether the staged copy of ``entry`` holds it (read back from the backup disk); a mismatch deletes it.
+
+    A staged copy that vanished was published (or discarded) by another run of
+    this raw file: fine when the identical file is in place now, else the file
+    goes to ``unstaged`` (copied from the share).
+    """
+    relative_path, size, md5 = entry
+    path = staging_path(target_root / relative_path, token)
+    try:
+        with locked_for_reading(path) as stream:
+            actual_size = os.fstat(stream.fileno()).st_size
+            # Drop cached pages first, so the MD5 is of what the disk holds (the writer fsynced them).
+            with suppress(OSError, AttributeError):
+                os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            actual_md5 = digest_stream(stream, None, size=actual_size).md5 if actual_size == size else None
+    except FileNotFoundError:
+        target = target_root / relative_path
+        if target.exists():
+            _check_existing_target(target, size, md5, relative_path)
+        else:
+            unstaged.append(entry)
+        return False
+    if actual_size == size and actual_md5 == md5:
+        return True
+    path.unlink(missing_ok=True)
+    found = f"size {actual_size} bytes" + (f", MD5 {actual_md5}" if actual_md5 else "")
+    raise CopyVerificationError(
+        f"the staged copy {path} of {relative_path} does not match what compute_checksum read from the instrument "
+        f"share ({found}; recorded size {size} bytes, MD5 {md5}): it was deleted and nothing of this raw file was "
+        f"published. The backup disk may be failing: check {path.parent}, then clear copy_raw_file (it copies the "
+        "file from the share again, verified) or compute_checksum (stages the set again)"
+    )
+
+
+def _publish(staged: Path, target: Path, size: int, md5: str) -> None:
+    try:
+        with locked_for_reading(staged):
+            placed = place_no_overwrite(staged, target)
+            staged.unlink(missing_ok=True)
+    except FileNotFoundError:
+        placed = False  # another run of this raw file published it meanwhile
+    if not placed:
+        # Another run put the file in place meanwhile: fine if identical, never overwritten if not.
+        _check_existing_target(target, size, md5, target.name)
+        return
+    log.info("published %s (%d bytes, MD5 %s verified on the backup disk)", target, size, md5)
 
 
 def md5_of_file(path: Path) -> str:
     """Hex MD5 of a file's content."""
     return digest_file(path, None).md5
-
-
-def copy_raw_file_set(source_root: Path, file_info: dict[str, list], target_root: Path) -> CopyResult:
-    """Copy every file of ``file_info`` from ``source_root`` to ``target_root``, verified.
-
-    ``file_info`` maps relative paths to ``[size, md5, etag]``. A target that
-    already holds an identical file is skipped; a different one raises
-    :class:`BackupConflictError` and is left as it is.
-    """
-    result = CopyResult()
-    # Check every target before writing anything, so a conflict stops the set untouched.
-    pending = []
-    for relative_path, (size, md5, _etag) in sorted(file_info.items()):
-        target = target_root / relative_path
-        if target.exists():
-            _check_existing_target(target, size, md5, relative_path)
-            result.skipped.append(relative_path)
-        else:
-            pending.append((relative_path, size, md5))
-    for relative_path, size, md5 in pending:
-        _copy_verified(source_root / relative_path, target_root / relative_path, size, md5)
-        result.copied.append(relative_path)
-        result.bytes_copied += size
-    return result
 
 
 def _check_existing_target(target: Path, size: int, md5: str, relative_path: str) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from rawvault.checksum import checksum_files
 from rawvault.file_mover import move_raw_file
-from rawvault.local_backup import copy_raw_file_set
+from rawvault.local_backup import discard_staged_set, publish_raw_file_set, stage_raw_file_set
 from rawvault.locations import backup_folder, instrument_folder, raw_file_path
 from rawvault.recorded_set import confirm_mtimes, mtimes_of
+from rawvault.staging import new_staging_token
 from shared.db.interface import get_raw_file, update_raw_file
-from shared.db.models import BackupStatus, RawFileStatus
+from shared.db.models import BackupStatus, RawFile, RawFileStatus
 from shared.instrument_types import INSTRUMENT_TYPES
 from shared.s3_limits import MIB
 from shared.settings import Settings
@@ -24,58 +24,88 @@ class FileInfoMismatchError(RuntimeError):
 
 
 def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
-    """Checksum every file of the set once; record ``file_info`` and return it.
+    """Read every file of the set once: record ``file_info``, stage the local copy from the same buffers.
 
-    A retry that finds the same ``file_info`` recorded is a no-op write; a
-    different one means the files changed, which fails instead of overwriting.
+    Each file's size, MD5 and ETag are computed while its staged copy is
+    written into the local backup (:func:`rawvault.local_backup.stage_raw_file_set`);
+    the run's staging token is recorded with ``file_info``, so ``copy_raw_file``
+    publishes exactly these staged copies after verifying them. A retry that
+    finds the same ``file_info`` recorded stages again; a different one means
+    the files changed, which fails (and discards the new staged copies)
+    instead of overwriting.
     """
     raw_file = get_raw_file(raw_file_id)
-    if raw_file.status in (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value):
-        raise FileInfoMismatchError(
-            f"raw file {raw_file_id!r} was moved off the instrument share already; its recorded file_info stands "
-            "(nothing to checksum again)"
-        )
-    if raw_file.file_info and raw_file.etag_part_size and raw_file.etag_part_size != settings.part_size_bytes:
-        _fail_checksum(
-            raw_file_id,
-            f"raw file {raw_file_id!r} was checksummed with {raw_file.etag_part_size} byte parts but the settings now "
-            f"say {settings.part_size_bytes}: set backup.s3.part_size_mb back to "
-            f"{raw_file.etag_part_size // MIB} while this raw file is backed up",
-        )
+    _refuse_checksum(raw_file, settings)
     instrument_type = INSTRUMENT_TYPES[settings.instruments[raw_file.instrument_id].type]
     source_root = instrument_folder(raw_file, settings)
+    target = backup_folder(raw_file, settings)
+    token = new_staging_token()
     update_raw_file(raw_file_id, status=RawFileStatus.CHECKSUMMING.value)
+    relative_paths: list[str] = []
     try:
         members = instrument_type.files_in_set(raw_file_path(raw_file, settings))
         relative_paths = [member.relative_to(source_root).as_posix() for member in members]
         mtimes_before = mtimes_of(source_root, relative_paths)
-        file_info = checksum_files(source_root, relative_paths, settings.part_size_bytes)
+        staged = stage_raw_file_set(source_root, relative_paths, target, settings.part_size_bytes, token)
         # The times the content had while it was read: the file mover compares them (rawvault.recorded_set).
         source_mtimes = confirm_mtimes(source_root, mtimes_before)
         main_file = instrument_type.main_file(raw_file_path(raw_file, settings))
         main_mtime_ns = main_file.stat().st_mtime_ns if main_file.exists() else None
     except Exception as error:
+        discard_staged_set(target, relative_paths, token)  # none of this run's staged copies is ever used
         update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
         raise
+    file_info = staged.file_info
     if raw_file.file_info and raw_file.file_info != file_info:
-        differing = _differences(raw_file.file_info, file_info)
-        _fail_checksum(
-            raw_file_id,
-            f"the files of raw file {raw_file_id!r} differ from the ones checksummed before ({', '.join(differing[:5])}"
-            f"{' ...' if len(differing) > 5 else ''}); the recorded file_info was not overwritten. If the "
-            "acquisition was rewritten on purpose, register it as a new raw file",
-        )
+        discard_staged_set(target, file_info, token)
+        _fail_changed(raw_file, file_info)
     update_raw_file(
         raw_file_id,
         file_info=file_info,
         source_mtimes=source_mtimes,
         etag_part_size=settings.part_size_bytes,
+        staging_token=token,
         source_mtime_ns=raw_file.source_mtime_ns or main_mtime_ns,
         size=sum(size for size, _md5, _etag in file_info.values()),
         status=RawFileStatus.CHECKSUMMING_DONE.value,
         status_details=None,
     )
+    log.info(
+        "%s: %d files read once from the share (%d bytes), %d staged in %s, %d already there",
+        raw_file_id,
+        len(file_info),
+        staged.bytes_read,
+        len(staged.staged),
+        target,
+        len(staged.hashed_only),
+    )
     return file_info
+
+
+def _refuse_checksum(raw_file: RawFile, settings: Settings) -> None:
+    """Refuse a raw file moved off the share, or one recorded with another part size (before reading)."""
+    if raw_file.status in (RawFileStatus.MOVED.value, RawFileStatus.PURGED.value):
+        raise FileInfoMismatchError(
+            f"raw file {raw_file.id!r} was moved off the instrument share already; its recorded file_info stands "
+            "(nothing to checksum again)"
+        )
+    if raw_file.file_info and raw_file.etag_part_size and raw_file.etag_part_size != settings.part_size_bytes:
+        _fail_checksum(
+            raw_file.id,
+            f"raw file {raw_file.id!r} was checksummed with {raw_file.etag_part_size} byte parts but the settings now "
+            f"say {settings.part_size_bytes}: set backup.s3.part_size_mb back to "
+            f"{raw_file.etag_part_size // MIB} while this raw file is backed up",
+        )
+
+
+def _fail_changed(raw_file: RawFile, file_info: dict[str, list]) -> None:
+    differing = _differences(raw_file.file_info, file_info)
+    _fail_checksum(
+        raw_file.id,
+        f"the files of raw file {raw_file.id!r} differ from the ones checksummed before ({', '.join(differing[:5])}"
+        f"{' ...' if len(differing) > 5 else ''}); the recorded file_info was not overwritten. If the "
+        "acquisition was rewritten on purpose, register it as a new raw file",
+    )
 
 
 def _fail_checksum(raw_file_id: str, message: str) -> None:
@@ -93,7 +123,7 @@ def _describe(entry: list | None) -> str:
 
 
 def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
-    """Copy the set to the local backup, verified; record ``backup_status``; return the backup folder."""
+    """Verify the staged copies and publish them in the local backup; record ``backup_status``; return the folder."""
     raw_file = get_raw_file(raw_file_id)
     if not raw_file.file_info:
         raise FileInfoMismatchError(f"raw file {raw_file_id!r} has no file_info: run compute_checksum first")
@@ -107,7 +137,9 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
         backup_status_details=None,
     )
     try:
-        result = copy_raw_file_set(instrument_folder(raw_file, settings), raw_file.file_info, target)
+        result = publish_raw_file_set(
+            instrument_folder(raw_file, settings), raw_file.file_info, target, raw_file.staging_token
+        )
     except Exception as error:
         update_raw_file(
             raw_file_id,
@@ -118,10 +150,11 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
         raise
     update_raw_file(raw_file_id, expected=not_uploading, backup_status=BackupStatus.COPYING_DONE.value)
     log.info(
-        "%s: %d files copied (%d bytes), %d already in the backup, in %s",
+        "%s: %d files published (%d bytes; %d of them copied from the share again), %d already in the backup, in %s",
         raw_file_id,
         len(result.copied),
         result.bytes_copied,
+        len(result.from_share),
         len(result.skipped),
         target,
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rawvault.cli_setup import database_unreachable
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.download import (
     DEFAULT_MAX_CONCURRENCY,
@@ -138,19 +139,20 @@ def plan_from_database(
     """The plan of raw file ``raw_file_id`` from its ``RawFile`` document (plus its manifest, if readable)."""
     try:
         raw_file = get_raw_file(raw_file_id)
-    except RawFileNotFoundError as error:
-        raise RestoreSourceError(str(error)) from None
+    except RawFileNotFoundError:
+        raise RestoreSourceError(
+            f"no raw file {raw_file_id!r} in the database: raw file ids are acquisition names such as "
+            "20261122_sample.d or 20261122_sample.raw (the Backups page of the Airflow UI lists them); "
+            "without the database, restore from the set's manifest: --from-manifest "
+            f"s3://<bucket>/<key_prefix>{raw_file_id}{manifest_mod.MANIFEST_SUFFIX}"
+        ) from None
     except DatabaseError as error:
         raise RestoreSourceError(
             f"the database is unavailable ({error}); restore from the set's manifest instead: "
             f"--from-manifest s3://<bucket>/<key_prefix>{raw_file_id}{manifest_mod.MANIFEST_SUFFIX}"
         ) from None
     except Exception as error:  # pymongo's ServerSelectionTimeoutError and friends
-        raise RestoreSourceError(
-            f"cannot read raw file {raw_file_id!r} from the database ({type(error).__name__}: {error}); restore "
-            f"from the set's manifest instead: --from-manifest s3://<bucket>/<key_prefix>{raw_file_id}"
-            f"{manifest_mod.MANIFEST_SUFFIX}"
-        ) from None
+        raise RestoreSourceError(database_unreachable(error, restore_id=raw_file_id)) from None
     if not raw_file.s3_backup_key:
         raise RestoreSourceError(
             f"raw file {raw_file_id!r} has no S3 backup (backup_status {raw_file.backup_status!r}, no "

@@ -43,9 +43,10 @@ from rawvault.s3.objects import ExpectedObject, check_content
 from rawvault.s3.progress import format_bytes
 from rawvault.s3.readback import BudgetExhaustedError, ByteBudget
 from rawvault.stores import recorded_etag_shapes
-from shared.db.interface import RawFileNotFoundError, raw_files_by_id, select_uploaded_raw_files
+from shared.db.interface import RawFileNotFoundError, raw_files_by_id
 from shared.db.models import RawFile, utc_now
 from shared.db.scrub import record_scrub_result, select_for_scrub
+from shared.db.uploaded import count_uploaded, uploaded_query
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -143,7 +144,7 @@ def scrub_backups(
         chosen = select_for_scrub(
             budget_bytes=budget_bytes, due_before=due_before, **filters, fallback_project_id=fallback
         )
-        matched = select_uploaded_raw_files(**filters, fallback_project_id=fallback).count()
+        matched = count_uploaded(uploaded_query(**filters, fallback_project_id=fallback))  # never a count of them all
         report = VerifyReport(matched=matched, filters=describe_filters(filters, budget_bytes=budget_bytes))
         ids = chosen.raw_file_ids
         report.notes += [

@@ -48,7 +48,13 @@ from datetime import datetime, timedelta
 
 from rawvault.claim import record_given_up, release_stale
 from rawvault.keys import MAX_UPLOAD_RETRY_DELAY
-from shared.db.interface import failed_uploads, raw_files_uploading, uploads_pending_since, utc_now
+from shared.db.interface import (
+    GIVEN_UP_NOTICE,
+    failed_uploads,
+    raw_files_uploading,
+    uploads_pending_since,
+    utc_now,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,7 +120,7 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
         if release_stale(raw_file, now, lease):
             report.stale.append(raw_file.id)
     due: list[UploadRetry] = []
-    for raw_file in failed_uploads():
+    for raw_file in failed_uploads(max_attempts=s3.max_upload_attempts, given_up_since=now - GIVEN_UP_NOTICE):
         attempts = raw_file.s3_upload_attempts or 0
         if attempts >= s3.max_upload_attempts:
             report.gave_up.append(raw_file.id)
@@ -127,7 +133,10 @@ def sweep(settings: Settings, now: datetime | None = None) -> SweepReport:
         else:
             report.waiting[raw_file.id] = when
     overdue = timedelta(hours=s3.pending_upload_after_hours)
-    for raw_file in uploads_pending_since(now - overdue):
+    pending = uploads_pending_since(
+        now - overdue, max_attempts=s3.max_upload_attempts, given_up_since=now - GIVEN_UP_NOTICE
+    )
+    for raw_file in pending:
         if not raw_file.file_info or not raw_file.backup_base_path:
             log.warning(
                 "%s: copying_done but without file_info or backup_base_path: not uploaded (re-run copy_raw_file)",

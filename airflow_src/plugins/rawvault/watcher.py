@@ -66,10 +66,10 @@ def detect_project_id(raw_file_name: str, project_ids: Iterable[str], fallback_p
     return fallback_project_id
 
 
-def raw_files_on_share(instrument_id: str) -> dict[str, RawFile]:
-    """Registered raw files of one instrument that have not been moved off the share, by name."""
+def raw_files_on_share(instrument_id: str, names: Iterable[str]) -> dict[str, RawFile]:
+    """Registered raw files of one instrument under these share names, not moved off the share, by name."""
     by_name: dict[str, RawFile] = {}
-    for raw_file in list_raw_files_on_share(instrument_id):
+    for raw_file in list_raw_files_on_share(instrument_id, names):
         by_name[raw_file.original_name] = raw_file  # the newest registration of a name wins
     return by_name
 
@@ -102,10 +102,11 @@ def register_new_raw_files(instrument_id: str, settings: Settings) -> list[str]:
     """
     instrument = settings.instruments[instrument_id]
     instrument_type = INSTRUMENT_TYPES[instrument.type]
-    known = raw_files_on_share(instrument_id)
     candidates = list_raw_files(
         instrument_id, instrument.path, instrument_type, skip=[settings.file_mover.target_folder]
     )
+    # Only the names on the share now: what the database knows of them, never the instrument's history.
+    known = raw_files_on_share(instrument_id, [path.name for path in candidates])
     new = [path for path in candidates if not _is_known(path, known.get(path.name))]
     if not new:
         log.info("no new raw files in %s (%d known)", instrument.path, len(known))

@@ -10,19 +10,19 @@ from datetime import date, datetime, timedelta
 
 from rawvault.alerts.delivery import DeliveryReport, Sender, deliver_pending
 from rawvault.alerts.digest import digest_message, digest_subject
-from rawvault.alerts.disks import DiskUsage, disk_observations
+from rawvault.alerts.disks import DiskUsage, disk_observations, free_space_measurements
 from rawvault.alerts.model import Health, Kind, Observation
 from rawvault.alerts.raw_files import (
     STUCK_GRACE,
     SUBJECT_PREFIX,
     RuleContext,
     gone,
-    protected_statuses,
     raw_file_alert_state,
 )
 from rawvault.alerts.reconcile import RecordedChanges, plan_changes, record_changes
 from shared.db.alert_queries import raw_files_by_id, raw_files_needing_attention
 from shared.db.alerts import BASELINE_SUBJECT, alert_records, fresh_delivery, open_alert_records, record_new_alert
+from shared.db.free_space import record_free_space
 from shared.db.models import utc_now
 from shared.settings import Settings
 
@@ -73,7 +73,7 @@ def raw_file_observations(settings: Settings, now: datetime, ui_base_url: str | 
         for raw_file in raw_files_needing_attention(
             overdue_before=now - ctx.deadline,
             lease_expired_before=now - STUCK_GRACE,
-            protected=protected_statuses(ctx.s3),
+            s3=ctx.s3,
         )
     }
     open_ids = [subject.removeprefix(SUBJECT_PREFIX) for subject in open_alert_records([SUBJECT_PREFIX])]
@@ -92,6 +92,8 @@ def run_check(
 ) -> CheckReport:
     """One alert check: observe raw files and disks, record each change of state once, send what is pending."""
     now = now or utc_now()
+    # The Backups page shows the last free space (the api-server may not mount the shares).
+    record_free_space(free_space_measurements(settings, now, disk_usage))
     observations = raw_file_observations(settings, now, ui_base_url) + disk_observations(settings, disk_usage)
     report = CheckReport(observed=len(observations), bad=sum(o.health == Health.BAD for o in observations))
     subjects = [o.subject for o in observations if o.health != Health.UNKNOWN]

@@ -8,8 +8,14 @@ from typing import Any
 
 from rawvault.alerts.disks import DiskUsage, disk_observations
 from rawvault.alerts.model import Health, Kind, summary_message
-from rawvault.alerts.raw_files import SUBJECT_PREFIX, protected_statuses
-from shared.db.alert_queries import backed_up_since, count_by, count_failed, oldest_unprotected
+from rawvault.alerts.raw_files import SUBJECT_PREFIX
+from shared.db.alert_queries import (
+    backed_up_since,
+    count_failed,
+    counts_by_backup_status,
+    counts_by_status,
+    oldest_unprotected,
+)
 from shared.db.alerts import OK_STATE, latest_record, open_alert_records, records_gone_bad_since
 from shared.settings import Settings
 from shared.settings.alerts import GB
@@ -45,7 +51,7 @@ def _new_failures(since: datetime) -> list[str]:
 
 
 def _oldest_unprotected(settings: Settings, now: datetime) -> str:
-    raw_file = oldest_unprotected(protected_statuses(settings.s3_enabled))
+    raw_file = oldest_unprotected(s3=settings.s3_enabled)
     if raw_file is None:
         return "Oldest unprotected raw file: none, every raw file has a verified backup."
     hours = (now - raw_file.created_at).total_seconds() / 3600 if raw_file.created_at else 0
@@ -71,8 +77,8 @@ def digest_message(
     previous = latest_record(SUBJECT_PREFIX_DIGEST)
     since = previous.changed_at if previous is not None else now - timedelta(hours=24)
     open_kinds = Counter(record.kind or "?" for record in open_alert_records([SUBJECT_PREFIX, "disk:"]).values())
-    by_status = count_by("status")
-    by_backup = count_by("backup_status")
+    by_status = counts_by_status()
+    by_backup = counts_by_backup_status(s3=settings.s3_enabled)
     failed = count_failed()
     lines = [
         f"Raw files by status: {_counts(by_status)}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,22 @@ def disk_observations(settings: Settings, disk_usage: DiskUsage = shutil.disk_us
         )
     )
     return observations
+
+
+def free_space_measurements(
+    settings: Settings, now: datetime, disk_usage: DiskUsage = shutil.disk_usage
+) -> list[dict[str, Any]]:
+    """Free and total bytes of every instrument folder and the backup root (unreadable ones left out), to record."""
+    folders = {f"instrument:{iid}": instrument.path for iid, instrument in settings.instruments.items()}
+    folders["backup"] = settings.locations.backup
+    measurements = []
+    for folder_id, path in folders.items():
+        try:
+            usage = disk_usage(path)
+        except OSError:
+            continue  # logged by the observation of the same folder
+        measurements.append(
+            {"id": folder_id, "path": str(path), "free_bytes": int(usage.free), "total_bytes": int(usage.total),
+             "measured_at": now}
+        )  # fmt: skip
+    return measurements

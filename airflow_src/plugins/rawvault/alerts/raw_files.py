@@ -23,11 +23,11 @@ from rawvault.claim import GAVE_UP_MARK
 from rawvault.keys import run_id_for
 from rawvault.purge_errors import check_of
 from rawvault.redrive import GAVE_UP_MARK as REDRIVE_GAVE_UP_MARK
-from shared.db.coverage import protected_statuses  # THE rule of what counts as a verified backup
 from shared.db.models import BackupStatus, RawFile, RawFileStatus, ScrubStatus
+from shared.db.predicates import PURGED_STATUS, is_unprotected, protected_statuses
 
 SUBJECT_PREFIX = "raw_file:"
-PURGED = "purged"  # RawFile.status of a raw file deleted from the share after a re-checked backup
+PURGED = PURGED_STATUS  # RawFile.status of a raw file deleted from the share after a re-checked backup
 # backup_sweeper releases an upload whose claim lease expired at its next sweep; still held this long after
 # the lease ran out, nobody is releasing it (the sweeper is not running).
 STUCK_GRACE = timedelta(hours=1)
@@ -228,12 +228,10 @@ def upload_stuck(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
 
 
 def deadline_breached(raw_file: RawFile, ctx: RuleContext) -> Observation | None:
-    """Acquired longer ago than backup.deadline_hours without a verified backup."""
+    """Acquired longer ago than backup.deadline_hours without a verified backup (the rule of shared.db.predicates)."""
+    if not is_unprotected(raw_file, s3=ctx.s3, overdue_before=ctx.now - ctx.deadline):
+        return None
     created = raw_file.created_at
-    if created is None or created > ctx.now - ctx.deadline or raw_file.status == PURGED:
-        return None
-    if raw_file.backup_status in protected_statuses(ctx.s3):
-        return None
     hours = (ctx.now - created).total_seconds() / 3600
     what = "verified S3 copy" if ctx.s3 else "verified local backup"
     facts = (

@@ -40,10 +40,12 @@ def check_alerts(**context: Any) -> dict[str, Any]:
     """backup_alerts: one check of raw files and free space; record and send each change of state once."""
     from rawvault.alerts.channels import build_senders
     from rawvault.alerts.check import run_check
+    from rawvault.impl.metrics import send_backup_state
 
     settings = get_settings()
     if not settings.alerts.enabled:
         raise AirflowSkipException("alerts.enabled is false in the settings")
+    send_backup_state(settings)  # the state gauges (README "Metrics") at every check
     report = run_check(settings, build_senders(settings.alerts), ui_base_url=ui_base_url())
     _fail_if_nobody_was_told(report.delivery, settings.alerts.channels.names())
     return report.summary()

@@ -56,6 +56,16 @@ def _attempts_from(context: dict[str, Any]) -> int | None:
     return value
 
 
+def _instrument_of(raw_file_id: str) -> str:
+    """The raw file's instrument (metrics tag, asset), or "unknown" when it cannot be read (the upload says why)."""
+    from shared.db.interface import get_raw_file
+
+    try:
+        return get_raw_file(raw_file_id).instrument_id or "unknown"
+    except Exception:
+        return "unknown"
+
+
 @fail_fast
 def retry_upload_to_s3(**context: Any) -> dict[str, Any]:
     """s3_upload_retry: upload one raw file again from its recorded file_info and local backup folder.
@@ -64,13 +74,21 @@ def retry_upload_to_s3(**context: Any) -> dict[str, Any]:
     """
     from rawvault.backup import upload_raw_file
     from rawvault.claim import UploadInProgressError, UploadSupersededError
+    from rawvault.impl.assets import record_backup_event
+    from rawvault.impl.metrics import measured_upload
 
     raw_file_id = raw_file_id_from(context)
     attempts = _attempts_from(context)
+    instrument_id = _instrument_of(raw_file_id)
     try:
-        result = upload_raw_file(raw_file_id, get_settings(), expected_attempts=attempts)
+        result = measured_upload(
+            instrument_id,
+            lambda: upload_raw_file(raw_file_id, get_settings(), expected_attempts=attempts),
+            not_failures=(UploadInProgressError, UploadSupersededError),
+        )
     except (UploadInProgressError, UploadSupersededError) as error:
         raise AirflowSkipException(str(error)) from error
+    record_backup_event(context, instrument_id, raw_file_id, result)
     return {
         RAW_FILE_ID_KEY: raw_file_id,
         "s3_backup_key": result.s3_backup_key,

@@ -74,10 +74,16 @@ def file_mover_disabled(**context: Any) -> None:
 
 
 @fail_fast
-def upload_to_s3(**context: Any) -> dict[str, Any]:
-    """Upload the verified local copy to S3 (file info from compute_checksum's XCom, folder from copy's)."""
+def upload_to_s3(instrument_id: str, **context: Any) -> dict[str, Any]:
+    """Upload the verified local copy to S3 (file info from compute_checksum's XCom, folder from copy's).
+
+    Sends the upload's metrics (:mod:`rawvault.impl.metrics`) and gives the instrument's asset event its extra
+    (:mod:`rawvault.impl.assets`).
+    """
     from rawvault.backup import XcomFileInfo, upload_raw_file
     from rawvault.claim import UploadInProgressError
+    from rawvault.impl.assets import record_backup_event
+    from rawvault.impl.metrics import measured_upload
 
     ti = context["ti"]
     checksum = ti.xcom_pull(task_ids=COMPUTE_CHECKSUM_TASK) or {}
@@ -87,11 +93,17 @@ def upload_to_s3(**context: Any) -> dict[str, Any]:
         part_size=checksum.get("part_size"),
         backup_folder=Path(copy["backup_folder"]) if copy.get("backup_folder") else None,
     )
+    raw_file_id = raw_file_id_from(context)
     try:
-        result = upload_raw_file(raw_file_id_from(context), get_settings(), xcom=xcom)
+        result = measured_upload(
+            instrument_id,
+            lambda: upload_raw_file(raw_file_id, get_settings(), xcom=xcom),
+            not_failures=(UploadInProgressError,),
+        )
     except UploadInProgressError as error:
         # Another run (the sweeper, a second trigger) holds the claim and records the outcome itself.
         raise AirflowSkipException(str(error)) from error
+    record_backup_event(context, instrument_id, raw_file_id, result)
     return {
         "s3_backup_key": result.s3_backup_key,
         "s3_etag": result.s3_etag,

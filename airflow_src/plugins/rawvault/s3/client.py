@@ -118,6 +118,18 @@ def redact_url(url: str | None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def connection_exists(aws_conn_id: str) -> bool:
+    """Whether Airflow can find connection ``aws_conn_id`` (environment variable, secrets backend or database)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+    try:
+        AwsBaseHook.get_connection(aws_conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
 def s3_client_from_connection(
     aws_conn_id: str,
     region: str,
@@ -151,7 +163,8 @@ def s3_client_from_connection(
             f"the Airflow connection {aws_conn_id!r} (backup.s3.aws_conn_id) does not exist: define it in the "
             f"Airflow UI or as environment variable AIRFLOW_CONN_{aws_conn_id.upper()} "
             '(e.g. {"conn_type": "aws", "login": "<access key id>", "password": "<secret>", '
-            '"extra": {"region_name": "..."}})'
+            '"extra": {"region_name": "...", "endpoint_url": "http://<s3 host>:<port>"}}; leave out endpoint_url '
+            "for AWS S3)"
         ) from None
     config = client_config(
         max_pool_connections,

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -176,6 +177,7 @@ def check_complete_set(
     raw_file_id: str,
     metadata: Mapping[str, str] | None = None,
     etag_shape: EtagShape = EtagShape.PART_MD5S,
+    concurrency: int = 8,
 ) -> SetState:
     """Whether the set recorded as complete is complete in S3; reads the manifest and HEADs every object.
 
@@ -186,7 +188,8 @@ def check_complete_set(
     the local file could prove (SSE-KMS, the manifest does not vouch for it)
     is a problem for the upload to settle. S3 errors are raised (classified),
     so an unreachable S3 is never taken for an incomplete set. ``etag_shape``:
-    the store's multipart ETag shape as probed (default: AWS's).
+    the store's multipart ETag shape as probed (default: AWS's). The HEADs go
+    ``concurrency`` at a time.
     """
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
     result = UploadResult(bucket, key_prefix, raw_file_id, layout.manifest_key)
@@ -196,9 +199,13 @@ def check_complete_set(
     except ExistingObjectMismatchError as error:
         found, state.problems[MANIFEST_ENTRY] = None, str(error)
     listed = found[0].get("files") or {} if found else {}
+    expectations = {
+        path: expected_object(entry, layout.keys[path], listed.get(path)) for path, entry in layout.recorded.items()
+    }
+    heads = _head_all(client, bucket, [expected.key for expected in expectations.values()], concurrency)
     for path, entry in layout.recorded.items():
-        expected = expected_object(entry, layout.keys[path], listed.get(path))
-        response = head(client, bucket, expected.key)
+        expected = expectations[path]
+        response = heads[expected.key]
         verdict = check_object(response, expected, etag_shape=etag_shape)
         if not verdict.ok or response is None:
             state.problems[path] = verdict.problem
@@ -219,3 +226,9 @@ def check_complete_set(
             state.problems[MANIFEST_ENTRY] = f"records other S3 ETags or checksums for {', '.join(stale)}"
     result.manifest_etag = found[1] if found else ""
     return state
+
+
+def _head_all(client: S3Client, bucket: str, keys: list[str], concurrency: int) -> dict[str, dict[str, Any] | None]:
+    """``head()`` of every key, ``concurrency`` at a time (a set of many small files waits for none of them)."""
+    with ThreadPoolExecutor(max(1, min(concurrency, len(keys) or 1)), thread_name_prefix="rawvault-head") as pool:
+        return dict(zip(keys, pool.map(lambda key: head(client, bucket, key), keys), strict=True))

@@ -20,9 +20,11 @@ upload and any failure aborts it, so a 50 GB acquisition that fails after
    SHA-256 when S3 reports one. A part that does not match is uploaded again
    (S3 replaces a part uploaded under the same number).
 3. **Uploads** the missing parts in a bounded thread pool
-   (``max_concurrency``), each streamed from the file (never more than a read
-   buffer in memory per thread) with a SHA-256 flexible checksum that S3
-   validates before it stores the part.
+   (``max_concurrency``; the set's shared pool of part slots when the files
+   of a set are uploaded side by side, see :mod:`rawvault.s3.upload`), at
+   most ``max_concurrency`` parts of the file queued at a time, each streamed
+   from the file (never more than a read buffer in memory per thread) with a
+   SHA-256 flexible checksum that S3 validates before it stores the part.
 4. **Completes** with every part's ETag and SHA-256 (S3 checks them against
    the stored parts) and ``If-None-Match: *``: S3 refuses to replace an
    object that appeared at the key meanwhile (:class:`ObjectAppearedError`).
@@ -57,8 +59,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,6 +131,8 @@ def upload_multipart(
     guard: Guard | None = None,
     kms: bool = False,
     caps: StoreCapabilities | None = None,
+    part_pool: Executor | None = None,
+    stop: threading.Event | None = None,
 ) -> MultipartOutcome:
     """Upload ``source`` (``size`` bytes) to ``key`` as a multipart upload, resuming an unfinished one.
 
@@ -136,9 +141,10 @@ def upload_multipart(
     an upload is started or resumed, and ``on_upload_id(key, None)`` when it
     is completed or aborted (to record it on the raw file). ``guard()`` is
     called before every request that changes S3 and raises to stop the
-    upload (e.g. the run lost its claim on the raw file). ``caps`` is what
-    the store can do (``None``: AWS). See the module docstring for resumption
-    and failures. Raises an :class:`S3BackupError`.
+    upload (e.g. the run lost its claim on the raw file). ``caps`` is what the store can do (``None``: AWS).
+    ``part_pool`` runs the part requests (default: ``max_concurrency`` threads of this upload's own); ``stop``,
+    set on the first failure, stops starting parts (shared by the files of a set, which keep their uploads to
+    resume). See the module docstring for resumption and failures. Raises an :class:`S3BackupError`.
     """
     target = f"s3://{bucket}/{key}"
     plan = plan_parts(size, part_size)
@@ -148,10 +154,10 @@ def upload_multipart(
     upload_id, stored = resume_or_start(
         client, bucket, key, plan, create_args, known_upload_id, record, check, checksum
     )
-    state = _PartsState()
+    state = _PartsState(stop)
     sender = _PartSender(client, bucket, key, upload_id, source, stored, state, progress, check, kms, checksum)
     try:
-        _upload_parts(sender, plan, max_concurrency)
+        _upload_parts(sender, plan, max_concurrency, part_pool)
         check()
         condition = complete_condition_args(caps)
         if not condition:
@@ -165,21 +171,17 @@ def upload_multipart(
     record(key, None)
     log.info(
         "%s: multipart upload %s completed (%d parts: %d uploaded, %d resumed from an earlier run)",
-        target,
-        upload_id,
-        len(plan),
-        state.uploaded,
-        state.resumed,
-    )
+        target, upload_id, len(plan), state.uploaded, state.resumed,
+    )  # fmt: skip
     return MultipartOutcome(upload_id, response, len(plan), state.uploaded, state.resumed)
 
 
 class _PartsState:
     """Completed parts, shared by the upload threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event | None = None) -> None:
         self.lock = threading.Lock()
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.completed: dict[int, CompletedPartTypeDef] = {}
         self.uploaded = 0
         self.resumed = 0
@@ -252,30 +254,50 @@ class _PartSender:
         self.state.done(part.number, response["ETag"], response.get("ChecksumSHA256"), resumed=False)
 
 
-def _upload_parts(sender: _PartSender, plan: list[PartPlan], max_concurrency: int) -> None:
-    """Every part of ``plan`` in a bounded pool; the first failure stops the others and is raised."""
+def _upload_parts(
+    sender: _PartSender, plan: list[PartPlan], max_concurrency: int, part_pool: Executor | None = None
+) -> None:
+    """Every part of ``plan`` through ``part_pool`` (or a pool of its own), at most ``max_concurrency`` queued.
+
+    The first failure stops the parts not yet started (and, through the shared
+    stop event, the other files of the set) and is raised once the parts in
+    flight are done.
+    """
     state = sender.state
-    pool = ThreadPoolExecutor(max_workers=max(1, min(max_concurrency, len(plan))), thread_name_prefix="rawvault-part")
-    futures: list[Future[None]] = [pool.submit(sender.send, part) for part in plan]
+    window = max(1, min(max_concurrency, len(plan)))
+    pool = part_pool or ThreadPoolExecutor(max_workers=window, thread_name_prefix="rawvault-part")
+    waiting: deque[PartPlan] = deque(plan)
+    running: set[Future[None]] = set()
+    first_error: BaseException | None = None
     try:
-        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+        while waiting or running:
+            while waiting and len(running) < window and not state.stop.is_set():
+                running.add(pool.submit(sender.send, waiting.popleft()))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                error = None if future.cancelled() else future.exception()
+                if error is not None and first_error is None:
+                    first_error = error
+                    state.stop.set()
     except BaseException:
         # Interrupted (task timeout, SIGTERM): stop starting parts and leave at once.
         state.stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
+        for future in running:
+            future.cancel()
+        if part_pool is None:
+            pool.shutdown(wait=False, cancel_futures=True)
         raise
-    errors = [future.exception() for future in futures if future in done and future.exception() is not None]
-    if errors:
-        state.stop.set()
-    pool.shutdown(wait=True, cancel_futures=True)  # parts in flight finish (they are complete or fail)
-    if errors:
-        error = errors[0]
-        assert error is not None
-        raise error
+    if part_pool is None:
+        pool.shutdown(wait=True)
+    if first_error is not None:
+        raise first_error
     missing = [part.number for part in plan if part.number not in state.completed]
-    if missing:  # cannot happen unless a part was skipped after a stop
+    if missing:  # the set stopped (another file failed) before these parts started
         raise S3TransientError(
-            f"parts {missing[:10]} of s3://{sender.bucket}/{sender.key} were not uploaded; the next run resumes them"
+            f"parts {missing[:10]} of s3://{sender.bucket}/{sender.key} were not uploaded (the upload stopped); "
+            "the next run resumes them"
         )
 
 

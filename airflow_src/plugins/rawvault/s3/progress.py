@@ -67,6 +67,19 @@ class ProgressReporter:
             line = self._line(now)
         self.logger.info("%s", line)
 
+    def snapshot(self) -> dict[str, float]:
+        """Bytes done and total, the average rate (bytes/s) and the ETA (s; -1 while unknown), for a record."""
+        with self._lock:
+            done, elapsed = self.done_bytes, self.clock() - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        remaining = max(0, self.total_bytes - done)
+        return {
+            "bytes_done": done,
+            "bytes_total": self.total_bytes,
+            "bytes_per_second": round(rate, 1),
+            "eta_seconds": round(remaining / rate, 1) if rate > 0 else -1,
+        }
+
     def finish(self) -> None:
         """Log the final line (total, average rate, elapsed time)."""
         with self._lock:

@@ -4,11 +4,12 @@
 
 1. **Check** (nothing is uploaded yet): validate every path and recorded
    ``[size, md5, etag]`` against the part size; read an existing manifest (a
-   different one fails); ``head_object`` every key. An object with the
-   recorded size and ETag is skipped; a different object fails the whole set
-   (:class:`ExistingObjectMismatchError`) and is never overwritten. Every
-   missing file must exist locally with its recorded size.
-2. **Upload** the missing files one by one: a single PUT when
+   different one fails); ``head_object`` every key (``max_concurrency`` at a
+   time). An object with the recorded size and ETag is skipped; a different
+   object fails the whole set (:class:`ExistingObjectMismatchError`) and is
+   never overwritten. Every missing file must exist locally with its size.
+2. **Upload** the missing files side by side, sharing ``max_concurrency``
+   part slots (:mod:`rawvault.s3.parallel`): a single PUT when
    ``size <= part_size``, else a resumable multipart upload with parts of
    exactly ``part_size`` (:mod:`rawvault.s3.multipart`), so S3's ETag is the
    recorded one. An unfinished multipart upload of the key left by an earlier
@@ -20,7 +21,8 @@
    server-side encryption and metadata (raw file id, instrument, the file's
    MD5). A transient failure (network, S3 5xx after botocore's retries) keeps
    the unfinished multipart upload for the next run to resume; any other
-   failure aborts it. The first failure stops the set.
+   failure aborts it. The first failure stops the set (nothing starts after
+   it; interrupted multipart uploads are kept) and is raised.
 3. **Manifest** (:mod:`rawvault.s3.manifest`), written last, after every
    object is verified (on a store that does not refuse overwrites, every
    object is checked once more by HEAD right before it: one replaced since
@@ -70,7 +72,8 @@ preceded by a HEAD of its key under ``guard`` (see :mod:`rawvault.s3.put`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +85,7 @@ from rawvault.s3.file_set import SetLayout, SetState, UploadResult, check_comple
 from rawvault.s3.keys import s3_url
 from rawvault.s3.multipart_resume import UploadIdCallback
 from rawvault.s3.objects import VerificationMode, etag_of, head
+from rawvault.s3.parallel import upload_side_by_side
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, format_bytes
 from rawvault.s3.put import ObjectSettings, forbid_overwrites
 from rawvault.s3.upload_file import (
@@ -126,6 +130,7 @@ def upload_file_set(
     guard: Callable[[], None] | None = None,
     capabilities: StoreCapabilities | None = None,
     bandwidth_status: Callable[[], str | None] | None = None,
+    on_progress: Callable[[ProgressReporter], None] | None = None,
 ) -> UploadResult:
     """Upload the files of ``file_info`` from ``source_folder`` to ``bucket`` under ``key_prefix``.
 
@@ -139,6 +144,8 @@ def upload_file_set(
     started/resumed or completed/aborted; ``guard()`` is called before every request that changes S3 and
     raises to stop the upload (the caller lost its claim on the raw file). ``capabilities``: what the
     bucket's store can do (``None``: AWS); ``bandwidth_status()``: the limit and throughput, for progress.
+    ``on_progress(reporter)`` receives the upload's progress reporter once the bytes to send are known (the
+    claim's heartbeat records its :meth:`~rawvault.s3.progress.ProgressReporter.snapshot`).
     """
     settings, metadata, check = object_settings or ObjectSettings(), dict(metadata or {}), guard or (lambda: None)
     layout = SetLayout.of(key_prefix, file_info, raw_file_id)
@@ -148,18 +155,14 @@ def upload_file_set(
     # Phase 1: check everything before uploading anything.
     hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check, capabilities)
     existing = _existing_manifest(client, result, layout, part_size, metadata)
-    to_upload = _check_phase(client, result, layout, source_folder, part_size, existing, hooks)
+    to_upload = _check_phase(client, result, layout, source_folder, part_size, existing, hooks, settings)
 
-    # Phase 2: upload, verify, stop at the first failure.
+    # Phase 2: upload and verify, side by side; the first failure stops the set.
     forbid_overwrites(client, capabilities)
-    for path, uploaded in _upload_phase(
-        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks,
-        ProgressReporter(
-            sum(entry.size for entry in to_upload), label=f"uploading {raw_file_id} to {result.s3_backup_key}",
-            interval=progress_interval, status=bandwidth_status,
-        ),
-    ):  # fmt: skip
-        result.objects[path] = uploaded
+    progress = _progress_of(result, to_upload, progress_interval, on_progress, bandwidth_status)
+    result.objects.update(_upload_phase(
+        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress
+    ))  # fmt: skip
 
     # Phase 3: the manifest, last: every object is verified now.
     result.objects = {path: result.objects[path] for path in layout.recorded}
@@ -169,6 +172,25 @@ def upload_file_set(
     _put_manifest(client, result, manifest, existing, settings, metadata, check, capabilities)
     _log_complete(result)
     return result
+
+
+def _progress_of(
+    result: UploadResult,
+    to_upload: list[RecordedFile],
+    interval: float,
+    on_progress: Callable[[ProgressReporter], None] | None,
+    bandwidth_status: Callable[[], str | None] | None,
+) -> ProgressReporter:
+    """The progress reporter of the bytes to send, handed to ``on_progress`` (the claim's heartbeat records it)."""
+    progress = ProgressReporter(
+        sum(entry.size for entry in to_upload),
+        label=f"uploading {result.raw_file_id} to {result.s3_backup_key}",
+        interval=interval,
+        status=bandwidth_status,
+    )
+    if on_progress is not None:
+        on_progress(progress)
+    return progress
 
 
 def _put_manifest(
@@ -242,27 +264,19 @@ def _upload_phase(
     metadata: Mapping[str, str],
     hooks: MultipartHooks,
     progress: ProgressReporter,
-) -> Iterator[tuple[str, UploadedObject]]:
-    """Upload and verify the missing files one by one (the guard before each); the first failure stops the set."""
-    for entry in to_upload:
-        hooks.guard()
+) -> dict[str, UploadedObject]:
+    """Upload and verify the missing files side by side (see the module docstring); return them by path."""
+    if not to_upload:
+        return {}
+
+    def upload_one(entry: RecordedFile, hooks: MultipartHooks) -> UploadedObject:
         expected = expected_object(entry, layout.keys[entry.path])
-        yield (
-            entry.path,
-            upload_file(
-                client,
-                result.bucket,
-                expected,
-                source_folder / entry.path,
-                part_size,
-                settings,
-                metadata,
-                progress,
-                hooks,
-            ),
-        )
-    if to_upload:
-        progress.finish()
+        source = source_folder / entry.path
+        return upload_file(client, result.bucket, expected, source, part_size, settings, metadata, progress, hooks)
+
+    uploaded = upload_side_by_side(to_upload, upload_one, settings.max_concurrency, hooks)
+    progress.finish()
+    return uploaded
 
 
 def _existing_manifest(
@@ -290,20 +304,29 @@ def _check_phase(
     part_size: int,
     existing_manifest: tuple[dict[str, Any], str] | None,
     hooks: MultipartHooks,
+    settings: ObjectSettings,
 ) -> list[RecordedFile]:
-    """HEAD every key: accept verified objects into ``result``, return the files to upload (checked locally)."""
+    """HEAD every key (``max_concurrency`` at a time): accept verified objects into ``result``, return the rest."""
     manifest_files = (existing_manifest[0] if existing_manifest else {}).get("files", {})
-    to_upload: list[RecordedFile] = []
-    for path, entry in layout.recorded.items():
+
+    def check(path: str, entry: RecordedFile) -> UploadedObject | None:
         found = head(client, result.bucket, layout.keys[path])
         if found is None:
             check_source(source_folder / path, entry)
-            to_upload.append(entry)
-            continue
+            return None
         expected = expected_object(entry, layout.keys[path], manifest_files.get(path))
-        result.objects[path] = accept_existing(
-            client, found, expected, result.bucket, source_folder / path, part_size, hooks.caps
-        )
+        return accept_existing(client, found, expected, result.bucket, source_folder / path, part_size, hooks.caps)
+
+    to_upload: list[RecordedFile] = []
+    workers = max(1, min(settings.max_concurrency, len(layout.recorded)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="rawvault-head") as pool:  # map(): in set order
+        for (path, entry), existing in zip(
+            layout.recorded.items(), pool.map(check, layout.recorded, layout.recorded.values()), strict=True
+        ):
+            if existing is None:
+                to_upload.append(entry)
+            else:
+                result.objects[path] = existing
     log.info(
         "%s -> %s: %d of %d files to upload (%s), %d already there (%s, verified)",
         result.raw_file_id,

@@ -18,7 +18,9 @@ given at CreateMultipartUpload) gets it set afterwards, counted from its
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -77,12 +79,21 @@ class UploadedObject:
 
 @dataclass
 class MultipartHooks:
-    """What an upload needs from the caller: recorded upload ids, a recorder, the guard, the store's capabilities."""
+    """What an upload needs: recorded upload ids, a recorder, the guard, the store's capabilities, the part slots.
+
+    ``part_pool`` runs every request that sends data (a single PUT, each part
+    of a multipart upload): the files of a set share it, so at most its
+    number of threads are in flight; ``None``: each multipart upload has a
+    pool of its own and a PUT runs in the calling thread. ``stop`` is the
+    set's stop event (set on its first failure).
+    """
 
     known: dict[str, str]
     on_upload_id: UploadIdCallback | None
     guard: Callable[[], None]
     caps: StoreCapabilities | None = None  # None: AWS behaviour
+    part_pool: Executor | None = None
+    stop: threading.Event | None = None
 
     @property
     def overwrites_refused(self) -> bool:
@@ -222,10 +233,17 @@ def _send(
         **settings.data_args(),
     }
     if multipart_parts(entry.size, part_size) is None:
-        put_file(
-            client, bucket, key, source, entry.size, object_args, progress, what=entry.path, caps=hooks.caps,
-            guard=hooks.guard,
-        )  # fmt: skip
+
+        def put() -> None:
+            put_file(
+                client, bucket, key, source, entry.size, object_args, progress, what=entry.path, caps=hooks.caps,
+                guard=hooks.guard,
+            )  # fmt: skip
+
+        if hooks.part_pool is None:
+            put()
+        else:  # a part slot of the set, like any part
+            hooks.part_pool.submit(put).result()
         return 0, 0
     outcome = upload_multipart(
         client,
@@ -242,6 +260,8 @@ def _send(
         guard=hooks.guard,
         kms=settings.kms,
         caps=hooks.caps,
+        part_pool=hooks.part_pool,
+        stop=hooks.stop,
     )
     return outcome.parts_uploaded, outcome.parts_resumed
 
