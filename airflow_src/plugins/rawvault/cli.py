@@ -140,10 +140,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_report_parser(
-    commands: argparse._SubParsersAction, name: str, summary: str, description: str
-) -> argparse.ArgumentParser:
-    """A subcommand that prints a report: a table, or JSON with ``--json``; its own options are added by the caller."""
+# The subcommands that print a report: name -> (one-line summary for --help, description of the command).
+REPORT_COMMANDS = {
+    "coverage": (
+        "list raw files past backup.deadline_hours without a verified backup (exit 1 when any)",
+        "List every raw file acquired more than backup.deadline_hours ago without a verified S3 copy "
+        "(backup_type local: without a verified local copy), with its status, backup status, age and reason. "
+        "Exits 1 when there is any, 0 when there is none.",
+    ),
+    "verify": (
+        "check the S3 backups of upload_done raw files with head_object (--read-data: re-read the data)",
+        "Check every upload_done raw file (or those matching the filters, or a random sample) "
+        "against S3: each file's object exists with the recorded size and ETag, and the manifest exists. "
+        "With --read-data, also download every object (ranged GETs) and re-hash it, and re-hash the local "
+        "backup copies, against the recorded checksums (scrubbing; the result is recorded on each raw file). "
+        "Exits 1 when anything is missing or different.",
+    ),
+    "purge": (
+        "show what the purge (file_remover) would delete on one instrument, and why every other set is kept",
+        "Run every check of the purge on the instrument's moved sets (the share and the local backup "
+        "read again, S3 checked by HEAD) and print what a run would delete and why each other set is kept. Deletes "
+        "nothing and writes nothing: deleting is the file_remover.<instrument> DAG's job. Exits 1 when a check "
+        "keeps a set.",
+    ),
+}
+
+
+def _add_report_parser(commands: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    """Report subcommand ``name`` (texts from REPORT_COMMANDS) with ``--json``; the caller adds its own options."""
+    summary, description = REPORT_COMMANDS[name]
     report = commands.add_parser(name, help=summary, description=description)
     report.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     return report
@@ -151,29 +176,13 @@ def _add_report_parser(
 
 def _add_coverage_parser(commands: argparse._SubParsersAction) -> None:
     """The ``coverage`` subcommand: raw files past backup.deadline_hours without a verified backup."""
-    coverage = _add_report_parser(
-        commands,
-        "coverage",
-        "list raw files past backup.deadline_hours without a verified backup (exit 1 when any)",
-        "List every raw file acquired more than backup.deadline_hours ago without a verified S3 copy "
-        "(backup_type local: without a verified local copy), with its status, backup status, age and reason. "
-        "Exits 1 when there is any, 0 when there is none.",
-    )
+    coverage = _add_report_parser(commands, "coverage")
     coverage.add_argument("--instrument", help="only raw files of this instrument id")
 
 
 def _add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``verify`` subcommand and its options."""
-    verify = _add_report_parser(
-        commands,
-        "verify",
-        "check the S3 backups of upload_done raw files with head_object (--read-data: re-read the data)",
-        "Check every upload_done raw file (or those matching the filters, or a random sample) "
-        "against S3: each file's object exists with the recorded size and ETag, and the manifest exists. "
-        "With --read-data, also download every object (ranged GETs) and re-hash it, and re-hash the local "
-        "backup copies, against the recorded checksums (scrubbing; the result is recorded on each raw file). "
-        "Exits 1 when anything is missing or different.",
-    )
+    verify = _add_report_parser(commands, "verify")
     verify.add_argument("--instrument", help="only raw files of this instrument id")
     verify.add_argument("--project", help="only raw files of this project id")
     verify.add_argument("--raw-file-id", help="only this raw file")
@@ -209,15 +218,7 @@ def _positive_gb(text: str) -> float:
 
 
 def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
-    purge = _add_report_parser(
-        commands,
-        "purge",
-        "show what the purge (file_remover) would delete on one instrument, and why every other set is kept",
-        "Run every check of the purge on the instrument's moved sets (the share and the local backup "
-        "read again, S3 checked by HEAD) and print what a run would delete and why each other set is kept. Deletes "
-        "nothing and writes nothing: deleting is the file_remover.<instrument> DAG's job. Exits 1 when a check "
-        "keeps a set.",
-    )
+    purge = _add_report_parser(commands, "purge")
     purge.add_argument("--dry-run", action="store_true", help="required: report only (the only mode here)")
     purge.add_argument("--instrument", required=True, help="instrument id (as under instruments: in the settings)")
 
