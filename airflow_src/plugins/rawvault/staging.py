@@ -261,12 +261,18 @@ class StagedCopy:
         self._error: BaseException | None = None
 
     def __enter__(self) -> StagedCopy:
-        make_staging_folder(self.path.parent, self.backup_root)
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            self._descriptor = os.open(self.path, flags, 0o600)
-        except OSError as error:
-            raise self._describe(error) from error
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for attempt in range(2):
+            make_staging_folder(self.path.parent, self.backup_root)
+            try:
+                self._descriptor = os.open(self.path, flags, 0o600)
+                break
+            except FileNotFoundError:
+                # A concurrent run's discard removed the folder while it was empty: create it again, once.
+                if attempt:
+                    raise
+            except OSError as error:
+                raise self._describe(error) from error
         _try_lock(self._descriptor, fcntl.LOCK_EX)
         return self
 
