@@ -15,6 +15,12 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 env_file="$repo/.rawvault-run/env"
 if [[ -z "${RAWVAULT_ENV:-}${RAWVAULT_CONFIG:-}${RAWVAULT_MONGO_URI:-}" && -f "$env_file" ]]; then
+  # It is sourced (run as shell code): only a file of this user that nobody else may write.
+  if [[ ! -O "$env_file" || -n "$(find "$env_file" -maxdepth 0 -perm /022)" ]]; then
+    echo "rawvault: not reading $env_file: it must belong to $(id -un) and be writable by nobody else" \
+      "(scripts/run_local.sh writes it with mode 0600); fix or delete it, or set RAWVAULT_ENV yourself" >&2
+    exit 2
+  fi
   echo "rawvault: no environment set: using the local stack's settings from $env_file (written by scripts/run_local.sh)" >&2
   set -a
   # shellcheck source=/dev/null

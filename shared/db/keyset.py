@@ -121,8 +121,14 @@ def prefix_range(prefix: str) -> dict[str, str]:
     end = prefix
     while end and ord(end[-1]) == 0x10FFFF:
         end = end[:-1]
-    upper = end[:-1] + chr(ord(end[-1]) + 1) if end else None
+    upper = end[:-1] + _next_code_point(end[-1]) if end else None
     return {"$gte": prefix, "$lt": upper} if upper else {"$gte": prefix}
+
+
+def _next_code_point(char: str) -> str:
+    """The character after ``char`` that BSON can encode: the surrogates (U+D800-U+DFFF) are skipped."""
+    following = ord(char) + 1
+    return chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)
 
 
 def key_of(row: Mapping[str, Any], by_id: bool) -> Key:

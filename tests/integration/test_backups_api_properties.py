@@ -90,6 +90,11 @@ def _assert_answer(response: Any, route: str, params: list) -> None:
 @example(params=[("cursor", "x" * 3000)], route="/raw-files")
 @example(params=[("stuck_after_hours", "nan")], route="/raw-files/counts")
 @example(params=[("q", "(" * 200)], route="/raw-files")
+# The next code point after U+D7FF is a surrogate, which BSON cannot encode (both were 500s).
+@example(params=[("q", "\ud7ff")], route="/raw-files")
+@example(params=[("q", "a\ud7ff")], route="/raw-files/counts")
+# A cursor whose id is a lone surrogate ("i":"\ud800").
+@example(params=[("cursor", "eyJkIjoibmV4dCIsImciOjIsInQiOm51bGwsImkiOiJcdWQ4MDAifQ")], route="/raw-files")
 @example(params=[("instrument", '{"$ne": null}'), ("project", "$where")], route="/raw-files")
 def test_any_query_gives_a_page_or_a_422_never_a_500(client: TestClient, params: list, route: str) -> None:
     _assert_answer(client.get(route, params=params), route, params)

@@ -41,3 +41,17 @@ def test_the_script_reads_the_local_stacks_env_file_only_when_nothing_is_set(tmp
         timeout=120,
     )  # fmt: skip
     assert "using the local stack's settings" not in own.stderr and "RAWVAULT_MONGO_URI is not set" in own.stderr
+
+
+def test_the_script_refuses_an_env_file_others_may_write(tmp_path: Path) -> None:
+    """The file is sourced as shell code: one that group or others may write is refused before it runs."""
+    script = _script_copy(tmp_path)
+    env_file = tmp_path / ".rawvault-run" / "env"
+    write_env_file(env_file, {"RAWVAULT_ENV": "local"}, header="t")
+    marker = tmp_path / "ran"
+    env_file.write_text(f"touch {marker}\n")
+    env_file.chmod(0o622)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAWVAULT_", "AIRFLOW_CONN_"))}
+    refused = subprocess.run(["bash", str(script), "coverage"], env=clean, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "writable by nobody else" in refused.stderr, refused.stderr
+    assert not marker.exists()

@@ -72,6 +72,8 @@ class RawFileFilter:
         object.__setattr__(self, "search", self.search.strip())
         if len(self.search) > MAX_SEARCH_CHARS:
             raise InvalidFilterError(f"q: {len(self.search)} characters; use at most {MAX_SEARCH_CHARS}")
+        if not _is_utf8(self.search):
+            raise InvalidFilterError("q: not valid text (a lone surrogate); search by the start of a raw file id")
         unknown = sorted(set(self.backup_status) - set(BACKUP_STATUS_FILTER_VALUES))
         if unknown:
             raise InvalidFilterError(
@@ -171,9 +173,18 @@ def decode_cursor(cursor: str) -> tuple[Position, bool]:
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise InvalidFilterError(f"cursor: {_CURSOR_HELP}") from None
     valid_time = created_at.tzinfo is not None if created_at is not None else group == REST_GROUP
-    if group not in GROUPS or not isinstance(raw_file_id, str) or not valid_time:
+    if group not in GROUPS or not isinstance(raw_file_id, str) or not _is_utf8(raw_file_id) or not valid_time:
         raise InvalidFilterError(f"cursor: {_CURSOR_HELP}")
     return Position(group, Key(created_at, raw_file_id)), forward
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` can be sent to MongoDB (BSON strings are UTF-8: a lone surrogate is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def stuck_after_from_env() -> timedelta:
