@@ -6,8 +6,9 @@ Two halves, one per task:
   once and, from the same buffers, computes its size, MD5 and S3 ETag and
   writes a staged copy into the run's private staging folder of the local
   backup (:mod:`rawvault.staging`: ``<backup root>/.rawvault-staging/<token>/``,
-  ``O_EXCL``, fsynced), never beside a published file. A file whose final name is already in the backup is only hashed
-  (one read all the same); the copy step compares the two.
+  ``O_EXCL``, fsynced), never beside a published file. A file whose final
+  name is already in the backup is only hashed (one read all the same); the
+  copy step compares the two.
 - :func:`publish_raw_file_set` (``copy_raw_file``): verifies every staged copy
   of the recorded run (size, and MD5 read back from the backup disk) before
   publishing any, then gives each its final name with the no-overwrite link
