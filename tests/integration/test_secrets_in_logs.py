@@ -31,9 +31,7 @@ from devtools.servers import free_port, local_s3_client
 from rawvault.keys import FILE_MOVER_QUEUE, MAINTENANCE_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE
 from rawvault.s3.buckets import bucket_name
 from shared.db import interface
-from tests.data_factory import make_thermo
-from tests.integration.secret_scan import log_files, scan
-from tests.integration.test_celery_e2e import (
+from tests.celery_e2e_fixtures import (
     BUCKET_PREFIX,
     E2E,
     FINISHED_RUN_STATES,
@@ -42,13 +40,15 @@ from tests.integration.test_celery_e2e import (
     MOVER,
     PROJECT,
     WATCHER,
-    _dag_known,
-    _describe,
-    _run_for,
-    _task_instances,
-    _wait,
-    _write_settings,
+    dag_known,
+    describe_run,
+    run_for,
+    task_instances,
+    wait_for,
+    write_settings,
 )
+from tests.data_factory import make_thermo
+from tests.integration.secret_scan import log_files, scan
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -89,17 +89,17 @@ def _run_the_pipeline(e2e: E2E, raw_file_id: str) -> None:
     """Watcher, handler (upload fails: no bucket), file mover; bucket created, upload cleared and done."""
     api = e2e.stack.api
     api.post(f"/api/v2/dags/{WATCHER}/dagRuns", {"logical_date": None})
-    handler_run = _wait(
+    handler_run = wait_for(
         e2e,
         f"{HANDLER} to finish for {raw_file_id}",
-        lambda: (run := _run_for(e2e, HANDLER, raw_file_id)) and run["state"] in FINISHED_RUN_STATES and run,
+        lambda: (run := run_for(e2e, HANDLER, raw_file_id)) and run["state"] in FINISHED_RUN_STATES and run,
         300,
-        lambda: _describe(e2e, HANDLER, (_run_for(e2e, HANDLER, raw_file_id) or {}).get("dag_run_id"), raw_file_id),
+        lambda: describe_run(e2e, HANDLER, (run_for(e2e, HANDLER, raw_file_id) or {}).get("dag_run_id"), raw_file_id),
     )
     run_id = handler_run["dag_run_id"]
-    _wait(e2e, f"{MOVER} to finish", lambda: (run := _run_for(e2e, MOVER, raw_file_id)) and
+    wait_for(e2e, f"{MOVER} to finish", lambda: (run := run_for(e2e, MOVER, raw_file_id)) and
           run["state"] in FINISHED_RUN_STATES and run, 120, lambda: "")  # fmt: skip
-    assert _task_instances(e2e, HANDLER, run_id)["upload_to_s3"]["state"] == "failed"
+    assert task_instances(e2e, HANDLER, run_id)["upload_to_s3"]["state"] == "failed"
 
     e2e.s3.create_bucket(Bucket=bucket_name(BUCKET_PREFIX, PROJECT))
     clear = {
@@ -110,24 +110,24 @@ def _run_the_pipeline(e2e: E2E, raw_file_id: str) -> None:
         **dict.fromkeys(("include_upstream", "include_downstream", "include_future", "include_past"), False),
     }
     api.post(f"/api/v2/dags/{HANDLER}/clearTaskInstances", clear)
-    retried = _wait(
+    retried = wait_for(
         e2e,
         "the cleared upload_to_s3 to finish",
         lambda: (
-            (ti := _task_instances(e2e, HANDLER, run_id)["upload_to_s3"])["try_number"] >= 2
+            (ti := task_instances(e2e, HANDLER, run_id)["upload_to_s3"])["try_number"] >= 2
             and ti["state"] in ("success", "failed")
             and ti
         ),
         240,
-        lambda: _describe(e2e, HANDLER, run_id, raw_file_id),
+        lambda: describe_run(e2e, HANDLER, run_id, raw_file_id),
     )
-    assert retried["state"] == "success", _describe(e2e, HANDLER, run_id, raw_file_id)
+    assert retried["state"] == "success", describe_run(e2e, HANDLER, run_id, raw_file_id)
 
 
 def _run_the_verifier(e2e: E2E) -> None:
     api = e2e.stack.api
     run = api.post(f"/api/v2/dags/{VERIFIER}/dagRuns", {"logical_date": None, "conf": {"sample": 0}})
-    finished = _wait(
+    finished = wait_for(
         e2e,
         f"{VERIFIER} to finish",
         lambda: (
@@ -164,7 +164,7 @@ def _run_the_cli(stack_env: dict[str, str], out_dir: Path, raw_file_id: str, wro
 def _start_stack(paths: StackPaths, root: Path, monkeypatch: pytest.MonkeyPatch, secret: dict[str, str]) -> E2E:
     """The Celery e2e stack with ``secret``'s values in its connections and a MongoDB that requires its password."""
     mongo, s3_server = start_data_servers(paths, mongo_credentials=("rawvault", secret["MongoDB password"]))
-    pipeline = _write_settings(root / "env")
+    pipeline = write_settings(root / "env")
     monkeypatch.setenv("RAWVAULT_CONFIG", str(pipeline.config_path))
     monkeypatch.setenv(interface.ENV_VAR_MONGO_URI, mongo.uri)
     interface.connect_db(mongo.uri)
@@ -207,7 +207,7 @@ def test_no_secret_reaches_any_log(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     secret = _secrets()
     try:
         e2e = _start_stack(paths, tmp_path, monkeypatch, secret)
-        _wait(e2e, "the DAGs to be parsed", lambda: all(_dag_known(e2e, d) for d in (WATCHER, HANDLER, VERIFIER)),
+        wait_for(e2e, "the DAGs to be parsed", lambda: all(dag_known(e2e, d) for d in (WATCHER, HANDLER, VERIFIER)),
               120, lambda: "")  # fmt: skip
         raw_path = make_thermo(e2e.pipeline.instrument_path(INSTRUMENT), f"20261122_{INSTRUMENT}_{PROJECT}_logs.raw")
         started = time.monotonic()

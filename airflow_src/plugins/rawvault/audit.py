@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from rawvault.s3.drift import VerifyReport, verify_raw_files
 from rawvault.stores import recorded_etag_shapes
@@ -29,6 +29,25 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8  # raw files checked at a time: head_object is latency-bound, not bandwidth-bound
 
 
+class RawFileFilters(TypedDict, total=False):
+    """The filters that select ``upload_done`` raw files for an audit or a scrub (every one given must match).
+
+    ``since`` keeps raw files created on or after that day (UTC); ``project``: raw files
+    without a project count as the fallback project id.
+    """
+
+    instrument: str | None
+    project: str | None
+    raw_file_id: str | None
+    since: date | datetime | None
+
+
+def describe_filters(filters: RawFileFilters, **extra: object) -> dict[str, str]:
+    """The filters given (and ``extra`` settings of the run) as text, for a report: ``None`` means not given."""
+    given = {name: filters.get(name) for name in RawFileFilters.__annotations__} | extra
+    return {name: str(value) for name, value in given.items() if value is not None}
+
+
 @dataclass
 class Selection:
     """The raw files an audit checks: their ids (oldest first), how many matched the filters, the filters."""
@@ -41,56 +60,34 @@ class Selection:
 
 def select_raw_files(
     *,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
     sample: int | None = None,
     seed: int | None = None,
     fallback_project_id: str = "_FALLBACK",
+    **filters: Unpack[RawFileFilters],
 ) -> Selection:
-    """The ``upload_done`` raw files matching the filters, or a random ``sample`` of them (``seed``: reproducible)."""
+    """The ``upload_done`` raw files matching ``filters``, or a random ``sample`` of them (``seed``: reproducible)."""
     if sample is not None and sample < 0:
         raise ValueError(f"sample must be 0 or more raw files, got {sample}")
-    filters = {
-        name: str(value)
-        for name, value in {
-            "instrument": instrument,
-            "project": project,
-            "raw_file_id": raw_file_id,
-            "since": since,
-            "sample": sample,
-        }.items()
-        if value is not None
-    }
+    shown = describe_filters(filters, sample=sample)
     if sample:
         # Drawn by the database through an index (shared.db.uploaded): never every id of every raw file.
-        chosen = sample_uploaded_raw_files(
-            sample, seed=seed, instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
-            fallback_project_id=fallback_project_id,
-        )  # fmt: skip
-        return Selection([raw_file.id for raw_file in chosen.raw_files], chosen.matched, filters, chosen.raw_files)
-    ids = uploaded_raw_file_ids(
-        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
-        fallback_project_id=fallback_project_id,
-    )  # fmt: skip
-    return Selection(ids, len(ids), filters)
+        chosen = sample_uploaded_raw_files(sample, seed=seed, fallback_project_id=fallback_project_id, **filters)
+        return Selection([raw_file.id for raw_file in chosen.raw_files], chosen.matched, shown, chosen.raw_files)
+    ids = uploaded_raw_file_ids(**filters, fallback_project_id=fallback_project_id)
+    return Selection(ids, len(ids), shown)
 
 
 def verify_backups(
     client: S3Client,
     *,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
     sample: int | None = None,
     seed: int | None = None,
     fallback_project_id: str = "_FALLBACK",
     concurrency: int = DEFAULT_CONCURRENCY,
     object_lock: ObjectLockSettings | None = None,
+    **filters: Unpack[RawFileFilters],
 ) -> VerifyReport:
-    """Check every ``upload_done`` raw file matching the filters (or a random ``sample`` of them) against S3.
+    """Check every ``upload_done`` raw file matching ``filters`` (or a random ``sample`` of them) against S3.
 
     ``since`` keeps raw files created on or after that day (UTC). ``sample``
     (``None`` or 0: all) checks that many, chosen at random (``seed`` makes the
@@ -101,10 +98,7 @@ def verify_backups(
     credentials; everything else found is in the report. Re-reading the data
     (scrubbing) is :func:`rawvault.scrub.scrub_backups`.
     """
-    selection = select_raw_files(
-        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since, sample=sample, seed=seed,
-        fallback_project_id=fallback_project_id,
-    )  # fmt: skip
+    selection = select_raw_files(sample=sample, seed=seed, fallback_project_id=fallback_project_id, **filters)
     report = VerifyReport(matched=selection.matched, filters=selection.filters)
     log.info(
         "verifying %s upload_done raw file(s) against S3%s",

@@ -29,11 +29,11 @@ from __future__ import annotations
 import logging
 import stat
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Unpack, cast
 
-from rawvault.audit import select_raw_files
+from rawvault.audit import RawFileFilters, describe_filters, select_raw_files
 from rawvault.digests import digest_file
 from rawvault.locations import backup_folder
 from rawvault.s3.drift import DriftItem, DriftKind, ReadData, RecordedBackup, VerifyReport, verify_raw_files
@@ -124,15 +124,12 @@ def scrub_backups(
     *,
     budget_bytes: int | None = None,
     due_before: datetime | None = None,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
     sample: int | None = None,
     seed: int | None = None,
     concurrency: int = DEFAULT_SCRUB_CONCURRENCY,
     record: bool = True,
     now: datetime | None = None,
+    **filters: Unpack[RawFileFilters],
 ) -> VerifyReport:
     """Scrub the selected raw files (see the module docstring); record the results unless ``record`` is false.
 
@@ -140,7 +137,6 @@ def scrub_backups(
     the credentials; everything else found is in the report.
     """
     fallback = settings.watcher.fallback_project_id
-    filters: dict[str, Any] = {"instrument": instrument, "project": project, "raw_file_id": raw_file_id, "since": since}
     if budget_bytes is None:
         selection = select_raw_files(**filters, sample=sample, seed=seed, fallback_project_id=fallback)
         ids, report = selection.raw_file_ids, VerifyReport(matched=selection.matched, filters=selection.filters)
@@ -149,8 +145,7 @@ def scrub_backups(
             budget_bytes=budget_bytes, due_before=due_before, **filters, fallback_project_id=fallback
         )
         matched = count_uploaded(uploaded_query(**filters, fallback_project_id=fallback))  # never a count of them all
-        shown = {name: str(value) for name, value in filters.items() if value is not None}
-        report = VerifyReport(matched=matched, filters={**shown, "budget_bytes": str(budget_bytes)})
+        report = VerifyReport(matched=matched, filters=describe_filters(filters, budget_bytes=budget_bytes))
         ids = chosen.raw_file_ids
         report.notes += [
             f"{rid} was not re-read: its {format_bytes(size)} exceed the whole budget of {format_bytes(budget_bytes)} "

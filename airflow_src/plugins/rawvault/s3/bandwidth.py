@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from rawvault.s3.body import RequestBody
+
 if TYPE_CHECKING:
     from shared.settings import BandwidthSettings
 
@@ -272,7 +274,7 @@ def limiter_for(bandwidth: BandwidthSettings | None, timezone: str = "UTC") -> B
         return limiter
 
 
-class ThrottledReader:
+class ThrottledReader(RequestBody):
     """A body (``read``, ``seek``, ``tell``, optionally ``len()``) whose every read passes a limiter."""
 
     def __init__(self, raw: Any, limiter: BandwidthLimiter) -> None:
@@ -293,15 +295,6 @@ class ThrottledReader:
 
     def __len__(self) -> int:
         return len(self.raw)
-
-    def __bool__(self) -> bool:  # an empty body is still a body
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         self.raw.close()

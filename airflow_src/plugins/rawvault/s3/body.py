@@ -5,13 +5,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from rawvault.s3.errors import LocalFileChangedError
 
 ProgressCallback = Callable[[int], None]
 
 
-class PartReader:
+class RequestBody:
+    """What botocore asks of any request body besides ``read``/``seek``/``tell``/``len()``.
+
+    Readable, seekable, a body even when empty, and closed at the end of a ``with`` block.
+    """
+
+    def __bool__(self) -> bool:  # an empty body is still a body
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Release what the body holds open (nothing here)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class PartReader(RequestBody):
     """A read-only, seekable view of ``size`` bytes of a file from ``offset``: the body of one request.
 
     botocore reads it (for the checksum, then to send it) and seeks back to
@@ -29,9 +57,6 @@ class PartReader:
 
     def __len__(self) -> int:
         return self._size
-
-    def __bool__(self) -> bool:  # an empty file is still a body
-        return True
 
     def read(self, amount: int | None = -1) -> bytes:
         remaining = self._size - self._position
@@ -62,19 +87,5 @@ class PartReader:
     def tell(self) -> int:
         return self._position
 
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         self._handle.close()
-
-    def __enter__(self) -> PartReader:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -53,7 +53,7 @@ after the write catches a writer that came in between. With
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
@@ -69,7 +69,7 @@ from rawvault.s3.errors import (
     is_not_found,
 )
 from rawvault.s3.keys import s3_url, validate_relative_path
-from rawvault.s3.objects import etag_of, head
+from rawvault.s3.objects import etag_of, head, unless_missing
 from rawvault.s3.put import ObjectSettings, s3_metadata
 
 if TYPE_CHECKING:
@@ -185,15 +185,15 @@ def read(client: S3Client, bucket: str, key: str) -> tuple[dict[str, Any], str] 
     Raises :class:`ManifestUnreadableError` when the object is not a rawvault
     manifest and an :class:`~rawvault.s3.errors.S3BackupError` when S3 fails.
     """
-    try:
+
+    def get() -> tuple[bytes, dict[str, Any]]:
         response = client.get_object(Bucket=bucket, Key=key)
-        body = response["Body"].read()
-    except ClientError as error:
-        if is_not_found(error):
-            return None
-        raise classify(error, f"reading manifest {s3_url(bucket, key)}", bucket=bucket, key=key) from error
-    except Exception as error:
-        raise classify(error, f"reading manifest {s3_url(bucket, key)}", bucket=bucket, key=key) from error
+        return response["Body"].read(), dict(response)
+
+    found = unless_missing(get, "reading manifest", bucket, key)
+    if found is None:
+        return None
+    body, response = found
     try:
         return decode(body), etag_of(response)
     except ValueError as error:
@@ -207,17 +207,27 @@ def _read_or_none(client: S3Client, bucket: str, key: str) -> tuple[dict[str, An
         return None
 
 
-def _put(
+def _put_verified(
     client: S3Client,
-    bucket: str,
-    key: str,
+    where: tuple[str, str],
     manifest: dict[str, Any],
     settings: ObjectSettings,
     metadata: Mapping[str, str],
-    condition: dict[str, str],
     caps: StoreCapabilities | None,
+    *,
+    condition: dict[str, str],
+    action: str,
+    refused: Callable[[tuple[dict[str, Any], str] | None], Exception],
+    on_missing: Callable[[], str] | None = None,
 ) -> str:
-    """One PUT of the manifest (``IfNoneMatch`` or ``IfMatch`` in ``condition``, where the store enforces it)."""
+    """PUT the manifest at ``where`` (bucket, key) under ``condition``, read it back; its ETag.
+
+    ``condition`` (``IfNoneMatch`` or ``IfMatch``) goes with the request where the store
+    enforces it, else it is checked right before. When the condition fails, another writer's
+    same manifest is kept (its ETag); anything else raises ``refused(what is there)``.
+    ``on_missing``: what to do when S3 answers that the key is not there (``None``: an error).
+    """
+    bucket, key = where
     args: dict[str, Any] = {
         "Bucket": bucket,
         "Key": key,
@@ -230,7 +240,37 @@ def _put(
         **settings.encryption_args(),
         **settings.retention_args(),
     }
-    return etag_of(client.put_object(**args))
+    try:
+        refusal = _store_refusal(client, bucket, key, condition, caps)
+        if refusal is not None:
+            raise refusal
+        etag = etag_of(client.put_object(**args))
+    except ClientError as error:
+        if on_missing is not None and is_not_found(error):
+            return on_missing()
+        if not is_conflict(error):
+            raise classify(error, f"{action} {s3_url(bucket, key)}", bucket=bucket, key=key) from error
+        return _keep_if_same(client, bucket, key, manifest, refused)
+    except Exception as error:
+        raise classify(error, f"{action} {s3_url(bucket, key)}", bucket=bucket, key=key) from error
+    return _verified(client, bucket, key, manifest, etag)
+
+
+def _keep_if_same(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    manifest: dict[str, Any],
+    refused: Callable[[tuple[dict[str, Any], str] | None], Exception],
+) -> str:
+    """After a conflict: the ETag of what is at ``key`` when another writer wrote this same manifest.
+
+    Anything else there (or nothing readable) raises ``refused(what was read)``.
+    """
+    found = _read_or_none(client, bucket, key)
+    if found is not None and _equivalent(found[0], manifest):
+        return found[1]
+    raise refused(found) from None
 
 
 def _store_refusal(
@@ -284,25 +324,17 @@ def write(
     What was written is read back and compared. ``caps``: the store's
     capabilities (``None``: AWS).
     """
-    where = s3_url(bucket, key)
-    condition = {"IfNoneMatch": "*"}
-    try:
-        refusal = _store_refusal(client, bucket, key, condition, caps)
-        if refusal is not None:
-            raise refusal
-        etag = _put(client, bucket, key, manifest, settings, metadata, condition, caps)
-    except ClientError as error:
-        if not is_conflict(error):
-            raise classify(error, f"writing manifest {where}", bucket=bucket, key=key) from error
-        existing = _read_or_none(client, bucket, key)
-        if existing is not None and _equivalent(existing[0], manifest):
-            return existing[1]
-        raise ExistingObjectMismatchError(
+
+    def refused(_found: object) -> Exception:
+        where = s3_url(bucket, key)
+        return ExistingObjectMismatchError(
             f"a different manifest appeared at {where} during the upload; it was not overwritten"
-        ) from None
-    except Exception as error:
-        raise classify(error, f"writing manifest {where}", bucket=bucket, key=key) from error
-    return _verified(client, bucket, key, manifest, etag)
+        )
+
+    return _put_verified(
+        client, (bucket, key), manifest, settings, metadata, caps,
+        condition={"IfNoneMatch": "*"}, action="writing manifest", refused=refused,
+    )  # fmt: skip
 
 
 def replace(
@@ -326,25 +358,16 @@ def replace(
     versioned bucket the old manifest stays as the previous version. What was
     written is read back and compared. ``caps``: the store's capabilities (``None``: AWS).
     """
-    where = s3_url(bucket, key)
-    condition = {"IfMatch": f'"{old_etag}"'}
-    try:
-        refusal = _store_refusal(client, bucket, key, condition, caps)
-        if refusal is not None:
-            raise refusal
-        etag = _put(client, bucket, key, manifest, settings, metadata, condition, caps)
-    except ClientError as error:
-        if is_not_found(error):
-            return write(client, bucket, key, manifest, settings, metadata, caps=caps)
-        if not is_conflict(error):
-            raise classify(error, f"replacing manifest {where}", bucket=bucket, key=key) from error
-        current = _read_or_none(client, bucket, key)
-        if current is not None and _equivalent(current[0], manifest):
-            return current[1]
-        raise ManifestChangedError(
-            f"the manifest {where} changed while this run repaired the set (it had ETag {old_etag}, now "
-            f"{current[1] if current else 'unreadable'}): another writer; nothing was replaced, run the upload again"
-        ) from None
-    except Exception as error:
-        raise classify(error, f"replacing manifest {where}", bucket=bucket, key=key) from error
-    return _verified(client, bucket, key, manifest, etag)
+
+    def refused(current: tuple[dict[str, Any], str] | None) -> Exception:
+        return ManifestChangedError(
+            f"the manifest {s3_url(bucket, key)} changed while this run repaired the set (it had ETag {old_etag}, "
+            f"now {current[1] if current else 'unreadable'}): another writer; nothing was replaced, run the upload "
+            "again"
+        )
+
+    return _put_verified(
+        client, (bucket, key), manifest, settings, metadata, caps,
+        condition={"IfMatch": f'"{old_etag}"'}, action="replacing manifest", refused=refused,
+        on_missing=lambda: write(client, bucket, key, manifest, settings, metadata, caps=caps),
+    )  # fmt: skip

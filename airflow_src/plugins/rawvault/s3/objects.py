@@ -38,11 +38,11 @@ Plain functions of a boto3 client; no Airflow, no database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Server-side encryption whose ETag is not the MD5 of the content.
 KMS_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
@@ -76,14 +77,23 @@ def head(client: S3Client, bucket: str, key: str, version_id: str | None = None)
     args: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
     if version_id:
         args["VersionId"] = version_id
+    return unless_missing(lambda: dict(client.head_object(**args)), "checking", bucket, key)
+
+
+def unless_missing(request: Callable[[], T], action: str, bucket: str, key: str) -> T | None:
+    """``request()``, or ``None`` when S3 answers that ``key`` does not exist (or is deleted).
+
+    Every other failure raises an :class:`~rawvault.s3.errors.S3BackupError`
+    that says ``action`` and names the object.
+    """
     try:
-        return dict(client.head_object(**args))
+        return request()
     except ClientError as error:
         if is_not_found(error):
             return None
-        raise classify(error, f"checking {s3_url(bucket, key)}", bucket=bucket, key=key) from error
+        raise classify(error, f"{action} {s3_url(bucket, key)}", bucket=bucket, key=key) from error
     except Exception as error:
-        raise classify(error, f"checking {s3_url(bucket, key)}", bucket=bucket, key=key) from error
+        raise classify(error, f"{action} {s3_url(bucket, key)}", bucket=bucket, key=key) from error
 
 
 def etag_of(response: Mapping[str, Any]) -> str:
