@@ -183,7 +183,9 @@ def get_facility(view: ViewDep) -> JSONResponse:
     now = datetime.now(UTC)
     try:
         _connect()
-        answer = {"folders": free_space_rows(readable, now), "totals": totals_rows(readable, now)}
+        # The backup root is shown with the instruments' folders: a caller who may read none gets nothing.
+        folders = free_space_rows(readable, now) if readable else []
+        answer = {"folders": folders, "totals": totals_rows(readable, now)}
     except DATABASE_UNAVAILABLE as error:
         raise _database_unavailable(error) from None
     return JSONResponse(answer, headers=NO_STORE)
