@@ -224,7 +224,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.audit import verify_backups
     from rawvault.cli_setup import database_unreachable
     from rawvault.s3.errors import S3AccessDeniedError
-    from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, scrub_backups
+    from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, ScrubBudget, scrub_backups
     from shared.db.interface import DatabaseError, is_database_error
     from shared.settings.alerts import GB
 
@@ -240,7 +240,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
         if args.read_data:
             report = scrub_backups(
                 client, settings, **filters, since=args.since, sample=args.sample, seed=args.seed,
-                budget_bytes=int(args.budget_gb * GB) if args.budget_gb else None, concurrency=concurrency,
+                budget=ScrubBudget(int(args.budget_gb * GB)) if args.budget_gb else None, concurrency=concurrency,
                 record=not args.no_record,
             )  # fmt: skip
         else:
