@@ -190,7 +190,7 @@ def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
-    from rawvault.restore import restore_raw_file
+    from rawvault.restore import PartSizeChoice, restore_raw_file
     from rawvault.s3.download import RestoreError, RestoreSourceError
     from rawvault.s3.errors import S3BackupError
     from rawvault.s3.progress import format_bytes
@@ -203,8 +203,7 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
             args.target,
             client,
             manifest=args.from_manifest,
-            part_size=args.part_size_mb * MIB if args.part_size_mb else None,
-            fallback_part_size=settings.part_size_bytes,
+            part_sizes=PartSizeChoice(args.part_size_mb * MIB if args.part_size_mb else None, settings.part_size_bytes),
             max_concurrency=args.concurrency,
             progress_interval=args.progress_interval,
         )
