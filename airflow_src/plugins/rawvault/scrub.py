@@ -160,11 +160,11 @@ def scrub_backups(
             budget_bytes=budget.max_bytes, due_before=budget.due_before, **filters, fallback_project_id=fallback
         )
         matched = count_uploaded(uploaded_query(**filters, fallback_project_id=fallback))  # never a count of them all
-        report = VerifyReport(matched=matched, filters=describe_filters(filters, budget_bytes=budget_bytes))
+        report = VerifyReport(matched=matched, filters=describe_filters(filters, budget_bytes=budget.max_bytes))
         ids = chosen.raw_file_ids
         report.notes += [
-            f"{rid} was not re-read: its {format_bytes(size)} exceed the whole budget of {format_bytes(budget_bytes)} "
-            "per run; raise backup.scrub.budget_gb_per_run above it"
+            f"{rid} was not re-read: its {format_bytes(size)} exceed the whole budget of "
+            f"{format_bytes(budget.max_bytes)} per run; raise backup.scrub.budget_gb_per_run above it"
             for rid, size in chosen.too_large
         ]
     log.info("scrubbing %d raw file(s): re-reading their S3 objects and local backup copies", len(ids))
