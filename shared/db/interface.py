@@ -14,16 +14,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Unpack
 
 import mongoengine
-from mongoengine import Q
 from mongoengine.errors import NotUniqueError, OperationError
 from pymongo import uri_parser
 from pymongo.errors import OperationFailure, PyMongoError
 
 from shared.db.models import BackupStatus, Project, RawFile, RawFileStatus, utc_now
+from shared.db.uploaded_filter import UploadedFilters, uploaded_query
 
 log = logging.getLogger(__name__)
 
@@ -281,37 +281,13 @@ def uploads_pending_since(
     return [raw_file for raw_file in candidates if raw_file.db_updated_at is None or raw_file.db_updated_at <= cutoff]
 
 
-def _start_of(day: date | datetime) -> datetime:
-    if isinstance(day, datetime):
-        return day if day.tzinfo else day.replace(tzinfo=UTC)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+def select_uploaded_raw_files(**filters: Unpack[UploadedFilters]) -> Any:
+    """The ``upload_done`` raw files matching ``filters``, oldest first (a lazy queryset: ``count()``, slicing).
 
-
-def select_uploaded_raw_files(
-    *,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
-    fallback_project_id: str = "_FALLBACK",
-) -> Any:
-    """The ``upload_done`` raw files matching the filters, oldest first (a lazy queryset: ``count()``, slicing).
-
-    ``since`` keeps raw files created on or after that day (UTC); ``project``
-    equal to ``fallback_project_id`` also selects raw files without a project.
+    The filters and their rule: :mod:`shared.db.uploaded_filter`.
     """
     connect_db()
-    query = Q(backup_status=BackupStatus.UPLOAD_DONE.value)
-    if instrument:
-        query &= Q(instrument_id=instrument)
-    if project:
-        # Raw files without a project are backed up in the fallback project's bucket.
-        query &= Q(project_id__in=[project, None] if project == fallback_project_id else [project])
-    if raw_file_id:
-        query &= Q(id=raw_file_id)
-    if since:
-        query &= Q(created_at__gte=_start_of(since))
-    return RawFile.objects(query).order_by("created_at", "id")
+    return RawFile.objects(__raw__=uploaded_query(**filters)).order_by("created_at", "id")
 
 
 def get_projects() -> list[Project]:

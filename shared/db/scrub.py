@@ -10,11 +10,12 @@ raw files it selects plus one, never sorts or scans the collection.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Unpack
 
 from shared.db.interface import connect_db, select_uploaded_raw_files, update_raw_file
 from shared.db.models import BackupStatus, RawFile, ScrubStatus
+from shared.db.uploaded_filter import UploadedFilters
 
 MAX_DETAILS_CHARS = 4000
 _WALK_BATCH = 50
@@ -41,14 +42,7 @@ class ScrubSelection:
 
 
 def select_for_scrub(
-    *,
-    budget_bytes: int,
-    due_before: datetime | None = None,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
-    fallback_project_id: str = "_FALLBACK",
+    *, budget_bytes: int, due_before: datetime | None = None, **filters: Unpack[UploadedFilters]
 ) -> ScrubSelection:
     """The least recently scrubbed ``upload_done`` raw files whose data fit in ``budget_bytes`` together.
 
@@ -58,10 +52,7 @@ def select_for_scrub(
     are those of :func:`shared.db.interface.select_uploaded_raw_files`.
     """
     selection = ScrubSelection()
-    queryset = select_uploaded_raw_files(
-        instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
-        fallback_project_id=fallback_project_id,
-    )  # fmt: skip
+    queryset = select_uploaded_raw_files(**filters)
     walk = queryset.order_by("scrubbed_at", "created_at").only("id", "size", "scrubbed_at")
     for raw_file in walk.no_cache().batch_size(_WALK_BATCH):  # no_cache: never 100 documents ahead
         if due_before is not None and raw_file.scrubbed_at is not None and raw_file.scrubbed_at >= due_before:

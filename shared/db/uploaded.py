@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Unpack
 
 from shared.db.backups_counts import count
 from shared.db.interface import connect_db
 from shared.db.models import BackupStatus, RawFile
+from shared.db.uploaded_filter import UploadedFilters, uploaded_query
 
 UPLOAD_DONE = BackupStatus.UPLOAD_DONE.value
 SMALL_SELECTION = 5000
@@ -38,37 +38,6 @@ class UploadedSample:
 
     matched: int
     raw_files: list[RawFile] = field(default_factory=list)
-
-
-def _start_of(day: date | datetime) -> datetime:
-    if isinstance(day, datetime):
-        return day if day.tzinfo else day.replace(tzinfo=UTC)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def uploaded_query(
-    *,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
-    fallback_project_id: str = "_FALLBACK",
-) -> dict[str, Any]:
-    """The ``upload_done`` raw files matching the filters, as a filter its indexes bound.
-
-    ``since``: created on or after that day (UTC); ``project`` equal to
-    ``fallback_project_id`` also takes raw files without a project (their bucket is the fallback's).
-    """
-    query: dict[str, Any] = {"backup_status": UPLOAD_DONE}
-    if instrument:
-        query["instrument_id"] = instrument
-    if project:
-        query["project_id"] = {"$in": [project, None]} if project == fallback_project_id else project
-    if raw_file_id:
-        query["_id"] = raw_file_id
-    if since:
-        query["created_at"] = {"$gte": _start_of(since)}
-    return query
 
 
 def count_uploaded(query: dict[str, Any]) -> int:
@@ -109,14 +78,7 @@ def _by_keys(query: dict[str, Any], sample: int, matched: int, rng: random.Rando
 
 
 def sample_uploaded_raw_files(
-    sample: int,
-    *,
-    seed: int | None = None,
-    instrument: str | None = None,
-    project: str | None = None,
-    raw_file_id: str | None = None,
-    since: date | datetime | None = None,
-    fallback_project_id: str = "_FALLBACK",
+    sample: int, *, seed: int | None = None, **filters: Unpack[UploadedFilters]
 ) -> UploadedSample:
     """``sample`` raw files chosen at random among the ``upload_done`` ones matching the filters, and how many match.
 
@@ -127,8 +89,7 @@ def sample_uploaded_raw_files(
         raise ValueError(f"sample must be 1 or more raw files, got {sample}")
     connect_db()
     _assign_missing_sample_keys()
-    query = uploaded_query(instrument=instrument, project=project, raw_file_id=raw_file_id, since=since,
-                           fallback_project_id=fallback_project_id)  # fmt: skip
+    query = uploaded_query(**filters)
     matched = count_uploaded(query)
     rng = random.Random(seed)  # noqa: S311 - choosing a sample to audit, not a secret
     if sample >= matched:

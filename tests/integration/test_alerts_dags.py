@@ -20,6 +20,7 @@ import pytest
 from rawvault.keys import run_id_for
 from shared.db.alerts import AlertRecord
 from shared.db.interface import create_raw_file, update_raw_file, utc_now
+from shared.db.totals import latest_totals
 from shared.settings import get_settings
 from tests.airflow_harness import init_airflow_db, load_dags, run_dag
 from tests.alert_fixtures import UI_BASE_URL, Channels, alerts_env, channels, secrets_in
@@ -315,6 +316,42 @@ def test_the_daily_digest_tells_counts_new_failures_oldest_unprotected_and_bytes
     mail = channels.smtp.received()[-1]
     assert mail.subject == f"[test facility] {digest['title']}" and "broken.raw" in mail.body()
     assert not secrets_in(logs() + channels.everything_received())
+
+
+def test_the_alert_check_records_totals_per_instrument_and_project_at_most_hourly(
+    tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any
+) -> None:
+    """Issue 17 item 2: raw files, bytes and the share verified in S3, per (instrument, project), for the page."""
+    init_airflow_db()
+    alerts_env(tmp_path, monkeypatch)
+    dags = load_dags()
+    for name, instrument, project, size, backup_status in (
+        ("a.raw", "thermo1", "P1", 1000, "upload_done"),
+        ("b.raw", "thermo1", "P1", 500, "upload_failed"),
+        ("c.raw", "thermo1", "P2", 2000, "upload_done"),
+        ("d.d", "tims1", "P3", 10**9, "copying_done"),
+    ):
+        create_raw_file(name, instrument_id=instrument, project_id=project, created_at=utc_now(), size=size,
+                        status="moved", backup_status=backup_status)  # fmt: skip
+    assert _states(dags)["__dagrun__"] == "success"
+    totals = latest_totals(["thermo1", "tims1", "zeno1"])
+    assert {instrument: t["verified_by"] for instrument, t in totals.items()} == dict.fromkeys(totals, "s3")
+    assert totals["thermo1"]["projects"] == [
+        {"project_id": "P1", "raw_files": 2, "bytes": 1500, "verified_raw_files": 1, "verified_bytes": 1000},
+        {"project_id": "P2", "raw_files": 1, "bytes": 2000, "verified_raw_files": 1, "verified_bytes": 2000},
+    ]
+    assert totals["tims1"]["projects"] == [
+        {"project_id": "P3", "raw_files": 1, "bytes": 10**9, "verified_raw_files": 0, "verified_bytes": 0}
+    ]
+    assert totals["zeno1"]["projects"] == []
+    # The next check (minutes later) leaves them: one aggregation per instrument at most once an hour.
+    _raw_file("e.raw", 1, status="moved", backup_status="upload_done")
+    assert _states(dags)["__dagrun__"] == "success"
+    again = latest_totals(["thermo1"])["thermo1"]
+    assert (again["measured_at"], again["projects"]) == (
+        totals["thermo1"]["measured_at"],
+        totals["thermo1"]["projects"],
+    )
 
 
 def test_no_alert_dags_while_alerts_are_off(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -254,6 +254,8 @@ def test_two_concurrent_copies_of_one_raw_file_both_succeed_without_clobbering(e
     for original in (p for p in bruker.rglob("*") if p.is_file()):
         assert _md5(target / original.relative_to(env.instrument_path("tims1"))) == _md5(original)
     assert not [p for p in target.rglob("*") if p.name.endswith(".rawvault-partial")]
+    staging_area = env.backup_root / ".rawvault-staging"  # the temporary copies' folders (rawvault.staging)
+    assert not [p for p in staging_area.rglob("*") if p.is_file()] if staging_area.exists() else True
     assert get_raw_file(raw_file_id).backup_status == "copying_done"
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from devtools.block_devices import LoopFileSystem, can_mount, loop_filesystem, tmpfs
 from rawvault import local_backup, pipeline
-from rawvault.staging import STAGING_SUFFIX, StagedCopy, staging_path
+from rawvault.staging import STAGING_FOLDER, StagedCopy, staging_path
 from rawvault.watcher import register_new_raw_files
 from shared.db.interface import get_raw_file
 from shared.settings import get_settings
@@ -86,8 +86,10 @@ def _share_state(folder: Path) -> dict[str, tuple[int, int, str]]:
     return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns, _md5(p)) for p in _files(folder)}
 
 
-def _staged(folder: Path) -> list[Path]:
-    return [path for path in _files(folder) if path.name.endswith(STAGING_SUFFIX)] if folder.exists() else []
+def _staged(backup_root: Path) -> list[Path]:
+    """Every file in the staging area of the backup root (``<root>/.rawvault-staging/<token>/...``)."""
+    area = backup_root / STAGING_FOLDER
+    return _files(area) if area.exists() else []
 
 
 def test_each_byte_is_read_once_from_the_share_and_nothing_is_written_to_it(
@@ -121,7 +123,7 @@ def test_each_byte_is_read_once_from_the_share_and_nothing_is_written_to_it(
         for relative_path, (size, md5, _etag) in raw_file.file_info.items():
             assert (backup / relative_path).stat().st_size == size
             assert _md5(backup / relative_path) == md5
-        assert _staged(backup) == []
+    assert _staged(env.backup_root) == []
     thermo_copy = env.backup_root / get_raw_file(thermo.name).backup_base_path / thermo.name
     assert thermo_copy.stat().st_mtime_ns == originals["thermo1"][thermo.name][1]  # the source's time
 
@@ -202,13 +204,15 @@ def test_staged_copy_corrupted_before_publishing_is_deleted_and_nothing_is_publi
     (raw_file_id,) = register_new_raw_files("thermo1", env.settings)
     publish = pipeline.publish_raw_file_set
 
-    def corrupt_then_publish(source_root: Path, file_info: dict, target_root: Path, token: str | None) -> Any:
-        with staging_path(target_root / "rot.raw", str(token)).open("r+b") as staged:  # one bit flips on disk
+    def corrupt_then_publish(
+        source_root: Path, file_info: dict, target_root: Path, token: str | None, *, backup_root: Path
+    ) -> Any:
+        with staging_path(target_root / "rot.raw", str(token), backup_root).open("r+b") as staged:  # one bit flips
             staged.seek(3 * MIB)
             byte = staged.read(1)
             staged.seek(3 * MIB)
             staged.write(bytes([byte[0] ^ 1]))
-        return publish(source_root, file_info, target_root, token)
+        return publish(source_root, file_info, target_root, token, backup_root=backup_root)
 
     monkeypatch.setattr(pipeline, "publish_raw_file_set", corrupt_then_publish)
     states = _handler(env, raw_file_id)
@@ -237,7 +241,7 @@ def test_rerun_after_a_crash_between_the_steps_publishes_the_recorded_run_and_ne
     (raw_file_id,) = register_new_raw_files("thermo1", env.settings)
     backup = env.backup_root / get_raw_file(raw_file_id).backup_base_path
     # A compute_checksum killed while staging left a partial staged copy behind.
-    crashed_checksum = staging_path(backup / "crash.raw", "0123456789abcdef")
+    crashed_checksum = staging_path(backup / "crash.raw", "0123456789abcdef", env.backup_root)
     crashed_checksum.parent.mkdir(parents=True)
     crashed_checksum.write_bytes(b"partial")
 
@@ -250,10 +254,11 @@ def test_rerun_after_a_crash_between_the_steps_publishes_the_recorded_run_and_ne
     states = _handler(env, raw_file_id)
     assert states["compute_checksum"] == "success" and states["copy_raw_file"] == "failed", states
     token = get_raw_file(raw_file_id).staging_token
-    assert _staged(backup) == [staging_path(backup / "crash.raw", token)]  # the stale one is gone
+    assert _staged(env.backup_root) == [staging_path(backup / "crash.raw", token, env.backup_root)]  # stale one gone
     # A stale staged copy with the right content still is never trusted (another run's, e.g. a zombie's).
-    stale = staging_path(backup / "crash.raw", "fedcba9876543210")
-    stale.write_bytes(staging_path(backup / "crash.raw", token).read_bytes())
+    stale = staging_path(backup / "crash.raw", "fedcba9876543210", env.backup_root)
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(staging_path(backup / "crash.raw", token, env.backup_root).read_bytes())
 
     monkeypatch.setattr(pipeline, "publish_raw_file_set", publish)
     _evict_before_copy(monkeypatch, [thermo_share])
@@ -262,5 +267,31 @@ def test_rerun_after_a_crash_between_the_steps_publishes_the_recorded_run_and_ne
     assert states["copy_raw_file"] == "success", states
     assert (thermo_share.counters() - before).read_bytes < MIB  # published from the staged copy, not the share
     assert _md5(backup / "crash.raw") == get_raw_file(raw_file_id).file_info["crash.raw"][1]
-    assert _staged(backup) == []
+    assert _staged(env.backup_root) == []
     assert (backup / "crash.raw").stat().st_nlink == 1  # the staged name is gone, only the final one is left
+
+
+def test_share_files_named_like_staged_copies_are_backed_up_and_stay_in_the_backup(env: PipelineEnv) -> None:
+    """Review finding 1: ``.analysis.tdf.<token>.rawvault-staging`` in a ``.d`` was unlinked after publishing."""
+    bruker = make_bruker(env.instrument_path("tims1"), name="twin_names.d")
+    twins = {
+        "analysis.tdf": b"the real analysis.tdf",
+        ".analysis.tdf.0123456789abcdef.rawvault-staging": b"a member that looks staged",
+        ".analysis.tdf.0a1b2c3d.rawvault-partial": b"a member that looks partial",
+    }
+    for name, data in twins.items():
+        (bruker / name).write_bytes(data)
+    (raw_file_id,) = register_new_raw_files("tims1", env.settings)
+    assert _handler(env, raw_file_id)["copy_raw_file"] == "success"
+    # Clearing compute_checksum runs both steps again (the second run used to discard the published twin too).
+    assert _handler(env, raw_file_id)["copy_raw_file"] == "success"
+
+    raw_file = get_raw_file(raw_file_id)
+    backup = env.backup_root / raw_file.backup_base_path
+    assert raw_file.backup_status == "copying_done"
+    for name, data in twins.items():
+        assert f"twin_names.d/{name}" in raw_file.file_info
+        assert (backup / "twin_names.d" / name).read_bytes() == data
+    for relative_path, (size, md5, _etag) in raw_file.file_info.items():
+        assert _md5(backup / relative_path) == md5 and (backup / relative_path).stat().st_size == size
+    assert _staged(env.backup_root) == []

@@ -20,6 +20,7 @@ from shared.db.alerts import AlertRecord
 from shared.db.free_space import FreeSpace
 from shared.db.models import Project, RawFile
 from shared.db.s3_stores import S3Store
+from shared.db.totals import InstrumentTotals
 from tests.command_recorder import CommandRecorder, documents_read, ids_read, query_commands, recording_connection
 from tests.pipeline_env import write_pipeline_env
 from tests.query_shapes import declared_indexes, problems
@@ -31,6 +32,7 @@ INDEXES = {
     "alert_state": declared_indexes(AlertRecord),
     "s3_store": declared_indexes(S3Store),
     "free_space": declared_indexes(FreeSpace),
+    "instrument_totals": declared_indexes(InstrumentTotals),
 }
 # One page load is the list and the chips: a bounded number of queries, whatever the collection's size.
 MAX_QUERIES_PER_PAGE_LOAD = 16
@@ -116,13 +118,14 @@ def page_filters() -> dict[str, object]:
 
 
 def load_page(filters, *, limit: int = 10) -> list[str]:
-    """What the page loads: the list, the chips and free space per folder. Returns the listed ids."""
-    from rawvault.ui.facility import free_space_rows
+    """What the page loads: the list, the chips, free space and totals (GET facility). Returns the listed ids."""
+    from rawvault.ui.facility import free_space_rows, totals_rows
     from rawvault.ui.queries import count_by_backup_status, list_raw_files
 
     page = list_raw_files(filters, limit=limit, now=NOW, stuck_after=timedelta(hours=6))
     count_by_backup_status(filters, now=NOW, stuck_after=timedelta(hours=6))
     free_space_rows(("thermo1", "tims1", "zeno1"), NOW)
+    totals_rows(("thermo1", "tims1", "zeno1"), NOW)  # the recorded snapshot, by _id: the page never aggregates
     return [item["id"] for item in page.items]
 
 
@@ -218,6 +221,14 @@ def test_an_alert_check_and_the_digest_read_through_indexes_only(recorder: Comma
         run_check(settings, {}, now=NOW + timedelta(minutes=10), disk_usage=_disk_usage)
         digest_message(settings, day=NOW.date(), now=NOW, disk_usage=_disk_usage)
     assert_indexed(commands, "alert check and digest")
+    # An allowed maintenance read: the totals per instrument and project (shared.db.totals) read all of one
+    # instrument's raw files, one $match on instrument_id (an index prefix) + $group per instrument, at most
+    # hourly on the maintenance queue (the second check ten minutes later sends none); the page never does.
+    totals = [c for c in commands if c.name == "aggregate" and "'project_id': '$project_id'" in str(c.body)]
+    matches = [c.body["pipeline"][0]["$match"] for c in totals]
+    assert sorted(m["instrument_id"] for m in matches) == sorted(settings.instruments) and all(
+        set(m) == {"instrument_id"} for m in matches
+    ), matches
 
 
 class _AllPresent:

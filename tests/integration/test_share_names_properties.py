@@ -3,7 +3,7 @@
 Names are generated as bytes, as the share holds them: any Unicode, control characters,
 bytes that are not UTF-8, names up to the 255-byte limit, ``..``-like and ignored names,
 plus symlinks to files and folders outside the instrument folder. Whatever the share
-holds, the watcher's listing, ``files_in_set``, the checksum step's ``_safe_join`` and the
+holds, the watcher's listing, ``files_in_set``, the checksum step's ``safe_join`` and the
 S3 key check ``validate_relative_path`` give a correct result or a clear error (one that
 names the path and can itself be stored and logged), never a crash and never a path
 outside the folder. Registration goes through the real MongoDB wire server.
@@ -23,7 +23,7 @@ from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from rawvault.checksum import _safe_join
+from rawvault.checksum import safe_join
 from rawvault.s3.errors import UnsafePathError
 from rawvault.s3.keys import validate_relative_path
 from rawvault.watcher import list_raw_files, register_new_raw_files
@@ -186,7 +186,7 @@ def _check_set(itype: InstrumentType, folder: Path, entry: Path) -> None:
         relative = member.relative_to(folder).as_posix()
         _assert_storable(relative, "a file_info path")
         try:
-            assert _safe_join(folder, relative) == member
+            assert safe_join(folder, relative) == member
         except ValueError as error:  # a backslash: compute_checksum fails naming the path (never reads elsewhere)
             assert repr(relative) in str(error) and "\\" in relative, error
         try:

@@ -21,6 +21,7 @@ import pytest
 
 from shared.db import interface
 from shared.db.models import RawFile
+from shared.db.totals import fold_totals, record_totals, totals_groups
 from tests.per_dag_auth_manager import ENV_VAR_DAG_ACCESS
 from tests.ui_stack import UiServer, database_uri, http, ui_server
 
@@ -47,7 +48,12 @@ def server(mongo_server: str) -> Iterator[UiServer]:
     for raw_file_id, (instrument, project, backup_status, hours) in SEED.items():
         RawFile(id=raw_file_id, original_name=raw_file_id, instrument_id=instrument, project_id=project,
                 status="moved", backup_status=backup_status, created_at=NOW - timedelta(hours=hours),
-                backup_status_details=f"reason of {raw_file_id}").save(force_insert=True)  # fmt: skip
+                backup_status_details=f"reason of {raw_file_id}", size=1000).save(force_insert=True)  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:  # what the alert check records (its DAG run: test_alerts_dags)
+        env.setenv(interface.ENV_VAR_MONGO_URI, mongo_uri)
+        for instrument in ("thermo1", "tims1", "zeno1"):
+            projects = fold_totals(totals_groups(instrument), {"upload_done"})
+            record_totals(instrument, projects, verified_by="s3", now=NOW)
     try:
         with ui_server(
             mongo_uri,
@@ -118,6 +124,32 @@ def test_a_user_who_may_read_no_instrument_gets_an_empty_page(server: UiServer) 
     assert status == 200 and counts["total"] == 0 and counts["instruments"] == [] and counts["projects"] == []
     status, body, _ = get(server, "carol", "")  # the page itself: a login is enough, it then shows nothing
     assert status == 200 and "<title>Backups" in body
+
+
+def test_totals_and_free_space_only_of_the_instruments_a_user_may_read(server: UiServer) -> None:
+    """GET facility: alice gets thermo1's totals and folder only, whatever dag_id she sends; carol none; bob all."""
+    for params in ({}, {"dag_id": "acquisition_handler.tims1"}, {"instrument": "tims1"}):
+        status, body, _ = get(server, "alice", "facility", **params)
+        assert status == 200, body
+        assert [(row["instrument_id"], row["project_id"]) for row in body["totals"]] == [("thermo1", "P1")]
+        row = body["totals"][0]
+        assert (row["raw_files"], row["bytes"], row["verified_raw_files"], row["verified_percent"]) == (
+            2,
+            2000,
+            1,
+            50.0,
+        )
+        assert [folder["folder"] for folder in body["folders"]] == ["instrument:thermo1", "backup"]
+        assert "x-secret" not in json.dumps(body) and "P2" not in json.dumps(body)
+    status, body, _ = get(server, "carol", "facility", dag_id="acquisition_handler.thermo1")
+    assert status == 200 and body["totals"] == [] and [f["folder"] for f in body["folders"]] == ["backup"]
+    status, body, _ = get(server, "bob", "facility")
+    assert {(row["instrument_id"], row["project_id"]) for row in body["totals"]} == {
+        ("thermo1", "P1"),
+        ("tims1", "P2"),
+        ("tims1", "P3"),
+        ("zeno1", "P3"),
+    }
 
 
 def test_the_s3_stores_are_only_for_users_of_every_dag(server: UiServer) -> None:

@@ -22,6 +22,7 @@ import pytest
 from devtools.local_stack import REPO_ROOT
 from shared.db import interface
 from shared.db.models import RawFile
+from shared.db.totals import fold_totals, record_totals, totals_groups
 from tests.browser import after_click, chromium, login, rows, wait_ready
 from tests.ui_stack import UiServer, database_uri, http
 from tests.ui_stack import ui_server as start_ui_server
@@ -108,6 +109,11 @@ def ui_server(mongo_server: str) -> Iterator[UiServer]:
     mongo_uri = database_uri(mongo_server, db_name)
     interface.connect_db(mongo_uri)
     seed_raw_files()
+    with pytest.MonkeyPatch.context() as env:  # the totals the alert check records (zeno1's: not yet)
+        env.setenv(interface.ENV_VAR_MONGO_URI, mongo_uri)
+        for instrument in ("thermo1", "tims1"):
+            projects = fold_totals(totals_groups(instrument), {"upload_done"})
+            record_totals(instrument, projects, verified_by="s3", now=NOW - timedelta(minutes=20))
     try:
         with start_ui_server(mongo_uri, {USERNAME: ("admin", PASSWORD)}) as server:
             yield server
@@ -227,7 +233,7 @@ def check_table(driver) -> None:
     assert counts["pipeline_error"] == 1
     assert driver.find_element(By.CSS_SELECTOR, "#counts .chip[data-status=''] .n").text == str(len(SEED))
     assert rows(driver) == ALL_IN_ORDER
-    first = driver.find_element(By.CSS_SELECTOR, "tbody tr")
+    first = driver.find_element(By.CSS_SELECTOR, "#raw-files tbody tr")
     assert "failed" in first.get_attribute("class").split()
     assert "the object was replaced" in first.find_element(By.CSS_SELECTOR, "[data-testid=reason]").text
     assert first.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "transparent")
@@ -245,9 +251,29 @@ def check_table(driver) -> None:
     )
     assert "2 d" in done.text
     # A file name is text, never markup.
-    evil = driver.find_element(By.CSS_SELECTOR, "tbody tr:last-child a.raw-file")
+    evil = driver.find_element(By.CSS_SELECTOR, "#raw-files tbody tr:last-child a.raw-file")
     assert evil.text == '<img src=x onerror="document.title=1">.raw'
     assert not driver.find_elements(By.CSS_SELECTOR, "tbody img")
+    check_totals(driver)
+
+
+def check_totals(driver) -> None:
+    """The totals per instrument and project: the alert check's snapshot, with its time; zeno1 not computed yet."""
+    from selenium.webdriver.common.by import By
+
+    cells = {
+        (row.get_attribute("data-instrument"), row.get_attribute("data-project")): [
+            td.text for td in row.find_elements(By.TAG_NAME, "td")
+        ]
+        for row in driver.find_elements(By.CSS_SELECTOR, "#totals-table tbody tr")
+    }
+    assert set(cells) == {("thermo1", "P1"), ("thermo1", "P2"), ("tims1", "P2"), ("zeno1", None)}, cells
+    # thermo1/P1: fail (700 MiB), checksum error (50 MiB), done (1.4 GiB), acquiring (no size): 1 of 4 verified.
+    thermo_p1 = cells[("thermo1", "P1")]
+    assert thermo_p1[:3] == ["thermo1", "P1", "4"] and thermo_p1[4] == "25%", thermo_p1
+    assert thermo_p1[3].endswith("GiB") and thermo_p1[5].startswith("as of ") and thermo_p1[5].endswith(" ago)")
+    assert cells[("tims1", "P2")][2:5] == ["2", "7.6 GiB", "50%"], cells[("tims1", "P2")]
+    assert "not computed yet" in cells[("zeno1", None)][1]
 
 
 def check_filters(driver, wait) -> None:

@@ -55,9 +55,19 @@ from rawvault.claim_errors import (
     UploadNotReadyError,
     UploadNotRecordedError,
     UploadSupersededError,
+    in_progress_error,
+    superseded_error,
 )
 from shared.db.interface import DB_ERRORS, get_raw_file, update_raw_file, utc_now
 from shared.db.models import BackupStatus, RawFile
+
+# The claim's errors are re-exported: callers catch them as claim.<Error>.
+__all__ = [
+    "Claim", "Heartbeat", "UploadClaimLostError", "UploadInProgressError", "UploadNotReadyError",
+    "UploadNotRecordedError", "UploadSupersededError", "claim", "held_until", "is_stale", "lease_alive",
+    "multipart_recorder", "new_owner_token", "record", "record_done", "record_failed", "record_given_up",
+    "release_stale", "superseded_error",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -195,26 +205,6 @@ def _attempts_query(attempts: int) -> dict[str, Any]:
     return {"s3_upload_attempts__in": [0, None]} if attempts == 0 else {"s3_upload_attempts": attempts}
 
 
-def superseded_error(raw_file: RawFile, expected_attempts: int) -> UploadSupersededError:
-    """The error of a sweeper retry whose attempt another run has made since it was scheduled."""
-    return UploadSupersededError(
-        f"raw file {raw_file.id!r} had {expected_attempts} upload attempt(s) when this retry was scheduled and has "
-        f"{raw_file.s3_upload_attempts or 0} now (backup_status {raw_file.backup_status!r}): another run (an Airflow "
-        "retry of upload_to_s3 or a manual clear) attempted it since, so this retry stopped without changing "
-        "anything; backup_sweeper schedules the next one after its backoff if that attempt fails"
-    )
-
-
-def _in_progress_error(raw_file: RawFile, lease: timedelta) -> UploadInProgressError:
-    until = held_until(raw_file, lease)
-    return UploadInProgressError(
-        f"raw file {raw_file.id!r} is being uploaded by another run ({raw_file.upload_claim_owner or 'no owner'}, "
-        f"claim valid until {until:%Y-%m-%d %H:%M:%S} UTC and renewed while that run lives): this run "
-        "stopped without changing anything. If that run died, its claim expires after backup.s3.stale_upload_minutes "
-        "and backup_sweeper (or clearing upload_to_s3 then) resumes the upload"
-    )
-
-
 def claim(
     raw_file: RawFile, lease: timedelta, expected_attempts: int | None = None, activity: str = "uploading to S3"
 ) -> Claim:
@@ -235,7 +225,7 @@ def claim(
         )
     now = utc_now()
     if status == BackupStatus.UPLOAD_IN_PROGRESS.value and not is_stale(raw_file, now, lease):
-        raise _in_progress_error(raw_file, lease)
+        raise in_progress_error(raw_file, held_until(raw_file, lease))
     owner = new_owner_token()
     attempt = (raw_file.s3_upload_attempts or 0) + 1
     expires = now + lease
@@ -267,7 +257,7 @@ def _claim_refused(raw_file_id: str, lease: timedelta, expected_attempts: int | 
     """Why the compare-and-set of a claim matched nothing: the document changed since it was read."""
     current = get_raw_file(raw_file_id)
     if current.backup_status == BackupStatus.UPLOAD_IN_PROGRESS.value and not is_stale(current, utc_now(), lease):
-        return _in_progress_error(current, lease)
+        return in_progress_error(current, held_until(current, lease))
     if expected_attempts is not None and (current.s3_upload_attempts or 0) != expected_attempts:
         return superseded_error(current, expected_attempts)
     return UploadNotReadyError(

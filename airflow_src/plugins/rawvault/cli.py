@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +42,7 @@ from rawvault.cli_common import s3_settings as _settings
 from shared.s3_limits import MIB
 
 if TYPE_CHECKING:
-    pass
+    from shared.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -73,6 +73,30 @@ def _positive(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _check_instrument(settings: Settings, instrument: str) -> None:
+    """An instrument id the settings do not know cannot be run: say which ones they know."""
+    if instrument not in settings.instruments:
+        known = ", ".join(sorted(settings.instruments))
+        raise CannotRunError(f"instrument {instrument!r} is not in {settings.source} (instruments: {known})")
+
+
+@contextlib.contextmanager
+def _cannot_run_on(*errors: type[Exception]) -> Iterator[None]:
+    """Turn ``errors`` and any database error (pymongo's, mongoengine's, ours) into "cannot run" (exit 2)."""
+    from rawvault.cli_setup import database_unreachable
+    from shared.db.interface import DatabaseError, is_database_error
+
+    cannot_run: tuple[type[Exception], ...] = (DatabaseError, *errors)
+    try:
+        yield
+    except cannot_run as error:
+        raise CannotRunError(str(error)) from None
+    except Exception as error:
+        if is_database_error(error):
+            raise CannotRunError(database_unreachable(error)) from None
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,30 +140,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_coverage_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``coverage`` subcommand: raw files past backup.deadline_hours without a verified backup."""
-    coverage = commands.add_parser(
-        "coverage",
-        help="list raw files past backup.deadline_hours without a verified backup (exit 1 when any)",
-        description="List every raw file acquired more than backup.deadline_hours ago without a verified S3 copy "
+# The subcommands that print a report: name -> (one-line summary for --help, description of the command).
+REPORT_COMMANDS = {
+    "coverage": (
+        "list raw files past backup.deadline_hours without a verified backup (exit 1 when any)",
+        "List every raw file acquired more than backup.deadline_hours ago without a verified S3 copy "
         "(backup_type local: without a verified local copy), with its status, backup status, age and reason. "
         "Exits 1 when there is any, 0 when there is none.",
-    )
-    coverage.add_argument("--instrument", help="only raw files of this instrument id")
-    coverage.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-
-
-def _add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``verify`` subcommand and its options."""
-    verify = commands.add_parser(
-        "verify",
-        help="check the S3 backups of upload_done raw files with head_object (--read-data: re-read the data)",
-        description="Check every upload_done raw file (or those matching the filters, or a random sample) "
+    ),
+    "verify": (
+        "check the S3 backups of upload_done raw files with head_object (--read-data: re-read the data)",
+        "Check every upload_done raw file (or those matching the filters, or a random sample) "
         "against S3: each file's object exists with the recorded size and ETag, and the manifest exists. "
         "With --read-data, also download every object (ranged GETs) and re-hash it, and re-hash the local "
         "backup copies, against the recorded checksums (scrubbing; the result is recorded on each raw file). "
         "Exits 1 when anything is missing or different.",
-    )
+    ),
+    "purge": (
+        "show what the purge (file_remover) would delete on one instrument, and why every other set is kept",
+        "Run every check of the purge on the instrument's moved sets (the share and the local backup "
+        "read again, S3 checked by HEAD) and print what a run would delete and why each other set is kept. Deletes "
+        "nothing and writes nothing: deleting is the file_remover.<instrument> DAG's job. Exits 1 when a check "
+        "keeps a set.",
+    ),
+}
+
+
+def _add_report_parser(commands: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    """Report subcommand ``name`` (texts from REPORT_COMMANDS) with ``--json``; the caller adds its own options."""
+    summary, description = REPORT_COMMANDS[name]
+    report = commands.add_parser(name, help=summary, description=description)
+    report.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    return report
+
+
+def _add_coverage_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``coverage`` subcommand: raw files past backup.deadline_hours without a verified backup."""
+    coverage = _add_report_parser(commands, "coverage")
+    coverage.add_argument("--instrument", help="only raw files of this instrument id")
+
+
+def _add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``verify`` subcommand and its options."""
+    verify = _add_report_parser(commands, "verify")
     verify.add_argument("--instrument", help="only raw files of this instrument id")
     verify.add_argument("--project", help="only raw files of this project id")
     verify.add_argument("--raw-file-id", help="only this raw file")
@@ -149,7 +192,6 @@ def _add_verify_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     verify.add_argument(
         "--concurrency", type=_positive, help="raw files checked at a time (default 8; 2 with --read-data)"
     )
-    verify.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     verify.add_argument(
         "--read-data",
         action="store_true",
@@ -176,17 +218,9 @@ def _positive_gb(text: str) -> float:
 
 
 def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
-    purge = commands.add_parser(
-        "purge",
-        help="show what the purge (file_remover) would delete on one instrument, and why every other set is kept",
-        description="Run every check of the purge on the instrument's moved sets (the share and the local backup "
-        "read again, S3 checked by HEAD) and print what a run would delete and why each other set is kept. Deletes "
-        "nothing and writes nothing: deleting is the file_remover.<instrument> DAG's job. Exits 1 when a check "
-        "keeps a set.",
-    )
+    purge = _add_report_parser(commands, "purge")
     purge.add_argument("--dry-run", action="store_true", help="required: report only (the only mode here)")
     purge.add_argument("--instrument", required=True, help="instrument id (as under instruments: in the settings)")
-    purge.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
@@ -221,10 +255,8 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
 
 def _verify(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.audit import verify_backups
-    from rawvault.cli_setup import database_unreachable
     from rawvault.s3.errors import S3AccessDeniedError
     from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, ScrubBudget, scrub_backups
-    from shared.db.interface import DatabaseError, is_database_error
     from shared.settings.alerts import GB
 
     if (args.budget_gb or args.no_record) and not args.read_data:
@@ -235,7 +267,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
     concurrency = args.concurrency or (DEFAULT_SCRUB_CONCURRENCY if args.read_data else 8)
     client = _client(settings, concurrency + 2)
     filters = {"instrument": args.instrument, "project": args.project, "raw_file_id": args.raw_file_id}
-    try:
+    with _cannot_run_on(S3AccessDeniedError):
         if args.read_data:
             report = scrub_backups(
                 client, settings, **filters, since=args.since, sample=args.sample, seed=args.seed,
@@ -248,12 +280,6 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
                 fallback_project_id=settings.watcher.fallback_project_id, concurrency=concurrency,
                 object_lock=settings.backup.s3.object_lock if settings.backup.s3 else None,
             )  # fmt: skip
-    except (DatabaseError, S3AccessDeniedError) as error:
-        raise CannotRunError(str(error)) from None
-    except Exception as error:
-        if is_database_error(error):
-            raise CannotRunError(database_unreachable(error)) from None
-        raise
     if args.raw_file_id and not report.raw_file_ids and not report.notes:
         raise CannotRunError(
             f"raw file {args.raw_file_id!r} is not in the database with backup_status upload_done (and the other "
@@ -266,9 +292,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
 
 
 def _purge(args: argparse.Namespace) -> tuple[int, str]:
-    from rawvault.cli_setup import database_unreachable
     from rawvault.purge import PurgeNotPossibleError, purge_instrument
-    from shared.db.interface import DatabaseError, is_database_error
     from shared.settings import purge_policy
 
     if not args.dry_run:
@@ -277,42 +301,25 @@ def _purge(args: argparse.Namespace) -> tuple[int, str]:
             f"file_remover.{args.instrument} DAG (purge.enabled, purge.dry_run: false)"
         )
     settings = _settings(needs_s3=False)
-    if args.instrument not in settings.instruments:
-        known = ", ".join(sorted(settings.instruments))
-        raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
+    _check_instrument(settings, args.instrument)
     client = None
     if settings.s3_enabled and purge_policy(settings, args.instrument).requires_s3:
         client = _client(settings, 10)
-    try:
+    with _cannot_run_on(PurgeNotPossibleError):
         report = purge_instrument(args.instrument, settings, dry_run=True, record=False, client=client)
-    except (PurgeNotPossibleError, DatabaseError) as error:
-        raise CannotRunError(str(error)) from None
-    except Exception as error:
-        if is_database_error(error):
-            raise CannotRunError(database_unreachable(error)) from None
-        raise
     output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
     return (EXIT_FAILED if report.held_back else EXIT_OK), output
 
 
 def _coverage(args: argparse.Namespace) -> tuple[int, str]:
     """Raw files past the deadline without a verified backup: exit 1 when there is any (any backup type)."""
-    from rawvault.cli_setup import database_unreachable
     from rawvault.coverage import coverage_report
-    from shared.db.interface import DatabaseError, is_database_error
 
     settings = _settings(needs_s3=False)
-    if args.instrument and args.instrument not in settings.instruments:
-        known = ", ".join(sorted(settings.instruments))
-        raise CannotRunError(f"instrument {args.instrument!r} is not in {settings.source} (instruments: {known})")
-    try:
+    if args.instrument:
+        _check_instrument(settings, args.instrument)
+    with _cannot_run_on():
         report = coverage_report(settings, instrument=args.instrument)
-    except DatabaseError as error:
-        raise CannotRunError(str(error)) from None
-    except Exception as error:
-        if is_database_error(error):
-            raise CannotRunError(database_unreachable(error)) from None
-        raise
     output = json.dumps(report.as_dict(), indent=1) if args.json else report.table()
     return (EXIT_OK if report.ok else EXIT_FAILED), output
 

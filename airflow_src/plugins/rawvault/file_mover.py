@@ -25,6 +25,12 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What to do when the set on the share is no longer the one backed up.
+_WHEN_MOVE_REFUSED = (
+    "If a new acquisition was written under this name, let the watcher register it; if the files were only "
+    "touched, set file_mover.verify: rehash and clear move_raw_file"
+)
+
 
 class MoveRefusedError(RuntimeError):
     """The acquisition must not be moved (no verified backup, or the share does not match it)."""
@@ -118,12 +124,9 @@ def _check_set_is_recorded(raw_file: RawFile, settings: Settings, root: Path, to
         raw_file_name=raw_file.original_name,
     )
     if not check.ok:
-        raise MoveRefusedError(
-            f"{check.summary()}: the set on the share is not the one backed up as {raw_file.id!r} "
-            f"(compared by {'MD5' if verify is Verify.REHASH else 'size and modification time'}), so it was not "
-            "moved. If a new acquisition was written under this name, let the watcher register it; if the files "
-            "were only touched, set file_mover.verify: rehash and clear move_raw_file"
-        )
+        compared_by = "MD5" if verify is Verify.REHASH else "size and modification time"
+        refused = f"the set on the share is not the one backed up as {raw_file.id!r} (compared by {compared_by})"
+        raise MoveRefusedError(f"{check.summary()}: {refused}, so it was not moved. {_WHEN_MOVE_REFUSED}")
 
 
 def move_raw_file(raw_file: RawFile, settings: Settings) -> MovePlan:

@@ -46,18 +46,21 @@ def checksum_raw_file(raw_file_id: str, settings: Settings) -> dict[str, list]:
         members = instrument_type.files_in_set(raw_file_path(raw_file, settings))
         relative_paths = [member.relative_to(source_root).as_posix() for member in members]
         mtimes_before = mtimes_of(source_root, relative_paths)
-        staged = stage_raw_file_set(source_root, relative_paths, target, settings.part_size_bytes, token)
+        staged = stage_raw_file_set(
+            source_root, relative_paths, target, settings.part_size_bytes, token, backup_root=settings.locations.backup
+        )
         # The times the content had while it was read: the file mover compares them (rawvault.recorded_set).
         source_mtimes = confirm_mtimes(source_root, mtimes_before)
         main_file = instrument_type.main_file(raw_file_path(raw_file, settings))
         main_mtime_ns = main_file.stat().st_mtime_ns if main_file.exists() else None
     except Exception as error:
-        discard_staged_set(target, relative_paths, token)  # none of this run's staged copies is ever used
+        # None of this run's staged copies is ever used.
+        discard_staged_set(target, relative_paths, token, backup_root=settings.locations.backup)
         update_raw_file(raw_file_id, status=RawFileStatus.ERROR.value, status_details=f"compute_checksum: {error}")
         raise
     file_info = staged.file_info
     if raw_file.file_info and raw_file.file_info != file_info:
-        discard_staged_set(target, file_info, token)
+        discard_staged_set(target, file_info, token, backup_root=settings.locations.backup)
         _fail_changed(raw_file, file_info)
     update_raw_file(
         raw_file_id,
@@ -138,7 +141,11 @@ def copy_to_local_backup(raw_file_id: str, settings: Settings) -> Path:
     )
     try:
         result = publish_raw_file_set(
-            instrument_folder(raw_file, settings), raw_file.file_info, target, raw_file.staging_token
+            instrument_folder(raw_file, settings),
+            raw_file.file_info,
+            target,
+            raw_file.staging_token,
+            backup_root=settings.locations.backup,
         )
     except Exception as error:
         update_raw_file(

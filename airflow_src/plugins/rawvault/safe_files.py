@@ -30,7 +30,7 @@ def place_no_overwrite(temporary: Path, final: Path) -> bool:
     so the new name survives a crash; ``temporary`` stays for the caller to remove.
     """
     try:
-        os.link(temporary, final)
+        os.link(temporary, final, follow_symlinks=False)  # a symlink at ``temporary`` is linked, never its target
     except FileExistsError:
         return False
     except OSError:

@@ -20,6 +20,7 @@ from rawvault.alerts.raw_files import (
     raw_file_alert_state,
 )
 from rawvault.alerts.reconcile import RecordedChanges, plan_changes, record_changes
+from rawvault.alerts.totals import record_due_totals
 from shared.db.alert_queries import raw_files_by_id, raw_files_needing_attention
 from shared.db.alerts import BASELINE_SUBJECT, alert_records, fresh_delivery, open_alert_records, record_new_alert
 from shared.db.free_space import record_free_space
@@ -94,6 +95,7 @@ def run_check(
     now = now or utc_now()
     # The Backups page shows the last free space (the api-server may not mount the shares).
     record_free_space(free_space_measurements(settings, now, disk_usage))
+    record_due_totals(settings, now)  # and the totals per instrument and project, at most hourly
     observations = raw_file_observations(settings, now, ui_base_url) + disk_observations(settings, disk_usage)
     report = CheckReport(observed=len(observations), bad=sum(o.health == Health.BAD for o in observations))
     subjects = [o.subject for o in observations if o.health != Health.UNKNOWN]

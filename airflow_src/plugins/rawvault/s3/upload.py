@@ -90,6 +90,7 @@ from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, for
 from rawvault.s3.put import ObjectSettings, forbid_overwrites
 from rawvault.s3.upload_file import (
     MultipartHooks,
+    SetWrite,
     UploadedObject,
     accept_existing,
     check_source,
@@ -160,9 +161,8 @@ def upload_file_set(
     # Phase 2: upload and verify, side by side; the first failure stops the set.
     forbid_overwrites(client, capabilities)
     progress = _progress_of(result, to_upload, progress_interval, on_progress, bandwidth_status)
-    result.objects.update(_upload_phase(
-        client, result, layout, to_upload, source_folder, part_size, settings, metadata, hooks, progress
-    ))  # fmt: skip
+    write = SetWrite(part_size, settings, metadata)
+    result.objects.update(_upload_phase(client, result, layout, to_upload, source_folder, write, hooks, progress))
 
     # Phase 3: the manifest, last: every object is verified now.
     result.objects = {path: result.objects[path] for path in layout.recorded}
@@ -259,9 +259,7 @@ def _upload_phase(
     layout: SetLayout,
     to_upload: list[RecordedFile],
     source_folder: Path,
-    part_size: int,
-    settings: ObjectSettings,
-    metadata: Mapping[str, str],
+    write: SetWrite,
     hooks: MultipartHooks,
     progress: ProgressReporter,
 ) -> dict[str, UploadedObject]:
@@ -272,9 +270,9 @@ def _upload_phase(
     def upload_one(entry: RecordedFile, hooks: MultipartHooks) -> UploadedObject:
         expected = expected_object(entry, layout.keys[entry.path])
         source = source_folder / entry.path
-        return upload_file(client, result.bucket, expected, source, part_size, settings, metadata, progress, hooks)
+        return upload_file(client, result.bucket, expected, source, write, progress, hooks)
 
-    uploaded = upload_side_by_side(to_upload, upload_one, settings.max_concurrency, hooks)
+    uploaded = upload_side_by_side(to_upload, upload_one, write.settings.max_concurrency, hooks)
     progress.finish()
     return uploaded
 

@@ -101,6 +101,23 @@ class MultipartHooks:
         return self.caps is None or self.caps.conditional_writes
 
 
+@dataclass(frozen=True)
+class SetWrite:
+    """How every object of one set is written: the part size of its recorded ETags, the object settings, metadata."""
+
+    part_size: int
+    settings: ObjectSettings
+    metadata: Mapping[str, str]
+
+    def create_args(self, md5: str) -> dict[str, Any]:
+        """The arguments of the PUT or CreateMultipartUpload of the object whose data has this ``md5``."""
+        return {
+            "StorageClass": self.settings.storage_class,
+            "Metadata": s3_metadata({**self.metadata, "md5": md5}),
+            **self.settings.data_args(),
+        }
+
+
 def expected_object(entry: RecordedFile, key: str, manifest_entry: Mapping[str, Any] | None = None) -> ExpectedObject:
     """What the object of ``entry`` must hold; S3's ETag and SHA-256 from a manifest entry that agrees with it."""
     listed = manifest_entry or {}
@@ -166,13 +183,12 @@ def upload_file(
     bucket: str,
     expected: ExpectedObject,
     source: Path,
-    part_size: int,
-    settings: ObjectSettings,
-    metadata: Mapping[str, str],
+    write: SetWrite,
     progress: ProgressCallback,
     hooks: MultipartHooks,
 ) -> UploadedObject:
     """Upload ``source`` to ``expected.key`` (it is not there yet) and verify what S3 then holds."""
+    part_size, settings = write.part_size, write.settings
     entry = RecordedFile(expected.path, expected.size, expected.md5, expected.etag)
     check_source(source, entry)  # again: it may have changed since the check phase
     parts = multipart_parts(entry.size, part_size)
@@ -185,9 +201,7 @@ def upload_file(
         expected.key,
     )
     try:
-        parts_uploaded, parts_resumed = _send(
-            client, bucket, expected.key, source, entry, part_size, settings, metadata, progress, hooks
-        )
+        parts_uploaded, parts_resumed = _send(client, bucket, expected.key, source, entry, write, progress, hooks)
     except (ObjectAppearedError, UploadVanishedError) as error:
         # Another run (a zombie of this one, a double trigger) may have stored the same file: accept it
         # only after the usual check of an existing object, never replace it.
@@ -220,19 +234,13 @@ def _send(
     key: str,
     source: Path,
     entry: RecordedFile,
-    part_size: int,
-    settings: ObjectSettings,
-    metadata: Mapping[str, str],
+    write: SetWrite,
     progress: ProgressCallback,
     hooks: MultipartHooks,
 ) -> tuple[int, int]:
     """One PUT or a (resumed) multipart upload; return the parts uploaded and resumed."""
-    object_args: dict[str, Any] = {
-        "StorageClass": settings.storage_class,
-        "Metadata": s3_metadata({**metadata, "md5": entry.md5}),
-        **settings.data_args(),
-    }
-    if multipart_parts(entry.size, part_size) is None:
+    object_args = write.create_args(entry.md5)
+    if multipart_parts(entry.size, write.part_size) is None:
 
         def put() -> None:
             put_file(
@@ -251,14 +259,14 @@ def _send(
         key=key,
         source=source,
         size=entry.size,
-        part_size=part_size,
+        part_size=write.part_size,
         create_args=object_args,
-        max_concurrency=settings.max_concurrency,
+        max_concurrency=write.settings.max_concurrency,
         progress=progress,
         known_upload_id=hooks.known.get(key),
         on_upload_id=hooks.on_upload_id,
         guard=hooks.guard,
-        kms=settings.kms,
+        kms=write.settings.kms,
         caps=hooks.caps,
         part_pool=hooks.part_pool,
         stop=hooks.stop,

@@ -3,6 +3,7 @@
 - ``GET /``                  the page (``page.html``); without a login it redirects to Airflow's login
 - ``GET /raw-files``         one page of raw files, failed and stuck first (JSON); ``cursor`` pages on
 - ``GET /raw-files/counts``  counts per backup status and the filter choices (JSON)
+- ``GET /facility``          last free space per folder and totals per instrument and project (JSON)
 - ``GET /stores``            every probed bucket's S3 store: summary and weaknesses (JSON)
 
 Airflow mounts plugin apps without any authentication, so every route here
@@ -175,14 +176,14 @@ def get_raw_file_counts(filters: FilterDep, view: ViewDep, stuck_after_hours: St
 
 
 def get_facility(view: ViewDep) -> JSONResponse:
-    """The last free space of the instrument folders the caller may read and of the backup root."""
-    from rawvault.ui.facility import free_space_rows
+    """The last free space and totals per project of the instruments the caller may read, and the backup root."""
+    from rawvault.ui.facility import free_space_rows, totals_rows
 
     readable = tuple(i for i in view.instruments if view.readable is None or i in view.readable)
     now = datetime.now(UTC)
     try:
         _connect()
-        answer = {"folders": free_space_rows(readable, now)}
+        answer = {"folders": free_space_rows(readable, now), "totals": totals_rows(readable, now)}
     except DATABASE_UNAVAILABLE as error:
         raise _database_unavailable(error) from None
     return JSONResponse(answer, headers=NO_STORE)

@@ -1,4 +1,6 @@
-"""The Backups page's facility panel: the last free space of each folder, as the alert check measured it.
+"""The Backups page's facility panel: last free space per folder and totals per instrument and project.
+
+The alert check measures and computes both (``shared.db.totals``: at most hourly).
 
 The api-server may not mount the instrument shares, so it never measures: it shows the last measurement
 (``shared.db.free_space``, recorded by the alert check) with its time. The stores' capabilities are
@@ -12,6 +14,7 @@ from typing import Any
 
 from rawvault.ui.rows import format_age, format_size
 from shared.db.free_space import BACKUP_ROOT, latest_free_space
+from shared.db.totals import latest_totals
 
 
 def free_space_rows(instruments: tuple[str, ...], now: datetime) -> list[dict[str, Any]]:
@@ -41,4 +44,39 @@ def free_space_rows(instruments: tuple[str, ...], now: datetime) -> list[dict[st
                 "measured_age": format_age((now - at).total_seconds()),
             }
         )
+    return rows
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 1) if whole else None
+
+
+def totals_rows(instruments: tuple[str, ...], now: datetime) -> list[dict[str, Any]]:
+    """One row per (instrument, project) of these instruments, from the alert check's last snapshot.
+
+    The page never aggregates; an instrument never computed has one row saying so.
+    """
+    found = latest_totals(instruments)
+    rows: list[dict[str, Any]] = []
+    for instrument_id in instruments:
+        snapshot = found.get(instrument_id)
+        if snapshot is None:
+            rows.append({"instrument_id": instrument_id, "measured_at": None})
+            continue
+        at = snapshot["measured_at"]
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        for project in snapshot.get("projects") or []:
+            raw_files, size = int(project["raw_files"]), int(project["bytes"])
+            rows.append(
+                {
+                    **project,
+                    "instrument_id": instrument_id,
+                    "bytes_human": format_size(size),
+                    "verified_by": snapshot.get("verified_by"),
+                    "verified_percent": _share(int(project["verified_raw_files"]), raw_files),
+                    "verified_bytes_percent": _share(int(project["verified_bytes"]), size),
+                    "measured_at": at.isoformat(),
+                    "measured_age": format_age((now - at).total_seconds()),
+                }
+            )
     return rows
