@@ -68,16 +68,20 @@ class S3Settings(Section):
     # The AWS account that must own every bucket (sent as ExpectedBucketOwner); strongly recommended on AWS.
     expected_bucket_owner: str | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # One try of upload_to_s3 (and of s3_upload_retry): its execution_timeout, then Airflow's own retries of it
+    # and the wait before the first (doubled per retry; also the base of the sweeper's backoff).
+    upload_timeout_hours: Annotated[float, Field(gt=0)] = 24.0
     upload_retries: Annotated[int, Field(ge=0, le=20)] = 3
     upload_retry_delay_minutes: Annotated[float, Field(ge=0)] = 15.0
-    upload_timeout_hours: Annotated[float, Field(gt=0)] = 24.0
-    # backup_sweeper: when it looks for failed and stale uploads, and how often it retries one.
+    # Lease of a running upload on its raw file (renewed while it runs); an upload_in_progress raw file whose
+    # lease expired is stale (its worker died) and may be taken over. With upload_retries, shorter than the
+    # retry delay above (the settings model checks it), so an Airflow retry finds a dead try's lease expired.
+    stale_upload_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
+    # backup_sweeper: when it looks for failed, stale and never-started uploads; the attempts a raw file's upload
+    # gets in all (Airflow's retries count); after how long untouched a copying_done raw file counts as never
+    # started (its upload_to_s3 never ran).
     sweep_schedule: CronExpression = "*/15 * * * *"
     max_upload_attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    # Lease of a running upload on its raw file (renewed while it runs); an upload_in_progress
-    # raw file whose lease expired is stale (its worker died) and may be taken over.
-    stale_upload_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
-    # backup_sweeper also uploads copying_done raw files untouched this long: their upload_to_s3 never ran.
     pending_upload_after_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 6.0
     # S3-compatible stores (see shared.settings.s3_compat and README "S3-compatible stores").
     compatibility: Literal["auto", "aws", "strict"] = "auto"

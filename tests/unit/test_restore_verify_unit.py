@@ -16,7 +16,7 @@ from botocore.stub import Stubber
 
 from rawvault import cli, cli_setup
 from rawvault.impl.verify_tasks import failure_message
-from rawvault.restore import ManifestLocation
+from rawvault.restore import DEFAULT_PART_SIZE, ManifestLocation, PartSizeChoice
 from rawvault.s3.download import (
     RestoreArchivedError,
     RestoreConflictError,
@@ -312,3 +312,12 @@ def test_cli_without_an_s3_section_cannot_run(
     finally:
         get_settings.cache_clear()
     assert "has no backup.s3 section" in capsys.readouterr().err
+
+
+def test_part_size_choice_override_then_recorded_then_fallback() -> None:
+    assert PartSizeChoice(override=8, fallback=32).choose(16, 24) == 8
+    assert PartSizeChoice(fallback=32).choose(None, 24) == 24
+    assert PartSizeChoice(fallback=32).choose(None, None) == 32
+    assert PartSizeChoice().choose(None) == DEFAULT_PART_SIZE
+    with pytest.raises(RestoreSourceError, match="not a positive number of bytes"):
+        PartSizeChoice().choose("5")  # type: ignore[arg-type]

@@ -224,7 +224,7 @@ def _add_purge_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _restore(args: argparse.Namespace) -> tuple[int, str]:
-    from rawvault.restore import restore_raw_file
+    from rawvault.restore import PartSizeChoice, restore_raw_file
     from rawvault.s3.download import RestoreError, RestoreSourceError
     from rawvault.s3.errors import S3BackupError
     from rawvault.s3.progress import format_bytes
@@ -237,8 +237,7 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
             args.target,
             client,
             manifest=args.from_manifest,
-            part_size=args.part_size_mb * MIB if args.part_size_mb else None,
-            fallback_part_size=settings.part_size_bytes,
+            part_sizes=PartSizeChoice(args.part_size_mb * MIB if args.part_size_mb else None, settings.part_size_bytes),
             max_concurrency=args.concurrency,
             progress_interval=args.progress_interval,
         )
@@ -257,7 +256,7 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
 def _verify(args: argparse.Namespace) -> tuple[int, str]:
     from rawvault.audit import verify_backups
     from rawvault.s3.errors import S3AccessDeniedError
-    from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, scrub_backups
+    from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, ScrubBudget, scrub_backups
     from shared.settings.alerts import GB
 
     if (args.budget_gb or args.no_record) and not args.read_data:
@@ -272,7 +271,7 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
         if args.read_data:
             report = scrub_backups(
                 client, settings, **filters, since=args.since, sample=args.sample, seed=args.seed,
-                budget_bytes=int(args.budget_gb * GB) if args.budget_gb else None, concurrency=concurrency,
+                budget=ScrubBudget(int(args.budget_gb * GB)) if args.budget_gb else None, concurrency=concurrency,
                 record=not args.no_record,
             )  # fmt: skip
         else:

@@ -85,13 +85,25 @@ class ManifestLocation:
         return self.key[: self.key.rfind("/") + 1]
 
 
-def _resolve_part_size(*candidates: int | None) -> int:
-    for candidate in candidates:
-        if candidate:
-            if not isinstance(candidate, int) or candidate <= 0:
-                raise RestoreSourceError(f"part size {candidate!r} is not a positive number of bytes")
-            return candidate
-    return DEFAULT_PART_SIZE
+@dataclass(frozen=True)
+class PartSizeChoice:
+    """How a restore chooses the part size its ETags are checked with.
+
+    ``override`` (the command line's) beats every recorded part size; ``fallback`` (the settings') is used only when
+    none is recorded; :data:`DEFAULT_PART_SIZE` last.
+    """
+
+    override: int | None = None
+    fallback: int | None = None
+
+    def choose(self, *recorded: int | None) -> int:
+        """The first set of ``override``, ``recorded`` (most trusted first) and ``fallback``."""
+        for candidate in (self.override, *recorded, self.fallback):
+            if candidate:
+                if not isinstance(candidate, int) or candidate <= 0:
+                    raise RestoreSourceError(f"part size {candidate!r} is not a positive number of bytes")
+                return candidate
+        return DEFAULT_PART_SIZE
 
 
 def _expected_files(
@@ -133,9 +145,7 @@ def _expected_files(
     return files
 
 
-def plan_from_database(
-    raw_file_id: str, client: S3Client, *, part_size: int | None = None, fallback_part_size: int | None = None
-) -> RestorePlan:
+def plan_from_database(raw_file_id: str, client: S3Client, part_sizes: PartSizeChoice | None = None) -> RestorePlan:
     """The plan of raw file ``raw_file_id`` from its ``RawFile`` document (plus its manifest, if readable)."""
     try:
         raw_file = get_raw_file(raw_file_id)
@@ -183,7 +193,7 @@ def plan_from_database(
         )
     else:
         manifest = found[0]
-    chosen = _resolve_part_size(part_size, raw_file.etag_part_size, manifest.get("part_size"), fallback_part_size)
+    chosen = (part_sizes or PartSizeChoice()).choose(raw_file.etag_part_size, manifest.get("part_size"))
     files = _expected_files(
         raw_file.id, dict(raw_file.file_info or {}), key_prefix, chosen, manifest.get("files") or {}
     )
@@ -195,8 +205,7 @@ def plan_from_manifest(
     client: S3Client,
     *,
     raw_file_id: str | None = None,
-    part_size: int | None = None,
-    fallback_part_size: int | None = None,
+    part_sizes: PartSizeChoice | None = None,
 ) -> RestorePlan:
     """The plan of the set whose manifest is at ``location`` (no database needed)."""
     try:
@@ -232,7 +241,7 @@ def plan_from_manifest(
         file_info = {path: [entry["size"], entry["md5"], entry["etag"]] for path, entry in files.items()}
     except (KeyError, TypeError) as error:
         raise RestoreSourceError(f"the manifest at {location.url} has an incomplete file entry ({error})") from None
-    chosen = _resolve_part_size(part_size, manifest.get("part_size"), fallback_part_size)
+    chosen = (part_sizes or PartSizeChoice()).choose(manifest.get("part_size"))
     expected = _expected_files(manifest_id, file_info, location.key_prefix, chosen, files)
     return RestorePlan(manifest_id, location.bucket, location.key_prefix, chosen, expected, "manifest")
 
@@ -244,8 +253,7 @@ def restore_raw_file(
     *,
     manifest: ManifestLocation | str | None = None,
     use_database: bool = True,
-    part_size: int | None = None,
-    fallback_part_size: int | None = None,
+    part_sizes: PartSizeChoice | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
 ) -> RestoreResult:
@@ -254,9 +262,8 @@ def restore_raw_file(
     The expected files come from the database unless ``manifest`` is given
     (an ``s3://`` URL of the manifest, or of its key prefix ending in ``/``)
     or ``use_database`` is false (then ``manifest`` is required); with both,
-    ``raw_file_id`` must be the manifest's. ``part_size`` overrides the
-    recorded part size of the ETags; ``fallback_part_size`` is used only when
-    none is recorded. See the module docstring for the steps.
+    ``raw_file_id`` must be the manifest's. ``part_sizes``: how the part size
+    of the ETags is chosen (:class:`PartSizeChoice`; ``None``: as recorded). See the module docstring for the steps.
 
     Raises :class:`RestoreSourceError`, :class:`RestoreConflictError`,
     :class:`RestoreVerificationError` or an
@@ -264,9 +271,7 @@ def restore_raw_file(
     """
     if manifest is not None:
         location = manifest if isinstance(manifest, ManifestLocation) else ManifestLocation.parse(manifest, raw_file_id)
-        plan = plan_from_manifest(
-            location, client, raw_file_id=raw_file_id, part_size=part_size, fallback_part_size=fallback_part_size
-        )
+        plan = plan_from_manifest(location, client, raw_file_id=raw_file_id, part_sizes=part_sizes)
     elif not use_database:
         raise RestoreSourceError(
             "without the database the restore needs the set's manifest: --from-manifest "
@@ -275,7 +280,7 @@ def restore_raw_file(
     elif not raw_file_id:
         raise RestoreSourceError("name the raw file to restore (its raw file id)")
     else:
-        plan = plan_from_database(raw_file_id, client, part_size=part_size, fallback_part_size=fallback_part_size)
+        plan = plan_from_database(raw_file_id, client, part_sizes)
     return restore_plan(
         plan, Path(target_folder), client, max_concurrency=max_concurrency, progress_interval=progress_interval
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import stat
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Unpack, cast
@@ -58,6 +59,18 @@ log = logging.getLogger(__name__)
 # Raw files re-read at a time: each read streams through the digest engine's ring of buffers (32 MiB) and keeps
 # one connection busy; two saturate these 2-core machines' hashing.
 DEFAULT_SCRUB_CONCURRENCY = 2
+
+
+@dataclass(frozen=True)
+class ScrubBudget:
+    """A budgeted scrub: the least recently scrubbed raw files whose data fit in ``max_bytes``.
+
+    ``max_bytes`` is read at most from S3 and at most again from the local backup. ``due_before`` (only with a
+    budget, hence here): skip raw files scrubbed at or after it (``None``: every raw file is due).
+    """
+
+    max_bytes: int
+    due_before: datetime | None = None
 
 
 def check_local_copies(raw_file: RawFile, settings: Settings, budget: ByteBudget) -> tuple[list[DriftItem], int]:
@@ -122,8 +135,7 @@ def scrub_backups(
     client: S3Client,
     settings: Settings,
     *,
-    budget_bytes: int | None = None,
-    due_before: datetime | None = None,
+    budget: ScrubBudget | None = None,
     sample: int | None = None,
     seed: int | None = None,
     concurrency: int = DEFAULT_SCRUB_CONCURRENCY,
@@ -133,23 +145,26 @@ def scrub_backups(
 ) -> VerifyReport:
     """Scrub the selected raw files (see the module docstring); record the results unless ``record`` is false.
 
+    ``budget`` ``None``: the audit's selection (``filters``, ``sample`` of ``seed``), read without a byte limit.
+
     Raises :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses
     the credentials; everything else found is in the report.
     """
     fallback = settings.watcher.fallback_project_id
-    if budget_bytes is None:
+    budget_bytes = budget.max_bytes if budget else None
+    if budget is None:
         selection = select_raw_files(**filters, sample=sample, seed=seed, fallback_project_id=fallback)
         ids, report = selection.raw_file_ids, VerifyReport(matched=selection.matched, filters=selection.filters)
     else:
         chosen = select_for_scrub(
-            budget_bytes=budget_bytes, due_before=due_before, **filters, fallback_project_id=fallback
+            budget_bytes=budget.max_bytes, due_before=budget.due_before, **filters, fallback_project_id=fallback
         )
         matched = count_uploaded(uploaded_query(**filters, fallback_project_id=fallback))  # never a count of them all
-        report = VerifyReport(matched=matched, filters=describe_filters(filters, budget_bytes=budget_bytes))
+        report = VerifyReport(matched=matched, filters=describe_filters(filters, budget_bytes=budget.max_bytes))
         ids = chosen.raw_file_ids
         report.notes += [
-            f"{rid} was not re-read: its {format_bytes(size)} exceed the whole budget of {format_bytes(budget_bytes)} "
-            "per run; raise backup.scrub.budget_gb_per_run above it"
+            f"{rid} was not re-read: its {format_bytes(size)} exceed the whole budget of "
+            f"{format_bytes(budget.max_bytes)} per run; raise backup.scrub.budget_gb_per_run above it"
             for rid, size in chosen.too_large
         ]
     log.info("scrubbing %d raw file(s): re-reading their S3 objects and local backup copies", len(ids))

@@ -46,7 +46,7 @@ def failure_message(report: Any, max_items: int = MAX_ITEMS_IN_MESSAGE, *, notes
 
 def _scrub(client: Any, settings: Any, params: dict[str, Any]) -> tuple[Any, int]:
     """The scrub of this run and how many raw files are behind the period (``None``: no scrub in this run)."""
-    from rawvault.scrub import scrub_backups
+    from rawvault.scrub import ScrubBudget, scrub_backups
     from shared.db.models import utc_now
     from shared.db.scrub import count_not_scrubbed_since
 
@@ -56,7 +56,7 @@ def _scrub(client: Any, settings: Any, params: dict[str, Any]) -> tuple[Any, int
     now = utc_now()
     period = timedelta(days=scrub.period_days)
     report = scrub_backups(
-        client, settings, budget_bytes=scrub.budget_bytes, due_before=now - period + VERIFIER_INTERVAL,
+        client, settings, budget=ScrubBudget(scrub.budget_bytes, due_before=now - period + VERIFIER_INTERVAL),
         instrument=params.get("instrument") or None, project=params.get("project") or None, now=now,
     )  # fmt: skip
     behind = count_not_scrubbed_since(now - period)
