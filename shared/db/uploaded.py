@@ -44,8 +44,11 @@ def count_uploaded(query: dict[str, Any]) -> int:
     """How many raw files ``query`` (of :func:`uploaded_query`) matches; all of them: total minus the others."""
     if set(query) != {"backup_status"}:
         return count(query)
+    total = count({})  # MongoDB's metadata count: an estimate, which may lag behind recent writes
+    if total <= SMALL_SELECTION:
+        return count(query)  # a small collection: the exact count is cheap (the estimate failed a sample of 1)
     others = [status.value for status in BackupStatus if status.value != UPLOAD_DONE]
-    return max(0, count({}) - count({"backup_status": {"$in": [None, *others]}}))
+    return max(0, total - count({"backup_status": {"$in": [None, *others]}}))
 
 
 def _assign_missing_sample_keys() -> None:
@@ -92,8 +95,8 @@ def sample_uploaded_raw_files(
     query = uploaded_query(**filters)
     matched = count_uploaded(query)
     rng = random.Random(seed)  # noqa: S311 - choosing a sample to audit, not a secret
-    if sample >= matched:
-        chosen = list(RawFile.objects(__raw__=query))
+    if sample >= matched:  # bounded all the same: an estimated count may be low
+        chosen = list(RawFile.objects(__raw__=query).limit(sample))
     elif set(query) != {"backup_status"} and matched <= SMALL_SELECTION:
         ids = sorted(str(row["_id"]) for row in RawFile._get_collection().find(query, {"_id": 1}))
         chosen = _by_ids(rng.sample(ids, sample))

@@ -64,3 +64,14 @@ def test_raw_files_written_before_the_sample_key_get_one(mongo_uri: str) -> None
 def test_a_bad_sample_size_names_it(mongo_uri: str) -> None:
     with pytest.raises(ValueError, match="sample must be 1 or more raw files, got 0"):
         sample_uploaded_raw_files(0)
+
+
+def test_a_lagging_metadata_count_never_widens_the_sample(mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collection's estimated count may lag behind recent writes (a sample of 1 once gave 2 raw files)."""
+    from shared.db import uploaded
+
+    seed(14)  # 12 upload_done
+    exact = uploaded.count
+    monkeypatch.setattr(uploaded, "count", lambda query: 1 if not query else exact(query))  # the estimate lags
+    selection = sample_uploaded_raw_files(1, seed=4)
+    assert (selection.matched, len(selection.raw_files)) == (12, 1)
