@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from rawvault.s3.client import S3Client
 from rawvault.s3.drift import VerifyReport, verify_raw_files
 from rawvault.stores import recorded_etag_shapes
 from shared.db.interface import raw_files_by_id, uploaded_raw_file_ids
 from shared.db.uploaded import sample_uploaded_raw_files
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from shared.settings import ObjectLockSettings
 
 log = logging.getLogger(__name__)

@@ -64,12 +64,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault import claim as claims
 from rawvault.claim import MAX_DETAILS_CHARS, Claim, UploadClaimLostError, UploadNotRecordedError
 from rawvault.locations import backup_base_path, backup_folder
 from rawvault.s3.buckets import bucket_name, check_no_bucket_collisions, ensure_bucket
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import (
     BucketNameError,
     BucketOwnerMismatchError,
@@ -86,9 +87,6 @@ from rawvault.stores import ClientFactory, prepare_store, recorded_etag_shapes
 from shared.db.interface import get_projects, get_raw_file
 from shared.db.models import BackupStatus, RawFile
 from shared.settings import Settings
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 

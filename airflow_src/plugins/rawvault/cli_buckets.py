@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rawvault.cli_common import CannotRunError, s3_client, s3_settings
+from rawvault.s3.client import S3Client
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from rawvault.stores import ClientFactory
     from shared.settings import Settings
 

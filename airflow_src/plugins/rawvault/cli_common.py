@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rawvault.s3.client import S3Client
+
 if TYPE_CHECKING:
     from botocore.config import Config
-    from mypy_boto3_s3 import S3Client
 
     from shared.settings import Settings
 

@@ -28,22 +28,20 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.locations import backup_base_path, instrument_folder
 from rawvault.purge_checks import CheckedSet, S3Target, check_set
 from rawvault.purge_errors import Check, PurgeBlockedError
 from rawvault.purge_fs import DeleteResult, PurgeDeleteError, delete_set
 from rawvault.purge_report import Decision, PurgeReport, SetOutcome, gb
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import S3BackupError
 from rawvault.s3.keys import key_prefix_for
 from shared.db.interface import RawFileNotFoundError, get_projects, get_raw_file, update_raw_file
 from shared.db.models import RawFile, RawFileStatus, utc_now
 from shared.db.purge import purge_candidates
 from shared.settings import PurgePolicy, Settings, purge_policy
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.checksum import FileChangedError
 from rawvault.locations import backup_folder, instrument_folder, move_target_folder
@@ -38,12 +38,10 @@ from rawvault.purge_errors import Check, PurgeBlockedError
 from rawvault.purge_fs import Identity
 from rawvault.purge_s3 import check_s3_copy
 from rawvault.recorded_set import FileFacts, Verify, check_recorded_set, hash_no_follow, record_of, safe_relative
+from rawvault.s3.client import S3Client
 from shared.db.models import BackupStatus, RawFile, RawFileStatus
 from shared.instrument_types import INSTRUMENT_TYPES, shown
 from shared.settings import PurgePolicy, Settings
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 
 @dataclass(frozen=True)

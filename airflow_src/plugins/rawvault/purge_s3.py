@@ -14,16 +14,14 @@ No database: the caller passes the raw file and the expected bucket.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.purge_errors import Check, PurgeBlockedError
 from rawvault.s3 import manifest as manifests
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import S3BackupError
 from rawvault.s3.keys import S3UrlError, object_key, parse_s3_url, s3_url
 from rawvault.s3.objects import ExpectedObject, check_object, etag_of, head, version_of
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 _MANIFEST_FILE_FIELDS = ("size", "md5", "etag")
 

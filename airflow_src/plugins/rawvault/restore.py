@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.cli_setup import database_unreachable
 from rawvault.s3 import manifest as manifest_mod
+from rawvault.s3.client import S3Client
 from rawvault.s3.download import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_PROGRESS_INTERVAL_SECONDS,
@@ -39,9 +40,6 @@ from rawvault.s3.keys import S3UrlError, object_key, parse_s3_url, s3_url, valid
 from rawvault.s3.objects import ExpectedObject
 from shared.db.interface import DatabaseError, RawFileNotFoundError, get_raw_file
 from shared.s3_limits import MIB
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 

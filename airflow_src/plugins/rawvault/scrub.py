@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Unpack, cast
 from rawvault.audit import RawFileFilters, describe_filters, select_raw_files
 from rawvault.digests import digest_file
 from rawvault.locations import backup_folder
+from rawvault.s3.client import S3Client
 from rawvault.s3.drift import DriftItem, DriftKind, ReadData, RecordedBackup, VerifyReport, verify_raw_files
 from rawvault.s3.errors import S3BackupError
 from rawvault.s3.file_info import RecordedFile, parse_file_info
@@ -50,8 +51,6 @@ from shared.db.scrub import record_scrub_result, select_for_scrub
 from shared.db.uploaded import count_uploaded, uploaded_query
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -45,6 +45,7 @@ from rawvault.s3.capabilities import (
     store_capabilities,
     warn_weaknesses_once,
 )
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import BucketNameError
 from rawvault.s3.put import ObjectSettings
 from shared.db.interface import get_projects
@@ -52,7 +53,6 @@ from shared.db.s3_stores import load_store_capabilities, save_store_capabilities
 
 if TYPE_CHECKING:
     from botocore.config import Config
-    from mypy_boto3_s3 import S3Client
 
     from shared.settings import S3Settings, Settings
 

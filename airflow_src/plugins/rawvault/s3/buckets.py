@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import (
     EXPECTED_OWNER_FIELD,
     BucketMissingError,
@@ -48,7 +49,6 @@ from shared.bucket_names import bucket_name as _bucket_name
 from shared.bucket_names import normalise_project_id as normalise_project_id  # re-exported
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ServerSideEncryptionByDefaultTypeDef, ServerSideEncryptionRuleTypeDef
 
     from shared.settings import LifecycleSettings, ObjectLockSettings

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from shared.settings import S3Settings
+else:
+    S3Client = Any  # the boto3 type stubs are a development dependency; every module takes the client type from here
 
 log = logging.getLogger(__name__)
 

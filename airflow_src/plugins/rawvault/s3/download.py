@@ -45,11 +45,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
 from rawvault.s3.archive import RestoreArchivedError, RestoreError, archive_tier, archived_error
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import botocore_cause, classify, error_code
 from rawvault.s3.keys import s3_url
 from rawvault.s3.objects import ExpectedObject, VerdictKind, check_content, check_object, head, is_kms, version_of
@@ -61,9 +62,6 @@ from rawvault.s3.restore_target import (
     TemporaryFile,
     digest_descriptor,
 )
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 __all__ = [
     "TEMP_SUFFIX",

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.capabilities import EtagShape
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import S3AccessDeniedError, S3BackupError
 from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.keys import S3UrlError, object_key, parse_s3_url, s3_url
@@ -51,8 +52,6 @@ from rawvault.s3.readback import ByteBudget, read_back
 from rawvault.s3.retention import RetentionAudit
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from shared.settings import ObjectLockSettings
 
 log = logging.getLogger(__name__)

@@ -17,18 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.capabilities import EtagShape
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import ExistingObjectMismatchError, UnsafePathError
 from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.keys import object_key, validate_key_prefix
 from rawvault.s3.objects import VerificationMode, check_object, etag_of, head
 from rawvault.s3.upload_file import UploadedObject, expected_object
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 
 @dataclass

@@ -54,12 +54,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
 from rawvault.digests import CHECKSUM_ALGORITHM
 from rawvault.s3.capabilities import StoreCapabilities, checksum_args, put_condition_args
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import (
     ExistingObjectMismatchError,
     S3TransientError,
@@ -71,9 +72,6 @@ from rawvault.s3.errors import (
 from rawvault.s3.keys import s3_url, validate_relative_path
 from rawvault.s3.objects import etag_of, head, unless_missing
 from rawvault.s3.put import ObjectSettings, s3_metadata
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 MANIFEST_FORMAT = "rawvault-manifest/1"
 MANIFEST_SUFFIX = ".rawvault-manifest.json"

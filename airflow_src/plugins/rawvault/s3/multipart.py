@@ -71,6 +71,7 @@ from botocore.exceptions import ClientError
 from rawvault.digests import PartPlan, plan_parts
 from rawvault.s3.body import PartReader, ProgressCallback
 from rawvault.s3.capabilities import StoreCapabilities, checksum_args, complete_condition_args
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import (
     NO_SUCH_UPLOAD,
     ObjectAppearedError,
@@ -93,7 +94,6 @@ from rawvault.s3.multipart_resume import (
 from rawvault.s3.put import check_key_free
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)

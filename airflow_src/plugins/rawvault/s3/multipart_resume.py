@@ -15,16 +15,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from rawvault.digests import CHECKSUM_ALGORITHM, PartPlan, digest_file
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import NO_SUCH_UPLOAD, LocalFileChangedError, classify, error_code
 from rawvault.s3.progress import format_bytes
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 

@@ -42,12 +42,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
 from rawvault.digests import Digests, digest_file, split_checksum
 from rawvault.s3.capabilities import EtagShape
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import (
     LocalFileChangedError,
     botocore_cause,
@@ -58,9 +59,6 @@ from rawvault.s3.errors import (
 )
 from rawvault.s3.keys import s3_url
 from rawvault.s3.permissions import POLICY_FILE, resource_arn
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

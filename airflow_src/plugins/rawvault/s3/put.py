@@ -27,13 +27,12 @@ from botocore.exceptions import ClientError
 
 from rawvault.s3.body import PartReader, ProgressCallback
 from rawvault.s3.capabilities import Conditional, StoreCapabilities, checksum_args, put_condition_args
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import LocalFileChangedError, ObjectAppearedError, classify, is_conflict
 from rawvault.s3.objects import KMS_ENCRYPTION, etag_of, head
 from rawvault.s3.retention import data_object_tagging, object_retention_args
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from shared.settings import ObjectLockSettings, S3Settings
 
 Guard = Callable[[], None]

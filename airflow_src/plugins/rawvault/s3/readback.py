@@ -24,10 +24,11 @@ import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.digests import digest_stream, plan_parts
 from rawvault.s3.capabilities import EtagShape
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import S3BackupError, classify
 from rawvault.s3.keys import s3_url
 from rawvault.s3.objects import (
@@ -40,9 +41,6 @@ from rawvault.s3.objects import (
     is_kms,
     version_of,
 )
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 

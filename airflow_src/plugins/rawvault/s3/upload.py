@@ -75,10 +75,11 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.capabilities import StoreCapabilities
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import ExistingObjectMismatchError, VerificationError
 from rawvault.s3.file_info import RecordedFile, check_part_size
 from rawvault.s3.file_set import SetLayout, SetState, UploadResult, check_complete_set, read_set_manifest
@@ -97,9 +98,6 @@ from rawvault.s3.upload_file import (
     expected_object,
     upload_file,
 )
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 __all__ = [
     "ObjectSettings",

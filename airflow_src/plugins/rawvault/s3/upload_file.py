@@ -24,11 +24,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rawvault.digests import multipart_parts
 from rawvault.s3.body import ProgressCallback
 from rawvault.s3.capabilities import Conditional, StoreCapabilities, etag_shape_of
+from rawvault.s3.client import S3Client
 from rawvault.s3.errors import (
     ExistingObjectMismatchError,
     LocalFileChangedError,
@@ -53,9 +54,6 @@ from rawvault.s3.progress import format_bytes
 from rawvault.s3.put import ObjectSettings, put_file, s3_metadata
 from rawvault.s3.readback import check_or_read_back
 from rawvault.s3.retention import apply_object_retention, object_retention_args, retention_from_head
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
