@@ -80,7 +80,9 @@ def write_settings(root: Path) -> PipelineEnv:
                 "max_concurrency": 2,
             },
         },
-        acquisition={"poke_interval_seconds": 1, "size_stable_seconds": 1, "timeout_hours": 0.25},
+        # 5 s, not 1: a reschedule shorter than the scheduler's event processing lets it see the poke's
+        # "success" after the next try is already scheduled and mark the sensor failed (seen at load 3).
+        acquisition={"poke_interval_seconds": 5, "size_stable_seconds": 1, "timeout_hours": 0.25},
         # Once a year: only the REST trigger (and the one catch-up run of a new DAG) list the folder.
         watcher={"schedule": "0 0 1 1 *"},
         airflow={"queue_prefix": PREFIX, "task_retries": 0, "retry_delay_minutes": 0},
