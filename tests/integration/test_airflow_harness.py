@@ -13,7 +13,7 @@ from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_trigg
 from tests.data_factory import KIB, make_thermo
 from tests.pipeline_env import activate, write_pipeline_env
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_triggered_run_of_a_dag_with_several_serialized_versions_runs_without_sqlalchemy_warnings(

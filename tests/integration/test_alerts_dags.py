@@ -27,7 +27,7 @@ from tests.alert_fixtures import UI_BASE_URL, Channels, alerts_env, channels, se
 from tests.pipeline_env import write_pipeline_env
 
 __all__ = ["channels"]  # the fixture
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REASON = "NAME.raw changed while it was read {{ not a template }} <b>"
 
 

@@ -37,6 +37,8 @@ from tests.compose_fixtures import (  # noqa: E402
     write_env,
 )
 
+pytestmark = pytest.mark.slow  # quick mode (scripts/test.sh --quick) leaves it out: over 15 s
+
 pytest_plugins = ["tests.compose_fixtures"]
 
 

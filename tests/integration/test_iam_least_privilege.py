@@ -42,7 +42,7 @@ from tests.s3_fixtures import (
     write_file,
 )
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CREATED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 AUTO_CREATE = "OptionalAutoCreateBuckets"

@@ -17,7 +17,7 @@ from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_trigg
 from tests.data_factory import make_bruker, make_sciex, make_thermo
 from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 HANDLER_TASKS = ["monitor_acquisition", "compute_checksum", "copy_raw_file", "start_file_mover"]
 

@@ -25,6 +25,8 @@ from tests.command_recorder import CommandRecorder, documents_read, ids_read, qu
 from tests.pipeline_env import write_pipeline_env
 from tests.query_shapes import declared_indexes, problems
 
+pytestmark = pytest.mark.slow  # quick mode (scripts/test.sh --quick) leaves it out: over 15 s
+
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 INDEXES = {
     "raw_file": declared_indexes(RawFile),

@@ -34,6 +34,8 @@ from tests.s3_fixtures import (  # noqa: E402
     write_file,
 )
 
+pytestmark = pytest.mark.slow  # quick mode (scripts/test.sh --quick) leaves it out: over 15 s
+
 pytest_plugins = ["tests.s3_fixtures"]
 
 CREATED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

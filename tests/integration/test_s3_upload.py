@@ -37,6 +37,8 @@ from tests.s3_fixtures import (  # noqa: E402
     write_file,
 )
 
+pytestmark = pytest.mark.slow  # quick mode (scripts/test.sh --quick) leaves it out: over 15 s
+
 pytest_plugins = ["tests.s3_fixtures"]
 
 PREFIX = "thermo1/2026_11/"

@@ -23,7 +23,7 @@ from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_trigg
 from tests.data_factory import MIB, write_bytes
 from tests.pipeline_env import activate, write_pipeline_env
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CREATED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 BASE = "thermo1/2026_11"

@@ -25,7 +25,7 @@ from shared.db.totals import fold_totals, record_totals, totals_groups
 from tests.per_dag_auth_manager import ENV_VAR_DAG_ACCESS
 from tests.ui_stack import UiServer, database_uri, http, ui_server
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 USERS = {name: ("viewer", f"{name}-{uuid.uuid4().hex[:8]}") for name in ("alice", "bob", "carol")}

@@ -18,7 +18,7 @@ from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_trigg
 from tests.data_factory import make_bruker, make_thermo
 from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _s3_backup(auto_create: bool) -> dict[str, Any]:
