@@ -1,14 +1,13 @@
-"""Helpers of the fault suites (``tests/integration/test_faults*.py``): settings, raw files, checks, a TCP proxy.
+"""Helpers of the fault suites (``tests/integration/test_faults*.py``): settings, raw files, checks.
+
+The TCP proxy between the client and S3 is :class:`devtools.proxy.TcpProxy` (the Celery tests' proxy too).
 
 The child-process functions live here too: spawned processes import them by this module's name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import struct
 import threading
 import time
 import uuid
@@ -18,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from devtools.servers import HOST, free_port
 from rawvault.backup import upload_raw_file
 from shared.db import interface
 from shared.db.interface import connect_db, create_raw_file, get_raw_file
@@ -109,71 +107,6 @@ def assert_backed_up(settings: Settings, raw_file_id: str, client: Any, entry: l
     )
     assert [u for u in multipart_uploads(client, bucket_of(settings)) if raw_file.id in u["Key"]] == []
     return raw_file
-
-
-class TcpProxy:
-    """A TCP proxy on 127.0.0.1 that can be stopped (every connection reset) and started again on its port."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((HOST, self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-            listener.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, set()
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the pumping threads
-            sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # stopped
-            try:
-                upstream = socket.create_connection((HOST, self.target_port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 # --- child processes (spawned: they import this module) --------------------------------------------------

@@ -35,6 +35,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.s3_fixtures", "tests.fault_helpers")  # imported before pytest rewrites them
 
+from devtools.proxy import TcpProxy  # noqa: E402
 from devtools.servers import MongoServer, S3Server  # noqa: E402
 from rawvault.backup import upload_raw_file  # noqa: E402
 from rawvault.claim import UploadInProgressError, UploadNotRecordedError  # noqa: E402
@@ -44,7 +45,6 @@ from shared.db import interface  # noqa: E402
 from shared.db.interface import connect_db, get_raw_file, utc_now  # noqa: E402
 from tests.fault_helpers import (  # noqa: E402
     CREATED_BASE,
-    TcpProxy,
     assert_backed_up,
     bucket_of,
     child_upload_racing,
