@@ -5,6 +5,7 @@
 #   bash scripts/test.sh                   the whole suite
 #   bash scripts/test.sh --quick           the edit-test loop: every test not marked slow (a few minutes)
 #   bash scripts/test.sh [--quick] ARGS    ARGS go to pytest, e.g. tests/unit -x
+#   RAWVAULT_TEST_WORKERS=0 bash scripts/test.sh    one test file at a time (default: two side by side)
 #
 # mypy (airflow_src/plugins and shared) and the import contracts between the layers (pyproject.toml)
 # fail the run like ruff does.
@@ -72,6 +73,13 @@ phase_end "$imports_result"
 
 # pytest: one line per test file as it finishes (tests/file_progress.py) instead of a dot per test.
 pytest_cmd=(.venv/bin/python -m pytest -q -o console_output_style=classic -p tests.file_progress)
+# Two files at a time (pytest-xdist; a file's tests stay together in one worker process with its own
+# Airflow home, MongoDB server and free ports): most tests wait on Airflow, servers and subprocesses.
+# RAWVAULT_TEST_WORKERS=0 runs one file after the other, as before.
+workers=${RAWVAULT_TEST_WORKERS:-2}
+if ((workers > 0)); then
+    pytest_cmd+=(-n "$workers" --dist loadfile --no-loadscope-reorder)
+fi
 if ((quick)); then
     pytest_cmd+=(-m "not slow")
     phase_start pytest "quick mode: every test not marked slow (the slow ones run in the full command)"

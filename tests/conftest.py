@@ -64,3 +64,13 @@ def mongo_uri(mongo_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     yield uri
     mongoengine.get_connection().drop_database(db_name)
     interface.reset_connection()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With two workers (scripts/test.sh), the slow files first: the quick ones then fill the end of the run.
+
+    (xdist hands out whole files in this order with ``--no-loadscope-reorder``; by default it would
+    start with the files of most tests and leave the few long ones, such as the Celery stack, for last.)
+    """
+    if getattr(config.option, "dist", "no") != "no":
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)

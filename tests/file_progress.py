@@ -118,9 +118,77 @@ class FileProgress:
         self._reporter.flush()
 
 
+class DistributedFileProgress:
+    """The same lines when pytest-xdist runs the files in worker processes (``-n``, ``--dist loadfile``).
+
+    The controller sees only the workers' reports: a file's line is written when the teardown of its
+    last test has been reported (in the order files finish), with the time from its first test's start
+    to its last test's end on its worker.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        self._reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+        self._expected: Counter[str] | None = None
+        self._runs: dict[str, _FileRun] = {}
+        self._ended: Counter[str] = Counter()
+        self._span: dict[str, tuple[float, float]] = {}
+        self._written = 0
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self._expected is None:  # every worker collects the same tests
+            self._expected = Counter(file_of(nodeid) for nodeid in ids)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> Generator[None, Any, Any]:
+        category, _letter, word = yield
+        return category, "", word
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        path = file_of(report.nodeid)
+        run = self._runs.setdefault(path, _FileRun(path=path, started=report.start))
+        first, last = self._span.get(path, (report.start, report.stop))
+        self._span[path] = (min(first, report.start), max(last, report.stop))
+        category = self._config.hook.pytest_report_teststatus(report=report, config=self._config)[0]
+        if category:
+            run.counts[category] += 1
+            if category in ("failed", "error"):
+                when = "" if report.when == "call" else f" ({report.when})"
+                run.failures.append(f"{category.upper()} {report.nodeid}{when}")
+        if report.when == "teardown":
+            self._ended[path] += 1
+            if self._expected is not None and self._ended[path] == self._expected[path]:
+                self._write(path)
+
+    def pytest_sessionfinish(self) -> None:
+        for path in list(self._runs):  # files stopped inside (-x, Ctrl-C, a crashed worker)
+            self._write(path, stopped=True)
+
+    def _write(self, path: str, stopped: bool = False) -> None:
+        run = self._runs.pop(path, None)
+        if run is None:
+            return
+        self._written += 1
+        total = len(self._expected or {})
+        width = max((len(name) for name in self._expected or {}), default=len(path))
+        first, last = self._span[path]
+        counts = format_counts(run.counts) + (" (stopped)" if stopped else "")
+        failed = bool(run.counts["failed"] or run.counts["error"])
+        self._reporter.ensure_newline()
+        self._reporter.write(f"[{self._written:>{len(str(total))}}/{total}] {path:<{width}}  ")
+        self._reporter.write(f"{counts:<{_COUNTS_WIDTH}} ", **({"red": True} if failed else {"green": True}))
+        self._reporter.line(f"{format_duration(last - first):>10}")
+        for failure in run.failures:
+            self._reporter.line(f"    {failure}", red=True)
+        self._reporter.flush()
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own plugin has created the terminal reporter
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the plugin when pytest runs quietly (``-q``) with a terminal."""
+    """Register the plugin when pytest runs quietly (``-q``) with a terminal (on xdist's controller only)."""
     quiet = config.get_verbosity(pytest.Config.VERBOSITY_TEST_CASES) < 0
-    if quiet and config.pluginmanager.get_plugin("terminalreporter") is not None:
-        config.pluginmanager.register(FileProgress(config), "rawvault-file-progress")
+    if not quiet or config.pluginmanager.get_plugin("terminalreporter") is None or hasattr(config, "workerinput"):
+        return
+    distributed = config.pluginmanager.hasplugin("xdist") and (getattr(config.option, "numprocesses", None) or 0)
+    plugin = DistributedFileProgress(config) if distributed else FileProgress(config)
+    config.pluginmanager.register(plugin, "rawvault-file-progress")

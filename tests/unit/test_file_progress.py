@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,23 @@ def test_verbose_runs_keep_pytest_own_lines(pytester: pytest.Pytester) -> None:
 
     result.stdout.fnmatch_lines(["*test_verbose.py::test_a PASSED*"])
     assert not any(line.startswith("[1/1]") for line in result.outlines)
+
+
+def test_two_workers_write_one_line_per_file_as_each_file_ends(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # the workers import tests.*
+    pytester.makepyfile(
+        test_first="def test_a(): pass\ndef test_b(): assert False\n",
+        test_second="def test_c(): pass\n",
+    )
+
+    result = pytester.runpytest_subprocess(*PLUGIN_ARGS, "-p", "xdist", "-n", "2", "--dist", "loadfile")
+
+    lines = [line for line in result.outlines if re.match(r"(\[\d/2\] |    FAILED)", line)]
+    first = next(i for i, line in enumerate(lines) if "test_first.py" in line)
+    assert re.fullmatch(r"\[\d/2\] test_first\.py\s+1 failed, 1 passed\s+\d+\.\d s", lines[first]), lines
+    assert lines[first + 1] == "    FAILED test_first.py::test_b", lines
+    assert any(re.fullmatch(r"\[\d/2\] test_second\.py\s+1 passed\s+\d+\.\d s", line) for line in lines), lines
+    assert sorted(line[:6] for line in lines if line.startswith("[")) == ["[1/2] ", "[2/2] "]
+    result.assert_outcomes(passed=2, failed=1)
