@@ -180,6 +180,7 @@ def _client_factory(settings: Settings, given: S3Client | None, factory: ClientF
     Every client sends the expected bucket owner.
     """
     from rawvault.s3.client import expect_bucket_owner, s3_client_for
+    from rawvault.s3.parallel import connections_needed
 
     s3 = settings.backup.s3
     assert s3 is not None
@@ -190,7 +191,11 @@ def _client_factory(settings: Settings, given: S3Client | None, factory: ClientF
                 log.warning("the store needs another client config, but the given client is used as it is")
             client = given
         else:
-            client = factory(extra) if factory else s3_client_for(s3, 2 * s3.max_concurrency + 4, extra_config=extra)
+            client = (
+                factory(extra)
+                if factory
+                else s3_client_for(s3, connections_needed(s3.max_concurrency), extra_config=extra)
+            )
         expect_bucket_owner(client, s3.expected_bucket_owner)
         return client
 
