@@ -44,6 +44,13 @@ def test_the_keys_the_listing_shows_under_the_common_prefix() -> None:
     assert client.asked[0]["Prefix"] == "p/run.d/" and client.served == 2  # stopped after the set's last key
 
 
+def test_a_prefix_crowded_with_other_objects_is_left_to_the_heads() -> None:
+    crowded = [[f"p/run.d/0-{page}-{n}" for n in range(3)] for page in range(4)]
+    client = _Pages([*crowded, ["p/run.d/a"]])
+    assert keys_present(client, "b", KEYS, page_size=3) is None
+    assert client.served == 3  # 9 other keys listed: more than the set's 3 and a page of 3
+
+
 def test_an_empty_listing_means_no_key_is_there() -> None:
     assert keys_present(_Pages([[]]), "b", KEYS) == frozenset()
 

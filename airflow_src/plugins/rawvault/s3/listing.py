@@ -12,8 +12,13 @@ finds it and the upload checks it then.
 The prefix is the longest common prefix of the set's keys (``NAME.d/`` for a
 Bruker set, ``NAME.`` for a Sciex one), so the listing reads the set and
 rarely anything else; it stops after the page that reaches the set's last key
-(S3 lists keys in UTF-8 binary order, the order of Python strings). A store
-that does not implement ListObjectsV2 gets one HEAD per key, as before.
+(S3 lists keys in UTF-8 binary order, the order of Python strings). A prefix
+shared with many other objects (file names with nothing in common, in a busy
+folder) could cost more than the HEADs: once the listing has shown more than
+``N + page_size`` other keys (as many as the set has, and a page more) it
+gives up and the set's keys are HEADed. A store that answers with smaller
+pages than asked costs more pages, never a wrong answer. A store that does not
+implement ListObjectsV2 gets one HEAD per key, as before.
 """
 
 from __future__ import annotations
@@ -39,23 +44,30 @@ def keys_present(
     """The keys of ``keys`` that a listing of ``bucket`` shows (see the module docstring).
 
     ``None`` when a listing saves nothing (fewer than two keys: one HEAD costs
-    one request either way) or the store cannot list: the caller HEADs every
-    key then. Other failures raise an :class:`~rawvault.s3.errors.S3BackupError`.
+    one request either way; a prefix crowded with other objects) or the store
+    cannot list: the caller HEADs every key then. Other failures raise an
+    :class:`~rawvault.s3.errors.S3BackupError`.
     """
     if len(keys) < 2:
         return None
     wanted, last = frozenset(keys), max(keys)
     prefix = os.path.commonprefix([min(keys), last])  # noqa: RUF071 (a key prefix, not a path)
     found: set[str] = set()
+    others = 0  # listed keys of other objects
     pages = client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
     )
     try:
         for page in pages:
             listed = [item["Key"] for item in page.get("Contents", [])]
-            found.update(key for key in listed if key in wanted)
+            hits = [key for key in listed if key in wanted]
+            found.update(hits)
+            others += len(listed) - len(hits)
             if listed and listed[-1] >= last:
                 break  # the rest of the prefix sorts after every key of the set
+            if others > len(wanted) + page_size:
+                log.info("%s: crowded with other objects: checking each key by HEAD", s3_url(bucket, prefix))
+                return None
     except Exception as error:
         if error_code(error) in NOT_IMPLEMENTED_CODES or http_status(error) in (405, 501):
             log.warning(
