@@ -34,6 +34,12 @@ class XcomFileInfo:
     part_size: int | None = None
     backup_folder: Path | None = None
 
+    @classmethod
+    def from_pushed(cls, checksum: Mapping[str, Any], copy: Mapping[str, Any]) -> XcomFileInfo:
+        """From the XComs of compute_checksum (``file_info``, ``part_size``) and copy_raw_file (``backup_folder``)."""
+        folder = copy.get("backup_folder")
+        return cls(checksum.get("file_info"), checksum.get("part_size"), Path(folder) if folder else None)
+
 
 @dataclass(frozen=True)
 class UploadTarget:
