@@ -26,6 +26,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from devtools.airflow_api import AirflowApi, ApiError
@@ -106,6 +107,42 @@ class CeleryStack:
         return f"--- {attempts[-1]}\n" + tail(attempts[-1], lines)
 
 
+def celery_env(
+    paths: StackPaths, state: StackState, rawvault_env: dict[str, str], redis_url: str, postgres: PostgresCluster
+) -> dict[str, str]:
+    """The environment of every Airflow process of the stack (its own generated secrets included)."""
+    from cryptography.fernet import Fernet
+
+    return airflow_env(
+        paths,
+        state,
+        rawvault_env=rawvault_env,
+        executor="CeleryExecutor",
+        sql_alchemy_conn=postgres.uri(),
+        extra={
+            "AIRFLOW__CELERY__BROKER_URL": redis_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres.uri("postgresql"),
+            # One sync process: this machine has two cores and everything runs on it.
+            "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+            "AIRFLOW__API__WORKERS": "1",
+            # Readiness is Celery's INFO line "<node> ready.": never inherit a higher level from the caller's
+            # environment (a test that ran the CLI in-process once left WARNING there; no worker became ready).
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # Every component must agree on these; set them rather than rely on a generated airflow.cfg.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(paths)),
+        },
+    )
+
+
+def passwords_file(paths: StackPaths) -> Path:
+    """The simple auth manager's passwords file of the stack (the UI password)."""
+    return paths.run_dir / "simple_auth_manager_passwords.json"
+
+
 def start_celery_stack(
     paths: StackPaths,
     state: StackState,
@@ -125,30 +162,8 @@ def start_celery_stack(
         redis_url = start_redis(paths)
         postgres = start_postgres(paths)
         password = secrets.token_urlsafe(12)
-        passwords_file = paths.run_dir / "simple_auth_manager_passwords.json"
-        passwords_file.write_text(json.dumps({ADMIN_USER: password}))
-        from cryptography.fernet import Fernet
-
-        env = airflow_env(
-            paths,
-            state,
-            rawvault_env=rawvault_env,
-            executor="CeleryExecutor",
-            sql_alchemy_conn=postgres.uri(),
-            extra={
-                "AIRFLOW__CELERY__BROKER_URL": redis_url,
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres.uri("postgresql"),
-                # One sync process: this machine has two cores and everything runs on it.
-                "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
-                "AIRFLOW__API__WORKERS": "1",
-                # Every component must agree on these; set them rather than rely on a generated airflow.cfg.
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-                "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
-            },
-        )
+        passwords_file(paths).write_text(json.dumps({ADMIN_USER: password}))
+        env = celery_env(paths, state, rawvault_env, redis_url, postgres)
         run_airflow(paths, env, "db", "migrate")
         for pool, slots in (pools or {}).items():
             run_airflow(paths, env, "pools", "set", pool, str(slots), "rawvault (celery stack)")
@@ -186,7 +201,7 @@ def _wait_until_ready(stack: CeleryStack, deadline: float) -> None:
     """Wait for a healthy api-server, scheduler and dag-processor and for every worker's 'ready'."""
     import httpx
 
-    pending_workers = {w.process_name: w.node for w in stack.workers}
+    pending = list(stack.workers)
     health: dict[str, Any] = {}
     while True:
         stack.check_alive()
@@ -196,17 +211,33 @@ def _wait_until_ready(stack: CeleryStack, deadline: float) -> None:
             (health.get(part) or {}).get("status") == "healthy"
             for part in ("metadatabase", "scheduler", "dag_processor")
         )
-        for name, node in list(pending_workers.items()):
-            if f"{node} ready." in tail(stack.paths.logs / f"{name}.log", 400):
-                del pending_workers[name]
-        if healthy and not pending_workers:
+        # The whole log, not a tail: a worker that runs the first tasks at once can push the line out of one.
+        pending = [worker for worker in pending if ready_count(stack.paths, worker) == 0]
+        if healthy and not pending:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"the Celery stack was not ready in time: health {health}, workers not ready: "
-                f"{sorted(pending_workers) or 'none'}\n{stack.log_tails()}"
-            )
+            raise RuntimeError(not_ready_message(stack, health, pending))
         time.sleep(1)
+
+
+READY_TAIL_LINES = 25  # per process: a CI log cut in the middle must still show the workers' tails
+
+
+def not_ready_message(stack: CeleryStack, health: dict[str, Any], pending: list[CeleryWorker]) -> str:
+    """Why the stack is not ready, the workers' own log tails FIRST (then the scheduler's, then the rest).
+
+    CI output cuts long failures in the middle: the tails that explain a worker that never said
+    "<node> ready." come before everything else, each short.
+    """
+    workers = [w.process_name for w in pending] + [w.process_name for w in stack.workers if w not in pending]
+    first = [*workers, SCHEDULER]
+    rest = [path.stem for path in sorted(stack.paths.logs.glob("*.log")) if path.stem not in first]
+    level = stack.env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO (Airflow's default)")
+    return (
+        f"the Celery stack was not ready in time: workers that never logged '<node> ready.' (an INFO line; "
+        f"logging level {level}): {[f'{w.process_name} ({w.node})' for w in pending] or 'none'}; "
+        f"health {health}\n{stack.log_tails([*first, *rest], lines=READY_TAIL_LINES)}"
+    )
 
 
 def kill_worker(stack: CeleryStack, worker: CeleryWorker, sig: int = signal.SIGKILL) -> int:

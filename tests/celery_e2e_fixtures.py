@@ -1,16 +1,20 @@
-"""The Celery stack of the end-to-end tests (``tests/integration/test_celery_e2e.py``, ``test_secrets_in_logs.py``).
+"""The Celery stack of the end-to-end tests (``tests/integration/test_celery_e2e.py``).
 
 Use from a test module with ``pytest_plugins = ["tests.celery_e2e_fixtures"]`` for the module's
-``e2e`` stack (Redis, PostgreSQL, Celery workers as deployed); the helpers wait for DAG runs,
-describe them and register raw files.
+``e2e`` stack (Redis, PostgreSQL, Celery workers as deployed) with distinctive secrets in it
+(:func:`distinctive_secrets`: the AWS secret access key, a MongoDB that requires its password,
+a webhook URL, a connection password, and the stack's own keys); the helpers wait for DAG
+runs, describe them and register raw files.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,15 +22,17 @@ import pytest
 import yaml
 
 from devtools.celery_stack import (
+    ADMIN_USER,
     ApiError,
     CeleryStack,
     CeleryWorker,
+    StopReport,
     rawvault_workers,
     recorded_pids,
     start_celery_stack,
     stop_celery_stack,
 )
-from devtools.local_stack import StackPaths, StackState, start_data_servers
+from devtools.local_stack import StackPaths, StackState, aws_connection_uri, start_data_servers
 from devtools.proxy import TcpProxy
 from devtools.servers import free_port, local_s3_client
 from rawvault.keys import S3_UPLOAD_POOL
@@ -50,6 +56,10 @@ FINISHED_RUN_STATES = {"success", "failed"}
 T = TypeVar("T")
 
 
+ACCESS_KEY_ID = "AKIARAWVAULTLOGTEST1"  # not a secret: it is sent with every request
+REST_CONNECTION_SECRET = "password of a connection made through the REST API"
+
+
 @dataclass
 class E2E:
     stack: CeleryStack
@@ -59,10 +69,75 @@ class E2E:
     s3_worker: CeleryWorker
     maintenance_worker: CeleryWorker | None = None
     proxy: TcpProxy | None = None  # between the stack and the S3 server
+    secrets: dict[str, str] = field(default_factory=dict)  # name -> value: no log may hold one
+    cli_logs: Path | None = None  # where tests keep the CLI's stdout and stderr (scanned with the stack's logs)
+    stop_report: StopReport | None = None
+    pids_at_stop: dict[str, int] = field(default_factory=dict)
 
     @property
     def workers(self) -> list[CeleryWorker]:
         return [w for w in (self.instrument_worker, self.s3_worker, self.maintenance_worker) if w is not None]
+
+    def stop(self) -> StopReport:
+        """Stop the stack once (the proxy too); later calls return the first stop's report."""
+        if self.stop_report is None:
+            self.stop_report = stop_stack_of(self.stack.paths, self.proxy, self.pids_at_stop)
+        return self.stop_report
+
+
+def stop_stack_of(paths: StackPaths, proxy: TcpProxy | None, pids: dict[str, int]) -> StopReport:
+    """Stop the proxy and every process recorded under ``paths``; ``pids`` gets what was recorded."""
+    if proxy is not None:
+        proxy.stop()
+    pids.update(recorded_pids(paths))
+    stopping = time.monotonic()
+    report = stop_celery_stack(paths)
+    print(f"stack stopped in {time.monotonic() - stopping:.0f} s")
+    return report
+
+
+def assert_nothing_left(report: StopReport, pids: dict[str, int]) -> None:
+    left = {name: pid for name, pid in pids.items() if group_alive(pid)}
+    assert not left, f"processes of the stack still run after stopping it: {left}"
+    assert not report.survivors, f"processes outlived the stop of their process group: {report.survivors}"
+    assert set(report.stopped) == set(pids), f"stopped {report.stopped}, recorded {sorted(pids)}"
+
+
+def distinctive_secrets() -> dict[str, str]:
+    """Secrets no log may hold, each easy to find (the stack adds its own keys once started)."""
+
+    def distinctive(label: str) -> str:
+        return f"rv{label}{secrets.token_hex(10)}"
+
+    token = distinctive("Hook")
+    return {
+        "AWS secret access key": distinctive("AwsSecret"),
+        "MongoDB password": distinctive("MongoPw"),
+        "MongoDB password given wrongly to the CLI": distinctive("WrongMongoPw"),
+        "webhook URL": f"https://hooks.example.invalid/services/T0RAWVAULT/B0RAWVAULT/{token}",
+        "webhook token": token,
+        REST_CONNECTION_SECRET: distinctive("ConnPw"),
+    }
+
+
+def stack_secrets(env: dict[str, str]) -> dict[str, str]:
+    """The secrets the Celery stack generated for itself."""
+    passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
+    return {
+        "Fernet key": env["AIRFLOW__CORE__FERNET_KEY"],
+        "JWT secret": env["AIRFLOW__API_AUTH__JWT_SECRET"],
+        "API secret key": env["AIRFLOW__API__SECRET_KEY"],
+        "UI password": passwords[ADMIN_USER],
+    }
+
+
+def secret_connections(s3_endpoint: str, secret: dict[str, str]) -> dict[str, str]:
+    """``aws_default`` with the secret access key, and a webhook URL in an environment connection."""
+    aws = aws_connection_uri(
+        s3_endpoint, access_key_id=ACCESS_KEY_ID, secret_access_key=secret["AWS secret access key"]
+    )
+    webhook = json.dumps({"conn_type": "http", "host": secret["webhook URL"]})
+    return {"AIRFLOW_CONN_AWS_DEFAULT": aws, "AIRFLOW_CONN_RAWVAULT_ALERTS_WEBHOOK": webhook}
 
 
 def write_settings(root: Path) -> PipelineEnv:
@@ -105,13 +180,19 @@ def group_alive(pgid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    """The whole stack, shared by this module's tests; stopped afterwards, with a check that no process is left."""
+    """The whole stack with distinctive secrets, shared by this module's tests.
+
+    Stopped afterwards (a no-op if a test stopped it already), with a check that no process is left.
+    """
     tmp_path = tmp_path_factory.mktemp("e2e")
     paths = StackPaths(tmp_path / "run")
     proxy: TcpProxy | None = None
+    e2e: E2E | None = None
+    pids: dict[str, int] = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         try:
-            mongo, s3_server = start_data_servers(paths)
+            secret = distinctive_secrets()
+            mongo, s3_server = start_data_servers(paths, mongo_credentials=("rawvault", secret["MongoDB password"]))
             proxy = TcpProxy(s3_server.port).start()
             pipeline = write_settings(tmp_path / "env")
             monkeypatch.setenv("RAWVAULT_CONFIG", str(pipeline.config_path))
@@ -124,26 +205,32 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             stack = start_celery_stack(
                 paths,
                 state,
-                rawvault_env={"RAWVAULT_CONFIG": str(pipeline.config_path)},
+                rawvault_env={
+                    "RAWVAULT_CONFIG": str(pipeline.config_path),
+                    **secret_connections(proxy.endpoint_url, secret),
+                },
                 workers=[instrument_worker, s3_worker, maintenance_worker],
                 pools={S3_UPLOAD_POOL: 2},
             )
             print(f"celery stack ready in {time.monotonic() - started:.0f} s ({paths.run_dir})")
+            secret.update(stack_secrets(stack.env))
+            stack.api.post(
+                "/api/v2/connections",
+                {"connection_id": "rawvault_webhook_db", "conn_type": "http", "host": "hooks.example.invalid",
+                 "login": "rawvault", "password": secret[REST_CONNECTION_SECRET]},
+            )  # fmt: skip
             s3 = local_s3_client(s3_server.endpoint_url)
-            yield E2E(stack, pipeline, s3, instrument_worker, s3_worker, maintenance_worker, proxy)
+            e2e = E2E(stack, pipeline, s3, instrument_worker, s3_worker, maintenance_worker, proxy, secret)
+            e2e.cli_logs = paths.run_dir / "cli"
+            yield e2e
             stack.api.close()
         finally:
-            if proxy is not None:
-                proxy.stop()
-            pids = recorded_pids(paths)
-            stopping = time.monotonic()
-            report = stop_celery_stack(paths)
-            print(f"stack stopped in {time.monotonic() - stopping:.0f} s")
+            if e2e is not None:
+                report, pids = e2e.stop(), e2e.pids_at_stop
+            else:
+                report = stop_stack_of(paths, proxy, pids)
             interface.reset_connection()
-            left = {name: pid for name, pid in pids.items() if group_alive(pid)}
-            assert not left, f"processes of the stack still run after stopping it: {left}"
-            assert not report.survivors, f"processes outlived the stop of their process group: {report.survivors}"
-            assert set(report.stopped) == set(pids), f"stopped {report.stopped}, recorded {sorted(pids)}"
+            assert_nothing_left(report, pids)
 
 
 # ---------------------------------------------------------------- helpers

@@ -1,6 +1,7 @@
 """Find secrets in log files: the value itself, URL-encoded, and base64 at any byte alignment.
 
-Used by ``test_secrets_in_logs.py``; plain functions so other log-producing tests can reuse them.
+Used by ``test_celery_e2e.py`` (``test_no_secret_reaches_any_log``); plain functions so other
+log-producing tests can reuse them.
 """
 
 from __future__ import annotations

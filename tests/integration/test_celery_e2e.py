@@ -3,7 +3,14 @@
 One worker serves the instrument queues and the file mover, one only
 ``<prefix>s3_uploader``, one only ``<prefix>rawvault_maintenance`` (sweeper,
 re-drive, verifier, alerts). S3 is reached through a TCP proxy that can slow
-uploads down (``devtools.proxy``).
+uploads down (``devtools.proxy``). One stack serves every test of this module
+(they run in file order; the last one stops it).
+
+The stack runs with distinctive secrets: the AWS secret access key of
+``aws_default``, a MongoDB password (SecantusDB with ``--auth``: every client
+must log in with it), the Fernet key, the JWT and API secret keys, the UI
+password, a webhook URL in an environment connection and a password in a
+connection created through the REST API.
 
 1. A Thermo acquisition goes through the watcher, the acquisition handler and
    the file mover. Its bucket does not exist (and ``auto_create_buckets`` is
@@ -14,11 +21,20 @@ uploads down (``devtools.proxy``).
 2. Two slow uploads fill ``s3_upload_pool`` (and the uploader worker) for
    minutes; meanwhile ``backup_sweeper`` runs twice to the end on the
    maintenance worker: housekeeping never waits behind uploads.
+3. ``backup_verifier`` runs on the maintenance worker; then the CLI runs
+   ``verify``, ``restore`` and ``verify`` with a wrong MongoDB password.
+4. No secret ever reaches a log (issue 13, item 8): after the stack has
+   stopped, every log file it wrote (task logs, scheduler, dag-processor,
+   workers, api-server, servers, the CLI's stdout and stderr) is scanned for
+   each secret, as is, URL-encoded and base64-encoded; a hit fails naming the
+   file and line.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +44,8 @@ from rawvault import keys  # noqa: E402
 from rawvault.keys import FILE_MOVER_QUEUE, MAINTENANCE_QUEUE, S3_UPLOAD_POOL, S3_UPLOADER_QUEUE  # noqa: E402
 from rawvault.locations import move_target_folder  # noqa: E402
 from rawvault.s3.buckets import bucket_name  # noqa: E402
+from shared.db import interface  # noqa: E402
+from shared.db.models import RawFile  # noqa: E402
 from tests.celery_e2e_fixtures import (  # noqa: E402
     BUCKET_PREFIX,
     E2E,
@@ -39,6 +57,7 @@ from tests.celery_e2e_fixtures import (  # noqa: E402
     PROJECT,
     SLOW_UPLOAD_BYTES_PER_SECOND,
     WATCHER,
+    assert_nothing_left,
     assert_ran_on,
     dag_known,
     describe_run,
@@ -51,9 +70,12 @@ from tests.celery_e2e_fixtures import (  # noqa: E402
     wait_for,
 )
 from tests.data_factory import MIB, make_thermo  # noqa: E402
+from tests.integration.secret_scan import log_files, scan  # noqa: E402
 
 pytest_plugins = ["tests.celery_e2e_fixtures"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+CLI = Path(__file__).resolve().parents[2] / "scripts" / "rawvault.sh"
 
 
 def test_celery_routes_by_queue_and_a_cleared_upload_reruns(e2e: E2E) -> None:
@@ -230,3 +252,85 @@ def test_the_sweep_runs_to_the_end_while_two_uploads_fill_the_upload_pool(e2e: E
         assert raw_file.backup_status == "upload_done", describe
         head = e2e.s3.head_object(Bucket=bucket, Key=f"{raw_file.backup_base_path}/{name}")
         assert head["ETag"].strip('"') == raw_file.file_info[name][2] == raw_file.s3_etag
+
+
+def _uploaded_raw_files(e2e: E2E) -> list[str]:
+    """The upload_done raw files; with none (this test run alone) one is registered and uploaded first."""
+    uploaded = [raw_file.id for raw_file in RawFile.objects(backup_status="upload_done").order_by("id")]
+    if uploaded:
+        return uploaded
+    bucket = bucket_name(BUCKET_PREFIX, PROJECT)
+    if bucket not in {b["Name"] for b in e2e.s3.list_buckets()["Buckets"]}:
+        e2e.s3.create_bucket(Bucket=bucket)
+    name = register_copied(e2e.pipeline.settings, f"20261122_{INSTRUMENT}_{PROJECT}_verify.raw", 6 * MIB, 3)
+    wait_for(e2e, "the DAGs to be serialised", lambda: dag_known(e2e, keys.UPLOAD_RETRY_DAG_ID), 120, lambda: "")
+    run_id = trigger(e2e, keys.UPLOAD_RETRY_DAG_ID, {"raw_file_id": name})
+    wait_for(e2e, f"the upload of {name}", lambda: run_state(e2e, keys.UPLOAD_RETRY_DAG_ID, run_id) in
+             FINISHED_RUN_STATES, 300, lambda: describe_run(e2e, keys.UPLOAD_RETRY_DAG_ID, run_id, name))  # fmt: skip
+    assert raw_file_of(name).backup_status == "upload_done", describe_run(e2e, keys.UPLOAD_RETRY_DAG_ID, run_id, name)
+    return [name]
+
+
+def _run_cli(e2e: E2E, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``scripts/rawvault.sh ARGS`` as a user runs it; stdout and stderr kept as log files for the scan."""
+    cli_env = {key: value for key, value in e2e.stack.env.items() if not key.startswith("AIRFLOW__CELERY")}
+    result = subprocess.run(["bash", str(CLI), *args], env={**cli_env, **(env or {})}, capture_output=True,
+                            text=True, timeout=300, check=False)  # fmt: skip
+    assert e2e.cli_logs is not None
+    e2e.cli_logs.mkdir(parents=True, exist_ok=True)
+    (e2e.cli_logs / f"{name}.stdout.log").write_text(result.stdout, encoding="utf-8")
+    (e2e.cli_logs / f"{name}.stderr.log").write_text(result.stderr, encoding="utf-8")
+    return result
+
+
+def test_the_verifier_and_the_cli_check_and_restore_the_uploads(e2e: E2E) -> None:
+    """backup_verifier on the maintenance worker; the CLI's verify, restore, and verify with a wrong password."""
+    uploaded = _uploaded_raw_files(e2e)
+    api = e2e.stack.api
+    wait_for(e2e, "the DAGs to be serialised", lambda: dag_known(e2e, keys.VERIFIER_DAG_ID), 120, lambda: "")
+    run_id = trigger(e2e, keys.VERIFIER_DAG_ID, {"sample": 0})
+
+    def verify_log() -> str:
+        return e2e.stack.task_log(keys.VERIFIER_DAG_ID, run_id, keys.VERIFY_BACKUPS_TASK)
+
+    wait_for(e2e, f"{keys.VERIFIER_DAG_ID} to finish", lambda: run_state(e2e, keys.VERIFIER_DAG_ID, run_id) in
+             FINISHED_RUN_STATES, 240, verify_log)  # fmt: skip
+    assert api.get(f"/api/v2/dags/{keys.VERIFIER_DAG_ID}/dagRuns/{run_id}")["state"] == "success", verify_log()
+    tis = task_instances(e2e, keys.VERIFIER_DAG_ID, run_id)
+    assert e2e.maintenance_worker is not None
+    assert_ran_on(tis, list(tis), e2e.pipeline.settings.queue(MAINTENANCE_QUEUE), e2e.maintenance_worker)
+
+    verify = _run_cli(e2e, "verify", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"checked {len(uploaded)} raw file(s)" in verify.stdout, verify.stdout
+    assert e2e.cli_logs is not None
+    restore = _run_cli(e2e, "restore", "restore", uploaded[0], str(e2e.cli_logs / "restored"))
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    uri = e2e.stack.env[interface.ENV_VAR_MONGO_URI]
+    wrong_uri = uri.replace(e2e.secrets["MongoDB password"], e2e.secrets["MongoDB password given wrongly to the CLI"])
+    assert wrong_uri != uri
+    wrong = _run_cli(e2e, "verify-wrong-password", "verify", env={interface.ENV_VAR_MONGO_URI: wrong_uri})
+    assert wrong.returncode == 2 and "uthentication failed" in wrong.stderr, wrong.stdout + wrong.stderr
+
+
+def test_no_secret_reaches_any_log(e2e: E2E) -> None:
+    """Stops the stack, then scans every log it and the CLI wrote for every secret.
+
+    Runs last (pytest runs a module's tests in file order) and needs the earlier tests' logs: at
+    least 8 task logs come from their DAG runs, the CLI's logs from the verifier test.
+    """
+    paths = e2e.stack.paths
+    e2e.stack.api.close()
+    report = e2e.stop()
+    assert_nothing_left(report, e2e.pids_at_stop)
+
+    assert e2e.cli_logs is not None
+    files = log_files(paths.logs, paths.airflow_home / "logs", e2e.cli_logs)
+    task_logs = [path for path in files if "dag_id=" in str(path)]
+    names = {path.name for path in files}
+    assert len(task_logs) >= 8 and {"airflow-scheduler.log", "airflow-api-server.log"} <= names, sorted(map(str, files))
+    assert any("dag_processor" in str(path) for path in files) or "airflow-dag-processor.log" in names
+    leaks = scan(files, e2e.secrets)
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+    print(f"scanned {len(files)} log files ({megabytes:.1f} MB) for {len(e2e.secrets)} secrets")
+    assert not leaks, f"{len(leaks)} line(s) of the logs hold a secret:\n" + "\n".join(map(str, leaks[:40]))

@@ -59,3 +59,18 @@ def test_a_database_error_is_one_line_that_suggests_the_manifest() -> None:
     line = database_unreachable(error, restore_id="a.d")
     assert "\n" not in line and "Topology" not in line
     assert "--from-manifest s3://<bucket>/<key_prefix>a.d.rawvault-manifest.json" in line
+
+
+def test_the_cli_run_in_process_leaves_the_callers_logging_level_alone(
+    no_environment: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test running the CLI in-process once handed WARNING to a later Celery stack: no worker said "ready."."""
+    import os
+
+    monkeypatch.delenv("AIRFLOW__LOGGING__LOGGING_LEVEL", raising=False)
+    assert cli.main(["verify"]) == cli.EXIT_CANNOT_RUN
+    assert "AIRFLOW__LOGGING__LOGGING_LEVEL" not in os.environ
+    monkeypatch.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "DEBUG")
+    assert cli.main(["verify"]) == cli.EXIT_CANNOT_RUN
+    assert os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] == "DEBUG"
+    capsys.readouterr()

@@ -10,10 +10,12 @@ S3 client lazily).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ LOCAL_ENV_FILE = ".rawvault-run/env"  # written by the main job (scripts/run_loc
 ENV_VAR_ENV = "RAWVAULT_ENV"
 ENV_VAR_CONFIG = "RAWVAULT_CONFIG"
 ENV_VAR_MONGO_URI = "RAWVAULT_MONGO_URI"
+ENV_VAR_AIRFLOW_LOGGING_LEVEL = "AIRFLOW__LOGGING__LOGGING_LEVEL"
 DEFAULT_AWS_CONN_ID = "aws_default"
 
 # pymongo appends its timeouts and whole topology description to a connection error: everything after these
@@ -151,10 +154,29 @@ def database_unreachable(error: BaseException, *, restore_id: str | None = None)
     return message
 
 
+@contextlib.contextmanager
+def caller_logging_level_kept() -> Iterator[None]:
+    """Put ``AIRFLOW__LOGGING__LOGGING_LEVEL`` back as it was once the command is done.
+
+    :func:`configure_logging` sets it for the command only. A caller that runs the CLI in its own
+    process (a test) would otherwise hand WARNING on to every Airflow process it starts later: the
+    workers of a Celery stack then never log their INFO line "<node> ready." and the stack never
+    becomes ready (CI, 2026-11-30).
+    """
+    before = os.environ.get(ENV_VAR_AIRFLOW_LOGGING_LEVEL)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR_AIRFLOW_LOGGING_LEVEL, None)
+        else:
+            os.environ[ENV_VAR_AIRFLOW_LOGGING_LEVEL] = before
+
+
 def configure_logging(verbose: bool) -> None:
     """Log lines to stderr (stdout is for results); Airflow's import installs its own handler, replace it."""
     if not verbose:  # Airflow's own info lines (connection lookups) are noise here
-        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault(ENV_VAR_AIRFLOW_LOGGING_LEVEL, "WARNING")
     import airflow  # noqa: F401 - configures logging on import: import it before replacing the handlers
 
     handler = logging.StreamHandler(sys.stderr)
