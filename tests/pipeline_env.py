@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,14 @@ def write_pipeline_env(root: Path, *, backup: dict[str, Any] | None = None, **ov
 def activate(env: PipelineEnv, monkeypatch: Any) -> None:
     """Make ``env`` the settings every DAG file and task of this process reads."""
     monkeypatch.setenv("RAWVAULT_CONFIG", str(env.config_path))
+    get_settings.cache_clear()
+
+
+@contextmanager
+def active(env: PipelineEnv, monkeypatch: Any) -> Iterator[PipelineEnv]:
+    """``env`` activated (:func:`activate`) while inside; the cached settings forgotten when it ends."""
+    activate(env, monkeypatch)
+    yield env
     get_settings.cache_clear()
 
 

@@ -21,19 +21,16 @@ from rawvault.watcher import register_new_raw_files
 from shared.db.interface import get_raw_file
 from shared.db.models import RawFile
 from shared.instrument_types import INSTRUMENT_TYPES, InstrumentType, RawFileSetError
-from shared.settings import get_settings
 from tests.data_factory import KIB, make_bruker, make_sciex, make_thermo, write_bytes
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
+from tests.pipeline_env import PipelineEnv, active, write_pipeline_env
 
 SYMLINK_ERROR = r"is a symbolic link.*rawvault never follows symbolic links"
 
 
 @pytest.fixture
 def env(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PipelineEnv]:
-    environment = write_pipeline_env(tmp_path / "env")
-    activate(environment, monkeypatch)
-    yield environment
-    get_settings.cache_clear()
+    with active(write_pipeline_env(tmp_path / "env"), monkeypatch) as environment:
+        yield environment
 
 
 @pytest.fixture
