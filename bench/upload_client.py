@@ -40,11 +40,12 @@ def _client(endpoint: str, pool: int) -> object:
 
 def upload_with_rawvault(args: argparse.Namespace, file_info: dict[str, list]) -> None:
     """rawvault.s3.upload.upload_file_set: check, upload, verify every object, write the manifest."""
+    from rawvault.s3.parallel import connections_needed
     from rawvault.s3.put import ObjectSettings
     from rawvault.s3.upload import upload_file_set
 
     upload_file_set(
-        _client(args.endpoint, 2 * args.concurrency + 4),  # type: ignore[arg-type]
+        _client(args.endpoint, connections_needed(args.concurrency)),  # type: ignore[arg-type]
         bucket=args.bucket,
         key_prefix=args.prefix,
         source_folder=args.root,

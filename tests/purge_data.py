@@ -31,7 +31,7 @@ from shared.db.interface import get_raw_file
 from shared.settings import Settings
 from tests.airflow_harness import load_dags, ti_states
 from tests.data_factory import MIB, make_thermo
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
+from tests.pipeline_env import PipelineEnv, activate, s3_backup, write_pipeline_env
 
 DAY = 86400
 GB = 10**9
@@ -122,17 +122,7 @@ def free_bytes(path: Path) -> int:
 
 # --- environments and runs of the DAG tests (a share on a tmpfs, S3 backups) ---------------------------------
 
-S3_BACKUP = {
-    "backup_type": "s3",
-    "s3": {
-        "region": "us-east-1",
-        "bucket_prefix": "rv-purge",
-        "part_size_mb": 5,
-        "auto_create_buckets": True,
-        "upload_retries": 0,
-        "max_concurrency": 2,
-    },
-}
+S3_BACKUP = s3_backup("rv-purge")
 
 
 def write_share_env(root: Path, share: Path, **purge: Any) -> PipelineEnv:

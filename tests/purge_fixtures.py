@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from devtools.local_stack import aws_connection_uri
-from devtools.servers import S3Server, local_s3_client
 from shared.settings import get_settings
 from tests.airflow_harness import init_airflow_db
-from tests.pipeline_env import PipelineEnv, activate
+from tests.pipeline_env import PipelineEnv, activate, s3, s3_server
 from tests.purge_data import write_share_env
+
+__all__ = ["s3", "s3_server"]  # the fixtures: a moto S3 server of the test module's own, emptied for each test
 
 SHARE_SIZE_MIB = 64
 
@@ -54,25 +54,6 @@ def small_share(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         _unmount(mount_point)
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A client of an emptied S3 server; the Airflow connection aws_default points at it."""
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(s3_server.endpoint_url))
-    client = local_s3_client(s3_server.endpoint_url)
-    for bucket in client.list_buckets()["Buckets"]:
-        versions = client.list_object_versions(Bucket=bucket["Name"])
-        for version in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
-            client.delete_object(Bucket=bucket["Name"], Key=version["Key"], VersionId=version["VersionId"])
-        client.delete_bucket(Bucket=bucket["Name"])
-    return client
 
 
 @pytest.fixture

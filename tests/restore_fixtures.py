@@ -23,6 +23,7 @@ from rawvault.s3.download import TEMP_SUFFIX
 from shared.db.interface import create_raw_file, get_raw_file
 from shared.settings import Settings, get_settings, load_settings
 from tests.s3_fixtures import PART, REGION, file_info_of, settings_document, unique_prefix
+from tests.s3_proxy import S3Proxy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "scripts" / "rawvault.sh"
@@ -41,16 +42,26 @@ class Env:
         return f"{self.settings.backup.s3.bucket_prefix}-{project}"
 
 
+def write_env(root: Path, file_name: str, **s3: Any) -> Env:
+    """A settings file ``root/file_name`` of its own (unique bucket prefix, buckets created), loaded."""
+    config_path = root / file_name
+    config_path.write_text(yaml.safe_dump(settings_document(root, unique_prefix(), auto_create_buckets=True, **s3)))
+    return Env(load_settings(config_path), config_path, root)
+
+
+def through(proxy: S3Proxy) -> dict[str, str | None]:
+    """The environment overrides that send a CLI process's S3 requests through ``proxy``."""
+    return {"AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(proxy.endpoint_url, REGION)}
+
+
 @pytest.fixture
 def env(tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Env:
     """A settings file of its own (unique bucket prefix), selected through RAWVAULT_CONFIG, and the AWS connection."""
-    raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, max_concurrency=4)
-    config_path = tmp_path / "rawvault.test.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("RAWVAULT_CONFIG", str(config_path))
+    written = write_env(tmp_path, "rawvault.test.yaml", max_concurrency=4)
+    monkeypatch.setenv("RAWVAULT_CONFIG", str(written.config_path))
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(s3_server.endpoint_url, REGION))
     get_settings.cache_clear()
-    yield Env(load_settings(config_path), config_path, tmp_path)
+    yield written
     get_settings.cache_clear()
 
 

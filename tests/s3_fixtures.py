@@ -200,13 +200,19 @@ def kms_client(kms_s3_server: KmsS3Server) -> Any:
     return make_client(kms_s3_server.endpoint_url)
 
 
+def create_new_bucket(client: Any, prefix: str, *, versioned: bool = True) -> str:
+    """Create a new, empty bucket ``<prefix>-<random>`` (versioned unless told not to) and return its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    if versioned:
+        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
 @pytest.fixture
 def kms_bucket(kms_client: Any) -> str:
     """A new, empty, versioned bucket on the SSE-KMS S3 server."""
-    name = f"rv-kms-{uuid.uuid4().hex[:12]}"
-    kms_client.create_bucket(Bucket=name)
-    kms_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
+    return create_new_bucket(kms_client, "rv-kms")
 
 
 def rewrite_kms_checksums(client: Any, checksum: str | None) -> None:
@@ -231,10 +237,7 @@ def s3_client(s3_server: S3Server) -> Any:
 @pytest.fixture
 def bucket(s3_client: Any) -> str:
     """A new, empty, versioned bucket."""
-    name = f"rv-test-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
+    return create_new_bucket(s3_client, "rv-test")
 
 
 @pytest.fixture
@@ -317,12 +320,7 @@ class S3Backend:
 
     def new_bucket(self, client: Any | None = None, *, versioned: bool = True) -> str:
         """A new, empty bucket (versioned where the server can)."""
-        client = client or self.client()
-        name = f"rv-{self.name}-{uuid.uuid4().hex[:12]}"
-        client.create_bucket(Bucket=name)
-        if versioned and self.versioning:
-            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-        return name
+        return create_new_bucket(client or self.client(), f"rv-{self.name}", versioned=versioned and self.versioning)
 
 
 @pytest.fixture(scope="session")

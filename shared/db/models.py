@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from enum import StrEnum, nonmember
+from typing import Any
 
 from mongoengine import BooleanField, DateTimeField, DictField, Document, FloatField, IntField, StringField
 
@@ -69,11 +70,22 @@ class ScrubStatus(StrEnum):
     DRIFT = "drift"  # something is missing or differs: scrub_details says what
 
 
-class RawFile(Document):
-    """One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
+# RawFile's fields, grouped by the code that writes them. Each group is an abstract document: the stored
+# document stays flat (one key per field, in the order the fields are declared in this file).
 
-    ``file_info`` maps each file's path, relative to the raw file's backup
-    folder, to ``[size, md5, etag]``.
+
+class _Registration(Document):
+    """What the instrument watcher registers, and where the acquisition is in the pipeline.
+
+    ``source_inode``: the raw file's entry on the share when it was registered;
+    a file re-created under the same name is another acquisition (the watcher
+    registers it anew, the mover refuses to move it). ``source_mtime_ns``: the
+    main file's modification time (ns) when it was checksummed; a later one
+    means new content. ``source_mtimes``: ``{file_info path: ns}`` of every file
+    of the set when it was checksummed; the file mover moves a set only while
+    each file still has its size and this time (``rawvault.recorded_set``).
+    ``created_at``: when the acquisition was first seen on the share; decides
+    its YYYY_MM backup folder.
     """
 
     id = StringField(primary_key=True)
@@ -81,41 +93,64 @@ class RawFile(Document):
     instrument_id = StringField(required=True)
     instrument_type = StringField()
     project_id = StringField()
-
     status = StringField(choices=[s.value for s in RawFileStatus], default=RawFileStatus.QUEUED.value)
     status_details = StringField()
     size = IntField()
-    # Inode of the raw file's entry on the share when it was registered: a file re-created under the
-    # same name is another acquisition (the watcher registers it anew, the mover refuses to move it).
     source_inode = IntField()
-    # Modification time (ns) of the main file when it was checksummed: a later one means new content.
     source_mtime_ns = IntField()
-    # Modification time (ns) of every file of the set when it was checksummed, {file_info path: ns}: the
-    # file mover moves a set only while each file still has its size and this time (rawvault.recorded_set).
     source_mtimes = DictField()
-    # When the acquisition was first seen on the instrument share; decides its YYYY_MM backup folder.
     created_at = DateTimeField(required=True)
 
-    # The last failed task of the acquisition handler (status error, "<step>: <reason>" in status_details):
-    # its task id, when it failed and whether the cause is transient (rawvault.failures decides); written
-    # only by rawvault.failures.record_failure. acquisition_redrive re-drives transient ones with backoff.
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class _HandlerFailure(Document):
+    """The acquisition handler's last failure and its re-drives.
+
+    The last failed task (status error, "<step>: <reason>" in
+    ``status_details``): its task id, when it failed and whether the cause is
+    transient, written only by ``rawvault.failures.record_failure``.
+    ``redrive_count``/``redriven_at``: the re-drives so far (each a new run id,
+    ``keys.handler_run_id``) and the last one's time; acquisition_redrive
+    re-drives transient failures with backoff and claims the next re-drive
+    with a compare-and-set on this count.
+    """
+
     error_step = StringField()
     error_at = DateTimeField()
     error_transient = BooleanField()
-    # Re-drives of the acquisition handler so far (each a new run id, keys.handler_run_id) and the last one's
-    # time; acquisition_redrive claims the next with a compare-and-set on this count.
     redrive_count = IntField(default=0)
     redriven_at = DateTimeField()
 
-    # Last size of the main file seen by monitor_acquisition, and since when it has had it.
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class _Monitor(Document):
+    """monitor_acquisition's watch: the last size of the main file it saw, and since when it has had it."""
+
     monitor_size = IntField()
     monitor_size_since = DateTimeField()
 
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class _Backup(Document):
+    """The checksum, the local copy and the S3 upload (contract fields, see the module's users).
+
+    ``staging_token``: the compute_checksum run whose staged copies (hidden,
+    in the local backup) copy_raw_file may publish after verifying them;
+    staged copies of any other run are never used (``rawvault.staging``).
+    ``etag_part_size``: the part size (bytes) the recorded multipart ETags
+    were computed with; uploads must use the same. ``s3_upload_attempted_at``:
+    when the last upload attempt started (the backoff counts from it for
+    documents without ``s3_upload_failed_at``, when the last attempt failed,
+    as Airflow's own retry delay counts from the failure).
+    ``s3_multipart_uploads``: unfinished multipart uploads, ``{object key:
+    upload id}``, so a retry resumes them.
+    """
+
     file_info = DictField()
-    # The compute_checksum run whose staged copies (hidden, in the local backup) copy_raw_file may publish
-    # after verifying them; staged copies of any other run are never used (see rawvault.staging).
     staging_token = StringField()
-    # Part size (bytes) the recorded multipart ETags were computed with; uploads must use the same.
     etag_part_size = IntField()
     backup_status = StringField(choices=[s.value for s in BackupStatus])
     backup_status_details = StringField()
@@ -123,39 +158,81 @@ class RawFile(Document):
     s3_backup_key = StringField()
     s3_etag = StringField()
     s3_upload_attempts = IntField(default=0)
-    # When the last upload attempt started (the backoff counts from it for documents without s3_upload_failed_at).
     s3_upload_attempted_at = DateTimeField()
-    # When the last upload attempt failed (upload_failed written): backup_sweeper's backoff counts from it,
-    # as Airflow's own retry delay counts from the failure (documents without it: from attempted_at).
     s3_upload_failed_at = DateTimeField()
-    # Unfinished multipart uploads of this raw file, {object key: upload id}, so a retry resumes them.
     s3_multipart_uploads = DictField()
-    # The run that owns the upload (upload_in_progress) and until when: it renews this lease while it
-    # runs; another run may take over only after it expired (see rawvault.claim).
+
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class _UploadClaim(Document):
+    """Written only by ``rawvault.claim``: the run that owns the upload, until when, and its progress.
+
+    The owner (``upload_in_progress``) renews its lease while it runs; another
+    run may take over only after it expired. ``upload_progress`` (``{bytes_done,
+    bytes_total, bytes_per_second, eta_seconds, at}``) is written only in the
+    heartbeat's lease renewal (no extra writes) and cleared by the outcome's write.
+    """
+
     upload_claim_owner = StringField()
     upload_claim_expires_at = DateTimeField()
-    # Progress of the running upload, written only by the claim's heartbeat in its lease renewal (no extra
-    # writes): {bytes_done, bytes_total, bytes_per_second, eta_seconds, at}; cleared by the outcome's write.
     upload_progress = DictField()
-    # A random number in [0, 1) given at insert: verify takes its random sample as a run of these keys
-    # from a random point, through an index, without reading or sorting every id.
+
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class _Sample(Document):
+    """A random number in [0, 1) given at insert.
+
+    verify takes its random sample as a run of these keys from a random point,
+    through an index, without reading or sorting every id.
+    """
+
     sample_key = FloatField(default=random.random)
 
-    # The purge (file_remover.<instrument>, rawvault.purge): deleting the moved set from the instrument share
-    # after every check passed again. purge_started_at is written before the first delete, so a run that dies
-    # midway is finished by the next one; purged_at and status=purged when the set is gone. purge_evidence says
-    # what was checked and found (share, local copy, S3 objects and manifest); a set held back by a failed
-    # check has the reason ("<check>: <what>") in purge_blocked_reason until a later check passes.
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class _Purge(Document):
+    """The purge (file_remover.<instrument>, ``rawvault.purge``): the moved set deleted from the instrument share.
+
+    It deletes only after every check passed again. ``purge_started_at`` is
+    written before the first delete, so a run that dies midway is finished by
+    the next one; ``purged_at`` and status purged when the set is gone.
+    ``purge_evidence`` says what was checked and found (share, local copy, S3
+    objects and manifest); a set held back by a failed check has the reason
+    ("<check>: <what>") in ``purge_blocked_reason`` until a later check passes.
+    """
+
     purge_started_at = DateTimeField()
     purged_at = DateTimeField()
     purge_checked_at = DateTimeField()
     purge_blocked_reason = StringField()
     purge_evidence = DictField()
-    # Scrubbing (backup_verifier, verify --read-data): when its data were last re-read in S3 and in the
-    # local backup, what that found, and the drift items (one per line). Unset: never scrubbed.
+
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class _Scrub(Document):
+    """Scrubbing (backup_verifier, verify --read-data): the last re-read of the data in S3 and the local backup.
+
+    When it ran, what it found, and the drift items (one per line). Unset: never scrubbed.
+    """
+
     scrubbed_at = DateTimeField()
     scrub_status = StringField(choices=[s.value for s in ScrubStatus])
     scrub_details = StringField()
+
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class RawFile(_Registration, _HandlerFailure, _Monitor, _Backup, _UploadClaim, _Sample, _Purge, _Scrub):
+    """One acquisition: a Thermo ``.raw``, a Bruker ``.d`` folder or a Sciex ``.wiff`` set.
+
+    ``file_info`` maps each file's path, relative to the raw file's backup
+    folder, to ``[size, md5, etag]``. The fields are declared in the groups
+    above, by the code that writes them; the document is stored flat.
+    """
 
     # Audit timestamps of this document.
     db_created_at = DateTimeField(default=utc_now)

@@ -46,6 +46,14 @@ def logs(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) ->
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def dags(tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The DAGs of an environment with alerts on (its channels' receivers running), Airflow's database ready."""
+    init_airflow_db()
+    alerts_env(tmp_path, monkeypatch)
+    return load_dags()
+
+
 def _states(dags: dict[str, Any], dag_id: str = "backup_alerts") -> dict[str, Any]:
     return run_dag(dags[dag_id])
 
@@ -103,11 +111,8 @@ def _assert_failure_message(channels: Channels, body: dict[str, Any]) -> None:
 
 
 def test_each_event_is_sent_once_never_repeated_and_its_recovery_once(
-    tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any
+    tmp_path: Path, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any, dags: dict[str, Any]
 ) -> None:
-    init_airflow_db()
-    alerts_env(tmp_path, monkeypatch)
-    dags = load_dags()
     alerts_dag = dags["backup_alerts"]
     assert alerts_dag.schedule == "*/10 * * * *" and alerts_dag.max_active_runs == 1
     assert alerts_dag.get_task("check_alerts").queue == "test_rawvault_maintenance"
@@ -166,11 +171,8 @@ def test_each_event_is_sent_once_never_repeated_and_its_recovery_once(
 
 
 def test_a_channel_that_is_down_fails_no_run_blocks_no_channel_and_gets_its_messages_later(
-    tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any
+    tmp_path: Path, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any, dags: dict[str, Any]
 ) -> None:
-    init_airflow_db()
-    alerts_env(tmp_path, monkeypatch)
-    dags = load_dags()
     assert _states(dags)["__dagrun__"] == "success"  # the baseline message
     _raw_file("failed-1.raw", 1, status="error", status_details="monitor_acquisition: the share is unreachable")
 
@@ -267,11 +269,8 @@ def test_old_failures_at_first_deployment_come_as_one_summary(
 
 
 def test_the_daily_digest_tells_counts_new_failures_oldest_unprotected_and_bytes_once_a_day(
-    tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any
+    tmp_path: Path, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any, dags: dict[str, Any]
 ) -> None:
-    init_airflow_db()
-    alerts_env(tmp_path, monkeypatch)
-    dags = load_dags()
     assert _states(dags)["__dagrun__"] == "success"  # baseline: nothing open
     now = utc_now()
     for n, size in enumerate((2 * 10**9, 5 * 10**8)):
@@ -319,12 +318,9 @@ def test_the_daily_digest_tells_counts_new_failures_oldest_unprotected_and_bytes
 
 
 def test_the_alert_check_records_totals_per_instrument_and_project_at_most_hourly(
-    tmp_path: Path, mongo_uri: str, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any
+    tmp_path: Path, channels: Channels, monkeypatch: pytest.MonkeyPatch, logs: Any, dags: dict[str, Any]
 ) -> None:
     """Issue 17 item 2: raw files, bytes and the share verified in S3, per (instrument, project), for the page."""
-    init_airflow_db()
-    alerts_env(tmp_path, monkeypatch)
-    dags = load_dags()
     for name, instrument, project, size, backup_status in (
         ("a.raw", "thermo1", "P1", 1000, "upload_done"),
         ("b.raw", "thermo1", "P1", 500, "upload_failed"),

@@ -18,17 +18,14 @@ from rawvault.watcher import InstrumentFolderError, register_new_raw_files
 from shared.db.interface import get_raw_file
 from shared.db.models import RawFile
 from shared.instrument_types import RawFileSetError
-from shared.settings import get_settings
 from tests.data_factory import MIB, make_bruker, make_thermo, write_bytes
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
+from tests.pipeline_env import PipelineEnv, active, write_pipeline_env
 
 
 @pytest.fixture
 def env(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PipelineEnv]:
-    environment = write_pipeline_env(tmp_path)
-    activate(environment, monkeypatch)
-    yield environment
-    get_settings.cache_clear()
+    with active(write_pipeline_env(tmp_path), monkeypatch) as environment:
+        yield environment
 
 
 def _register_one(env: PipelineEnv, instrument_id: str) -> str:

@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from tests.fault_helpers import (  # noqa: E402
     stored_parts,
     write_env,
 )
+from tests.pipeline_env import s3_server  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
     MIB,
     CallCounter,
@@ -61,14 +61,8 @@ from tests.s3_fixtures import (  # noqa: E402
     multipart_uploads,
 )
 
+__all__ = ["s3_server"]  # the fixture: a server of this module's own
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Server]:
-    """A moto S3 server of this module's own."""
-    with S3Server() as server:
-        yield server
 
 
 def test_s3_unreachable_mid_multipart_upload_then_retry_resumes(mongo_uri, tmp_path, s3_server) -> None:

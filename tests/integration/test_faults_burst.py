@@ -10,14 +10,12 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import pytest
 
 pytest.register_assert_rewrite("tests.s3_fixtures", "tests.fault_helpers")  # imported before pytest rewrites them
 
-from devtools.servers import S3Server  # noqa: E402
 from shared.db.models import RawFile  # noqa: E402
 from tests.fault_helpers import (  # noqa: E402
     bucket_of,
@@ -27,6 +25,7 @@ from tests.fault_helpers import (  # noqa: E402
     burst_worker_init,
     write_env,
 )
+from tests.pipeline_env import s3_server  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
     KIB,
     MIB,
@@ -35,14 +34,8 @@ from tests.s3_fixtures import (  # noqa: E402
     write_file,
 )
 
+__all__ = ["s3_server"]  # the fixture: a server of this module's own
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Server]:
-    """A moto S3 server of this module's own."""
-    with S3Server() as server:
-        yield server
 
 
 def test_burst_of_200_small_and_3_large_acquisitions(mongo_uri, tmp_path, s3_server) -> None:

@@ -12,17 +12,14 @@ import pytest
 from rawvault.acquisition import AcquisitionGoneError, acquisition_finished
 from rawvault.watcher import register_new_raw_files
 from shared.db.interface import get_raw_file
-from shared.settings import get_settings
 from tests.data_factory import write_bytes
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
+from tests.pipeline_env import PipelineEnv, active, write_pipeline_env
 
 
 @pytest.fixture
 def env(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PipelineEnv]:
-    environment = write_pipeline_env(tmp_path, acquisition={"size_stable_seconds": 1.0})
-    activate(environment, monkeypatch)
-    yield environment
-    get_settings.cache_clear()
+    with active(write_pipeline_env(tmp_path, acquisition={"size_stable_seconds": 1.0}), monkeypatch) as environment:
+        yield environment
 
 
 def test_growing_file_is_not_finished_until_its_size_is_stable(env: PipelineEnv) -> None:

@@ -41,13 +41,20 @@ purge_instrument("tims1", get_settings())
 """
 
 
+def _set_to_purge(
+    share_env: tuple[PipelineEnv, Path], s3: Any, monkeypatch: pytest.MonkeyPatch, name: str
+) -> tuple[str, Path]:
+    """A Bruker set backed up and moved 30 days ago on a share the purge must free (min_free_gb 1): id, path."""
+    env, share = share_env
+    raw_file_id = bruker_set(env, s3, name, days=30)
+    env = reconfigure(env, share, monkeypatch, min_free_gb=1.0)
+    return raw_file_id, on_share(env, raw_file_id)
+
+
 def test_a_purge_killed_between_two_deletions_is_finished_by_the_next_run(
     share_env: tuple[PipelineEnv, Path], s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env, share = share_env
-    raw_file_id = bruker_set(env, s3, "killed.d", days=30)
-    env = reconfigure(env, share, monkeypatch, min_free_gb=1.0)
-    set_path = on_share(env, raw_file_id)
+    raw_file_id, set_path = _set_to_purge(share_env, s3, monkeypatch, "killed.d")
     files_before = {p.relative_to(set_path).as_posix() for p in set_path.rglob("*") if p.is_file()}
 
     pythonpath = os.pathsep.join([str(REPO), str(REPO / "airflow_src" / "plugins")])
@@ -85,10 +92,7 @@ def test_a_bruker_set_with_a_read_only_method_folder_is_deleted_completely(
 ) -> None:
     from rawvault import purge_fs
 
-    env, share = share_env
-    raw_file_id = bruker_set(env, s3, "methods.d", days=30)
-    env = reconfigure(env, share, monkeypatch, min_free_gb=1.0)
-    set_path = on_share(env, raw_file_id)
+    raw_file_id, set_path = _set_to_purge(share_env, s3, monkeypatch, "methods.d")
     method = set_path / "1234.m"
     for folder in (method / "submethods", method):  # as Bruker writes them: dr-xr-xr-x
         folder.chmod(0o555)

@@ -22,9 +22,8 @@ from rawvault.ui.queries import RawFileFilter, list_raw_files
 from shared.db.interface import get_raw_file, list_raw_files_on_share, update_raw_file
 from shared.db.models import utc_now
 from shared.db.purge import purge_candidates
-from shared.settings import get_settings
 from tests.data_factory import make_thermo
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
+from tests.pipeline_env import PipelineEnv, active, write_pipeline_env
 from tests.purge_data import age_entry, backed_up_and_moved
 
 MB = 10**6
@@ -37,10 +36,8 @@ def _env(root: Path, **purge: Any) -> PipelineEnv:
 
 @pytest.fixture
 def env(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PipelineEnv]:
-    environment = _env(tmp_path)
-    activate(environment, monkeypatch)
-    yield environment
-    get_settings.cache_clear()
+    with active(_env(tmp_path), monkeypatch) as environment:
+        yield environment
 
 
 def _sets(env: PipelineEnv, ages: tuple[float, ...]) -> list[str]:

@@ -17,7 +17,6 @@ import pytest
 
 pytest.register_assert_rewrite("tests.s3_fixtures", "tests.restore_fixtures")  # imported before pytest loads them
 
-from devtools.local_stack import aws_connection_uri  # noqa: E402
 from tests.restore_fixtures import (  # noqa: E402
     BRUKER,
     THERMO,
@@ -26,8 +25,9 @@ from tests.restore_fixtures import (  # noqa: E402
     files_under,
     run_cli,
     start_cli,
+    through,
 )
-from tests.s3_fixtures import REGION, make_bruker_set, make_thermo_file  # noqa: E402
+from tests.s3_fixtures import make_bruker_set, make_thermo_file  # noqa: E402
 from tests.s3_proxy import Request, S3Proxy, flip_first_byte  # noqa: E402
 
 pytest_plugins = ["tests.s3_fixtures", "tests.restore_fixtures"]
@@ -35,11 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 OLD_TEMP_SUFFIX = ".rawvault-restore"
 WAIT = 60  # seconds a process may take to reach the point a test waits for
-
-
-def through(proxy: S3Proxy) -> dict[str, str | None]:
-    """The environment overrides that send a CLI process's S3 requests through ``proxy``."""
-    return {"AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(proxy.endpoint_url, REGION)}
 
 
 def data_get(name: str) -> Callable[[Request], bool]:

@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-import yaml
 from botocore.response import StreamingBody
 
 pytest.register_assert_rewrite("tests.s3_fixtures", "tests.restore_fixtures")  # imported before pytest loads them
@@ -28,7 +27,6 @@ from rawvault.s3.download import (  # noqa: E402
 )
 from rawvault.s3.drift import DriftKind  # noqa: E402
 from shared.db.interface import create_project, create_raw_file, get_raw_file, update_raw_file  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
 from tests.restore_fixtures import (  # noqa: E402
     CREATED,
     THERMO,
@@ -38,13 +36,13 @@ from tests.restore_fixtures import (  # noqa: E402
     files_under,
     leftovers,
     run_cli,
+    write_env,
 )
 from tests.s3_fixtures import (  # noqa: E402
     REGION,
     make_bruker_set,
     make_client,
     make_thermo_file,
-    settings_document,
     unique_prefix,
 )
 
@@ -315,10 +313,7 @@ def test_verify_a_raw_file_recorded_without_s3_key(mongo_uri, env, s3_client) ->
 def test_kms_objects_restore_verified_by_sha256_and_verify_against_the_manifest(
     mongo_uri, tmp_path, kms_s3_server, monkeypatch
 ) -> None:
-    raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, server_side_encryption="aws:kms")
-    config_path = tmp_path / "kms.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    kms_env = Env(load_settings(config_path), config_path, tmp_path)
+    kms_env = write_env(tmp_path, "kms.yaml", server_side_encryption="aws:kms")
     client = make_client(kms_s3_server.endpoint_url)  # AWS's SSE-KMS ETags: no MD5, new with every upload
     bruker_id, folder, paths = back_up(kms_env, client, "tims1", make_bruker_set)
     head = client.head_object(Bucket=kms_env.bucket(), Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")

@@ -14,7 +14,6 @@ import filecmp
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,17 @@ from shared.db.interface import get_raw_file  # noqa: E402
 from shared.db.models import RawFile  # noqa: E402
 from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_triggered, ti_states  # noqa: E402
 from tests.data_factory import make_bruker  # noqa: E402
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env  # noqa: E402
+from tests.pipeline_env import (  # noqa: E402
+    PipelineEnv,
+    activate,
+    delete_every_bucket,
+    s3_backup,
+    s3_server,
+    write_pipeline_env,
+)
 from tests.s3_fixtures import KmsS3Server  # noqa: E402
 
+__all__ = ["s3_server"]  # the fixture: a server of this module's own
 pytest_plugins = ["tests.s3_fixtures"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -43,40 +50,10 @@ ALL_BUT_UPLOAD = r"^(monitor_acquisition|compute_checksum|copy_raw_file|start_fi
 MANIFEST_SUFFIX = ".rawvault-manifest.json"
 
 
-def s3_backup(**s3: Any) -> dict[str, Any]:
-    return {
-        "backup_type": "s3",
-        "s3": {
-            "region": "us-east-1",
-            "bucket_prefix": "rv-repair",
-            "part_size_mb": 5,
-            "auto_create_buckets": True,
-            "upload_retries": 0,
-            "max_concurrency": 2,
-            **s3,
-        },
-    }
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-def clean(client: Any) -> None:
-    """Delete every bucket of the server (a module-scoped server, a clean start per test)."""
-    for bucket in client.list_buckets()["Buckets"]:
-        versions = client.list_object_versions(Bucket=bucket["Name"])
-        for version in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
-            client.delete_object(Bucket=bucket["Name"], Key=version["Key"], VersionId=version["VersionId"])
-        client.delete_bucket(Bucket=bucket["Name"])
-
-
 def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint_url: str, **s3: Any) -> PipelineEnv:
     init_airflow_db()
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(endpoint_url))
-    env = write_pipeline_env(tmp_path, backup=s3_backup(**s3))
+    env = write_pipeline_env(tmp_path, backup=s3_backup("rv-repair", **s3))
     activate(env, monkeypatch)
     return env
 
@@ -158,7 +135,7 @@ def test_a_deleted_object_of_a_bruker_set_is_repaired_by_a_rerun_of_upload_to_s3
     tmp_path: Path, mongo_uri: str, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = local_s3_client(s3_server.endpoint_url)
-    clean(client)
+    delete_every_bucket(client)
     env = pipeline_env(tmp_path, monkeypatch, s3_server.endpoint_url)
     dags, raw_file = back_up_through_the_pipeline(env, "20261122_tims1_repair.d")
     bucket, key_prefix = location(raw_file)
@@ -184,7 +161,7 @@ def test_under_sse_kms_a_repaired_object_gets_a_new_etag_and_the_manifest_says_s
 ) -> None:
     """Issue 11 finding 2, on a server that gives a new random ETag per SSE-KMS upload (as AWS does)."""
     client = local_s3_client(kms_s3_server.endpoint_url)
-    clean(client)
+    delete_every_bucket(client)
     env = pipeline_env(tmp_path, monkeypatch, kms_s3_server.endpoint_url, server_side_encryption="aws:kms")
     dags, raw_file = back_up_through_the_pipeline(env, "20261122_tims1_kmsrepair.d")
     before = assert_set_complete(client, raw_file, kms=True)

@@ -208,7 +208,7 @@ OTHER = b"another writer's bytes"
 @pytest.mark.parametrize(
     "when",
     [
-        "before the key check",  # rawvault's HEAD finds it: checked, found different, never replaced
+        "before the key check",  # the guard's HEAD finds it: checked, found different, never replaced
         "between the check and the PUT",  # rawvault's PUT replaces it (the store ignores If-None-Match)
         "right after the PUT",  # rawvault's object is replaced before it is verified
         "after the verification",  # replaced before the manifest of the set is written
@@ -242,16 +242,12 @@ def test_a_concurrent_writer_never_gets_recorded_as_the_backup(
         client.meta.events.register(event, handler)
 
     if when == "before the key check":
-        # The check phase HEADs every key first (the key is free then); the next HEAD of the key is the guard's.
-        heads = [0]
-
-        def second_head(params: dict[str, Any], **_kwargs: Any) -> None:
+        # The check phase lists the set's keys (the key is free then); the first HEAD of the key is the guard's.
+        def first_head(params: dict[str, Any], **_kwargs: Any) -> None:
             if params.get("Key") == target:
-                heads[0] += 1
-                if heads[0] == 2:
-                    write_other()
+                write_other()
 
-        client.meta.events.register("before-parameter-build.s3.HeadObject", second_head)
+        client.meta.events.register("before-parameter-build.s3.HeadObject", first_head)
     elif when == "between the check and the PUT":
         on("before-call.s3.PutObject")
     elif when == "right after the PUT":

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 pytest.register_assert_rewrite("tests.s3_fixtures", "tests.restore_fixtures")  # imported before pytest loads them
 
@@ -24,15 +23,13 @@ from rawvault.s3.drift import DriftKind  # noqa: E402
 from rawvault.scrub import scrub_backups  # noqa: E402
 from shared.db.interface import get_raw_file, update_raw_file  # noqa: E402
 from shared.db.models import utc_now  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
-from tests.restore_fixtures import BRUKER, THERMO, Env, back_up, run_cli  # noqa: E402
+from tests.restore_fixtures import BRUKER, THERMO, Env, back_up, run_cli, through, write_env  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
     MIB,
     REGION,
     make_bruker_set,
     make_client,
     make_thermo_file,
-    settings_document,
     unique_prefix,
 )
 from tests.s3_proxy import S3Proxy  # noqa: E402
@@ -41,10 +38,6 @@ pytest_plugins = ["tests.s3_fixtures", "tests.restore_fixtures"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 MANIFEST = ".rawvault-manifest.json"
-
-
-def through(proxy: S3Proxy) -> dict[str, str | None]:
-    return {"AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(proxy.endpoint_url, REGION)}
 
 
 def same_size_other_bytes(data: bytes) -> bytes:
@@ -132,10 +125,7 @@ def test_read_data_sees_what_a_store_with_stale_metadata_hides_from_head(mongo_u
 
 def test_read_data_under_sse_kms_compares_the_manifests_sha256(mongo_uri, tmp_path, kms_s3_server) -> None:
     """SSE-KMS (AWS's ETags: no MD5, new per upload) and a store answering HEAD with the manifest's ETag and SHA-256."""
-    raw = settings_document(tmp_path, unique_prefix(), auto_create_buckets=True, server_side_encryption="aws:kms")
-    config_path = tmp_path / "kms.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    kms_env = Env(load_settings(config_path), config_path, tmp_path)
+    kms_env = write_env(tmp_path, "kms.yaml", server_side_encryption="aws:kms")
     client = make_client(kms_s3_server.endpoint_url)
     bruker_id, _folder, _ = back_up(kms_env, client, "tims1", make_bruker_set)
     assert scrub_backups(client, kms_env.settings).ok

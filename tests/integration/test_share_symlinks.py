@@ -20,20 +20,17 @@ from rawvault import pipeline
 from rawvault.watcher import register_new_raw_files
 from shared.db.interface import get_raw_file
 from shared.db.models import RawFile
-from shared.instrument_types import INSTRUMENT_TYPES, RawFileSetError
-from shared.settings import get_settings
+from shared.instrument_types import INSTRUMENT_TYPES, InstrumentType, RawFileSetError
 from tests.data_factory import KIB, make_bruker, make_sciex, make_thermo, write_bytes
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
+from tests.pipeline_env import PipelineEnv, active, write_pipeline_env
 
 SYMLINK_ERROR = r"is a symbolic link.*rawvault never follows symbolic links"
 
 
 @pytest.fixture
 def env(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PipelineEnv]:
-    environment = write_pipeline_env(tmp_path / "env")
-    activate(environment, monkeypatch)
-    yield environment
-    get_settings.cache_clear()
+    with active(write_pipeline_env(tmp_path / "env"), monkeypatch) as environment:
+        yield environment
 
 
 @pytest.fixture
@@ -47,6 +44,15 @@ def outside(tmp_path: Path) -> Path:
 
 def registered_names(instrument_id: str) -> list[str]:
     return sorted(raw_file.original_name for raw_file in RawFile.objects(instrument_id=instrument_id))
+
+
+def assert_set_refused(env: PipelineEnv, raw_file_id: str, kind: InstrumentType, raw_file: Path, link: Path) -> None:
+    """Listing the set refuses the symlink and names it; the checksum of the raw file refuses it too."""
+    with pytest.raises(RawFileSetError, match=SYMLINK_ERROR) as raised:
+        kind.files_in_set(raw_file)
+    assert str(link) in str(raised.value)
+    with pytest.raises(RawFileSetError, match=SYMLINK_ERROR):
+        pipeline.checksum_raw_file(raw_file_id, env.settings)
 
 
 def test_symlinked_raw_file_to_outside_is_neither_registered_nor_read(
@@ -90,11 +96,7 @@ def test_symlinked_sciex_sibling_stops_the_checksum_with_a_clear_error(env: Pipe
     scan.symlink_to(outside / "secret.txt")
     (raw_file_id,) = register_new_raw_files("zeno1", env.settings)
 
-    with pytest.raises(RawFileSetError, match=SYMLINK_ERROR) as raised:
-        INSTRUMENT_TYPES["sciex"].files_in_set(wiff)
-    assert str(scan) in str(raised.value)
-    with pytest.raises(RawFileSetError, match=SYMLINK_ERROR):
-        pipeline.checksum_raw_file(raw_file_id, env.settings)
+    assert_set_refused(env, raw_file_id, INSTRUMENT_TYPES["sciex"], wiff, scan)
     raw_file = get_raw_file(raw_file_id)
     assert raw_file.status == "error" and "run.wiff.scan" in raw_file.status_details
     assert raw_file.file_info == {}
@@ -126,11 +128,7 @@ def test_symlink_inside_a_bruker_set_is_refused_not_skipped(env: PipelineEnv, ou
         link.symlink_to(outside / "secret.txt")
     (raw_file_id,) = register_new_raw_files("tims1", env.settings)
 
-    with pytest.raises(RawFileSetError, match=SYMLINK_ERROR) as raised:
-        INSTRUMENT_TYPES["bruker"].files_in_set(run)
-    assert str(link) in str(raised.value)
-    with pytest.raises(RawFileSetError, match=SYMLINK_ERROR):
-        pipeline.checksum_raw_file(raw_file_id, env.settings)
+    assert_set_refused(env, raw_file_id, INSTRUMENT_TYPES["bruker"], run, link)
     assert get_raw_file(raw_file_id).status == "error"
 
 

@@ -21,9 +21,9 @@ import pytest
 
 from devtools.local_stack import REPO_ROOT
 from shared.db import interface
-from shared.db.models import RawFile
 from shared.db.totals import fold_totals, record_totals, totals_groups
 from tests.browser import after_click, chromium, login, rows, wait_ready
+from tests.page_rows import insert_raw_file
 from tests.ui_stack import UiServer, database_uri, http
 from tests.ui_stack import ui_server as start_ui_server
 
@@ -87,19 +87,8 @@ LINKED_RAW_FILE, LINKED_RUN_ID = "20261101_P1_fail.raw", "rawvault_ui_test_run"
 
 
 def seed_raw_files() -> None:
-    for raw_file_id, (instrument, project, status, backup_status, created, updated, extra) in SEED.items():
-        fields = {"backup_status": backup_status} if backup_status else {}
-        RawFile(
-            id=raw_file_id,
-            original_name=raw_file_id,
-            instrument_id=instrument,
-            project_id=project,
-            status=status,
-            created_at=NOW - timedelta(hours=created),
-            db_updated_at=NOW - timedelta(hours=updated),
-            **fields,
-            **extra,
-        ).save(force_insert=True)
+    for raw_file_id, (*row, extra) in SEED.items():
+        insert_raw_file(raw_file_id, *row, now=NOW, **extra)
 
 
 @pytest.fixture(scope="module")

@@ -3,59 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devtools.local_stack import aws_connection_uri
-from devtools.servers import S3Server, local_s3_client
 from shared.db.interface import create_project
 from shared.db.models import RawFile
 from shared.settings import get_settings
 from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_triggered
 from tests.data_factory import make_bruker, make_thermo
-from tests.pipeline_env import PipelineEnv, activate, write_pipeline_env
+from tests.pipeline_env import PipelineEnv, activate, s3, s3_backup, s3_server, write_pipeline_env
 
+__all__ = ["s3", "s3_server"]  # the fixtures
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def _s3_backup(auto_create: bool) -> dict[str, Any]:
-    return {
-        "backup_type": "s3",
-        "s3": {
-            "region": "us-east-1",
-            "bucket_prefix": "rv-test",
-            "part_size_mb": 5,
-            "auto_create_buckets": auto_create,
-            "upload_retries": 0,
-            "max_concurrency": 2,
-        },
-    }
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(s3_server.endpoint_url))
-    client = local_s3_client(s3_server.endpoint_url)
-    for bucket in client.list_buckets()["Buckets"]:  # a clean server for every test
-        versions = client.list_object_versions(Bucket=bucket["Name"])
-        for version in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
-            client.delete_object(Bucket=bucket["Name"], Key=version["Key"], VersionId=version["VersionId"])
-        client.delete_bucket(Bucket=bucket["Name"])
-    return client
 
 
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto_create: bool, **overrides: Any) -> PipelineEnv:
     init_airflow_db()
-    env = write_pipeline_env(tmp_path, backup=_s3_backup(auto_create), **overrides)
+    env = write_pipeline_env(tmp_path, backup=s3_backup("rv-test", auto_create_buckets=auto_create), **overrides)
     activate(env, monkeypatch)
     return env
 

@@ -92,3 +92,11 @@ def test_a_problem_with_the_target_is_recorded_as_a_failed_upload(
         failed.backup_status_details
     )
     assert failed.upload_claim_owner is None and failed.s3_upload_attempts == 1
+
+
+def test_the_xcom_file_info_is_read_from_what_compute_checksum_and_copy_raw_file_pushed(tmp_path: Path) -> None:
+    checksum = {"file_info": {"a.raw": [1, "m", "e"]}, "part_size": PART}
+    assert XcomFileInfo.from_pushed(checksum, {"backup_folder": str(tmp_path)}) == XcomFileInfo(
+        checksum["file_info"], PART, tmp_path
+    )
+    assert XcomFileInfo.from_pushed({}, {}) == XcomFileInfo()

@@ -18,7 +18,7 @@ from rawvault.impl.fail_fast import fail_fast
 from rawvault.impl.handler_failures import classify, record_handler_failure
 from rawvault.local_backup import BackupConflictError
 from rawvault.pipeline import FileInfoMismatchError
-from rawvault.redrive import GAVE_UP_MARK, missing_run_grace, plan_redrives
+from rawvault.redrive import GAVE_UP_MARK, AirflowView, missing_run_grace, plan_redrives
 from rawvault.s3.errors import S3TransientError
 from rawvault.sweeper import backoff, capped_backoff
 from shared.db.interface import DatabaseError, create_raw_file, get_raw_file, update_raw_file, utc_now
@@ -203,7 +203,7 @@ def test_a_transient_failure_is_re_driven_after_its_backoff_and_only_once(fake_d
     failed("permanent.raw", transient=False, ago=timedelta(days=3))
     runs = Runs(**{keys.handler_run_id("due.raw"): "failed"})
 
-    report = plan_redrives(settings, runs)
+    report = plan_redrives(settings, AirflowView(runs))
     (redrive,) = report.redrives
     assert (redrive.raw_file_id, redrive.attempt, redrive.dag_id) == ("due.raw", 1, HANDLER)
     assert redrive.run_id == f"{keys.run_id_for('due.raw')}__redrive1"
@@ -215,7 +215,7 @@ def test_a_transient_failure_is_re_driven_after_its_backoff_and_only_once(fake_d
 
     # The next sweep finds the re-driven run queued (Airflow runs it): nothing is triggered twice.
     runs.states[redrive.run_id] = "queued"
-    later = plan_redrives(settings, runs, utc_now() + timedelta(hours=1))
+    later = plan_redrives(settings, AirflowView(runs), utc_now() + timedelta(hours=1))
     assert [redrive.raw_file_id for redrive in later.redrives] == ["waiting.raw"]  # its backoff has passed now
 
 
@@ -225,7 +225,7 @@ def test_two_sweeps_that_read_the_same_raw_file_trigger_it_once(fake_db: None, t
     settings = settings_for(tmp_path)
     failed("race.raw", transient=True, ago=timedelta(hours=1))
     read_by_both = get_raw_file("race.raw")
-    first, second = (_Sweep(settings, utc_now(), Runs()) for _ in range(2))
+    first, second = (_Sweep(settings, utc_now(), AirflowView(Runs())) for _ in range(2))
     first.claim(read_by_both, 0, "x")
     second.claim(read_by_both, 0, "x")
     assert [len(sweep.report.redrives) for sweep in (first, second)] == [1, 0]
@@ -235,12 +235,12 @@ def test_two_sweeps_that_read_the_same_raw_file_trigger_it_once(fake_db: None, t
 def test_after_max_redrives_it_gives_up_once_and_says_so(fake_db: None, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, max_redrives=2)
     failed("capped.raw", transient=True, ago=timedelta(days=1), redrive_count=2)
-    report = plan_redrives(settings, Runs())
+    report = plan_redrives(settings, AirflowView(Runs()))
     assert report.gave_up == ["capped.raw"] and report.redrives == []
     details = get_raw_file("capped.raw").status_details
     assert details.startswith(f"monitor_acquisition: {GAVE_UP_MARK} 2 re-drives; clear monitor_acquisition")
     assert details.endswith("Last error: OSError: share down")
-    plan_redrives(settings, Runs())
+    plan_redrives(settings, AirflowView(Runs()))
     assert get_raw_file("capped.raw").status_details == details  # said once
 
 
@@ -256,7 +256,7 @@ def test_a_lost_handler_run_is_re_driven_and_an_ended_one_recorded_first(fake_db
     register("copied.raw", status="checksumming_done", backup_status="copying_done", db_updated_at=old)
     runs = Runs(**{keys.handler_run_id("ended.raw"): "failed", keys.handler_run_id("alive.raw"): "running"})
 
-    report = plan_redrives(settings, runs)
+    report = plan_redrives(settings, AirflowView(runs))
     assert [redrive.raw_file_id for redrive in report.redrives] == ["lost.raw"]
     assert report.recorded == ["ended.raw"]
     ended = get_raw_file("ended.raw")
@@ -268,7 +268,7 @@ def test_a_lost_handler_run_is_re_driven_and_an_ended_one_recorded_first(fake_db
 
     runs.states[report.redrives[0].run_id] = "running"  # Airflow runs the re-drive of lost.raw
     runs.states[keys.handler_run_id("fresh.raw")] = "queued"
-    later = plan_redrives(settings, runs, utc_now() + timedelta(minutes=11))  # ended.raw's backoff has passed
+    later = plan_redrives(settings, AirflowView(runs), utc_now() + timedelta(minutes=11))  # ended.raw: backoff over
     assert [redrive.raw_file_id for redrive in later.redrives] == ["ended.raw"]
 
 
@@ -285,10 +285,10 @@ def test_a_queued_raw_file_waits_while_its_watcher_still_has_triggers_to_run(fak
         asked.append(instrument_id)
         return True
 
-    report = plan_redrives(settings, Runs(), triggers_pending=pending)
+    report = plan_redrives(settings, AirflowView(Runs(), pending))
     assert [redrive.raw_file_id for redrive in report.redrives] == ["deleted-run.raw"]
     assert "waiting.raw" in report.waiting and asked == ["thermo1"]
-    later = plan_redrives(settings, Runs(), triggers_pending=lambda _instrument_id: False)
+    later = plan_redrives(settings, AirflowView(Runs(), lambda _instrument_id: False))
     assert [redrive.raw_file_id for redrive in later.redrives] == ["waiting.raw"]
 
 
@@ -298,7 +298,7 @@ def test_no_redrive_when_airflow_cannot_say_whether_the_run_exists(fake_db: None
     def api_down(_dag_id: str, _run_id: str) -> str | None:
         raise ConnectionError("the API server is down")
 
-    report = plan_redrives(settings_for(tmp_path), api_down)
+    report = plan_redrives(settings_for(tmp_path), AirflowView(api_down))
     assert report.redrives == [] and report.unknown == ["unknown.raw"]
     assert get_raw_file("unknown.raw").status == "error"
 

@@ -22,6 +22,7 @@ from rawvault.ui.queries import (
 from shared.db.backups_view import Position
 from shared.db.keyset import Key, Stream, read
 from shared.db.models import Project, RawFile
+from tests.page_rows import insert_raw_file
 
 NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
 STUCK_AFTER = timedelta(hours=6)
@@ -42,18 +43,8 @@ SEED = {
 
 
 def seed() -> None:
-    for raw_file_id, (instrument, project, status, backup_status, created, updated) in SEED.items():
-        fields = {"backup_status": backup_status} if backup_status else {}
-        RawFile(
-            id=raw_file_id,
-            original_name=raw_file_id,
-            instrument_id=instrument,
-            project_id=project,
-            status=status,
-            created_at=NOW - timedelta(hours=created),
-            db_updated_at=NOW - timedelta(hours=updated),
-            **fields,
-        ).save(force_insert=True)
+    for raw_file_id, row in SEED.items():
+        insert_raw_file(raw_file_id, *row, now=NOW)
 
 
 def ids(filters: RawFileFilter | None = None, **kwargs) -> list[str]:

@@ -3,7 +3,7 @@
 It joins the database (:mod:`shared.db`), the claim (:mod:`rawvault.claim`)
 and the boto3 library (:mod:`rawvault.s3`):
 
-- **Target** (:class:`UploadTarget`, worked out once per run): the bucket
+- **Target** (:class:`~rawvault.upload_target.UploadTarget`, worked out once per run): the bucket
   ``<bucket_prefix>-<normalised project id>`` (the fallback project when the
   raw file has none; a project id that shares its bucket with another project
   fails), the key prefix ``<backup_base_path>/`` mirroring the local backup
@@ -60,118 +60,26 @@ without uploading again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 from rawvault import claim as claims
 from rawvault.claim import MAX_DETAILS_CHARS, Claim, UploadClaimLostError, UploadNotRecordedError
-from rawvault.locations import backup_base_path, backup_folder
-from rawvault.s3.buckets import bucket_name, check_no_bucket_collisions, ensure_bucket
+from rawvault.s3.buckets import ensure_bucket
 from rawvault.s3.client import S3Client
-from rawvault.s3.errors import (
-    BucketNameError,
-    BucketOwnerMismatchError,
-    FileInfoError,
-    PartSizeMismatchError,
-    S3BackupError,
-    S3PermanentError,
-)
+from rawvault.s3.errors import BucketOwnerMismatchError, S3BackupError, S3PermanentError
 from rawvault.s3.file_set import UploadResult, check_complete_set
-from rawvault.s3.keys import key_prefix_for
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS
 from rawvault.s3.upload import upload_file_set
 from rawvault.stores import ClientFactory, prepare_store, recorded_etag_shapes
-from shared.db.interface import get_projects, get_raw_file
+from rawvault.upload_target import UploadTarget, XcomFileInfo, resolve_file_info, upload_target
+from shared.db.interface import get_raw_file
 from shared.db.models import BackupStatus, RawFile
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class XcomFileInfo:
-    """What the handler's earlier tasks pushed to XCom: compute_checksum's file info and part size, copy's folder."""
-
-    file_info: Mapping[str, Any] | None = None
-    part_size: int | None = None
-    backup_folder: Path | None = None
-
-
-@dataclass(frozen=True)
-class UploadTarget:
-    """Where and how one raw file is uploaded: worked out once per run by :func:`upload_target`."""
-
-    bucket: str
-    key_prefix: str
-    part_size: int
-    source_folder: Path
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-def project_bucket(settings: Settings, project_id: str | None, known_project_ids: list[str]) -> str:
-    """The bucket of ``project_id`` (or the fallback project), refusing names shared with another project."""
-    s3 = settings.backup.s3
-    assert s3 is not None
-    project_id = project_id or settings.watcher.fallback_project_id
-    name = bucket_name(s3.bucket_prefix, project_id)
-    sharing = [project_id]
-    for other in {*known_project_ids, settings.watcher.fallback_project_id} - {project_id}:
-        try:
-            if bucket_name(s3.bucket_prefix, other) == name:
-                sharing.append(other)
-        except BucketNameError:
-            continue  # that project has problems of its own, reported when its raw files upload
-    check_no_bucket_collisions(s3.bucket_prefix, sharing)
-    return name
-
-
-def _normalised(file_info: Mapping[str, Any]) -> dict[str, Any]:
-    return {path: list(entry) if isinstance(entry, list | tuple) else entry for path, entry in file_info.items()}
-
-
-def resolve_file_info(raw_file: RawFile, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The file info to upload: the recorded one, which the XCom's (when given) must equal."""
-    recorded = _normalised(dict(raw_file.file_info or {}))
-    if given is None:
-        if not recorded:
-            raise FileInfoError(f"raw file {raw_file.id!r} has no file_info: run compute_checksum first")
-        return recorded
-    normalised = _normalised(given)
-    if recorded and normalised != recorded:
-        raise FileInfoError(
-            f"the file info passed to upload_to_s3 (XCom of compute_checksum) differs from the file_info recorded "
-            f"for raw file {raw_file.id!r}: re-run compute_checksum and copy_raw_file for this raw file"
-        )
-    return normalised
-
-
-def resolve_part_size(raw_file: RawFile, settings: Settings, given: int | None) -> int:
-    """The part size of the recorded ETags (``etag_part_size``); the XCom's (when given) must equal it."""
-    recorded = getattr(raw_file, "etag_part_size", None)
-    chosen = given or recorded or settings.part_size_bytes
-    if recorded and chosen != recorded:
-        raise PartSizeMismatchError(
-            f"raw file {raw_file.id!r} was checksummed with {recorded} byte parts, but the upload was asked to use "
-            f"{chosen}: upload with the part size of compute_checksum"
-        )
-    return int(chosen)
-
-
-def upload_target(raw_file: RawFile, settings: Settings, xcom: XcomFileInfo) -> UploadTarget:
-    """The bucket, key prefix, part size, source folder and metadata of the raw file's upload."""
-    part_size = resolve_part_size(raw_file, settings, xcom.part_size)
-    key_prefix = key_prefix_for(backup_base_path(raw_file))
-    bucket = project_bucket(settings, raw_file.project_id, [project.id for project in get_projects()])
-    metadata = {
-        "raw-file-id": raw_file.id,
-        "instrument-id": raw_file.instrument_id,
-        "project-id": raw_file.project_id or settings.watcher.fallback_project_id,
-    }
-    source_folder = Path(xcom.backup_folder) if xcom.backup_folder else backup_folder(raw_file, settings)
-    return UploadTarget(bucket, key_prefix, part_size, source_folder, metadata)
 
 
 def _client_factory(settings: Settings, given: S3Client | None, factory: ClientFactory | None) -> ClientFactory:
@@ -180,6 +88,7 @@ def _client_factory(settings: Settings, given: S3Client | None, factory: ClientF
     Every client sends the expected bucket owner.
     """
     from rawvault.s3.client import expect_bucket_owner, s3_client_for
+    from rawvault.s3.parallel import connections_needed
 
     s3 = settings.backup.s3
     assert s3 is not None
@@ -190,7 +99,11 @@ def _client_factory(settings: Settings, given: S3Client | None, factory: ClientF
                 log.warning("the store needs another client config, but the given client is used as it is")
             client = given
         else:
-            client = factory(extra) if factory else s3_client_for(s3, 2 * s3.max_concurrency + 4, extra_config=extra)
+            client = (
+                factory(extra)
+                if factory
+                else s3_client_for(s3, connections_needed(s3.max_concurrency), extra_config=extra)
+            )
         expect_bucket_owner(client, s3.expected_bucket_owner)
         return client
 
@@ -210,7 +123,6 @@ class _Run:
     raw_file: RawFile
     settings: Settings
     make_client: ClientFactory
-    client: S3Client | None = None
     target: UploadTarget | None = None
     files: dict[str, Any] = field(default_factory=dict)
     problem: BaseException | None = None
@@ -228,11 +140,10 @@ class _Run:
             "metadata": self.target.metadata,
         }
 
-    def s3_client(self) -> S3Client:
+    @cached_property
+    def client(self) -> S3Client:
         """The run's S3 client (made once; every request carries the expected bucket owner, when set)."""
-        if self.client is None:
-            self.client = self.make_client(None)
-        return self.client
+        return self.make_client(None)
 
 
 def _already_done(run: _Run) -> UploadResult | None:
@@ -246,7 +157,7 @@ def _already_done(run: _Run) -> UploadResult | None:
     # S3 errors propagate: an unreachable S3 must not turn upload_done into upload_failed. A bucket of another
     # account is the exception: the claimed run checks the bucket and records why the backup is not safe.
     try:
-        client, args = run.s3_client(), run.set_args()
+        client, args = run.client, run.set_args()
         s3 = run.settings.backup.s3
         assert s3 is not None
         state = check_complete_set(
@@ -276,11 +187,11 @@ def _upload(run: _Run, claim: Claim, progress_interval: float) -> UploadResult:
     s3 = run.settings.backup.s3
     assert s3 is not None
     ensure_bucket(
-        run.s3_client(), target.bucket, s3.region, s3.auto_create_buckets,
+        run.client, target.bucket, s3.region, s3.auto_create_buckets,
         server_side_encryption=s3.server_side_encryption, kms_key_id=s3.kms_key_id, object_lock=s3.object_lock,
         lifecycle=s3.lifecycle, degrade=s3.compatibility == "auto",
     )  # fmt: skip
-    store = prepare_store(run.s3_client(), target.bucket, run.settings, run.make_client)
+    store = prepare_store(run.client, target.bucket, run.settings, run.make_client)
     claim.check()
     result = upload_file_set(
         store.client,

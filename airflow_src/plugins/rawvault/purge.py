@@ -86,7 +86,7 @@ class _Run:
         """Where the upload puts this raw file (bucket of its project, backup path as prefix); None without S3."""
         if not (self.settings.s3_enabled and self.policy.requires_s3):
             return None
-        from rawvault.backup import project_bucket
+        from rawvault.upload_target import project_bucket
 
         if self.project_ids is None:
             self.project_ids = [project.id for project in get_projects()]

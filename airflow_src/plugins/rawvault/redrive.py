@@ -23,7 +23,7 @@ files whose handler has not finished (:func:`shared.db.redrive_queries.handler_u
   and re-driven after its backoff like any other.
 
 Whether a run exists or is still active comes from Airflow through the
-``run_state`` function the task passes in (the Task SDK's DAG run queries;
+:class:`AirflowView` the task passes in (the Task SDK's DAG run queries;
 a task may not read the metadata database itself). A re-drive is a
 compare-and-set on ``redrive_count`` (and the status and update time read),
 so two sweeps never start the same raw file twice; it sets ``status=queued``
@@ -67,6 +67,18 @@ STEP_OF_STATUS = {
     RawFileStatus.CHECKSUMMING_DONE.value: keys.COPY_RAW_FILE_TASK,
 }
 _COPY_NOT_DONE = (None, BackupStatus.COPYING_IN_PROGRESS.value, BackupStatus.COPYING_FAILED.value)
+
+
+def _no_triggers_pending(_instrument_id: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class AirflowView:
+    """What Airflow says about handler and watcher runs, through the Task SDK (a task may not read its database)."""
+
+    run_state: RunState
+    triggers_pending: TriggersPending = _no_triggers_pending
 
 
 @dataclass(frozen=True)
@@ -153,14 +165,11 @@ def handler_open(raw_file: RawFile) -> bool:
 class _Sweep:
     """One pass over the unfinished raw files (keeps each rule in a method of its own)."""
 
-    def __init__(
-        self, settings: Settings, now: datetime, run_state: RunState, triggers_pending: TriggersPending | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, now: datetime, airflow: AirflowView) -> None:
         self.settings = settings
         self.policy = RedrivePolicy.from_settings(settings)
         self.now = now
-        self.run_state = run_state
-        self.triggers_pending = triggers_pending or (lambda _instrument_id: False)
+        self.airflow = airflow
         self._pending: dict[str, bool] = {}  # per instrument, asked once per sweep
         self.report = RedriveReport()
 
@@ -171,7 +180,7 @@ class _Sweep:
         instrument_id = raw_file.instrument_id
         if instrument_id not in self._pending:
             try:
-                self._pending[instrument_id] = self.triggers_pending(instrument_id)
+                self._pending[instrument_id] = self.airflow.triggers_pending(instrument_id)
             except Exception as error:  # the API server is down: assume they are, decide at the next sweep
                 log.warning(
                     "cannot tell whether %s has triggers pending: %s", keys.watcher_dag_id(instrument_id), error
@@ -183,7 +192,7 @@ class _Sweep:
         """(known, state) of the raw file's current handler run."""
         run_id = keys.handler_run_id(raw_file.id, raw_file.redrive_count or 0)
         try:
-            return True, self.run_state(keys.handler_dag_id(raw_file.instrument_id), run_id)
+            return True, self.airflow.run_state(keys.handler_dag_id(raw_file.instrument_id), run_id)
         except Exception as error:  # the API server is down: decide at the next sweep
             log.warning("%s: cannot read the state of handler run %s: %s", raw_file.id, run_id, error)
             self.report.unknown.append(raw_file.id)
@@ -282,15 +291,9 @@ class _Sweep:
             log.info("%s: changed while this sweep looked at it: left to the next sweep", raw_file.id)
 
 
-def plan_redrives(
-    settings: Settings,
-    run_state: RunState,
-    now: datetime | None = None,
-    *,
-    triggers_pending: TriggersPending | None = None,
-) -> RedriveReport:
+def plan_redrives(settings: Settings, airflow: AirflowView, now: datetime | None = None) -> RedriveReport:
     """Decide and claim the re-drives of one sweep (see the module docstring); the caller triggers the runs."""
-    sweep = _Sweep(settings, now or utc_now(), run_state, triggers_pending)
+    sweep = _Sweep(settings, now or utc_now(), airflow)
     for raw_file in handler_unfinished():
         if len(sweep.report.redrives) >= MAX_REDRIVES_PER_SWEEP:
             break  # the next sweep takes the rest

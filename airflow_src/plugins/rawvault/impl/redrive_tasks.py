@@ -40,11 +40,11 @@ def _triggers_pending(ti: Any) -> Any:
 
 def find_acquisitions_to_redrive(**context: Any) -> list[dict[str, Any]]:
     """acquisition_redrive: one TriggerDagRunOperator kwargs per acquisition handler to start again now."""
-    from rawvault.redrive import log_report, plan_redrives
+    from rawvault.redrive import AirflowView, log_report, plan_redrives
 
     settings = get_settings()
     ti = context["ti"]
-    report = plan_redrives(settings, _run_state(ti), triggers_pending=_triggers_pending(ti))
+    report = plan_redrives(settings, AirflowView(_run_state(ti), _triggers_pending(ti)))
     log_report(report, settings)
     return [
         {"trigger_dag_id": r.dag_id, "trigger_run_id": r.run_id, "conf": {RAW_FILE_ID_KEY: r.raw_file_id}}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
@@ -86,12 +85,8 @@ def upload_to_s3(instrument_id: str, **context: Any) -> dict[str, Any]:
     from rawvault.impl.metrics import measured_upload
 
     ti = context["ti"]
-    checksum = ti.xcom_pull(task_ids=COMPUTE_CHECKSUM_TASK) or {}
-    copy = ti.xcom_pull(task_ids=COPY_RAW_FILE_TASK) or {}
-    xcom = XcomFileInfo(
-        file_info=checksum.get("file_info"),
-        part_size=checksum.get("part_size"),
-        backup_folder=Path(copy["backup_folder"]) if copy.get("backup_folder") else None,
+    xcom = XcomFileInfo.from_pushed(
+        ti.xcom_pull(task_ids=COMPUTE_CHECKSUM_TASK) or {}, ti.xcom_pull(task_ids=COPY_RAW_FILE_TASK) or {}
     )
     raw_file_id = raw_file_id_from(context)
     try:

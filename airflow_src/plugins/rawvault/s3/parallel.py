@@ -1,13 +1,20 @@
 """The files of a set uploaded side by side, sharing one pool of part slots; the first failure stops the set.
 
-Up to ``slots`` files are uploaded at a time (each by a thread of its own
-that does the file's small requests: HEAD, create, complete, verify), and
-every request that sends data (a small file's single PUT, each part of a
-large file) runs in one pool of ``slots`` threads shared by the whole set
-(:attr:`MultipartHooks.part_pool`). So a set of many small files keeps
-``slots`` requests in flight instead of one, a large file's parts and the
-small files share the same slots, and memory is bounded by the slots (each
-streams from its file), never by the size or number of files.
+Up to ``FILE_THREADS_PER_SLOT x slots`` files are uploaded at a time (each
+by a thread of its own that does the file's small requests: the check of its
+source, create, complete, the verifying HEAD), and every request that sends
+data (a small file's single PUT, each part of a large file) runs in one pool
+of ``slots`` threads shared by the whole set (:attr:`MultipartHooks.part_pool`).
+So a set of many small files keeps ``slots`` data requests in flight instead
+of one, and while one file waits for its verifying HEAD the next file's PUT
+already holds the slot (with only ``slots`` file threads, each slot sat idle
+during its file's HEAD: issue 16). A large file's parts and the small files
+share the same slots. Memory is bounded by the slots, never by the size or
+number of files or threads: each data request streams from its file, a file
+thread holds no buffer but while a verification reads data (SSE-KMS, a read
+back), and at most ``slots`` of those run at once
+(:attr:`MultipartHooks.read_slots`). The client needs
+:func:`connections_needed` connections so that no request waits for one.
 
 The first failure sets the set's stop event: no file or part starts after
 it, the requests in flight finish, a multipart upload it interrupted is kept
@@ -30,6 +37,20 @@ log = logging.getLogger(__name__)
 
 UploadOne = Callable[[RecordedFile, MultipartHooks], UploadedObject]
 
+# File threads per part slot: enough that the slots stay busy while files wait for their small requests.
+FILE_THREADS_PER_SLOT = 2
+SPARE_CONNECTIONS = 4  # the caller's own requests beside the set's (the manifest, an abort, a guard's HEAD)
+
+
+def file_threads(slots: int, files: int) -> int:
+    """How many files of a set of ``files`` upload at a time with ``slots`` part slots."""
+    return max(1, min(FILE_THREADS_PER_SLOT * max(1, slots), files))
+
+
+def connections_needed(slots: int) -> int:
+    """The HTTP connections an upload with ``slots`` part slots uses at most: every file thread and part slot."""
+    return (FILE_THREADS_PER_SLOT + 1) * max(1, slots) + SPARE_CONNECTIONS
+
 
 def upload_side_by_side(
     to_upload: Sequence[RecordedFile], upload_one: UploadOne, slots: int, hooks: MultipartHooks
@@ -42,8 +63,8 @@ def upload_side_by_side(
         return {}
     slots = max(1, slots)
     parts = ThreadPoolExecutor(slots, thread_name_prefix="rawvault-part")
-    files = ThreadPoolExecutor(min(slots, len(to_upload)), thread_name_prefix="rawvault-file")
-    run = _SetRun(replace(hooks, part_pool=parts, stop=threading.Event()))
+    files = ThreadPoolExecutor(file_threads(slots, len(to_upload)), thread_name_prefix="rawvault-file")
+    run = _SetRun(replace(hooks, part_pool=parts, stop=threading.Event(), read_slots=threading.Semaphore(slots)))
     futures = [files.submit(run.upload, entry, upload_one) for entry in to_upload]
     try:
         wait(futures)

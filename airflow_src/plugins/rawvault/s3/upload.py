@@ -4,8 +4,10 @@
 
 1. **Check** (nothing is uploaded yet): validate every path and recorded
    ``[size, md5, etag]`` against the part size; read an existing manifest (a
-   different one fails); ``head_object`` every key (``max_concurrency`` at a
-   time). An object with the recorded size and ETag is skipped; a different
+   different one fails); list the set's keys (one ListObjectsV2 for a set of
+   several files, :mod:`rawvault.s3.listing`: a key it does not show is not
+   there) and ``head_object`` every key found (``max_concurrency`` at a time;
+   a one-file set: its one HEAD). An object with the recorded size and ETag is skipped; a different
    object fails the whole set (:class:`ExistingObjectMismatchError`) and is
    never overwritten. Every missing file must exist locally with its size.
 2. **Upload** the missing files side by side, sharing ``max_concurrency``
@@ -84,6 +86,7 @@ from rawvault.s3.errors import ExistingObjectMismatchError, VerificationError
 from rawvault.s3.file_info import RecordedFile, check_part_size
 from rawvault.s3.file_set import SetLayout, SetState, UploadResult, check_complete_set, read_set_manifest
 from rawvault.s3.keys import s3_url
+from rawvault.s3.listing import keys_present
 from rawvault.s3.multipart_resume import UploadIdCallback
 from rawvault.s3.objects import VerificationMode, etag_of, head
 from rawvault.s3.parallel import upload_side_by_side
@@ -302,11 +305,16 @@ def _check_phase(
     hooks: MultipartHooks,
     settings: ObjectSettings,
 ) -> list[RecordedFile]:
-    """HEAD every key (``max_concurrency`` at a time): accept verified objects into ``result``, return the rest."""
+    """List the set's keys, HEAD those found (``max_concurrency`` at a time): accept verified ones, return the rest.
+
+    One listing (:mod:`~rawvault.s3.listing`) tells which keys are absent; a one-file set HEADs its key.
+    """
     manifest_files = (existing_manifest[0] if existing_manifest else {}).get("files", {})
+    listed = keys_present(client, result.bucket, layout.keys.values())  # None: HEAD every key
 
     def check(path: str, entry: RecordedFile) -> UploadedObject | None:
-        found = head(client, result.bucket, layout.keys[path])
+        absent = listed is not None and layout.keys[path] not in listed
+        found = None if absent else head(client, result.bucket, layout.keys[path])
         if found is None:
             check_source(source_folder / path, entry)
             return None

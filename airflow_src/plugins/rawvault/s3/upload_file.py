@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,7 +84,9 @@ class MultipartHooks:
     of a multipart upload): the files of a set share it, so at most its
     number of threads are in flight; ``None``: each multipart upload has a
     pool of its own and a PUT runs in the calling thread. ``stop`` is the
-    set's stop event (set on its first failure).
+    set's stop event (set on its first failure). ``read_slots`` bounds the
+    verifications that may read data (a local file hashed under SSE-KMS, an
+    object read back) when a set runs more file threads than part slots.
     """
 
     known: dict[str, str]
@@ -92,6 +95,11 @@ class MultipartHooks:
     caps: StoreCapabilities | None = None  # None: AWS behaviour
     part_pool: Executor | None = None
     stop: threading.Event | None = None
+    read_slots: threading.Semaphore | None = None
+
+    def reading(self) -> AbstractContextManager[object]:
+        """Held while a verification may read data: at most ``read_slots`` at once (no bound without them)."""
+        return self.read_slots if self.read_slots is not None else nullcontext()
 
     @property
     def overwrites_refused(self) -> bool:
@@ -208,7 +216,8 @@ def upload_file(
             raise
         log.warning("%s: %s; checking the object now at the key", entry.path, error)
         try:
-            return accept_existing(client, found, expected, bucket, source, part_size, hooks.caps)
+            with hooks.reading():
+                return accept_existing(client, found, expected, bucket, source, part_size, hooks.caps)
         except ExistingObjectMismatchError:
             raise error from None
     response, mode = _verify_uploaded(client, bucket, expected, source, part_size, hooks)
@@ -296,9 +305,11 @@ def _verify_uploaded(
         raise VerificationError(f"{target} is missing right after its upload succeeded: check the bucket")
     caps = hooks.caps
     try:
-        verdict = check_or_read_back(
-            client, bucket, response, expected, local_file=source, part_size=part_size, etag_shape=etag_shape_of(caps)
-        )
+        with hooks.reading():
+            verdict = check_or_read_back(
+                client, bucket, response, expected, local_file=source, part_size=part_size,
+                etag_shape=etag_shape_of(caps),
+            )  # fmt: skip
     except S3BackupError as error:
         raise type(error)(f"{error}; {_discard(client, bucket, expected.key, response, hooks)}") from None
     if verdict.ok:
