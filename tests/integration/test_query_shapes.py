@@ -244,10 +244,10 @@ class _AllPresent:
 
 
 def test_a_verify_sample_reads_through_indexes_only(recorder: CommandRecorder) -> None:
-    from rawvault.audit import verify_backups
+    from rawvault.audit import AuditSelection, verify_backups
 
     with recorder.recording() as commands:
-        report = verify_backups(_AllPresent(), sample=5, seed=7)
+        report = verify_backups(_AllPresent(), AuditSelection(sample=5, seed=7))
     assert len(report.raw_file_ids) == 5 and report.matched == RawFile.objects(backup_status="upload_done").count()
     assert_indexed(commands, "verify sample")
     # The sample in a few queries, not one per raw file, and never every id of every upload_done raw file.

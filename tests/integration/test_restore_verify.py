@@ -18,7 +18,7 @@ from botocore.response import StreamingBody
 pytest.register_assert_rewrite("tests.s3_fixtures", "tests.restore_fixtures")  # imported before pytest loads them
 
 from devtools.local_stack import aws_connection_uri  # noqa: E402
-from rawvault.audit import verify_backups  # noqa: E402
+from rawvault.audit import AuditSelection, verify_backups  # noqa: E402
 from rawvault.restore import restore_raw_file  # noqa: E402
 from rawvault.s3.download import (  # noqa: E402
     RestoreConflictError,
@@ -252,7 +252,7 @@ def test_verify_all_good_then_deleted_then_replaced(mongo_uri, env, s3_client) -
     # Same length, different bytes: the ETag tells.
     body = plain.get_object(Bucket=bucket, Key=f"tims1/2026_11/{bruker_id}/analysis.tdf")["Body"].read()
     plain.put_object(Bucket=bucket, Key=f"tims1/2026_11/{bruker_id}/analysis.tdf", Body=body[::-1])
-    report = verify_backups(s3_client, raw_file_id=bruker_id)
+    report = verify_backups(s3_client, AuditSelection(raw_file_id=bruker_id))
     kinds = {item.path: item.kind for item in report.drift}
     assert kinds == {
         f"{bruker_id}/1234.m/method file.method": DriftKind.MISSING,
@@ -283,12 +283,15 @@ def test_verify_filters_and_sample(mongo_uri, env, s3_client) -> None:
     bruker_id, _, _ = back_up(env, s3_client, "tims1", make_bruker_set, created=datetime(2026, 10, 2, tzinfo=UTC))
     create_raw_file("not_uploaded.raw", instrument_id="thermo1", created_at=CREATED, backup_status="upload_failed")
 
-    assert verify_backups(s3_client).raw_file_ids == [bruker_id, thermo_id]  # upload_done only, oldest first
-    assert verify_backups(s3_client, instrument="tims1").raw_file_ids == [bruker_id]
-    assert verify_backups(s3_client, project="PRJ1").raw_file_ids == [thermo_id]
-    assert verify_backups(s3_client, project="_FALLBACK").raw_file_ids == [bruker_id]  # no project: fallback
-    assert verify_backups(s3_client, since=date(2026, 11, 1)).raw_file_ids == [thermo_id]
-    sampled = verify_backups(s3_client, sample=1, seed=7)
+    def checked(**selection: Any) -> list[str]:
+        return verify_backups(s3_client, AuditSelection(**selection)).raw_file_ids
+
+    assert checked() == [bruker_id, thermo_id]  # upload_done only, oldest first
+    assert checked(instrument="tims1") == [bruker_id]
+    assert checked(project="PRJ1") == [thermo_id]
+    assert checked(project="_FALLBACK") == [bruker_id]  # no project: fallback
+    assert checked(since=date(2026, 11, 1)) == [thermo_id]
+    sampled = verify_backups(s3_client, AuditSelection(sample=1, seed=7))
     assert len(sampled.raw_file_ids) == 1 and sampled.matched == 2 and sampled.ok
     assert "a random sample of the 2 matching" in sampled.summary()
 

@@ -23,7 +23,7 @@ from botocore.exceptions import EndpointConnectionError
 
 pytest.register_assert_rewrite("tests.s3_fixtures")  # it is imported here before pytest loads it as a plugin
 
-from rawvault.audit import verify_backups  # noqa: E402
+from rawvault.audit import AuditSelection, verify_backups  # noqa: E402
 from rawvault.backup import upload_raw_file  # noqa: E402
 from rawvault.restore import restore_raw_file  # noqa: E402
 from rawvault.s3.capabilities import StoreCapabilityError, forget_cached  # noqa: E402
@@ -102,7 +102,7 @@ def assert_backed_up(settings: Settings, raw_file_id: str, client: Any, tmp_path
     folder = settings.locations.backup / raw_file.backup_base_path
     for path in raw_file.file_info:
         assert (target / path).read_bytes() == (folder / path).read_bytes(), path
-    report = verify_backups(client, raw_file_id=raw_file_id)
+    report = verify_backups(client, AuditSelection(raw_file_id=raw_file_id))
     assert report.ok and report.objects_checked >= len(raw_file.file_info), report.table()
 
 
@@ -175,7 +175,7 @@ def test_repair_of_an_object_deleted_after_upload_done(mongo_uri: str, s3_backen
     upload(settings, raw_file_id, s3_backend, client)
     lost = f"tims1/2026_11/{raw_file_id}/analysis.tdf"
     client.delete_object(Bucket=bucket_of(settings), Key=lost)
-    assert not verify_backups(client, raw_file_id=raw_file_id).ok
+    assert not verify_backups(client, AuditSelection(raw_file_id=raw_file_id)).ok
     result = upload(settings, raw_file_id, s3_backend, client)
     assert not result.already_complete and result.uploaded == [f"{raw_file_id}/analysis.tdf"]
     assert_backed_up(settings, raw_file_id, client, tmp_path)
@@ -270,7 +270,7 @@ def test_a_concurrent_writer_never_gets_recorded_as_the_backup(
         # Only when S3 holds the recorded bytes (rawvault's PUT came last), and verify agrees.
         assert hashlib.md5(held).hexdigest() == recorded_md5, f"{when}: upload_done for another writer's bytes"
         assert when == "between the check and the PUT"
-        assert verify_backups(client, raw_file_id=raw_file_id).ok
+        assert verify_backups(client, AuditSelection(raw_file_id=raw_file_id)).ok
     else:
         assert raw_file.backup_status == "upload_failed", outcome
         assert held == OTHER  # the other writer's object is left as it is, never deleted
@@ -331,9 +331,10 @@ def test_verify_flags_an_object_without_retention(mongo_uri: str, s3_server: Any
     client.create_bucket(Bucket=bucket_of(unlocked), ObjectLockEnabledForBucket=True)
     raw_file_id = register_thermo(unlocked, "unlocked.raw", 1 * MIB)
     upload(unlocked, raw_file_id, moto, client)
-    assert verify_backups(client, raw_file_id=raw_file_id).ok  # no object_lock setting: nothing to check
+    only_it = AuditSelection(raw_file_id=raw_file_id)
+    assert verify_backups(client, only_it).ok  # no object_lock setting: nothing to check
     locked = make_settings(tmp_path, prefix, object_lock={"mode": "COMPLIANCE", "days": 1})
-    report = verify_backups(client, raw_file_id=raw_file_id, object_lock=locked.backup.s3.object_lock)
+    report = verify_backups(client, only_it, object_lock=locked.backup.s3.object_lock)
     assert not report.ok
     kinds = {(item.kind.value, item.path) for item in report.drift}
     assert ("retention missing/shorter", raw_file_id) in kinds, report.table()

@@ -254,7 +254,7 @@ def _restore(args: argparse.Namespace) -> tuple[int, str]:
 
 
 def _verify(args: argparse.Namespace) -> tuple[int, str]:
-    from rawvault.audit import verify_backups
+    from rawvault.audit import AuditSelection, verify_backups
     from rawvault.s3.errors import S3AccessDeniedError
     from rawvault.scrub import DEFAULT_SCRUB_CONCURRENCY, ScrubBudget, scrub_backups
     from shared.settings.alerts import GB
@@ -266,18 +266,19 @@ def _verify(args: argparse.Namespace) -> tuple[int, str]:
     settings = _settings()
     concurrency = args.concurrency or (DEFAULT_SCRUB_CONCURRENCY if args.read_data else 8)
     client = _client(settings, concurrency + 2)
-    filters = {"instrument": args.instrument, "project": args.project, "raw_file_id": args.raw_file_id}
+    selection = AuditSelection(
+        instrument=args.instrument, project=args.project, raw_file_id=args.raw_file_id, since=args.since,
+        sample=args.sample, seed=args.seed, fallback_project_id=settings.watcher.fallback_project_id,
+    )  # fmt: skip
     with _cannot_run_on(S3AccessDeniedError):
         if args.read_data:
             report = scrub_backups(
-                client, settings, **filters, since=args.since, sample=args.sample, seed=args.seed,
-                budget=ScrubBudget(int(args.budget_gb * GB)) if args.budget_gb else None, concurrency=concurrency,
-                record=not args.no_record,
+                client, settings, selection, budget=ScrubBudget(int(args.budget_gb * GB)) if args.budget_gb else None,
+                concurrency=concurrency, record=not args.no_record,
             )  # fmt: skip
         else:
             report = verify_backups(
-                client, **filters, since=args.since, sample=args.sample, seed=args.seed,
-                fallback_project_id=settings.watcher.fallback_project_id, concurrency=concurrency,
+                client, selection, concurrency=concurrency,
                 object_lock=settings.backup.s3.object_lock if settings.backup.s3 else None,
             )  # fmt: skip
     if args.raw_file_id and not report.raw_file_ids and not report.notes:

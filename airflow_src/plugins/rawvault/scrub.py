@@ -29,12 +29,12 @@ from __future__ import annotations
 import logging
 import stat
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Unpack, cast
+from typing import TYPE_CHECKING, cast
 
-from rawvault.audit import RawFileFilters, describe_filters, select_raw_files
+from rawvault.audit import AuditSelection, select_raw_files
 from rawvault.digests import digest_file
 from rawvault.locations import backup_folder
 from rawvault.s3.client import S3Client
@@ -133,33 +133,34 @@ def _check_local_copy(
 def scrub_backups(
     client: S3Client,
     settings: Settings,
+    selection: AuditSelection | None = None,
     *,
     budget: ScrubBudget | None = None,
-    sample: int | None = None,
-    seed: int | None = None,
     concurrency: int = DEFAULT_SCRUB_CONCURRENCY,
     record: bool = True,
     now: datetime | None = None,
-    **filters: Unpack[RawFileFilters],
 ) -> VerifyReport:
     """Scrub the selected raw files (see the module docstring); record the results unless ``record`` is false.
 
-    ``budget`` ``None``: the audit's selection (``filters``, ``sample`` of ``seed``), read without a byte limit.
+    ``selection`` (``None``: every ``upload_done`` raw file) names the raw files; with a ``budget`` its filters
+    narrow the least recently scrubbed ones (its sample is left out), without one the audit's selection (its
+    filters, its random ``sample``) is read without a byte limit.
 
     Raises :class:`~rawvault.s3.errors.S3AccessDeniedError` when S3 refuses
     the credentials; everything else found is in the report.
     """
-    fallback = settings.watcher.fallback_project_id
+    selection = selection or AuditSelection(fallback_project_id=settings.watcher.fallback_project_id)
     budget_bytes = budget.max_bytes if budget else None
     if budget is None:
-        selection = select_raw_files(**filters, sample=sample, seed=seed, fallback_project_id=fallback)
-        ids, report = selection.raw_file_ids, VerifyReport(matched=selection.matched, filters=selection.filters)
+        selected = select_raw_files(selection)
+        ids, report = selected.raw_file_ids, VerifyReport(matched=selected.matched, filters=selected.filters)
     else:
-        chosen = select_for_scrub(
-            budget_bytes=budget.max_bytes, due_before=budget.due_before, **filters, fallback_project_id=fallback
-        )
-        matched = count_uploaded(uploaded_query(**filters, fallback_project_id=fallback))  # never a count of them all
-        report = VerifyReport(matched=matched, filters=describe_filters(filters, budget_bytes=budget.max_bytes))
+        filters = selection.filters()
+        chosen = select_for_scrub(budget_bytes=budget.max_bytes, due_before=budget.due_before, **filters)
+        matched = count_uploaded(uploaded_query(**filters))  # never a count of them all
+        # The budget chooses the raw files, not a sample: the report shows the budget.
+        shown = replace(selection, sample=None).describe(budget_bytes=budget.max_bytes)
+        report = VerifyReport(matched=matched, filters=shown)
         ids = chosen.raw_file_ids
         report.notes += [
             f"{rid} was not re-read: its {format_bytes(size)} exceed the whole budget of "

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from rawvault.impl.fail_fast import fail_fast
 from shared.settings import get_settings
 from shared.settings.scrub import SCRUB_RUN_INTERVAL_DAYS
+
+if TYPE_CHECKING:
+    from rawvault.audit import AuditSelection
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,11 @@ def failure_message(report: Any, max_items: int = MAX_ITEMS_IN_MESSAGE, *, notes
     return "\n".join(lines)
 
 
-def _scrub(client: Any, settings: Any, params: dict[str, Any]) -> tuple[Any, int]:
-    """The scrub of this run and how many raw files are behind the period (``None``: no scrub in this run)."""
+def _scrub(client: Any, settings: Any, selection: AuditSelection, params: dict[str, Any]) -> tuple[Any, int]:
+    """The scrub of this run and how many raw files are behind the period (``None``: no scrub in this run).
+
+    The budget chooses the least recently scrubbed raw files among ``selection``'s filters (not its sample).
+    """
     from rawvault.scrub import ScrubBudget, scrub_backups
     from shared.db.models import utc_now
     from shared.db.scrub import count_not_scrubbed_since
@@ -56,8 +62,8 @@ def _scrub(client: Any, settings: Any, params: dict[str, Any]) -> tuple[Any, int
     now = utc_now()
     period = timedelta(days=scrub.period_days)
     report = scrub_backups(
-        client, settings, budget=ScrubBudget(scrub.budget_bytes, due_before=now - period + VERIFIER_INTERVAL),
-        instrument=params.get("instrument") or None, project=params.get("project") or None, now=now,
+        client, settings, selection,
+        budget=ScrubBudget(scrub.budget_bytes, due_before=now - period + VERIFIER_INTERVAL), now=now,
     )  # fmt: skip
     behind = count_not_scrubbed_since(now - period)
     if behind:
@@ -73,6 +79,7 @@ def _scrub(client: Any, settings: Any, params: dict[str, Any]) -> tuple[Any, int
 @fail_fast  # credentials or permissions (S3PermanentError): a retry cannot help
 def verify_backups(**context: Any) -> dict[str, Any]:
     """Check a random sample of the upload_done raw files against S3 and scrub (DAG params: sample, scrub, ...)."""
+    from rawvault.audit import AuditSelection
     from rawvault.audit import verify_backups as verify
     from rawvault.s3.client import s3_client_for
 
@@ -83,16 +90,13 @@ def verify_backups(**context: Any) -> dict[str, Any]:
         raise AirflowFailException("backup.backup_type is not 's3': there are no S3 backups to verify")
     sample = params.get("sample", VERIFIER_SAMPLE)
     client = s3_client_for(s3)
-    report = verify(
-        client,
-        instrument=params.get("instrument") or None,
-        project=params.get("project") or None,
-        sample=int(sample) if sample is not None else None,
-        fallback_project_id=settings.watcher.fallback_project_id,
-        object_lock=s3.object_lock,
-    )
+    selection = AuditSelection(
+        instrument=params.get("instrument") or None, project=params.get("project") or None,
+        sample=int(sample) if sample is not None else None, fallback_project_id=settings.watcher.fallback_project_id,
+    )  # fmt: skip
+    report = verify(client, selection, object_lock=s3.object_lock)
     log.info("%s", report.table())
-    scrubbed, behind = _scrub(client, settings, params)
+    scrubbed, behind = _scrub(client, settings, selection, params)
     if scrubbed is not None:
         log.info("scrub: %s", scrubbed.table())
     problems = [failure_message(report)] if not report.ok else []
