@@ -72,5 +72,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     (xdist hands out whole files in this order with ``--no-loadscope-reorder``; by default it would
     start with the files of most tests and leave the few long ones, such as the Celery stack, for last.)
     """
-    if getattr(config.option, "dist", "no") != "no":
+    if hasattr(config, "workerinput"):  # the workers collect (xdist sets their own ``dist`` option to "no")
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
