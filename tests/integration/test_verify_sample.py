@@ -86,7 +86,7 @@ def test_a_sample_filled_before_the_keys_wrap_round_reads_nothing_more(mongo_uri
     import random
 
     seed(3)  # r001, r002 upload_done; r000 upload_failed
-    low = random.Random(11).random()  # where the seed's windows start  # noqa: S311
+    low = random.Random(11).random()  # where the seed's windows start
     for raw_file_id, key in (("r001.raw", (low + 1) / 2), ("r002.raw", low / 2)):
         RawFile._get_collection().update_one({"_id": raw_file_id}, {"$set": {"sample_key": key}})
     selection = sample_uploaded_raw_files(1, seed=11)
