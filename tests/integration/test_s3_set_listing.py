@@ -249,3 +249,26 @@ def _client(endpoint_url: str, connections: int) -> Any:
 
     config = client_config(connections, max_attempts=2, connect_timeout=2, read_timeout=30)
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION, config=config, **CREDENTIALS)
+
+
+def test_a_file_sent_in_parts_is_headed_even_when_the_listing_leaves_it_out(
+    s3_backend: S3Backend, backend_bucket: str, tmp_path: Path
+) -> None:
+    """A listing that misses an object (another writer's, just after it) must not cost the parts of a large file."""
+    info = _set(tmp_path, files=3)
+    write_file(tmp_path / "run.d/analysis.tdf_bin", 2 * PART + 5, 99)  # three parts
+    info = file_info_of(tmp_path, sorted([*info, "run.d/analysis.tdf_bin"]))
+    caps = _caps(s3_backend, backend_bucket)
+    client, writer = s3_backend.client(), s3_backend.client()
+    large = PREFIX + "run.d/analysis.tdf_bin"
+    client.meta.events.register(
+        "after-call.s3.ListObjectsV2", lambda **_kwargs: writer.put_object(Bucket=backend_bucket, Key=large, Body=OTHER)
+    )
+    requests = Requests(client)
+
+    with pytest.raises(ExistingObjectMismatchError, match=r"analysis\.tdf_bin"):
+        _upload(client, backend_bucket, tmp_path, info, caps)
+
+    assert large in requests.keys_of("HeadObject")  # checked in the check phase, though the listing had none
+    assert requests.calls["CreateMultipartUpload"] == requests.calls["UploadPart"] == 0  # no part was sent
+    assert client.get_object(Bucket=backend_bucket, Key=large)["Body"].read() == OTHER
