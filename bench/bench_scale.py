@@ -207,7 +207,7 @@ def seed(server_uri: str, size: int, *, reference: bool = False) -> str:
     ``reference``: the reference's indexes are there too (the working tree dropped them if it ran before).
     """
     from pymongo import MongoClient
-    from scale_data import LEGACY_INDEXES, SEED_VERSION, seed_database
+    from scale_data import LEGACY_INDEXES, SEED_VERSION, match_model_indexes, seed_database
 
     from shared.db.models import RawFile
 
@@ -215,13 +215,19 @@ def seed(server_uri: str, size: int, *, reference: bool = False) -> str:
     base, _, query = server_uri.partition("?")
     uri = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
     database = MongoClient(uri).get_default_database()
+    model_specs = [
+        (list(spec["fields"]), {option: spec[option] for option in ("sparse", "unique") if spec.get(option)})
+        for spec in RawFile._meta["index_specs"]
+    ]
     if database.bench_meta.find_one({"_id": "seed", "size": size, "version": SEED_VERSION}):
+        for name in match_model_indexes(database, model_specs):
+            print(f"rebuilt index {name} of the {size:,} seed with the model's options", flush=True)
         for spec in LEGACY_INDEXES if reference else []:
             database.raw_file.create_index(spec, background=False)
         return uri
     database.client.drop_database(name)
     started = time.perf_counter()
-    specs = [list(spec["fields"]) for spec in RawFile._meta["index_specs"]] + LEGACY_INDEXES
+    specs = model_specs + [(spec, {}) for spec in LEGACY_INDEXES]
     seed_database(database, size, specs)
     database.bench_meta.insert_one({"_id": "seed", "size": size, "version": SEED_VERSION})
     print(f"seeded {size:,} raw files and {len(specs)} indexes in {time.perf_counter() - started:.0f} s", flush=True)

@@ -139,7 +139,10 @@ def documents(size: int, seed: int = 18) -> Iterator[dict[str, Any]]:
         yield history_document(rng, recent + n, start - timedelta(seconds=span * (n + 0.5) / history))
 
 
-def seed_database(database: Any, size: int, index_specs: list[list[tuple[str, int]]]) -> None:
+IndexSpec = tuple[list[tuple[str, int]], dict[str, Any]]  # keys, options (sparse, unique)
+
+
+def seed_database(database: Any, size: int, index_specs: list[IndexSpec]) -> None:
     """Insert ``size`` documents and the projects into ``database`` (pymongo), then build ``index_specs``."""
     raw_file = database.raw_file
     batch: list[dict[str, Any]] = []
@@ -151,9 +154,24 @@ def seed_database(database: Any, size: int, index_specs: list[list[tuple[str, in
     if batch:
         raw_file.insert_many(batch, ordered=False)
     database.project.insert_many([{"_id": project, "name": project} for project in PROJECTS])
-    for spec in index_specs:
-        # As mongoengine asks for them (background: false): the wire server calls other options another index.
-        raw_file.create_index(spec, background=False)
+    for keys, options in index_specs:
+        # As mongoengine asks for them (background: false, the model's sparse/unique): the wire server calls
+        # other options another index, and the working tree's connect would then fail to create its own.
+        raw_file.create_index(keys, background=False, **options)
+
+
+def match_model_indexes(database: Any, index_specs: list[IndexSpec]) -> list[str]:
+    """Rebuild the indexes of an earlier seed whose options differ from the model's; their names."""
+    existing = database.raw_file.index_information()
+    rebuilt = []
+    for keys, options in index_specs:
+        name = "_".join(f"{field}_{direction}" for field, direction in keys)
+        found = existing.get(name)
+        if found is not None and any(bool(found.get(option)) != bool(value) for option, value in options.items()):
+            database.raw_file.drop_index(name)
+            database.raw_file.create_index(keys, background=False, **options)
+            rebuilt.append(name)
+    return rebuilt
 
 
 def share_names(database: Any, instrument: str) -> list[str]:

@@ -63,11 +63,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     # in about 1.5 min instead of 3-8: CI sets up a fresh clone within its 30 minutes. pip stays the
     # fallback where uv cannot be installed. (This machine's pip config may name local package mirrors
     # that do not exist; pip's notes about them are noise.)
+    # uv does not read pip's configuration: where only pip's package mirrors are reachable, uv fails and
+    # pip installs the same set.
     pip_noise="is ignored: it is neither a file nor a directory"
-    if .venv/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2> >(grep -v "$pip_noise" >&2); then
-        .venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements_dev.txt -c constraints.txt
+    if .venv/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2> >(grep -v "$pip_noise" >&2) &&
+        .venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements_dev.txt -c constraints.txt; then
+        :
     else
-        echo "==> venv: uv $UV_VERSION could not be installed; installing with pip (slower)"
+        echo "==> venv: uv $UV_VERSION could not install the requirements; installing with pip (slower)"
         .venv/bin/pip install --disable-pip-version-check -r requirements_dev.txt -c constraints.txt \
             2> >(grep -v "$pip_noise" >&2)
     fi

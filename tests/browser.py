@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ def chromium(log_dir: Path, *, timeout: float) -> Iterator[Any]:
     for argument in (*ARGUMENTS, f"--user-data-dir={profile}"):
         options.add_argument(argument)
     log_dir.mkdir(parents=True, exist_ok=True)
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(log_dir / "chromedriver.log"))
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(log_dir / f"chromedriver-{os.getpid()}.log"))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(timeout)
     driver.set_script_timeout(timeout)

@@ -72,5 +72,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     (xdist hands out whole files in this order with ``--no-loadscope-reorder``; by default it would
     start with the files of most tests and leave the few long ones, such as the Celery stack, for last.)
     """
-    if getattr(config.option, "dist", "no") != "no":
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if hasattr(config, "workerinput"):  # the workers collect (xdist sets their own ``dist`` option to "no")
+        # By the module's own mark: a file's tests keep their order (test_celery_e2e's secrets scan runs last).
+        items.sort(key=lambda item: "slow" not in _module_marks(item))
+
+
+def _module_marks(item: pytest.Item) -> set[str]:
+    marks = getattr(getattr(item, "module", None), "pytestmark", [])
+    return {mark.name for mark in (marks if isinstance(marks, list) else [marks])}

@@ -69,8 +69,10 @@ def activate(env: PipelineEnv, monkeypatch: Any) -> None:
 def active(env: PipelineEnv, monkeypatch: Any) -> Iterator[PipelineEnv]:
     """``env`` activated (:func:`activate`) while inside; the cached settings forgotten when it ends."""
     activate(env, monkeypatch)
-    yield env
-    get_settings.cache_clear()
+    try:
+        yield env
+    finally:
+        get_settings.cache_clear()
 
 
 def s3_backup(bucket_prefix: str, **s3: Any) -> dict[str, Any]:

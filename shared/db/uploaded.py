@@ -74,6 +74,8 @@ def _by_keys(query: dict[str, Any], sample: int, matched: int, rng: random.Rando
         width = min(width, 1.0 - covered)
         high = low + width
         for start, end in [(low, min(high, 1.0)), (0.0, high - 1.0)] if high > 1.0 else [(low, high)]:
+            if len(found) >= sample:
+                break  # never a query with limit(0): MongoDB reads that as "no limit"
             window = {**query, "sample_key": {"$gte": start, "$lt": end}}
             found += RawFile.objects(__raw__=window).order_by("sample_key").limit(sample - len(found))
         low, covered, width = high % 1.0, covered + width, width * 2

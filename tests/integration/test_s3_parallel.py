@@ -6,8 +6,6 @@ overlap do, and the most in flight at once shows the bound.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +16,13 @@ pytest.register_assert_rewrite("tests.s3_fixtures")
 
 from rawvault.s3.errors import S3AccessDeniedError  # noqa: E402
 from rawvault.s3.upload import ObjectSettings, check_complete_set, upload_file_set  # noqa: E402
+from tests.in_flight import InFlight  # noqa: E402
 from tests.s3_fixtures import KIB, MIB, PART, file_info_of, multipart_uploads, object_keys, write_file  # noqa: E402
 
 pytest_plugins = ["tests.s3_fixtures"]
 
 PREFIX = "tims1/2026_11/"
 DATA = ("PutObject", "UploadPart")
-
-
-class InFlight:
-    """The most requests of some operations in flight at once through one client (each held ``hold`` s)."""
-
-    def __init__(self, client: Any, operations: tuple[str, ...], hold: float = 0.05) -> None:
-        self.now = self.most = self.total = 0
-        self.hold = hold
-        self._lock = threading.Lock()
-        for operation in operations:
-            client.meta.events.register(f"before-send.s3.{operation}", self._sending)
-            client.meta.events.register(f"needs-retry.s3.{operation}", self._answered)  # after every attempt
-
-    def _sending(self, **_kwargs: Any) -> None:
-        with self._lock:
-            self.now += 1
-            self.total += 1
-            self.most = max(self.most, self.now)
-        time.sleep(self.hold)
-
-    def _answered(self, **_kwargs: Any) -> None:
-        with self._lock:
-            self.now -= 1
 
 
 def _set(folder: Path, small_files: int) -> list[str]:
@@ -67,9 +43,9 @@ def _upload(client: Any, bucket: str, folder: Path, info: dict[str, list], concu
 def test_files_and_parts_of_a_set_share_max_concurrency_slots(s3_client: Any, bucket: str, tmp_path: Path) -> None:
     paths = _set(tmp_path, small_files=12)
     info = file_info_of(tmp_path, paths)
-    data = InFlight(s3_client, DATA)
-    puts = InFlight(s3_client, ("PutObject",), hold=0)
-    heads = InFlight(s3_client, ("HeadObject",))
+    data = InFlight().watch(s3_client, DATA)
+    puts = InFlight(hold=0).watch(s3_client, ("PutObject",))
+    heads = InFlight().watch(s3_client, ("HeadObject",))
 
     result = _upload(s3_client, bucket, tmp_path, info, concurrency=3)
 
@@ -87,7 +63,7 @@ def test_files_and_parts_of_a_set_share_max_concurrency_slots(s3_client: Any, bu
 
 def test_one_slot_uploads_one_request_at_a_time(s3_client: Any, bucket: str, tmp_path: Path) -> None:
     paths = _set(tmp_path, small_files=4)
-    data = InFlight(s3_client, DATA, hold=0.02)
+    data = InFlight(hold=0.02).watch(s3_client, DATA)
     _upload(s3_client, bucket, tmp_path, file_info_of(tmp_path, paths), concurrency=1)
     assert data.most == 1 and data.total == 4 + 3 + 1
 
@@ -105,7 +81,7 @@ def test_the_first_failure_stops_the_set_and_is_the_error_raised(s3_client: Any,
             raise denied
 
     s3_client.meta.events.register("before-parameter-build.s3.PutObject", refuse)
-    InFlight(s3_client, DATA, hold=0.05)
+    InFlight(hold=0.05).watch(s3_client, DATA)
     with pytest.raises(S3AccessDeniedError, match=r"small-004\.bin"):
         _upload(s3_client, bucket, tmp_path, info, concurrency=2)
 
@@ -122,7 +98,7 @@ def test_the_check_of_a_complete_set_heads_its_objects_side_by_side(
     paths = _set(tmp_path, small_files=10)
     info = file_info_of(tmp_path, paths)
     _upload(s3_client, bucket, tmp_path, info, concurrency=3)
-    heads = InFlight(s3_client, ("HeadObject",))
+    heads = InFlight().watch(s3_client, ("HeadObject",))
 
     state = check_complete_set(
         s3_client, bucket=bucket, key_prefix=PREFIX, file_info=info, part_size=PART, raw_file_id="run.d",

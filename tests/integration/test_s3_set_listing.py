@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from rawvault.s3.errors import ExistingObjectMismatchError  # noqa: E402
 from rawvault.s3.listing import keys_present  # noqa: E402
 from rawvault.s3.parallel import connections_needed  # noqa: E402
 from rawvault.s3.upload import ObjectSettings, upload_file_set  # noqa: E402
+from tests.in_flight import InFlight  # noqa: E402
 from tests.s3_fixtures import KIB, PART, S3Backend, file_info_of, object_keys, write_file  # noqa: E402
 
 pytest_plugins = ["tests.s3_fixtures"]
@@ -195,13 +195,9 @@ def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
     slots = 6
     info = _set(tmp_path, files=40)
     client = _client(s3_server.endpoint_url, connections_needed(slots))
-    requests, data = _Gauge(), _Gauge()  # PUTs and HEADs; PUTs alone
-    for operation in ("PutObject", "HeadObject"):
-        client.meta.events.register(f"before-send.s3.{operation}", requests.enter)
-        client.meta.events.register(f"needs-retry.s3.{operation}", requests.leave)
-    client.meta.events.register("before-send.s3.PutObject", data.enter)
-    client.meta.events.register("needs-retry.s3.PutObject", data.leave)
-    reads = _Gauge()
+    requests = InFlight(hold=0.03).watch(client, ("PutObject", "HeadObject"))
+    data = InFlight(hold=0.03).watch(client, ("PutObject",))  # PUTs alone
+    reads = InFlight(hold=0.03)
     verify = upload_file_mod.check_or_read_back
 
     def counted_verification(*args: Any, **kwargs: Any) -> Any:
@@ -223,25 +219,6 @@ def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
     assert "Connection pool is full" not in caplog.text
 
 
-class _Gauge:
-    """The most calls in flight at once (each held a moment, so those that can overlap do)."""
-
-    def __init__(self, hold: float = 0.03) -> None:
-        self.now = self.most = 0
-        self.hold = hold
-        self._lock = threading.Lock()
-
-    def enter(self, **_kwargs: Any) -> None:
-        with self._lock:
-            self.now += 1
-            self.most = max(self.most, self.now)
-        time.sleep(self.hold)
-
-    def leave(self, **_kwargs: Any) -> None:
-        with self._lock:
-            self.now -= 1
-
-
 def _client(endpoint_url: str, connections: int) -> Any:
     import boto3
 
@@ -249,3 +226,26 @@ def _client(endpoint_url: str, connections: int) -> Any:
 
     config = client_config(connections, max_attempts=2, connect_timeout=2, read_timeout=30)
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION, config=config, **CREDENTIALS)
+
+
+def test_a_file_sent_in_parts_is_headed_even_when_the_listing_leaves_it_out(
+    s3_backend: S3Backend, backend_bucket: str, tmp_path: Path
+) -> None:
+    """A listing that misses an object (another writer's, just after it) must not cost the parts of a large file."""
+    info = _set(tmp_path, files=3)
+    write_file(tmp_path / "run.d/analysis.tdf_bin", 2 * PART + 5, 99)  # three parts
+    info = file_info_of(tmp_path, sorted([*info, "run.d/analysis.tdf_bin"]))
+    caps = _caps(s3_backend, backend_bucket)
+    client, writer = s3_backend.client(), s3_backend.client()
+    large = PREFIX + "run.d/analysis.tdf_bin"
+    client.meta.events.register(
+        "after-call.s3.ListObjectsV2", lambda **_kwargs: writer.put_object(Bucket=backend_bucket, Key=large, Body=OTHER)
+    )
+    requests = Requests(client)
+
+    with pytest.raises(ExistingObjectMismatchError, match=r"analysis\.tdf_bin"):
+        _upload(client, backend_bucket, tmp_path, info, caps)
+
+    assert large in requests.keys_of("HeadObject")  # checked in the check phase, though the listing had none
+    assert requests.calls["CreateMultipartUpload"] == requests.calls["UploadPart"] == 0  # no part was sent
+    assert client.get_object(Bucket=backend_bucket, Key=large)["Body"].read() == OTHER

@@ -253,8 +253,23 @@ def test_a_concurrent_writer_never_gets_recorded_as_the_backup(
     elif when == "right after the PUT":
         on("after-call.s3.PutObject")
     else:
-        # analysis.tdf is verified; the next file (multipart) starts: another writer replaces analysis.tdf.
-        on("before-call.s3.CreateMultipartUpload", f"tims1/2026_11/{raw_file_id}/analysis.tdf_bin")
+        # analysis.tdf is PUT and its verifying HEAD has answered: another writer replaces it. (Not "when the
+        # next file starts": files run side by side, so another file's start may come before this PUT.)
+        put_done = [False]
+
+        def after_put(params: dict[str, Any], **_kwargs: Any) -> None:
+            put_done[0] = put_done[0] or params.get("Key") == target
+
+        def note_head(params: dict[str, Any], context: dict[str, Any], **_kwargs: Any) -> None:
+            context["verifying_head"] = put_done[0] and params.get("Key") == target
+
+        def after_verifying_head(context: dict[str, Any], **_kwargs: Any) -> None:
+            if context.get("verifying_head"):
+                write_other()
+
+        client.meta.events.register("before-parameter-build.s3.PutObject", after_put)
+        client.meta.events.register("before-parameter-build.s3.HeadObject", note_head)
+        client.meta.events.register("after-call.s3.HeadObject", after_verifying_head)
 
     outcome: Any = None
     try:

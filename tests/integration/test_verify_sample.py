@@ -75,3 +75,19 @@ def test_a_lagging_metadata_count_never_widens_the_sample(mongo_uri: str, monkey
     monkeypatch.setattr(uploaded, "count", lambda query: 1 if not query else exact(query))  # the estimate lags
     selection = sample_uploaded_raw_files(1, seed=4)
     assert (selection.matched, len(selection.raw_files)) == (12, 1)
+
+
+def test_a_sample_filled_before_the_keys_wrap_round_reads_nothing_more(mongo_uri: str) -> None:
+    """The window after the wrap at 1 once ran with ``limit(0)``, which MongoDB reads as no limit.
+
+    Two raw files, a sample of one: the first window (from the seed's random point up to 1) finds one;
+    the wrapped window (from 0) must not add the other (``verify --sample 1`` checked two, now and then).
+    """
+    import random
+
+    seed(3)  # r001, r002 upload_done; r000 upload_failed
+    low = random.Random(11).random()  # where the seed's windows start
+    for raw_file_id, key in (("r001.raw", (low + 1) / 2), ("r002.raw", low / 2)):
+        RawFile._get_collection().update_one({"_id": raw_file_id}, {"$set": {"sample_key": key}})
+    selection = sample_uploaded_raw_files(1, seed=11)
+    assert (selection.matched, ids(selection)) == (2, ["r001.raw"])

@@ -74,3 +74,16 @@ def test_the_cli_run_in_process_leaves_the_callers_logging_level_alone(
     assert cli.main(["verify"]) == cli.EXIT_CANNOT_RUN
     assert os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] == "DEBUG"
     capsys.readouterr()
+
+
+def test_the_cli_run_in_process_leaves_the_callers_log_handlers_alone(
+    no_environment: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its stderr handler once stayed on the root logger: every later line logged failed on a closed stream."""
+    import logging
+
+    root, botocore = logging.getLogger(), logging.getLogger("botocore")
+    handlers, level, botocore_level = list(root.handlers), root.level, botocore.level
+    assert cli.main(["verify"]) == cli.EXIT_CANNOT_RUN
+    assert (root.handlers, root.level, botocore.level) == (handlers, level, botocore_level)
+    capsys.readouterr()

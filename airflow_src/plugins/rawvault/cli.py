@@ -330,14 +330,14 @@ COMMANDS = {"restore": _restore, "verify": _verify, "purge": _purge, "coverage":
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    from rawvault.cli_setup import caller_logging_level_kept, configure_logging
+    from rawvault.cli_setup import caller_logging_kept, configure_logging
 
     args = build_parser().parse_args(argv)
     results = sys.stdout
     # Airflow's structlog loggers write to whatever sys.stdout is when they are created: keep stdout for the
     # result (a table, JSON) by running the command with stdout pointing at stderr.
     try:
-        with contextlib.redirect_stdout(sys.stderr), caller_logging_level_kept():
+        with contextlib.redirect_stdout(sys.stderr), caller_logging_kept():
             configure_logging(args.verbose)
             code, output = COMMANDS[args.command](args)
     except CannotRunError as error:

@@ -154,16 +154,26 @@ def database_unreachable(error: BaseException, *, restore_id: str | None = None)
     return message
 
 
-@contextlib.contextmanager
-def caller_logging_level_kept() -> Iterator[None]:
-    """Put ``AIRFLOW__LOGGING__LOGGING_LEVEL`` back as it was once the command is done.
+_QUIETED_LOGGERS = ("airflow", "botocore", "boto3", "s3transfer", "urllib3")
 
-    :func:`configure_logging` sets it for the command only. A caller that runs the CLI in its own
-    process (a test) would otherwise hand WARNING on to every Airflow process it starts later: the
+
+@contextlib.contextmanager
+def caller_logging_kept() -> Iterator[None]:
+    """Put the caller's logging back as it was once the command is done.
+
+    That is ``AIRFLOW__LOGGING__LOGGING_LEVEL``, the root logger's handlers and level, and the levels
+    :func:`configure_logging` sets.
+
+    :func:`configure_logging` sets them for the command only. A caller that runs the CLI in its own
+    process (a test) would otherwise hand WARNING on to every Airflow process it starts later (the
     workers of a Celery stack then never log their INFO line "<node> ready." and the stack never
-    becomes ready (CI, 2026-11-30).
+    becomes ready: CI, 2026-11-30), and keep a root handler bound to a stderr that is closed later
+    ("--- Logging error --- I/O operation on closed file" for every line logged after it).
     """
     before = os.environ.get(ENV_VAR_AIRFLOW_LOGGING_LEVEL)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in ("rawvault", *_QUIETED_LOGGERS)}
     try:
         yield
     finally:
@@ -171,6 +181,9 @@ def caller_logging_level_kept() -> Iterator[None]:
             os.environ.pop(ENV_VAR_AIRFLOW_LOGGING_LEVEL, None)
         else:
             os.environ[ENV_VAR_AIRFLOW_LOGGING_LEVEL] = before
+        root.handlers, root.level = handlers, level
+        for name, kept in levels.items():
+            logging.getLogger(name).setLevel(kept)
 
 
 def configure_logging(verbose: bool) -> None:
@@ -186,5 +199,5 @@ def configure_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("rawvault").setLevel(logging.INFO)
     if not verbose:
-        for noisy in ("airflow", "botocore", "boto3", "s3transfer", "urllib3"):
+        for noisy in _QUIETED_LOGGERS:
             logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -12,7 +12,7 @@ import pytest
 
 from rawvault.s3.errors import ExistingObjectMismatchError, LocalFileChangedError
 from rawvault.s3.file_set import MANIFEST_ENTRY, check_complete_set
-from rawvault.s3.upload import VerificationMode, upload_file_set
+from rawvault.s3.upload import ObjectSettings, VerificationMode, upload_file_set
 from shared.s3_limits import MIB
 
 pytest_plugins = ["tests.unit.fakes"]
@@ -140,3 +140,30 @@ def test_the_guard_stops_the_upload_before_the_next_write(s3: Any, tmp_path: Pat
     with pytest.raises(LostClaimError):
         upload(s3, tmp_path, info, guard=guard)
     assert calls == []
+
+
+def test_a_put_queued_for_a_part_slot_never_starts_after_the_set_stopped(s3: Any, tmp_path: Path) -> None:
+    """With more file threads than part slots, single PUTs wait for a slot; one that gets it after the set's
+    first failure must not be sent (nor before the run's claim is checked again)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rawvault.s3.errors import S3TransientError
+    from rawvault.s3.file_info import RecordedFile
+    from rawvault.s3.upload_file import MultipartHooks, SetWrite, expected_object, upload_file
+
+    info = write_set(tmp_path)
+    size, md5, etag = info["N.d/small.tdf"]
+    expected = expected_object(RecordedFile("N.d/small.tdf", size, md5, etag), PREFIX + "N.d/small.tdf")
+    writes, guards = writes_of(s3), []
+    stopped = threading.Event()
+    with ThreadPoolExecutor(1) as slots:
+        hooks = MultipartHooks({}, None, lambda: guards.append(1), part_pool=slots, stop=stopped)
+        write = SetWrite(PART, ObjectSettings(), {})
+        upload_file(s3, BUCKET, expected, tmp_path / "N.d/small.tdf", write, lambda _n: None, hooks)
+        assert writes == [("PutObject", PREFIX + "N.d/small.tdf")] and guards  # the claim checked before it
+        stopped.set()
+        other = expected_object(RecordedFile("N.d/empty", 0, *info["N.d/empty"][1:]), PREFIX + "N.d/empty")
+        with pytest.raises(S3TransientError, match="the upload of its set stopped"):
+            upload_file(s3, BUCKET, other, tmp_path / "N.d/empty", write, lambda _n: None, hooks)
+    assert writes == [("PutObject", PREFIX + "N.d/small.tdf")]

@@ -5,9 +5,11 @@
 1. **Check** (nothing is uploaded yet): validate every path and recorded
    ``[size, md5, etag]`` against the part size; read an existing manifest (a
    different one fails); list the set's keys (one ListObjectsV2 for a set of
-   several files, :mod:`rawvault.s3.listing`: a key it does not show is not
-   there) and ``head_object`` every key found (``max_concurrency`` at a time;
-   a one-file set: its one HEAD). An object with the recorded size and ETag is skipped; a different
+   several files, :mod:`rawvault.s3.listing`: a key it does not show is taken
+   as absent, and the conditional write or the key check before it catches one
+   that is there after all) and ``head_object`` every key found, and every key
+   of a file sent in parts (``max_concurrency`` at a time; a one-file set: its
+   one HEAD). An object with the recorded size and ETag is skipped; a different
    object fails the whole set (:class:`ExistingObjectMismatchError`) and is
    never overwritten. Every missing file must exist locally with its size.
 2. **Upload** the missing files side by side, sharing ``max_concurrency``
@@ -79,6 +81,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from rawvault.digests import multipart_parts
 from rawvault.s3 import manifest as manifest_mod
 from rawvault.s3.capabilities import StoreCapabilities
 from rawvault.s3.client import S3Client
@@ -308,12 +311,16 @@ def _check_phase(
     """List the set's keys, HEAD those found (``max_concurrency`` at a time): accept verified ones, return the rest.
 
     One listing (:mod:`~rawvault.s3.listing`) tells which keys are absent; a one-file set HEADs its key.
+    A file sent in parts is HEADed even when the listing leaves it out: one request against all its parts,
+    should the listing have missed an object (the conditional write would refuse it only at the end).
     """
     manifest_files = (existing_manifest[0] if existing_manifest else {}).get("files", {})
     listed = keys_present(client, result.bucket, layout.keys.values())  # None: HEAD every key
 
     def check(path: str, entry: RecordedFile) -> UploadedObject | None:
-        absent = listed is not None and layout.keys[path] not in listed
+        absent = (
+            listed is not None and layout.keys[path] not in listed and multipart_parts(entry.size, part_size) is None
+        )
         found = None if absent else head(client, result.bucket, layout.keys[path])
         if found is None:
             check_source(source_folder / path, entry)

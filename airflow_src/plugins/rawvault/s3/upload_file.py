@@ -36,6 +36,7 @@ from rawvault.s3.errors import (
     LocalFileChangedError,
     ObjectAppearedError,
     S3BackupError,
+    S3TransientError,
     UploadVanishedError,
     VerificationError,
 )
@@ -250,6 +251,13 @@ def _send(
     if multipart_parts(entry.size, write.part_size) is None:
 
         def put() -> None:
+            # Queued for a part slot, perhaps for a while: like a part, it starts only if the set has not
+            # stopped, and only while this run still holds its claim.
+            if hooks.stop is not None and hooks.stop.is_set():
+                raise S3TransientError(
+                    f"{entry.path} was not uploaded: the upload of its set stopped; the next run does"
+                )
+            hooks.guard()
             put_file(
                 client, bucket, key, source, entry.size, object_args, progress, what=entry.path, caps=hooks.caps,
                 guard=hooks.guard,
