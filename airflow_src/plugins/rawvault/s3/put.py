@@ -164,7 +164,8 @@ def put_file(
 
     ``caps`` (``None``: AWS) decides the checksum and the condition sent; on a
     store that does not enforce ``If-None-Match`` the key is checked first
-    (:func:`check_key_free`, under ``guard``). ``what`` names the file in
+    (:func:`check_key_free`, under ``guard``). ``guard()`` is called once
+    before the PUT (it raises when the caller lost its claim). ``what`` names the file in
     messages. Returns S3's answer. Raises
     :class:`~rawvault.s3.errors.ObjectAppearedError` when an object is at the
     key, :class:`~rawvault.s3.errors.LocalFileChangedError` when the file
@@ -173,7 +174,9 @@ def put_file(
     target = f"s3://{bucket}/{key}"
     condition = put_condition_args(caps)
     if not condition:
-        check_key_free(client, bucket, key, guard, what=what)
+        check_key_free(client, bucket, key, guard, what=what)  # calls guard() before its HEAD
+    elif guard is not None:
+        guard()
     checksum = checksum_args(caps)
     try:
         with PartReader(source, 0, size, progress) as body:

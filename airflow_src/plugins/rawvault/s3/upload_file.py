@@ -252,12 +252,11 @@ def _send(
 
         def put() -> None:
             # Queued for a part slot, perhaps for a while: like a part, it starts only if the set has not
-            # stopped, and only while this run still holds its claim.
+            # stopped (and put_file checks the claim right before the PUT).
             if hooks.stop is not None and hooks.stop.is_set():
                 raise S3TransientError(
                     f"{entry.path} was not uploaded: the upload of its set stopped; the next run does"
                 )
-            hooks.guard()
             put_file(
                 client, bucket, key, source, entry.size, object_args, progress, what=entry.path, caps=hooks.caps,
                 guard=hooks.guard,
