@@ -51,13 +51,47 @@ class _FileRun:
     counts: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
 
+    def record(self, report: pytest.TestReport, category: str) -> None:
+        """Count one report of the file by its category ('' for a passed setup or teardown: not counted)."""
+        if not category:
+            return
+        self.counts[category] += 1
+        if category in ("failed", "error"):
+            when = "" if report.when == "call" else f" ({report.when})"
+            self.failures.append(f"{category.upper()} {report.nodeid}{when}")
 
-class FileProgress:
-    """Writes the per-file lines through pytest's terminal reporter."""
+    def write_result(self, reporter: Any, seconds: float, stopped: bool) -> None:
+        """The end of the file's line (counts, time) and its failures, one a line."""
+        counts = format_counts(self.counts) + (" (stopped)" if stopped else "")
+        failed = bool(self.counts["failed"] or self.counts["error"])
+        reporter.write(f"{counts:<{_COUNTS_WIDTH}} ", **({"red": True} if failed else {"green": True}))
+        reporter.line(f"{format_duration(seconds):>10}")
+        for failure in self.failures:
+            reporter.line(f"    {failure}", red=True)
+        reporter.flush()
+
+
+class _Progress:
+    """What both plugins share: the terminal reporter, and no per-test dot."""
 
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
         self._reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> Generator[None, Any, Any]:
+        category, _letter, word = yield
+        return category, "", word  # drop the per-test dot; the word names the outcome in the -ra summary
+
+    def _category(self, report: pytest.TestReport) -> str:
+        return self._config.hook.pytest_report_teststatus(report=report, config=self._config)[0]
+
+
+class FileProgress(_Progress):
+    """Writes the per-file lines through pytest's terminal reporter."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        super().__init__(config)
         self._files: list[str] = []
         self._path_width = 0
         self._current: _FileRun | None = None
@@ -65,11 +99,6 @@ class FileProgress:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._files = list(dict.fromkeys(file_of(item.nodeid) for item in session.items))
         self._path_width = max((len(path) for path in self._files), default=0)
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_report_teststatus(self, report: pytest.TestReport) -> Generator[None, Any, Any]:
-        category, _letter, word = yield
-        return category, "", word  # drop the per-test dot; the word names the outcome in the -ra summary
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
@@ -83,15 +112,8 @@ class FileProgress:
                 self._finish()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self._current is None:
-            return
-        category = self._config.hook.pytest_report_teststatus(report=report, config=self._config)[0]
-        if not category:
-            return  # a passed setup or teardown
-        self._current.counts[category] += 1
-        if category in ("failed", "error"):
-            when = "" if report.when == "call" else f" ({report.when})"
-            self._current.failures.append(f"{category.upper()} {report.nodeid}{when}")
+        if self._current is not None:
+            self._current.record(report, self._category(report))
 
     def pytest_sessionfinish(self) -> None:
         if self._current is not None:  # stopped inside a file (-x, Ctrl-C)
@@ -106,19 +128,11 @@ class FileProgress:
 
     def _finish(self, stopped: bool = False) -> None:
         run, self._current = self._current, None
-        if run is None:
-            return
-        counts = format_counts(run.counts) + (" (stopped)" if stopped else "")
-        failed = bool(run.counts["failed"] or run.counts["error"])
-        markup = {"red": True} if failed else {"green": True}
-        self._reporter.write(f"{counts:<{_COUNTS_WIDTH}} ", **markup)
-        self._reporter.line(f"{format_duration(time.monotonic() - run.started):>10}")
-        for failure in run.failures:
-            self._reporter.line(f"    {failure}", red=True)
-        self._reporter.flush()
+        if run is not None:
+            run.write_result(self._reporter, time.monotonic() - run.started, stopped)
 
 
-class DistributedFileProgress:
+class DistributedFileProgress(_Progress):
     """The same lines when pytest-xdist runs the files in worker processes (``-n``, ``--dist loadfile``).
 
     The controller sees only the workers' reports: a file's line is written when the teardown of its
@@ -127,34 +141,23 @@ class DistributedFileProgress:
     """
 
     def __init__(self, config: pytest.Config) -> None:
-        self._config = config
-        self._reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+        super().__init__(config)
         self._expected: Counter[str] | None = None
         self._runs: dict[str, _FileRun] = {}
+        self._last_stop: dict[str, float] = {}  # the file's last report's end (started: its first one's start)
         self._ended: Counter[str] = Counter()
-        self._span: dict[str, tuple[float, float]] = {}
         self._written = 0
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self._expected is None:  # every worker collects the same tests
             self._expected = Counter(file_of(nodeid) for nodeid in ids)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_report_teststatus(self, report: pytest.TestReport) -> Generator[None, Any, Any]:
-        category, _letter, word = yield
-        return category, "", word
-
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         path = file_of(report.nodeid)
         run = self._runs.setdefault(path, _FileRun(path=path, started=report.start))
-        first, last = self._span.get(path, (report.start, report.stop))
-        self._span[path] = (min(first, report.start), max(last, report.stop))
-        category = self._config.hook.pytest_report_teststatus(report=report, config=self._config)[0]
-        if category:
-            run.counts[category] += 1
-            if category in ("failed", "error"):
-                when = "" if report.when == "call" else f" ({report.when})"
-                run.failures.append(f"{category.upper()} {report.nodeid}{when}")
+        run.started = min(run.started, report.start)
+        self._last_stop[path] = max(self._last_stop.get(path, report.stop), report.stop)
+        run.record(report, self._category(report))
         if report.when == "teardown":
             self._ended[path] += 1
             if self._expected is not None and self._ended[path] == self._expected[path]:
@@ -171,16 +174,9 @@ class DistributedFileProgress:
         self._written += 1
         total = len(self._expected or {})
         width = max((len(name) for name in self._expected or {}), default=len(path))
-        first, last = self._span[path]
-        counts = format_counts(run.counts) + (" (stopped)" if stopped else "")
-        failed = bool(run.counts["failed"] or run.counts["error"])
         self._reporter.ensure_newline()
         self._reporter.write(f"[{self._written:>{len(str(total))}}/{total}] {path:<{width}}  ")
-        self._reporter.write(f"{counts:<{_COUNTS_WIDTH}} ", **({"red": True} if failed else {"green": True}))
-        self._reporter.line(f"{format_duration(last - first):>10}")
-        for failure in run.failures:
-            self._reporter.line(f"    {failure}", red=True)
-        self._reporter.flush()
+        run.write_result(self._reporter, self._last_stop[path] - run.started, stopped)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own plugin has created the terminal reporter
