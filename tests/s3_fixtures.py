@@ -112,6 +112,28 @@ def after_upload_part(client: Any, handler: Any) -> None:
     client.meta.events.register("after-call.s3.UploadPart", call)
 
 
+class RequestLog:
+    """Every S3 operation a client sends (the capability probe's too), with its key or prefix, in order."""
+
+    def __init__(self, client: Any) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        client.meta.events.register("before-parameter-build.s3", self._record)
+
+    def _record(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
+        with self._lock:
+            self.sent.append((model.name, str(params.get("Key", params.get("Prefix", "")))))
+
+    @property
+    def calls(self) -> Counter[str]:
+        """How often each operation was sent."""
+        return Counter(name for name, _key in self.sent)
+
+    def keys_of(self, operation: str) -> list[str]:
+        """The keys (prefixes of a listing) ``operation`` was sent for, in order."""
+        return [key for name, key in self.sent if name == operation]
+
+
 class CallCounter:
     """Counts S3 operations (and the keys they touched) made through a client, but the capability probe's."""
 

@@ -8,7 +8,6 @@ store's probe finds. Every request of the upload's client is counted by a botoco
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,61 +16,22 @@ import pytest
 
 pytest.register_assert_rewrite("tests.s3_fixtures")
 
+from rawvault.s3 import upload as upload_mod  # noqa: E402
 from rawvault.s3 import upload_file as upload_file_mod  # noqa: E402
 from rawvault.s3.capabilities import StoreCapabilities  # noqa: E402
-from rawvault.s3.capability_probe import probe_bucket  # noqa: E402
 from rawvault.s3.client import client_config  # noqa: E402
 from rawvault.s3.errors import ExistingObjectMismatchError  # noqa: E402
-from rawvault.s3.listing import keys_present  # noqa: E402
+from rawvault.s3.listing import list_keys  # noqa: E402
+from rawvault.s3.objects import VerificationMode  # noqa: E402
 from rawvault.s3.parallel import connections_needed  # noqa: E402
-from rawvault.s3.upload import ObjectSettings, upload_file_set  # noqa: E402
 from tests.in_flight import InFlight  # noqa: E402
-from tests.s3_fixtures import KIB, PART, S3Backend, file_info_of, object_keys, write_file  # noqa: E402
+from tests.s3_fixtures import PART, RequestLog, S3Backend, file_info_of, object_keys, write_file  # noqa: E402
+from tests.small_sets import PREFIX, store_caps, upload_small_set, write_small_set  # noqa: E402
 
 pytest_plugins = ["tests.s3_fixtures"]
 
-PREFIX = "tims1/2026_11/"
 FILES = 20
 OTHER = b"another writer's bytes"
-
-
-class Requests:
-    """Every S3 operation a client sends, with its key, in order."""
-
-    def __init__(self, client: Any) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        client.meta.events.register("before-parameter-build.s3", self._record)
-
-    def _record(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
-        with self._lock:
-            self.sent.append((model.name, str(params.get("Key", params.get("Prefix", "")))))
-
-    @property
-    def calls(self) -> Counter[str]:
-        return Counter(name for name, _key in self.sent)
-
-    def keys_of(self, operation: str) -> list[str]:
-        return [key for name, key in self.sent if name == operation]
-
-
-def _set(folder: Path, files: int = FILES) -> dict[str, list]:
-    paths = [f"run.d/small-{n:03d}.bin" for n in range(files)]
-    for seed, path in enumerate(paths):
-        write_file(folder / path, 10 * KIB + seed, seed)
-    return file_info_of(folder, paths)
-
-
-def _caps(backend: S3Backend, bucket: str) -> StoreCapabilities | None:
-    """What the upload use case would find: moto is taken as AWS, rclone as its probe finds it."""
-    return None if backend.name == "moto" else probe_bucket(backend.client(), bucket)
-
-
-def _upload(client: Any, bucket: str, folder: Path, info: dict[str, list], caps: Any, concurrency: int = 4) -> Any:
-    return upload_file_set(
-        client, bucket=bucket, key_prefix=PREFIX, source_folder=folder, file_info=info, part_size=PART,
-        raw_file_id="run.d", object_settings=ObjectSettings(max_concurrency=concurrency), capabilities=caps,
-    )  # fmt: skip
 
 
 def _guard_heads(caps: StoreCapabilities | None, writes: int) -> int:
@@ -82,29 +42,33 @@ def _guard_heads(caps: StoreCapabilities | None, writes: int) -> int:
 def test_a_fresh_set_is_listed_once_instead_of_a_head_per_key(
     s3_backend: S3Backend, backend_bucket: str, tmp_path: Path
 ) -> None:
-    info = _set(tmp_path)
-    caps = _caps(s3_backend, backend_bucket)
+    info = write_small_set(tmp_path, FILES)
+    caps = store_caps(s3_backend, backend_bucket)
     client = s3_backend.client()
-    requests = Requests(client)
+    requests = RequestLog(client)
 
-    result = _upload(client, backend_bucket, tmp_path, info, caps)
+    result = upload_small_set(client, backend_bucket, tmp_path, info, caps)
 
     assert sorted(result.uploaded) == sorted(info)
+    assert {obj.verified_by for obj in result.objects.values()} == {VerificationMode.ETAG}
     calls = requests.calls
-    # Before issue 16's listing: 0 LIST and 2 x 20 HEADs (the check phase's, then the verification's).
-    assert calls["ListObjectsV2"] == 1
-    assert requests.keys_of("ListObjectsV2") == [PREFIX + "run.d/small-0"]  # the set's common prefix
+    # Before issue 16's listings: 0 LIST and 2 x 20 HEADs (the check phase's, then the verification's).
+    # The verification after the PUTs is a second listing where the PUT answers show the file (moto, as
+    # AWS), a HEAD per object where they do not (rclone: no SHA-256 in the answer, test_s3_listed_check).
+    listings = 2 if caps is None else 1
+    verifying_heads = 0 if caps is None else FILES
+    assert requests.keys_of("ListObjectsV2") == [PREFIX + "run.d/small-0"] * listings  # the set's common prefix
     assert calls["PutObject"] == FILES + 1  # every file once, the manifest
-    assert calls["HeadObject"] == FILES + _guard_heads(caps, FILES)  # the verification after each PUT
+    assert calls["HeadObject"] == verifying_heads + _guard_heads(caps, FILES)
     assert calls["GetObject"] == 2  # the manifest: read first (there is none yet), read back after its PUT
-    assert sum(calls.values()) == 1 + FILES + 1 + FILES + _guard_heads(caps, FILES) + 2, calls
+    assert sum(calls.values()) == listings + FILES + 1 + verifying_heads + _guard_heads(caps, FILES) + 2, calls
 
 
 def test_a_one_file_set_keeps_its_single_head(s3_backend: S3Backend, backend_bucket: str, tmp_path: Path) -> None:
-    info = _set(tmp_path, files=1)
+    info = write_small_set(tmp_path, 1)
     client = s3_backend.client()
-    requests = Requests(client)
-    _upload(client, backend_bucket, tmp_path, info, _caps(s3_backend, backend_bucket))
+    requests = RequestLog(client)
+    upload_small_set(client, backend_bucket, tmp_path, info, store_caps(s3_backend, backend_bucket))
     assert requests.calls["ListObjectsV2"] == 0
     assert requests.keys_of("HeadObject")[0] == PREFIX + "run.d/small-000.bin"  # the check, before the PUT
 
@@ -112,38 +76,39 @@ def test_a_one_file_set_keeps_its_single_head(s3_backend: S3Backend, backend_buc
 def test_objects_the_listing_shows_are_still_head_checked(
     s3_backend: S3Backend, backend_bucket: str, tmp_path: Path
 ) -> None:
-    info = _set(tmp_path)
-    caps = _caps(s3_backend, backend_bucket)
+    info = write_small_set(tmp_path, FILES)
+    caps = store_caps(s3_backend, backend_bucket)
     there = sorted(info)[3:6]
     for path in there:
         s3_backend.client().put_object(Bucket=backend_bucket, Key=PREFIX + path, Body=(tmp_path / path).read_bytes())
     client = s3_backend.client()
-    requests = Requests(client)
+    requests = RequestLog(client)
 
-    result = _upload(client, backend_bucket, tmp_path, info, caps)
+    result = upload_small_set(client, backend_bucket, tmp_path, info, caps)
 
     assert sorted(result.skipped) == there and len(result.uploaded) == FILES - len(there)
-    assert requests.calls["ListObjectsV2"] == 1
+    assert requests.calls["ListObjectsV2"] == (2 if caps is None else 1)  # moto: + the verifying listing
     # The check phase HEADs exactly the keys the listing showed, before anything is written.
     assert sorted(requests.keys_of("HeadObject")[: len(there)]) == [PREFIX + path for path in there]
     guarded = caps is not None and not caps.conditional_writes  # + a guard's HEAD per write, a recheck per object
+    verifying_head = int(caps is not None)  # moto: the second listing verifies the PUTs
     heads = Counter(requests.keys_of("HeadObject"))
     for path in info:
-        assert heads[PREFIX + path] == (1 if path in there else 1 + int(guarded)) + int(guarded), path
+        assert heads[PREFIX + path] == (1 if path in there else verifying_head + int(guarded)) + int(guarded), path
 
 
 def test_a_different_object_the_listing_shows_fails_the_set_and_is_kept(
     s3_backend: S3Backend, backend_bucket: str, tmp_path: Path
 ) -> None:
-    info = _set(tmp_path)
-    caps = _caps(s3_backend, backend_bucket)
+    info = write_small_set(tmp_path, FILES)
+    caps = store_caps(s3_backend, backend_bucket)
     taken = PREFIX + sorted(info)[7]
     s3_backend.client().put_object(Bucket=backend_bucket, Key=taken, Body=OTHER)
     client = s3_backend.client()
-    requests = Requests(client)
+    requests = RequestLog(client)
 
     with pytest.raises(ExistingObjectMismatchError, match=r"small-007\.bin") as refused:
-        _upload(client, backend_bucket, tmp_path, info, caps)
+        upload_small_set(client, backend_bucket, tmp_path, info, caps)
 
     assert "never overwrites" in str(refused.value)
     assert requests.keys_of("HeadObject") == [taken] and requests.calls["PutObject"] == 0  # nothing uploaded
@@ -154,8 +119,8 @@ def test_a_different_object_the_listing_shows_fails_the_set_and_is_kept(
 def test_a_key_that_appears_after_the_listing_is_checked_and_never_replaced(
     s3_backend: S3Backend, backend_bucket: str, tmp_path: Path, content: str
 ) -> None:
-    info = _set(tmp_path)
-    caps = _caps(s3_backend, backend_bucket)
+    info = write_small_set(tmp_path, FILES)
+    caps = store_caps(s3_backend, backend_bucket)
     path = sorted(info)[11]
     body = (tmp_path / path).read_bytes() if content == "the same file" else OTHER
     client, writer = s3_backend.client(), s3_backend.client()
@@ -165,11 +130,11 @@ def test_a_key_that_appears_after_the_listing_is_checked_and_never_replaced(
 
     client.meta.events.register("after-call.s3.ListObjectsV2", another_writer)
     if content == "the same file":
-        result = _upload(client, backend_bucket, tmp_path, info, caps)
+        result = upload_small_set(client, backend_bucket, tmp_path, info, caps)
         assert result.skipped == [path] and len(result.uploaded) == FILES - 1  # checked, accepted, not replaced
     else:
         with pytest.raises(ExistingObjectMismatchError, match=r"small-011\.bin"):
-            _upload(client, backend_bucket, tmp_path, info, caps)
+            upload_small_set(client, backend_bucket, tmp_path, info, caps)
         assert PREFIX + "run.d.rawvault-manifest.json" not in object_keys(client, backend_bucket)
     assert client.get_object(Bucket=backend_bucket, Key=PREFIX + path)["Body"].read() == body
 
@@ -181,11 +146,11 @@ def test_the_listing_pages_and_stops_after_the_set(s3_backend: S3Backend, backen
         client.put_object(Bucket=backend_bucket, Key=key, Body=b"x")
     for n in range(9):  # under the set's prefix, after its last key
         client.put_object(Bucket=backend_bucket, Key=f"{PREFIX}run.d/z{n}", Body=b"x")
-    requests = Requests(client)
+    requests = RequestLog(client)
 
-    assert keys_present(client, backend_bucket, keys, page_size=3) == frozenset(keys[::2])
+    assert set(list_keys(client, backend_bucket, keys, page_size=3) or {}) == set(keys[::2])
     assert requests.keys_of("ListObjectsV2") == [f"{PREFIX}run.d/"] * 2  # a c e | g x z0: not the pages of z1..z8
-    assert keys_present(client, backend_bucket, keys[:1]) is None  # one key: its HEAD costs as much
+    assert list_keys(client, backend_bucket, keys[:1]) is None  # one key: its HEAD costs as much
 
 
 def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
@@ -193,7 +158,7 @@ def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
 ) -> None:
     # 6 part slots: 12 file threads, so verifying HEADs overlap PUTs; the client has connections_needed(6).
     slots = 6
-    info = _set(tmp_path, files=40)
+    info = write_small_set(tmp_path, 40)
     client = _client(s3_server.endpoint_url, connections_needed(slots))
     requests = InFlight(hold=0.03).watch(client, ("PutObject", "HeadObject"))
     data = InFlight(hold=0.03).watch(client, ("PutObject",))  # PUTs alone
@@ -208,8 +173,11 @@ def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
             reads.leave()
 
     monkeypatch.setattr(upload_file_mod, "check_or_read_back", counted_verification)
+    # Every object verified by HEAD after its PUT, as where the set's listing cannot vouch for it
+    # (SSE-KMS, Object Lock, a PUT answer without the SHA-256).
+    monkeypatch.setattr(upload_mod, "listing_verifies", lambda *_args: False)
     with caplog.at_level(logging.WARNING, logger="urllib3"):
-        result = _upload(client, bucket, tmp_path, info, None, concurrency=slots)
+        result = upload_small_set(client, bucket, tmp_path, info, None, concurrency=slots)
 
     assert len(result.uploaded) == 40
     assert data.most == slots  # the data requests: never more than the part slots
@@ -232,19 +200,19 @@ def test_a_file_sent_in_parts_is_headed_even_when_the_listing_leaves_it_out(
     s3_backend: S3Backend, backend_bucket: str, tmp_path: Path
 ) -> None:
     """A listing that misses an object (another writer's, just after it) must not cost the parts of a large file."""
-    info = _set(tmp_path, files=3)
+    info = write_small_set(tmp_path, 3)
     write_file(tmp_path / "run.d/analysis.tdf_bin", 2 * PART + 5, 99)  # three parts
     info = file_info_of(tmp_path, sorted([*info, "run.d/analysis.tdf_bin"]))
-    caps = _caps(s3_backend, backend_bucket)
+    caps = store_caps(s3_backend, backend_bucket)
     client, writer = s3_backend.client(), s3_backend.client()
     large = PREFIX + "run.d/analysis.tdf_bin"
     client.meta.events.register(
         "after-call.s3.ListObjectsV2", lambda **_kwargs: writer.put_object(Bucket=backend_bucket, Key=large, Body=OTHER)
     )
-    requests = Requests(client)
+    requests = RequestLog(client)
 
     with pytest.raises(ExistingObjectMismatchError, match=r"analysis\.tdf_bin"):
-        _upload(client, backend_bucket, tmp_path, info, caps)
+        upload_small_set(client, backend_bucket, tmp_path, info, caps)
 
     assert large in requests.keys_of("HeadObject")  # checked in the check phase, though the listing had none
     assert requests.calls["CreateMultipartUpload"] == requests.calls["UploadPart"] == 0  # no part was sent

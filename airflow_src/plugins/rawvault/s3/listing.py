@@ -1,13 +1,15 @@
-"""Which keys of a set are in the bucket: one paginated ListObjectsV2 over the set's common key prefix.
+"""Which keys of a set are in the bucket, with size and ETag: one paginated ListObjectsV2 over their common prefix.
 
-The upload's check phase asks this instead of a HEAD per key (issue 16): a
-fresh set of N files costs one listing (a page per 1,000 keys) instead of N
-HEADs. The listing only decides which keys are *absent*; a key it shows is
-still read by HEAD and checked like any object found at a key. A key the
-listing does not show but that appears later (another writer, a store whose
-listing lags) is still never replaced: the conditional PUT (or, on a store
-without conditional writes, the HEAD of :func:`rawvault.s3.put.check_key_free`)
-finds it and the upload checks it then.
+The upload asks this instead of a HEAD per key (issue 16), twice: a fresh
+set of N files costs one listing (a page per 1,000 keys) instead of N HEADs
+in the check phase, and one more instead of N verifying HEADs after its
+single PUTs (:mod:`rawvault.s3.listed_check`). In the check phase the listing
+only decides which keys are *absent*; a key it shows is still read by HEAD
+and checked like any object found at a key. A key the listing does not show
+but that appears later (another writer, a store whose listing lags) is still
+never replaced: the conditional PUT (or, on a store without conditional
+writes, the HEAD of :func:`rawvault.s3.put.check_key_free`) finds it and the
+upload checks it then.
 
 The prefix is the longest common prefix of the set's keys (``NAME.d/`` for a
 Bruker set, ``NAME.`` for a Sciex one), so the listing reads the set and
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Collection
+from typing import Any
 
 from rawvault.s3.client import S3Client
 from rawvault.s3.errors import classify, error_code, http_status
@@ -38,10 +41,14 @@ PAGE_SIZE = 1000  # S3's largest page
 NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "MethodNotAllowed", "501", "405"})
 
 
-def keys_present(
+def list_keys(
     client: S3Client, bucket: str, keys: Collection[str], *, page_size: int = PAGE_SIZE
-) -> frozenset[str] | None:
-    """The keys of ``keys`` that a listing of ``bucket`` shows (see the module docstring).
+) -> dict[str, dict[str, Any]] | None:
+    """The keys of ``keys`` that a listing of ``bucket`` shows (see the module docstring), each with what it lists.
+
+    Each value has the ``ContentLength`` and ``ETag`` of the object, the
+    fields a ``head_object`` answer gives them under
+    (:func:`rawvault.s3.objects.check_object` reads either).
 
     ``None`` when a listing saves nothing (fewer than two keys: one HEAD costs
     one request either way; a prefix crowded with other objects) or the store
@@ -52,18 +59,18 @@ def keys_present(
         return None
     wanted, last = frozenset(keys), max(keys)
     prefix = os.path.commonprefix([min(keys), last])  # noqa: RUF071 (a key prefix, not a path)
-    found: set[str] = set()
+    found: dict[str, dict[str, Any]] = {}
     others = 0  # listed keys of other objects
     pages = client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
     )
     try:
         for page in pages:
-            listed = [item["Key"] for item in page.get("Contents", [])]
-            hits = [key for key in listed if key in wanted]
+            listed = page.get("Contents", [])
+            hits = {item["Key"]: _as_head(item) for item in listed if item["Key"] in wanted}
             found.update(hits)
             others += len(listed) - len(hits)
-            if listed and listed[-1] >= last:
+            if listed and listed[-1]["Key"] >= last:
                 break  # the rest of the prefix sorts after every key of the set
             if others > len(wanted) + page_size:
                 log.info("%s: crowded with other objects: checking each key by HEAD", s3_url(bucket, prefix))
@@ -75,4 +82,9 @@ def keys_present(
             )
             return None
         raise classify(error, f"listing {s3_url(bucket, prefix)}", bucket=bucket) from error
-    return frozenset(found)
+    return found
+
+
+def _as_head(item: dict[str, Any]) -> dict[str, Any]:
+    """A listed object's size and ETag under the names of a ``head_object`` answer."""
+    return {"ContentLength": item.get("Size"), "ETag": item.get("ETag", "")}

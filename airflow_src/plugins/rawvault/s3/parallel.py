@@ -31,11 +31,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from rawvault.s3.file_info import RecordedFile
-from rawvault.s3.upload_file import MultipartHooks, UploadedObject
+from rawvault.s3.upload_file import AwaitingListing, MultipartHooks, UploadedObject
 
 log = logging.getLogger(__name__)
 
-UploadOne = Callable[[RecordedFile, MultipartHooks], UploadedObject]
+Sent = UploadedObject | AwaitingListing  # an object verified, or a PUT awaiting the set's listing
+UploadOne = Callable[[RecordedFile, MultipartHooks], Sent]
 
 # File threads per part slot: enough that the slots stay busy while files wait for their small requests.
 FILE_THREADS_PER_SLOT = 2
@@ -54,7 +55,7 @@ def connections_needed(slots: int) -> int:
 
 def upload_side_by_side(
     to_upload: Sequence[RecordedFile], upload_one: UploadOne, slots: int, hooks: MultipartHooks
-) -> dict[str, UploadedObject]:
+) -> dict[str, Sent]:
     """``upload_one(entry, hooks)`` for every entry, side by side (see the module docstring); objects by path.
 
     ``hooks.guard()`` is called before each file starts. Raises the first failure.
@@ -87,7 +88,7 @@ class _SetRun:
         assert hooks.stop is not None
         self.hooks = hooks
         self.stop: threading.Event = hooks.stop
-        self.uploaded: dict[str, UploadedObject] = {}
+        self.uploaded: dict[str, Sent] = {}
         self.failures: list[BaseException] = []
         self._lock = threading.Lock()
 

@@ -26,7 +26,10 @@
    MD5). A transient failure (network, S3 5xx after botocore's retries) keeps
    the unfinished multipart upload for the next run to resume; any other
    failure aborts it. The first failure stops the set (nothing starts after
-   it; interrupted multipart uploads are kept) and is raised.
+   it; interrupted multipart uploads are kept) and is raised. Every object is
+   verified by a HEAD after its upload, except the single PUTs of a set whose
+   answers showed the recorded file: one listing after the set's PUTs
+   verifies them (:mod:`rawvault.s3.listed_check`).
 3. **Manifest** (:mod:`rawvault.s3.manifest`), written last, after every
    object is verified (on a store that does not refuse overwrites, every
    object is checked once more by HEAD right before it: one replaced since
@@ -78,6 +81,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +93,15 @@ from rawvault.s3.errors import ExistingObjectMismatchError, VerificationError
 from rawvault.s3.file_info import RecordedFile, check_part_size
 from rawvault.s3.file_set import SetLayout, SetState, UploadResult, check_complete_set, read_set_manifest
 from rawvault.s3.keys import s3_url
-from rawvault.s3.listing import keys_present
+from rawvault.s3.listed_check import listing_verifies, verify_listed
+from rawvault.s3.listing import list_keys
 from rawvault.s3.multipart_resume import UploadIdCallback
 from rawvault.s3.objects import VerificationMode, etag_of, head
 from rawvault.s3.parallel import upload_side_by_side
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, format_bytes
 from rawvault.s3.put import ObjectSettings, forbid_overwrites
 from rawvault.s3.upload_file import (
+    AwaitingListing,
     MultipartHooks,
     SetWrite,
     UploadedObject,
@@ -271,13 +277,17 @@ def _upload_phase(
     if not to_upload:
         return {}
 
-    def upload_one(entry: RecordedFile, hooks: MultipartHooks) -> UploadedObject:
+    def upload_one(entry: RecordedFile, hooks: MultipartHooks) -> UploadedObject | AwaitingListing:
         expected = expected_object(entry, layout.keys[entry.path])
         source = source_folder / entry.path
         return upload_file(client, result.bucket, expected, source, write, progress, hooks)
 
-    uploaded = upload_side_by_side(to_upload, upload_one, write.settings.max_concurrency, hooks)
+    hooks = replace(hooks, verify_by_listing=listing_verifies(to_upload, write))
+    sent = upload_side_by_side(to_upload, upload_one, write.settings.max_concurrency, hooks)
     progress.finish()
+    uploaded = {path: obj for path, obj in sent.items() if isinstance(obj, UploadedObject)}
+    awaiting = [obj for obj in sent.values() if isinstance(obj, AwaitingListing)]
+    uploaded.update(verify_listed(client, result.bucket, awaiting, write, hooks))
     return uploaded
 
 
@@ -315,7 +325,7 @@ def _check_phase(
     should the listing have missed an object (the conditional write would refuse it only at the end).
     """
     manifest_files = (existing_manifest[0] if existing_manifest else {}).get("files", {})
-    listed = keys_present(client, result.bucket, layout.keys.values())  # None: HEAD every key
+    listed = list_keys(client, result.bucket, layout.keys.values())  # None: HEAD every key
 
     def check(path: str, entry: RecordedFile) -> UploadedObject | None:
         absent = (

@@ -29,7 +29,7 @@ from typing import Any
 
 from rawvault.digests import multipart_parts
 from rawvault.s3.body import ProgressCallback
-from rawvault.s3.capabilities import Conditional, StoreCapabilities, etag_shape_of
+from rawvault.s3.capabilities import Conditional, StoreCapabilities, checksum_args, etag_shape_of
 from rawvault.s3.client import S3Client
 from rawvault.s3.errors import (
     ExistingObjectMismatchError,
@@ -50,6 +50,7 @@ from rawvault.s3.objects import (
     delete_version,
     etag_of,
     head,
+    is_kms,
     version_of,
 )
 from rawvault.s3.progress import format_bytes
@@ -97,6 +98,7 @@ class MultipartHooks:
     part_pool: Executor | None = None
     stop: threading.Event | None = None
     read_slots: threading.Semaphore | None = None
+    verify_by_listing: bool = False  # a single PUT the answer of which shows the recorded file awaits the listing
 
     def reading(self) -> AbstractContextManager[object]:
         """Held while a verification may read data: at most ``read_slots`` at once (no bound without them)."""
@@ -123,6 +125,18 @@ class SetWrite:
             "Metadata": s3_metadata({**self.metadata, "md5": md5}),
             **self.settings.data_args(),
         }
+
+
+@dataclass(frozen=True)
+class AwaitingListing:
+    """A single PUT whose answer showed the recorded file's ETag: the set's listing after its PUTs verifies it.
+
+    See :mod:`rawvault.s3.listed_check`; until then it counts for nothing.
+    """
+
+    expected: ExpectedObject
+    source: Path
+    put_answer: Mapping[str, Any]
 
 
 def expected_object(entry: RecordedFile, key: str, manifest_entry: Mapping[str, Any] | None = None) -> ExpectedObject:
@@ -193,22 +207,27 @@ def upload_file(
     write: SetWrite,
     progress: ProgressCallback,
     hooks: MultipartHooks,
-) -> UploadedObject:
-    """Upload ``source`` to ``expected.key`` (it is not there yet) and verify what S3 then holds."""
-    part_size, settings = write.part_size, write.settings
+) -> UploadedObject | AwaitingListing:
+    """Upload ``source`` to ``expected.key`` (it is not there yet) and verify what S3 then holds.
+
+    With ``hooks.verify_by_listing``, a single PUT whose answer shows the
+    recorded file is returned as :class:`AwaitingListing`: the set verifies
+    it by its listing after the PUTs (:mod:`rawvault.s3.listed_check`).
+    """
+    part_size = write.part_size
     entry = RecordedFile(expected.path, expected.size, expected.md5, expected.etag)
     check_source(source, entry)  # again: it may have changed since the check phase
-    parts = multipart_parts(entry.size, part_size)
+    part_count = multipart_parts(entry.size, part_size)
     log.info(
         "uploading %s (%s, %s) to s3://%s/%s",
         entry.path,
         format_bytes(entry.size),
-        "one PUT" if parts is None else f"{parts} parts of {format_bytes(part_size)}",
+        "one PUT" if part_count is None else f"{part_count} parts of {format_bytes(part_size)}",
         bucket,
         expected.key,
     )
     try:
-        parts_uploaded, parts_resumed = _send(client, bucket, expected.key, source, entry, write, progress, hooks)
+        put_answer, *parts = _send(client, bucket, expected.key, source, write, progress, hooks, entry)
     except (ObjectAppearedError, UploadVanishedError) as error:
         # Another run (a zombie of this one, a double trigger) may have stored the same file: accept it
         # only after the usual check of an existing object, never replace it.
@@ -221,19 +240,54 @@ def upload_file(
                 return accept_existing(client, found, expected, bucket, source, part_size, hooks.caps)
         except ExistingObjectMismatchError:
             raise error from None
-    response, mode = _verify_uploaded(client, bucket, expected, source, part_size, hooks)
-    if settings.object_lock is not None and retention_from_head(response) is None:
-        _set_missing_retention(client, bucket, expected.key, response, settings)
+    if put_answer is not None and hooks.verify_by_listing and _shows_recorded_file(put_answer, expected, hooks.caps):
+        return AwaitingListing(expected, source, put_answer)
+    return verify_upload(client, bucket, expected, source, write, hooks, (parts[0], parts[1]))
+
+
+def verify_upload(
+    client: S3Client,
+    bucket: str,
+    expected: ExpectedObject,
+    source: Path,
+    write: SetWrite,
+    hooks: MultipartHooks,
+    parts: tuple[int, int] = (0, 0),
+) -> UploadedObject:
+    """HEAD the object just uploaded from ``source`` and verify it (deleted again if it is not the file and ours).
+
+    ``parts``: the parts this run uploaded and resumed (multipart), for the record.
+    """
+    response, mode = _verify_uploaded(client, bucket, expected, source, write.part_size, hooks)
+    if write.settings.object_lock is not None and retention_from_head(response) is None:
+        _set_missing_retention(client, bucket, expected.key, response, write.settings)
     log.info(
         "%s: uploaded and verified by %s%s",
-        entry.path,
+        expected.path,
         mode.value,
-        f" ({parts_resumed} of {parts} parts resumed from an earlier run)" if parts_resumed else "",
+        f" ({parts[1]} of {sum(parts)} parts resumed from an earlier run)" if parts[1] else "",
     )
     return UploadedObject(
-        entry.path, expected.key, entry.size, entry.md5, entry.etag, etag_of(response),
-        response.get("ChecksumSHA256"), mode, True, parts_uploaded, parts_resumed,
+        expected.path, expected.key, expected.size, expected.md5, expected.etag, etag_of(response),
+        response.get("ChecksumSHA256"), mode, True, *parts,
     )  # fmt: skip
+
+
+def _shows_recorded_file(
+    put_answer: Mapping[str, Any], expected: ExpectedObject, caps: StoreCapabilities | None
+) -> bool:
+    """The PUT's answer has the recorded MD5 as ETag (no KMS) and the SHA-256 S3 validated, if one was sent.
+
+    Only then does the listing record what a HEAD would: the same ETag and,
+    from the answer, the same SHA-256 (``rclone serve s3`` answers a PUT
+    without it, so its objects are verified by HEAD).
+    """
+    sha256_sent = bool(checksum_args(caps))
+    return (
+        etag_of(put_answer) in (expected.etag, expected.md5)
+        and not is_kms(put_answer)
+        and bool(put_answer.get("ChecksumSHA256")) == sha256_sent
+    )
 
 
 def _send(
@@ -241,32 +295,29 @@ def _send(
     bucket: str,
     key: str,
     source: Path,
-    entry: RecordedFile,
     write: SetWrite,
     progress: ProgressCallback,
     hooks: MultipartHooks,
-) -> tuple[int, int]:
-    """One PUT or a (resumed) multipart upload; return the parts uploaded and resumed."""
+    entry: RecordedFile,
+) -> tuple[dict[str, Any] | None, int, int]:
+    """One PUT or a (resumed) multipart upload; return the PUT's answer (``None``: multipart), parts sent, resumed."""
     object_args = write.create_args(entry.md5)
     if multipart_parts(entry.size, write.part_size) is None:
 
-        def put() -> None:
+        def put() -> dict[str, Any]:
             # Queued for a part slot, perhaps for a while: like a part, it starts only if the set has not
             # stopped (and put_file checks the claim right before the PUT).
             if hooks.stop is not None and hooks.stop.is_set():
                 raise S3TransientError(
                     f"{entry.path} was not uploaded: the upload of its set stopped; the next run does"
                 )
-            put_file(
+            return put_file(
                 client, bucket, key, source, entry.size, object_args, progress, what=entry.path, caps=hooks.caps,
                 guard=hooks.guard,
             )  # fmt: skip
 
-        if hooks.part_pool is None:
-            put()
-        else:  # a part slot of the set, like any part
-            hooks.part_pool.submit(put).result()
-        return 0, 0
+        # In a part slot of the set, like any part.
+        return (put() if hooks.part_pool is None else hooks.part_pool.submit(put).result()), 0, 0
     outcome = upload_multipart(
         client,
         bucket=bucket,
@@ -285,7 +336,7 @@ def _send(
         part_pool=hooks.part_pool,
         stop=hooks.stop,
     )
-    return outcome.parts_uploaded, outcome.parts_resumed
+    return None, outcome.parts_uploaded, outcome.parts_resumed
 
 
 def _set_missing_retention(

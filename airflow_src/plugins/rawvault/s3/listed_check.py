@@ -1,0 +1,119 @@
+"""Verify a set's single PUTs from one listing after them, instead of a HEAD per object (issue 16).
+
+A HEAD after a PUT proves that the store holds, at the key, an object of the
+recorded size whose ETag is the recorded MD5: the one rule of
+:func:`rawvault.s3.objects.check_object`. A ListObjectsV2 of the set's keys,
+sent after every PUT of the set has been answered, reports the same size and
+ETag of each key in one request per 1,000 keys (:func:`rawvault.s3.listing.list_keys`),
+and the same rule reads it. For 200 small files that is 1 request instead of
+200, and the set's verification is no longer what makes it slower than
+``aws s3 cp --recursive``.
+
+The listing stands in for the HEAD only where it can tell all a HEAD would
+(:func:`listing_verifies`, and per object in
+:mod:`rawvault.s3.upload_file`): a single PUT (not multipart) of a set with
+at least two of them, without SSE-KMS (its ETag is no MD5, the proof is a
+SHA-256 only a HEAD reports), without Object Lock (the retention a store
+kept shows only on a HEAD), whose PUT answer had the recorded MD5 as ETag and
+the SHA-256 the store validated when one was sent (recorded from that
+answer, as a HEAD would have reported it). Everything else is verified by a
+HEAD right after its upload, as before.
+
+An object the listing leaves out, or shows with another size or ETag than
+its PUT answer (a store whose listing lags, another writer, a store that
+cannot list), is verified by HEAD as every upload was before
+(:func:`rawvault.s3.upload_file.verify_upload`): an object that then does
+not hold the file is deleted again where it is certainly rawvault's, and the
+set fails. Nothing counts as uploaded before it is verified one way or the
+other, and the manifest is written only after that.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from rawvault.digests import multipart_parts
+from rawvault.s3.capabilities import etag_shape_of
+from rawvault.s3.client import S3Client
+from rawvault.s3.file_info import RecordedFile
+from rawvault.s3.listing import list_keys
+from rawvault.s3.objects import check_object, etag_of
+from rawvault.s3.upload_file import AwaitingListing, MultipartHooks, SetWrite, UploadedObject, verify_upload
+
+log = logging.getLogger(__name__)
+
+
+def listing_verifies(to_upload: Sequence[RecordedFile], write: SetWrite) -> bool:
+    """Whether the single PUTs of this upload may await the set's listing (see the module docstring)."""
+    settings = write.settings
+    single_puts = sum(1 for entry in to_upload if multipart_parts(entry.size, write.part_size) is None)
+    return single_puts >= 2 and not settings.kms and settings.object_lock is None
+
+
+def verify_listed(
+    client: S3Client, bucket: str, awaiting: Sequence[AwaitingListing], write: SetWrite, hooks: MultipartHooks
+) -> dict[str, UploadedObject]:
+    """Verify the PUTs that await the listing: one listing, a HEAD for each it cannot vouch for; objects by path.
+
+    The HEADs run ``max_concurrency`` at a time; the first failure among them
+    is raised once all have finished (the objects verified stay: a retry
+    skips them).
+    """
+    if not awaiting:
+        return {}
+    listed = list_keys(client, bucket, [item.expected.key for item in awaiting]) or {}
+    verified: dict[str, UploadedObject] = {}
+    to_head: list[AwaitingListing] = []
+    for item in awaiting:
+        found = _by_listing(item, listed.get(item.expected.key), hooks)
+        if found is None:
+            to_head.append(item)
+        else:
+            verified[item.expected.path] = found
+    log.info(
+        "s3://%s: %d uploaded objects verified by one listing (size and ETag)%s",
+        bucket,
+        len(verified),
+        f", {len(to_head)} by HEAD (not listed as uploaded)" if to_head else "",
+    )
+    verified.update(_verify_by_head(client, bucket, to_head, write, hooks))
+    return verified
+
+
+def _by_listing(
+    item: AwaitingListing, listed: Mapping[str, Any] | None, hooks: MultipartHooks
+) -> UploadedObject | None:
+    """The verified object, if the listing shows it with its PUT answer's ETag and the verification rule accepts it."""
+    if listed is None or etag_of(listed) != etag_of(item.put_answer):
+        return None
+    verdict = check_object(listed, item.expected, etag_shape=etag_shape_of(hooks.caps))
+    if not verdict.ok:
+        return None
+    assert verdict.how is not None
+    expected = item.expected
+    return UploadedObject(
+        expected.path, expected.key, expected.size, expected.md5, expected.etag, etag_of(listed),
+        item.put_answer.get("ChecksumSHA256"), verdict.how, True,
+    )  # fmt: skip
+
+
+def _verify_by_head(
+    client: S3Client, bucket: str, to_head: Sequence[AwaitingListing], write: SetWrite, hooks: MultipartHooks
+) -> dict[str, UploadedObject]:
+    """:func:`verify_upload` for each, ``max_concurrency`` at a time; raise the first failure after all ran."""
+    if not to_head:
+        return {}
+    workers = max(1, min(write.settings.max_concurrency, len(to_head)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="rawvault-verify") as pool:
+        futures = [
+            pool.submit(verify_upload, client, bucket, item.expected, item.source, write, hooks) for item in to_head
+        ]
+    failures = [future.exception() for future in futures if future.exception() is not None]
+    if failures:
+        for later in failures[1:]:
+            log.warning("also failed its verification: %s", later)
+        raise failures[0]  # type: ignore[misc]
+    return {future.result().path: future.result() for future in futures}
