@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 pytest.register_assert_rewrite("tests.s3_fixtures")
 
-from rawvault.s3.errors import LocalFileChangedError, VerificationError  # noqa: E402
+from rawvault.s3 import upload as upload_mod  # noqa: E402
+from rawvault.s3.errors import VerificationError  # noqa: E402
 from rawvault.s3.file_info import RecordedFile  # noqa: E402
 from rawvault.s3.listed_check import listing_verifies  # noqa: E402
 from rawvault.s3.objects import VerificationMode  # noqa: E402
+from rawvault.s3.set_write import SetWrite  # noqa: E402
 from rawvault.s3.upload import ObjectSettings  # noqa: E402
-from rawvault.s3.upload_file import SetWrite  # noqa: E402
 from shared.settings import ObjectLockSettings  # noqa: E402
 from tests.s3_fixtures import (  # noqa: E402
     PART,
@@ -90,11 +92,17 @@ def test_an_object_gone_before_the_listing_is_headed_and_fails_the_set(
     assert MANIFEST not in object_keys(client, bucket)  # nothing counts as done
 
 
-def test_an_object_replaced_before_the_listing_is_not_accepted(s3_server: Any, bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("verified_by", ["the listing", "its own HEAD"])
+def test_an_object_another_writer_put_after_the_upload_fails_the_set_and_is_kept(
+    s3_server: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verified_by: str
+) -> None:
+    """Before: the HEAD's object was deleted as "ours" and the error blamed the local file."""
+    if verified_by == "its own HEAD":
+        monkeypatch.setattr(upload_mod, "listing_verifies", lambda *_args: False)
     info = write_small_set(tmp_path, FILES)
     replaced = PREFIX + sorted(info)[8]
 
-    def another_writer() -> None:
+    def another_writer() -> None:  # between rawvault's PUT and its verification
         other.delete_object(Bucket=bucket, Key=replaced)
         other.put_object(Bucket=bucket, Key=replaced, Body=OTHER)
 
@@ -102,26 +110,38 @@ def test_an_object_replaced_before_the_listing_is_not_accepted(s3_server: Any, b
     _after_put_of(client, replaced, another_writer)
     requests = CallCounter(client)
 
-    with pytest.raises((LocalFileChangedError, VerificationError), match=r"small-008\.bin"):
+    with pytest.raises(VerificationError, match=r"small-008\.bin: .*another writer replaced it") as failed:
         upload_small_set(client, bucket, tmp_path, info, None)
 
-    assert requests.keys_of("HeadObject") == [replaced]  # its listed ETag is not its PUT answer's: HEADed
+    assert "left as it is" in str(failed.value) and "local file changed" not in str(failed.value)
+    assert requests.keys_of("DeleteObject") == []  # not rawvault's object: never deleted
+    assert other.get_object(Bucket=bucket, Key=replaced)["Body"].read() == OTHER
     assert MANIFEST not in object_keys(client, bucket)
+    if verified_by == "the listing":
+        assert requests.keys_of("HeadObject") == [replaced]  # its listed ETag is not its PUT answer's: HEADed
 
 
-def test_a_listing_that_shows_nothing_leaves_every_object_to_its_head(
-    s3_server: Any, bucket: str, tmp_path: Path
+def _hide_everything(parsed: dict[str, Any], **_kwargs: Any) -> None:
+    parsed["Contents"] = []  # a listing that lags behind the PUTs
+
+
+@pytest.mark.parametrize("listing", ["fails", "shows nothing"])
+def test_a_listing_that_cannot_vouch_leaves_every_object_to_its_head(
+    s3_server: Any, bucket: str, tmp_path: Path, listing: str
 ) -> None:
     info = write_small_set(tmp_path, FILES)
     client = _client(s3_server)
     listings: list[int] = []
 
-    def lagging(parsed: dict[str, Any], **_kwargs: Any) -> None:  # the second listing: after the PUTs
+    def unreachable(**_kwargs: Any) -> None:
+        raise EndpointConnectionError(endpoint_url=s3_server.endpoint_url)
+
+    def second_listing(**kwargs: Any) -> None:  # the one after the PUTs
         listings.append(1)
         if len(listings) == 2:
-            parsed["Contents"] = []
+            (unreachable if listing == "fails" else _hide_everything)(**kwargs)
 
-    client.meta.events.register("after-call.s3.ListObjectsV2", lagging)
+    client.meta.events.register(f"{'before' if listing == 'fails' else 'after'}-call.s3.ListObjectsV2", second_listing)
     requests = RequestLog(client)
 
     result = upload_small_set(client, bucket, tmp_path, info, None)

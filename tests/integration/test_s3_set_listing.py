@@ -17,7 +17,7 @@ import pytest
 pytest.register_assert_rewrite("tests.s3_fixtures")
 
 from rawvault.s3 import upload as upload_mod  # noqa: E402
-from rawvault.s3 import upload_file as upload_file_mod  # noqa: E402
+from rawvault.s3 import upload_verify as upload_verify_mod  # noqa: E402
 from rawvault.s3.capabilities import StoreCapabilities  # noqa: E402
 from rawvault.s3.client import client_config  # noqa: E402
 from rawvault.s3.errors import ExistingObjectMismatchError  # noqa: E402
@@ -163,7 +163,7 @@ def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
     requests = InFlight(hold=0.03).watch(client, ("PutObject", "HeadObject"))
     data = InFlight(hold=0.03).watch(client, ("PutObject",))  # PUTs alone
     reads = InFlight(hold=0.03)
-    verify = upload_file_mod.check_or_read_back
+    verify = upload_verify_mod.check_or_read_back
 
     def counted_verification(*args: Any, **kwargs: Any) -> Any:
         reads.enter()
@@ -172,7 +172,7 @@ def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
         finally:
             reads.leave()
 
-    monkeypatch.setattr(upload_file_mod, "check_or_read_back", counted_verification)
+    monkeypatch.setattr(upload_verify_mod, "check_or_read_back", counted_verification)
     # Every object verified by HEAD after its PUT, as where the set's listing cannot vouch for it
     # (SSE-KMS, Object Lock, a PUT answer without the SHA-256).
     monkeypatch.setattr(upload_mod, "listing_verifies", lambda *_args: False)

@@ -150,7 +150,8 @@ def test_a_put_queued_for_a_part_slot_never_starts_after_the_set_stopped(s3: Any
 
     from rawvault.s3.errors import S3TransientError
     from rawvault.s3.file_info import RecordedFile
-    from rawvault.s3.upload_file import MultipartHooks, SetWrite, expected_object, upload_file
+    from rawvault.s3.set_write import MultipartHooks, SetWrite, expected_object
+    from rawvault.s3.upload_file import upload_file
 
     info = write_set(tmp_path)
     size, md5, etag = info["N.d/small.tdf"]

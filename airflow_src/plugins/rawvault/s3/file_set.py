@@ -26,7 +26,7 @@ from rawvault.s3.errors import ExistingObjectMismatchError, UnsafePathError
 from rawvault.s3.file_info import RecordedFile, parse_file_info
 from rawvault.s3.keys import object_key, validate_key_prefix
 from rawvault.s3.objects import VerificationMode, check_object, etag_of, head
-from rawvault.s3.upload_file import UploadedObject, expected_object
+from rawvault.s3.set_write import UploadedObject, expected_object
 
 
 @dataclass

@@ -21,10 +21,12 @@ HEAD right after its upload, as before.
 
 An object the listing leaves out, or shows with another size or ETag than
 its PUT answer (a store whose listing lags, another writer, a store that
-cannot list), is verified by HEAD as every upload was before
-(:func:`rawvault.s3.upload_file.verify_upload`): an object that then does
-not hold the file is deleted again where it is certainly rawvault's, and the
-set fails. Nothing counts as uploaded before it is verified one way or the
+cannot list, a listing that failed transiently), is verified by HEAD as
+every upload was before (:func:`rawvault.s3.upload_verify.verify_upload`,
+given the PUT's answer): an object that then does not hold the file fails
+the set, and is deleted again only where it is certainly this upload's (the
+version, or the ETag, its PUT answered with); another writer's object is
+left as it is. Nothing counts as uploaded before it is verified one way or the
 other, and the manifest is written only after that.
 """
 
@@ -32,16 +34,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from rawvault.digests import multipart_parts
 from rawvault.s3.capabilities import etag_shape_of
 from rawvault.s3.client import S3Client
+from rawvault.s3.errors import S3TransientError
 from rawvault.s3.file_info import RecordedFile
 from rawvault.s3.listing import list_keys
 from rawvault.s3.objects import check_object, etag_of
-from rawvault.s3.upload_file import AwaitingListing, MultipartHooks, SetWrite, UploadedObject, verify_upload
+from rawvault.s3.set_write import AwaitingListing, MultipartHooks, SetWrite, UploadedObject
+from rawvault.s3.upload_verify import verify_upload
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +62,36 @@ def verify_listed(
 ) -> dict[str, UploadedObject]:
     """Verify the PUTs that await the listing: one listing, a HEAD for each it cannot vouch for; objects by path.
 
-    The HEADs run ``max_concurrency`` at a time; the first failure among them
-    is raised once all have finished (the objects verified stay: a retry
-    skips them).
+    A listing that fails transiently, or that the store cannot give, leaves
+    every object to its HEAD. The HEADs run ``max_concurrency`` at a time;
+    the first failure among them is raised once all have finished (the
+    objects verified stay: a retry skips them).
     """
     if not awaiting:
         return {}
-    listed = list_keys(client, bucket, [item.expected.key for item in awaiting]) or {}
+    keys = [item.expected.key for item in awaiting]
+    try:
+        listed = list_keys(client, bucket, keys)
+    except S3TransientError as error:
+        log.warning("s3://%s: the listing after the uploads failed (%s): verifying each object by HEAD", bucket, error)
+        listed = None
     verified: dict[str, UploadedObject] = {}
     to_head: list[AwaitingListing] = []
     for item in awaiting:
-        found = _by_listing(item, listed.get(item.expected.key), hooks)
+        found = _by_listing(item, (listed or {}).get(item.expected.key), hooks)
         if found is None:
             to_head.append(item)
         else:
             verified[item.expected.path] = found
-    log.info(
-        "s3://%s: %d uploaded objects verified by one listing (size and ETag)%s",
-        bucket,
-        len(verified),
-        f", {len(to_head)} by HEAD (not listed as uploaded)" if to_head else "",
-    )
+    if listed is None:
+        log.info("s3://%s: no listing of the %d uploaded objects: verifying each by HEAD", bucket, len(awaiting))
+    else:
+        log.info(
+            "s3://%s: %d uploaded objects verified by one listing (size and ETag)%s",
+            bucket,
+            len(verified),
+            f", {len(to_head)} by HEAD (not listed as uploaded)" if to_head else "",
+        )
     verified.update(_verify_by_head(client, bucket, to_head, write, hooks))
     return verified
 
@@ -103,17 +116,28 @@ def _by_listing(
 def _verify_by_head(
     client: S3Client, bucket: str, to_head: Sequence[AwaitingListing], write: SetWrite, hooks: MultipartHooks
 ) -> dict[str, UploadedObject]:
-    """:func:`verify_upload` for each, ``max_concurrency`` at a time; raise the first failure after all ran."""
+    """:func:`verify_upload` for each, ``max_concurrency`` at a time; raise the first failure after all ran.
+
+    An interruption (task timeout, SIGTERM) cancels the HEADs not started and leaves at once.
+    """
     if not to_head:
         return {}
-    workers = max(1, min(write.settings.max_concurrency, len(to_head)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="rawvault-verify") as pool:
-        futures = [
-            pool.submit(verify_upload, client, bucket, item.expected, item.source, write, hooks) for item in to_head
-        ]
-    failures = [future.exception() for future in futures if future.exception() is not None]
+    pool = ThreadPoolExecutor(
+        max(1, min(write.settings.max_concurrency, len(to_head))), thread_name_prefix="rawvault-verify"
+    )
+    futures = [
+        pool.submit(verify_upload, client, bucket, item.expected, item.source, write, hooks, put_answer=item.put_answer)
+        for item in to_head
+    ]
+    try:
+        wait(futures)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    failures = [error for error in (future.exception() for future in futures) if error is not None]
     if failures:
         for later in failures[1:]:
             log.warning("also failed its verification: %s", later)
-        raise failures[0]  # type: ignore[misc]
+        raise failures[0]
     return {future.result().path: future.result() for future in futures}

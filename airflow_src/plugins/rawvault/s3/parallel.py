@@ -2,13 +2,16 @@
 
 Up to ``FILE_THREADS_PER_SLOT x slots`` files are uploaded at a time (each
 by a thread of its own that does the file's small requests: the check of its
-source, create, complete, the verifying HEAD), and every request that sends
+source, create, complete, a verifying HEAD), and every request that sends
 data (a small file's single PUT, each part of a large file) runs in one pool
 of ``slots`` threads shared by the whole set (:attr:`MultipartHooks.part_pool`).
 So a set of many small files keeps ``slots`` data requests in flight instead
-of one, and while one file waits for its verifying HEAD the next file's PUT
+of one, and while one file waits for its small requests the next file's PUT
 already holds the slot (with only ``slots`` file threads, each slot sat idle
-during its file's HEAD: issue 16). A large file's parts and the small files
+during its file's HEAD: issue 16). Most small files need no HEAD of their own
+any more: the set's listing after its PUTs verifies them
+(:mod:`rawvault.s3.listed_check`); what a file gives back is its verified
+object or its PUT awaiting that listing. A large file's parts and the small files
 share the same slots. Memory is bounded by the slots, never by the size or
 number of files or threads: each data request streams from its file, a file
 thread holds no buffer but while a verification reads data (SSE-KMS, a read
@@ -31,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from rawvault.s3.file_info import RecordedFile
-from rawvault.s3.upload_file import AwaitingListing, MultipartHooks, UploadedObject
+from rawvault.s3.set_write import AwaitingListing, MultipartHooks, UploadedObject
 
 log = logging.getLogger(__name__)
 

@@ -100,16 +100,8 @@ from rawvault.s3.objects import VerificationMode, etag_of, head
 from rawvault.s3.parallel import upload_side_by_side
 from rawvault.s3.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter, format_bytes
 from rawvault.s3.put import ObjectSettings, forbid_overwrites
-from rawvault.s3.upload_file import (
-    AwaitingListing,
-    MultipartHooks,
-    SetWrite,
-    UploadedObject,
-    accept_existing,
-    check_source,
-    expected_object,
-    upload_file,
-)
+from rawvault.s3.set_write import AwaitingListing, MultipartHooks, SetWrite, UploadedObject, expected_object
+from rawvault.s3.upload_file import accept_existing, check_source, upload_file
 
 __all__ = [
     "ObjectSettings",
@@ -168,7 +160,7 @@ def upload_file_set(
     existing = _existing_manifest(client, result, layout, part_size, metadata)
     to_upload = _check_phase(client, result, layout, source_folder, part_size, existing, hooks, settings)
 
-    # Phase 2: upload and verify, side by side; the first failure stops the set.
+    # Phase 2: upload side by side (the first failure stops the set), verify by HEAD or by the set's listing.
     forbid_overwrites(client, capabilities)
     progress = _progress_of(result, to_upload, progress_interval, on_progress, bandwidth_status)
     write = SetWrite(part_size, settings, metadata)
@@ -273,7 +265,7 @@ def _upload_phase(
     hooks: MultipartHooks,
     progress: ProgressReporter,
 ) -> dict[str, UploadedObject]:
-    """Upload and verify the missing files side by side (see the module docstring); return them by path."""
+    """Upload the missing files side by side and verify them (see the module docstring); return them by path."""
     if not to_upload:
         return {}
 
