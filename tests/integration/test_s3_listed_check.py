@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ from tests.s3_fixtures import (  # noqa: E402
     CallCounter,
     RequestLog,
     S3Backend,
+    file_info_of,
     object_keys,
+    write_file,
 )
 from tests.small_sets import MANIFEST, PREFIX, store_caps, upload_small_set, write_small_set  # noqa: E402
 
@@ -42,8 +45,8 @@ FILES = 12
 OTHER = b"another writer's bytes"
 
 
-def _after_put_of(client: Any, key: str, action: Any) -> None:
-    """Run ``action()`` right after the upload client's PUT of ``key`` was answered (before the set's listing)."""
+def _after_call(client: Any, operation: str, key: str, action: Any) -> None:
+    """Run ``action()`` right after the upload client's ``operation`` on ``key`` was answered."""
 
     def note_key(params: dict[str, Any], context: dict[str, Any], **_kwargs: Any) -> None:
         context["test_key"] = params.get("Key")
@@ -52,8 +55,8 @@ def _after_put_of(client: Any, key: str, action: Any) -> None:
         if context.get("test_key") == key:
             action()
 
-    client.meta.events.register("before-parameter-build.s3.PutObject", note_key)
-    client.meta.events.register("after-call.s3.PutObject", after)
+    client.meta.events.register(f"before-parameter-build.s3.{operation}", note_key)
+    client.meta.events.register(f"after-call.s3.{operation}", after)
 
 
 def test_the_manifest_records_what_a_head_reports_and_a_rerun_keeps_it(
@@ -82,7 +85,7 @@ def test_an_object_gone_before_the_listing_is_headed_and_fails_the_set(
     info = write_small_set(tmp_path, FILES)
     gone = PREFIX + sorted(info)[5]
     client, other = _client(s3_server), _client(s3_server)
-    _after_put_of(client, gone, lambda: other.delete_object(Bucket=bucket, Key=gone))
+    _after_call(client, "PutObject", gone, lambda: other.delete_object(Bucket=bucket, Key=gone))
     requests = CallCounter(client)
 
     with pytest.raises(VerificationError, match=r"small-005\.bin is missing right after its upload"):
@@ -92,25 +95,30 @@ def test_an_object_gone_before_the_listing_is_headed_and_fails_the_set(
     assert MANIFEST not in object_keys(client, bucket)  # nothing counts as done
 
 
-@pytest.mark.parametrize("verified_by", ["the listing", "its own HEAD"])
+@pytest.mark.parametrize("verified_by", ["the listing", "its own HEAD", "its own HEAD, multipart"])
 def test_an_object_another_writer_put_after_the_upload_fails_the_set_and_is_kept(
     s3_server: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verified_by: str
 ) -> None:
     """Before: the HEAD's object was deleted as "ours" and the error blamed the local file."""
     if verified_by == "its own HEAD":
-        monkeypatch.setattr(upload_mod, "listing_verifies", lambda *_args: False)
+        monkeypatch.setattr(upload_mod, "listing_verifies", lambda *_args, **_kwargs: False)
     info = write_small_set(tmp_path, FILES)
-    replaced = PREFIX + sorted(info)[8]
+    path, operation = sorted(info)[8], "PutObject"
+    if verified_by.endswith("multipart"):
+        path, operation = "run.d/analysis.tdf_bin", "CompleteMultipartUpload"
+        write_file(tmp_path / path, 2 * PART + 5, 99)
+        info = file_info_of(tmp_path, sorted([*info, path]))
+    replaced = PREFIX + path
 
-    def another_writer() -> None:  # between rawvault's PUT and its verification
+    def another_writer() -> None:  # between rawvault's upload and its verification
         other.delete_object(Bucket=bucket, Key=replaced)
         other.put_object(Bucket=bucket, Key=replaced, Body=OTHER)
 
     client, other = _client(s3_server), _client(s3_server)
-    _after_put_of(client, replaced, another_writer)
+    _after_call(client, operation, replaced, another_writer)
     requests = CallCounter(client)
 
-    with pytest.raises(VerificationError, match=r"small-008\.bin: .*another writer replaced it") as failed:
+    with pytest.raises(VerificationError, match=rf"{re.escape(path)}: .*another writer replaced it") as failed:
         upload_small_set(client, bucket, tmp_path, info, None)
 
     assert "left as it is" in str(failed.value) and "local file changed" not in str(failed.value)

@@ -175,7 +175,7 @@ def test_files_wait_for_their_heads_beside_other_files_puts_within_the_pool(
     monkeypatch.setattr(upload_verify_mod, "check_or_read_back", counted_verification)
     # Every object verified by HEAD after its PUT, as where the set's listing cannot vouch for it
     # (SSE-KMS, Object Lock, a PUT answer without the SHA-256).
-    monkeypatch.setattr(upload_mod, "listing_verifies", lambda *_args: False)
+    monkeypatch.setattr(upload_mod, "listing_verifies", lambda *_args, **_kwargs: False)
     with caplog.at_level(logging.WARNING, logger="urllib3"):
         result = upload_small_set(client, bucket, tmp_path, info, None, concurrency=slots)
 

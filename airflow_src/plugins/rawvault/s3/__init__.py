@@ -13,8 +13,11 @@
 - :mod:`~rawvault.s3.body`: request bodies read from a byte range of a file.
 - :mod:`~rawvault.s3.put`: the settings of written objects and the single no-overwrite PUT.
 - :mod:`~rawvault.s3.multipart_resume`, :mod:`~rawvault.s3.multipart`: resumable multipart uploads.
-- :mod:`~rawvault.s3.upload_file`, :mod:`~rawvault.s3.upload`: one file, and one set all-or-nothing.
-- :mod:`~rawvault.s3.listing`: which keys of a set exist (one listing instead of a HEAD per key);
+- :mod:`~rawvault.s3.upload_file`, :mod:`~rawvault.s3.upload`: one file, and one set all-or-nothing;
+  :mod:`~rawvault.s3.set_write`: what a set hands each file and what each gives back;
+  :mod:`~rawvault.s3.upload_verify`: the HEAD after an upload, and when an unverified object may be deleted.
+- :mod:`~rawvault.s3.listing`: which keys of a set exist, with size and ETag (one listing instead of a HEAD
+  per key); :mod:`~rawvault.s3.listed_check`: a set's single PUTs verified by one listing after them;
   :mod:`~rawvault.s3.parallel`: the files of a set side by side in one pool of part slots.
 - :mod:`~rawvault.s3.file_set`: a set's layout, the result of an upload, the read-only check of a complete set.
 - :mod:`~rawvault.s3.manifest`: the manifest object that marks a complete set (build, read, write, replace).

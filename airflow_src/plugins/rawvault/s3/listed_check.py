@@ -10,24 +10,31 @@ and the same rule reads it. For 200 small files that is 1 request instead of
 ``aws s3 cp --recursive``.
 
 The listing stands in for the HEAD only where it can tell all a HEAD would
-(:func:`listing_verifies`, and per object in
-:mod:`rawvault.s3.upload_file`): a single PUT (not multipart) of a set with
-at least two of them, without SSE-KMS (its ETag is no MD5, the proof is a
+(:func:`listing_verifies`, and per object
+:func:`rawvault.s3.upload_verify.shows_recorded_file`): a single PUT (not
+multipart) of a set with at least two of them, whose store could list the
+set in the check phase, without SSE-KMS (its ETag is no MD5, the proof is a
 SHA-256 only a HEAD reports), without Object Lock (the retention a store
-kept shows only on a HEAD), whose PUT answer had the recorded MD5 as ETag and
-the SHA-256 the store validated when one was sent (recorded from that
-answer, as a HEAD would have reported it). Everything else is verified by a
-HEAD right after its upload, as before.
+kept shows only on a HEAD), whose PUT answer had the recorded MD5 as ETag
+and, when a SHA-256 was sent, the SHA-256 on a store that validates it
+(recorded from that answer, as a HEAD would have reported it). Everything
+else is verified by a HEAD right after its upload, as before.
 
-An object the listing leaves out, or shows with another size or ETag than
-its PUT answer (a store whose listing lags, another writer, a store that
-cannot list, a listing that failed transiently), is verified by HEAD as
-every upload was before (:func:`rawvault.s3.upload_verify.verify_upload`,
-given the PUT's answer): an object that then does not hold the file fails
-the set, and is deleted again only where it is certainly this upload's (the
-version, or the ETag, its PUT answered with); another writer's object is
-left as it is. Nothing counts as uploaded before it is verified one way or the
-other, and the manifest is written only after that.
+An object the listing leaves out, or shows with another ETag than its PUT
+answer or another size than recorded (a store whose listing lags, another
+writer, a listing that failed transiently), is verified by HEAD as every
+upload was before (:func:`rawvault.s3.upload_verify.verify_upload`, given
+the PUT's answer): an object that then does not hold the file fails the set,
+and is deleted again only where it is certainly this upload's (the version,
+or the ETag, its PUT answered with); another writer's object is left as it
+is. Nothing counts as uploaded before it is verified one way or the other,
+and the manifest is written only after that.
+
+Like a HEAD, the listing is taken to show the store's current state, as AWS
+S3 does (strongly consistent since 2020): a store whose listing still showed
+an object deleted right after its PUT (with the recorded ETag) would pass it,
+where a HEAD a moment later could have seen it gone; that object was, at
+least, the recorded file, and the audit (``backup_verifier``) finds it missing.
 """
 
 from __future__ import annotations
@@ -50,11 +57,15 @@ from rawvault.s3.upload_verify import verify_upload
 log = logging.getLogger(__name__)
 
 
-def listing_verifies(to_upload: Sequence[RecordedFile], write: SetWrite) -> bool:
-    """Whether the single PUTs of this upload may await the set's listing (see the module docstring)."""
+def listing_verifies(to_upload: Sequence[RecordedFile], write: SetWrite, *, listable: bool = True) -> bool:
+    """Whether the single PUTs of this upload may await the set's listing (see the module docstring).
+
+    ``listable``: the check phase could list the set (a store that cannot,
+    or a prefix crowded with other objects, would only cost a listing more).
+    """
     settings = write.settings
     single_puts = sum(1 for entry in to_upload if multipart_parts(entry.size, write.part_size) is None)
-    return single_puts >= 2 and not settings.kms and settings.object_lock is None
+    return listable and single_puts >= 2 and not settings.kms and settings.object_lock is None
 
 
 def verify_listed(
@@ -126,7 +137,7 @@ def _verify_by_head(
         max(1, min(write.settings.max_concurrency, len(to_head))), thread_name_prefix="rawvault-verify"
     )
     futures = [
-        pool.submit(verify_upload, client, bucket, item.expected, item.source, write, hooks, put_answer=item.put_answer)
+        pool.submit(verify_upload, client, bucket, item.expected, item.source, write, hooks, answer=item.put_answer)
         for item in to_head
     ]
     try:

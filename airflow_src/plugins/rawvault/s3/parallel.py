@@ -2,7 +2,8 @@
 
 Up to ``FILE_THREADS_PER_SLOT x slots`` files are uploaded at a time (each
 by a thread of its own that does the file's small requests: the check of its
-source, create, complete, a verifying HEAD), and every request that sends
+source, create, complete, a verifying HEAD where the set's listing cannot
+stand in: multipart, SSE-KMS, Object Lock), and every request that sends
 data (a small file's single PUT, each part of a large file) runs in one pool
 of ``slots`` threads shared by the whole set (:attr:`MultipartHooks.part_pool`).
 So a set of many small files keeps ``slots`` data requests in flight instead

@@ -19,7 +19,8 @@ POLICY_FILE = "docs/iam-policy.json"
 
 ACTIONS_OF: Mapping[str, tuple[str, ...]] = {
     "head_bucket": ("s3:ListBucket",),
-    # Which keys of a set exist before its upload (s3/listing); is a new bucket still empty (before removing it).
+    # Which keys of a set exist before its upload and what they hold after its PUTs (s3/listing, s3/listed_check);
+    # is a new bucket still empty (before removing it).
     "list_objects_v2": ("s3:ListBucket",),
     # The capability probe (backup.s3.compatibility: auto, the default) reads these bucket settings.
     "get_bucket_versioning": ("s3:GetBucketVersioning",),

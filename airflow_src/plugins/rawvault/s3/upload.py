@@ -67,8 +67,10 @@ per object in :attr:`UploadedObject.verified_by`:
 
 The verification is :func:`rawvault.s3.objects.check_object`, the one rule
 shared with restore and audit. A just-uploaded object that fails it is
-deleted again (its version, in a versioned bucket); an object that existed
-before is never deleted (:mod:`rawvault.s3.upload_file`).
+deleted again (its version, in a versioned bucket) only where it is certainly
+this upload's: on a store that refuses overwrites, and the version (or ETag)
+the upload was answered with (:mod:`rawvault.s3.upload_verify`); an object
+that existed before, or that another writer put there since, is never deleted.
 
 **Stores that are not AWS.** ``capabilities`` (the bucket's probed
 :class:`~rawvault.s3.capabilities.StoreCapabilities`; ``None``: AWS) decides
@@ -158,12 +160,13 @@ def upload_file_set(
     # Phase 1: check everything before uploading anything.
     hooks = MultipartHooks(dict(multipart_uploads or {}), on_multipart_upload, check, capabilities)
     existing = _existing_manifest(client, result, layout, part_size, metadata)
-    to_upload = _check_phase(client, result, layout, source_folder, part_size, existing, hooks, settings)
+    to_upload, listable = _check_phase(client, result, layout, source_folder, part_size, existing, hooks, settings)
 
     # Phase 2: upload side by side (the first failure stops the set), verify by HEAD or by the set's listing.
     forbid_overwrites(client, capabilities)
     progress = _progress_of(result, to_upload, progress_interval, on_progress, bandwidth_status)
     write = SetWrite(part_size, settings, metadata)
+    hooks = replace(hooks, verify_by_listing=listing_verifies(to_upload, write, listable=listable))
     result.objects.update(_upload_phase(client, result, layout, to_upload, source_folder, write, hooks, progress))
 
     # Phase 3: the manifest, last: every object is verified now.
@@ -274,7 +277,6 @@ def _upload_phase(
         source = source_folder / entry.path
         return upload_file(client, result.bucket, expected, source, write, progress, hooks)
 
-    hooks = replace(hooks, verify_by_listing=listing_verifies(to_upload, write))
     sent = upload_side_by_side(to_upload, upload_one, write.settings.max_concurrency, hooks)
     progress.finish()
     uploaded = {path: obj for path, obj in sent.items() if isinstance(obj, UploadedObject)}
@@ -309,8 +311,10 @@ def _check_phase(
     existing_manifest: tuple[dict[str, Any], str] | None,
     hooks: MultipartHooks,
     settings: ObjectSettings,
-) -> list[RecordedFile]:
+) -> tuple[list[RecordedFile], bool]:
     """List the set's keys, HEAD those found (``max_concurrency`` at a time): accept verified ones, return the rest.
+
+    Also returns whether the set could be listed (a one-file set, a store that cannot list, a crowded prefix: no).
 
     One listing (:mod:`~rawvault.s3.listing`) tells which keys are absent; a one-file set HEADs its key.
     A file sent in parts is HEADed even when the listing leaves it out: one request against all its parts,
@@ -350,4 +354,4 @@ def _check_phase(
         len(result.objects),
         format_bytes(sum(obj.size for obj in result.objects.values())),
     )
-    return to_upload
+    return to_upload, listed is not None

@@ -119,7 +119,7 @@ def upload_file(
         expected.key,
     )
     try:
-        put_answer, sent, resumed = _send(client, bucket, expected.key, source, entry, write, progress, hooks)
+        answer, sent, resumed = _send(client, bucket, expected.key, source, entry, write, progress, hooks)
     except (ObjectAppearedError, UploadVanishedError) as error:
         # Another run (a zombie of this one, a double trigger) may have stored the same file: accept it
         # only after the usual check of an existing object, never replace it.
@@ -132,9 +132,9 @@ def upload_file(
                 return accept_existing(client, found, expected, bucket, source, part_size, hooks.caps)
         except ExistingObjectMismatchError:
             raise error from None
-    if put_answer is not None and hooks.verify_by_listing and shows_recorded_file(put_answer, expected, hooks.caps):
-        return AwaitingListing(expected, source, put_answer)
-    return verify_upload(client, bucket, expected, source, write, hooks, (sent, resumed), put_answer)
+    if part_count is None and hooks.verify_by_listing and shows_recorded_file(answer, expected, hooks.caps):
+        return AwaitingListing(expected, source, answer)
+    return verify_upload(client, bucket, expected, source, write, hooks, (sent, resumed), answer)
 
 
 def _send(
@@ -146,8 +146,8 @@ def _send(
     write: SetWrite,
     progress: ProgressCallback,
     hooks: MultipartHooks,
-) -> tuple[dict[str, Any] | None, int, int]:
-    """One PUT or a (resumed) multipart upload; return the PUT's answer (``None``: multipart), parts sent, resumed."""
+) -> tuple[dict[str, Any], int, int]:
+    """One PUT or a (resumed) multipart upload; return S3's answer (multipart: :func:`_complete_answer`), parts."""
     object_args = write.create_args(entry.md5)
     if multipart_parts(entry.size, write.part_size) is None:
 
@@ -183,4 +183,10 @@ def _send(
         part_pool=hooks.part_pool,
         stop=hooks.stop,
     )
-    return None, outcome.parts_uploaded, outcome.parts_resumed
+    return _complete_answer(outcome.response, hooks.caps), outcome.parts_uploaded, outcome.parts_resumed
+
+
+def _complete_answer(response: Mapping[str, Any], caps: StoreCapabilities | None) -> dict[str, Any]:
+    """What of CompleteMultipartUpload's answer identifies the object: its version, and its ETag where HEAD agrees."""
+    keep = ("VersionId", "ETag") if caps is None or caps.complete_etag_matches_head else ("VersionId",)
+    return {name: response[name] for name in keep if response.get(name)}

@@ -4,8 +4,8 @@ The check is :func:`rawvault.s3.readback.check_or_read_back` (the one rule,
 :func:`rawvault.s3.objects.check_object`, and a read back where metadata
 proves nothing). An object that fails it is deleted again (its version, in a
 versioned bucket) only when it is the one this upload wrote: on a store that
-refuses overwrites, and, for a single PUT, when the HEAD shows the version
-(or, without versions, the ETag) the PUT answered with. An object another
+refuses overwrites, and when the HEAD shows the version (or, without
+versions, the ETag) the PUT or CompleteMultipartUpload answered with. An object another
 writer put there after the upload is never deleted: the upload fails and
 says so. With ``backup.s3.object_lock``, an object whose HEAD shows no
 retention (moto's server drops the retention given at CreateMultipartUpload)
@@ -52,18 +52,18 @@ def verify_upload(
     write: SetWrite,
     hooks: MultipartHooks,
     parts: tuple[int, int] = (0, 0),
-    put_answer: Mapping[str, Any] | None = None,
+    answer: Mapping[str, Any] | None = None,
 ) -> UploadedObject:
     """HEAD the object just uploaded from ``source`` and verify it (see the module docstring).
 
     ``parts``: the parts this run uploaded and resumed (multipart), for the
-    record. ``put_answer``: the answer of a single PUT (``None``: multipart),
+    record. ``answer``: S3's answer to the PUT or CompleteMultipartUpload,
     which tells this upload's object from one another writer put there since.
     Raises :class:`~rawvault.s3.errors.VerificationError` (or
     :class:`~rawvault.s3.errors.LocalFileChangedError`) when the object does
     not hold the recorded file.
     """
-    response, mode = _verify_uploaded(client, bucket, expected, source, write.part_size, hooks, put_answer)
+    response, mode = _verify_uploaded(client, bucket, expected, source, write.part_size, hooks, answer)
     if write.settings.object_lock is not None and retention_from_head(response) is None:
         _set_missing_retention(client, bucket, expected.key, response, write.settings)
     log.info(
@@ -78,22 +78,21 @@ def verify_upload(
     )  # fmt: skip
 
 
-def shows_recorded_file(
-    put_answer: Mapping[str, Any], expected: ExpectedObject, caps: StoreCapabilities | None
-) -> bool:
+def shows_recorded_file(answer: Mapping[str, Any], expected: ExpectedObject, caps: StoreCapabilities | None) -> bool:
     """Whether a single PUT's answer proves what its verifying HEAD would record, so the set's listing may stand in.
 
-    Its ETag is the recorded MD5 (no SSE-KMS: S3's ETag would be no MD5);
-    when a SHA-256 was sent, the answer has one and the store refuses a wrong
+    Its ETag is the recorded MD5 (no SSE-KMS: S3's ETag would be no MD5).
+    When a SHA-256 was sent, the answer has one and the store refuses a wrong
     one (AWS; ``caps.checksum_validated``), so the SHA-256 recorded from the
     answer is the one a HEAD reports (``rclone serve s3`` answers a PUT
-    without it: its objects keep their HEAD).
+    without it: its objects keep their HEAD); when none was sent, the answer
+    must have none either (a HEAD would record it).
     """
-    if etag_of(put_answer) not in (expected.etag, expected.md5) or is_kms(put_answer):
+    if etag_of(answer) not in (expected.etag, expected.md5) or is_kms(answer):
         return False
     if checksum_args(caps):  # a SHA-256 was sent
-        return bool(put_answer.get("ChecksumSHA256")) and (caps is None or caps.checksum_validated)
-    return not put_answer.get("ChecksumSHA256")
+        return bool(answer.get("ChecksumSHA256")) and (caps is None or caps.checksum_validated)
+    return not answer.get("ChecksumSHA256")
 
 
 def _set_missing_retention(
@@ -117,7 +116,7 @@ def _verify_uploaded(
     source: Path,
     part_size: int,
     hooks: MultipartHooks,
-    put_answer: Mapping[str, Any] | None,
+    answer: Mapping[str, Any] | None,
 ) -> tuple[dict[str, Any], VerificationMode]:
     """Check the object just uploaded; delete it again when it does not hold the recorded file (and is ours)."""
     target = f"s3://{bucket}/{expected.key}"
@@ -134,16 +133,16 @@ def _verify_uploaded(
                 etag_shape=etag_shape_of(hooks.caps),
             )  # fmt: skip
     except S3BackupError as error:
-        raise type(error)(f"{error}; {_discard(client, bucket, expected.key, response, hooks, put_answer)}") from None
+        raise type(error)(f"{error}; {_discard(client, bucket, expected.key, response, hooks, answer)}") from None
     if verdict.ok:
         assert verdict.how is not None
         return response, verdict.how
-    discarded = _discard(client, bucket, expected.key, response, hooks, put_answer)
-    if not _written_by_this_upload(response, put_answer):
+    discarded = _discard(client, bucket, expected.key, response, hooks, answer)
+    if not _written_by_this_upload(response, answer):
         raise VerificationError(
             f"{target} is no longer the object uploaded from {expected.path}: it has ETag {etag_of(response)}"
-            f"{_version_note(response)}, the upload was answered with ETag {etag_of(put_answer or {})}"
-            f"{_version_note(put_answer or {})}; another writer replaced it after the upload; {discarded}"
+            f"{_version_note(response)}, the upload was answered with ETag {etag_of(answer or {})}"
+            f"{_version_note(answer or {})}; another writer replaced it after the upload; {discarded}"
         )
     if verdict.kind in (VerdictKind.SIZE_DIFFERS, VerdictKind.ETAG_DIFFERS) and hooks.overwrites_refused:
         raise LocalFileChangedError(
@@ -154,17 +153,19 @@ def _verify_uploaded(
     raise VerificationError(f"{target} does not hold {expected.path}: {verdict.problem}; {discarded}")
 
 
-def _written_by_this_upload(response: Mapping[str, Any], put_answer: Mapping[str, Any] | None) -> bool:
-    """Whether the HEAD shows the object the PUT answered for: its version, or without versions its ETag.
+def _written_by_this_upload(response: Mapping[str, Any], answer: Mapping[str, Any] | None) -> bool:
+    """Whether the HEAD shows the object the upload's answer was for: the same version, else the same ETag.
 
-    ``None`` (multipart, no PUT answer to compare with): taken as this upload's, as always.
+    Compared only where both tell (a version id on both; an ETag in the
+    answer); an answer that tells nothing (``None``, an empty one) leaves the
+    object taken as this upload's, as before answers were compared.
     """
-    if put_answer is None:
+    if answer is None:
         return True
-    version = version_of(put_answer)
-    if version is not None:
-        return version_of(response) == version
-    return not etag_of(put_answer) or etag_of(put_answer) == etag_of(response)
+    ours, now = version_of(answer), version_of(response)
+    if ours is not None and now is not None:
+        return ours == now
+    return not etag_of(answer) or etag_of(answer).lower() == etag_of(response).lower()
 
 
 def _version_note(response: Mapping[str, Any]) -> str:
@@ -178,10 +179,10 @@ def _discard(
     key: str,
     response: Mapping[str, Any],
     hooks: MultipartHooks,
-    put_answer: Mapping[str, Any] | None,
+    answer: Mapping[str, Any] | None,
 ) -> str:
     """Delete the unverified object just uploaded, where it is certainly ours; else leave it. A note for messages."""
-    if not _written_by_this_upload(response, put_answer):
+    if not _written_by_this_upload(response, answer):
         return (
             "it was left as it is (rawvault deletes nothing it did not write) and nothing was recorded as done; find "
             "out who writes there, then upload the raw file again"
