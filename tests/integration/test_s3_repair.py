@@ -25,6 +25,7 @@ from devtools.local_stack import aws_connection_uri  # noqa: E402
 from devtools.servers import S3Server, local_s3_client  # noqa: E402
 from rawvault.audit import verify_backups  # noqa: E402
 from rawvault.restore import restore_raw_file  # noqa: E402
+from rawvault.s3 import listed_check  # noqa: E402
 from shared.db.interface import get_raw_file  # noqa: E402
 from shared.db.models import RawFile  # noqa: E402
 from tests.airflow_harness import init_airflow_db, load_dags, run_dag, run_triggered, ti_states  # noqa: E402
@@ -154,6 +155,32 @@ def test_a_deleted_object_of_a_bruker_set_is_repaired_by_a_rerun_of_upload_to_s3
     assert repaired.upload_claim_owner is None and repaired.s3_upload_attempts == 2  # it held the claim
     assert verify_backups(client).ok
     assert_restores(repaired, client, env, tmp_path / "restored")
+
+
+def test_on_an_aws_store_a_bruker_sets_small_files_are_verified_by_the_listing_through_the_pipeline(
+    tmp_path: Path, mongo_uri: str, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 through real DAG runs: ``compatibility: aws`` (moto answers a PUT as AWS, and is not probed)."""
+    client = local_s3_client(s3_server.endpoint_url)
+    delete_every_bucket(client)
+    env = pipeline_env(tmp_path, monkeypatch, s3_server.endpoint_url, compatibility="aws")
+    by_listing: list[str] = []  # the objects the listing after the PUTs verified (the tasks run in this process)
+    verify = listed_check._by_listing
+
+    def counted(item: Any, *args: Any) -> Any:
+        verified = verify(item, *args)
+        if verified is not None:
+            by_listing.append(verified.path)
+        return verified
+
+    monkeypatch.setattr(listed_check, "_by_listing", counted)
+    _dags, raw_file = back_up_through_the_pipeline(env, "20261122_tims1_listed.d")
+
+    single_puts = [path for path, (size, _md5, _etag) in raw_file.file_info.items() if size <= 5 * 1024 * 1024]
+    assert len(single_puts) >= 2 and sorted(by_listing) == sorted(single_puts)
+    assert_set_complete(client, raw_file)
+    assert verify_backups(client).ok
+    assert_restores(raw_file, client, env, tmp_path / "restored")
 
 
 def test_under_sse_kms_a_repaired_object_gets_a_new_etag_and_the_manifest_says_so(
