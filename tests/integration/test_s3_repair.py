@@ -51,12 +51,17 @@ ALL_BUT_UPLOAD = r"^(monitor_acquisition|compute_checksum|copy_raw_file|start_fi
 MANIFEST_SUFFIX = ".rawvault-manifest.json"
 
 
-def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint_url: str, **s3: Any) -> PipelineEnv:
+def pipeline_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint_url: str, **s3: Any
+) -> tuple[Any, PipelineEnv]:
+    """A client of the S3 server (emptied of buckets) and a pipeline environment backing up to it."""
+    client = local_s3_client(endpoint_url)
+    delete_every_bucket(client)
     init_airflow_db()
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_uri(endpoint_url))
     env = write_pipeline_env(tmp_path, backup=s3_backup("rv-repair", **s3))
     activate(env, monkeypatch)
-    return env
+    return client, env
 
 
 def back_up_through_the_pipeline(env: PipelineEnv, name: str) -> tuple[dict[str, Any], RawFile]:
@@ -135,9 +140,7 @@ def assert_restores(raw_file: RawFile, client: Any, env: PipelineEnv, target: Pa
 def test_a_deleted_object_of_a_bruker_set_is_repaired_by_a_rerun_of_upload_to_s3(
     tmp_path: Path, mongo_uri: str, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = local_s3_client(s3_server.endpoint_url)
-    delete_every_bucket(client)
-    env = pipeline_env(tmp_path, monkeypatch, s3_server.endpoint_url)
+    client, env = pipeline_env(tmp_path, monkeypatch, s3_server.endpoint_url)
     dags, raw_file = back_up_through_the_pipeline(env, "20261122_tims1_repair.d")
     bucket, key_prefix = location(raw_file)
     lost = f"{raw_file.id}/analysis.tdf"
@@ -161,9 +164,7 @@ def test_on_an_aws_store_a_bruker_sets_small_files_are_verified_by_the_listing_t
     tmp_path: Path, mongo_uri: str, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 16 through real DAG runs: ``compatibility: aws`` (moto answers a PUT as AWS, and is not probed)."""
-    client = local_s3_client(s3_server.endpoint_url)
-    delete_every_bucket(client)
-    env = pipeline_env(tmp_path, monkeypatch, s3_server.endpoint_url, compatibility="aws")
+    client, env = pipeline_env(tmp_path, monkeypatch, s3_server.endpoint_url, compatibility="aws")
     by_listing: list[str] = []  # the objects the listing after the PUTs verified (the tasks run in this process)
     verify = listed_check._by_listing
 
@@ -187,9 +188,7 @@ def test_under_sse_kms_a_repaired_object_gets_a_new_etag_and_the_manifest_says_s
     tmp_path: Path, mongo_uri: str, kms_s3_server: KmsS3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 11 finding 2, on a server that gives a new random ETag per SSE-KMS upload (as AWS does)."""
-    client = local_s3_client(kms_s3_server.endpoint_url)
-    delete_every_bucket(client)
-    env = pipeline_env(tmp_path, monkeypatch, kms_s3_server.endpoint_url, server_side_encryption="aws:kms")
+    client, env = pipeline_env(tmp_path, monkeypatch, kms_s3_server.endpoint_url, server_side_encryption="aws:kms")
     dags, raw_file = back_up_through_the_pipeline(env, "20261122_tims1_kmsrepair.d")
     before = assert_set_complete(client, raw_file, kms=True)
     lost = f"{raw_file.id}/analysis.tdf"
