@@ -201,18 +201,16 @@ def check_complete_set(
         path: expected_object(entry, layout.keys[path], listed.get(path)) for path, entry in layout.recorded.items()
     }
     heads = _head_all(client, bucket, [expected.key for expected in expectations.values()], concurrency)
-    for path, entry in layout.recorded.items():
-        expected = expectations[path]
+    for path, expected in expectations.items():
         response = heads[expected.key]
         verdict = check_object(response, expected, etag_shape=etag_shape)
         if not verdict.ok or response is None:
             state.problems[path] = verdict.problem
             continue
         assert verdict.how is not None
-        result.objects[path] = UploadedObject(
-            path, expected.key, entry.size, entry.md5, entry.etag, etag_of(response),
-            response.get("ChecksumSHA256"), verdict.how, False,
-        )  # fmt: skip
+        result.objects[path] = UploadedObject.of(
+            expected, etag_of(response), response.get("ChecksumSHA256"), verdict.how, uploaded=False
+        )
     if found is None:
         state.problems.setdefault(MANIFEST_ENTRY, "missing")
     elif not manifest_mod.same_set(found[0], layout.manifest(result, part_size, dict(metadata or {}), {})):

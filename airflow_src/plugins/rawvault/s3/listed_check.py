@@ -117,11 +117,9 @@ def _by_listing(
     if not verdict.ok:
         return None
     assert verdict.how is not None
-    expected = item.expected
-    return UploadedObject(
-        expected.path, expected.key, expected.size, expected.md5, expected.etag, etag_of(listed),
-        item.put_answer.get("ChecksumSHA256"), verdict.how, True,
-    )  # fmt: skip
+    return UploadedObject.of(
+        item.expected, etag_of(listed), item.put_answer.get("ChecksumSHA256"), verdict.how, uploaded=True
+    )
 
 
 def _verify_by_head(

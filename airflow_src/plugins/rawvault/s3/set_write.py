@@ -39,6 +39,23 @@ class UploadedObject:
     parts_uploaded: int = 0  # multipart: parts sent by this run
     parts_resumed: int = 0  # multipart: parts an earlier run stored, verified and kept
 
+    @classmethod
+    def of(
+        cls,
+        expected: ExpectedObject,
+        s3_etag: str,
+        checksum_sha256: str | None,
+        verified_by: VerificationMode,
+        *,
+        uploaded: bool,
+        parts: tuple[int, int] = (0, 0),
+    ) -> UploadedObject:
+        """The object S3 holds for ``expected``, as verified; ``parts``: (uploaded, resumed) of a multipart upload."""
+        return cls(
+            expected.path, expected.key, expected.size, expected.md5, expected.etag, s3_etag, checksum_sha256,
+            verified_by, uploaded, *parts,
+        )  # fmt: skip
+
 
 @dataclass
 class MultipartHooks:

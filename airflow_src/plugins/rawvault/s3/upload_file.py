@@ -76,10 +76,7 @@ def accept_existing(
     if verdict.ok:
         assert verdict.how is not None
         log.info("%s: already in S3 with the recorded content (verified by %s), skipped", expected.path, verdict.how)
-        return UploadedObject(
-            expected.path, expected.key, expected.size, expected.md5, expected.etag, s3_etag,
-            response.get("ChecksumSHA256"), verdict.how, False,
-        )  # fmt: skip
+        return UploadedObject.of(expected, s3_etag, response.get("ChecksumSHA256"), verdict.how, uploaded=False)
     problem = f"size {response.get('ContentLength')}, ETag {s3_etag}"
     if verdict.kind in (VerdictKind.CHECKSUM_DIFFERS, VerdictKind.CONTENT_DIFFERS, VerdictKind.CANNOT_VERIFY):
         problem += f"; {verdict.problem}"

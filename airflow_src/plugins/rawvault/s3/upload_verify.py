@@ -72,10 +72,9 @@ def verify_upload(
         mode.value,
         f" ({parts[1]} of {sum(parts)} parts resumed from an earlier run)" if parts[1] else "",
     )
-    return UploadedObject(
-        expected.path, expected.key, expected.size, expected.md5, expected.etag, etag_of(response),
-        response.get("ChecksumSHA256"), mode, True, *parts,
-    )  # fmt: skip
+    return UploadedObject.of(
+        expected, etag_of(response), response.get("ChecksumSHA256"), mode, uploaded=True, parts=parts
+    )
 
 
 def shows_recorded_file(answer: Mapping[str, Any], expected: ExpectedObject, caps: StoreCapabilities | None) -> bool:
@@ -126,6 +125,7 @@ def _verify_uploaded(
             f"{target} is missing right after its upload of {expected.path} succeeded: something deleted it (a "
             "lifecycle rule, another writer?); nothing was recorded as done, check the bucket and upload again"
         )
+    ours = _written_by_this_upload(response, answer)
     try:
         with hooks.reading():
             verdict = check_or_read_back(
@@ -133,12 +133,12 @@ def _verify_uploaded(
                 etag_shape=etag_shape_of(hooks.caps),
             )  # fmt: skip
     except S3BackupError as error:
-        raise type(error)(f"{error}; {_discard(client, bucket, expected.key, response, hooks, answer)}") from None
+        raise type(error)(f"{error}; {_discard(client, bucket, expected.key, response, hooks, ours)}") from None
     if verdict.ok:
         assert verdict.how is not None
         return response, verdict.how
-    discarded = _discard(client, bucket, expected.key, response, hooks, answer)
-    if not _written_by_this_upload(response, answer):
+    discarded = _discard(client, bucket, expected.key, response, hooks, ours)
+    if not ours:
         raise VerificationError(
             f"{target} is no longer the object uploaded from {expected.path}: it has ETag {etag_of(response)}"
             f"{_version_note(response)}, the upload was answered with ETag {etag_of(answer or {})}"
@@ -179,10 +179,13 @@ def _discard(
     key: str,
     response: Mapping[str, Any],
     hooks: MultipartHooks,
-    answer: Mapping[str, Any] | None,
+    ours: bool,
 ) -> str:
-    """Delete the unverified object just uploaded, where it is certainly ours; else leave it. A note for messages."""
-    if not _written_by_this_upload(response, answer):
+    """Delete the unverified object just uploaded, where it is certainly ours; else leave it. A note for messages.
+
+    ``ours``: the HEAD shows the object this upload was answered for (:func:`_written_by_this_upload`).
+    """
+    if not ours:
         return (
             "it was left as it is (rawvault deletes nothing it did not write) and nothing was recorded as done; find "
             "out who writes there, then upload the raw file again"
